@@ -1,0 +1,90 @@
+"""Execute every notebook headlessly and print how long each one took.
+
+    python benchmarks/run_notebooks.py            # run copies; the notebooks stay untouched
+    python benchmarks/run_notebooks.py --inplace  # also save the executed notebooks (for committing)
+    python benchmarks/run_notebooks.py 01_detection_basics   # just the notebooks whose names match
+
+Writes ``benchmarks/results/notebook_times.json``. Exits non-zero if a notebook
+fails, printing the failing cell's error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET_S = 180  # every notebook must run in at most 3 minutes on 2 CPU cores
+
+
+def _drop_progress_bars(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Remove tqdm progress-bar widgets from saved outputs.
+
+    Saved, they read as a frozen "0%" bar on GitHub; live in JupyterLab they
+    appear again when the cell runs.
+    """
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [
+                o for o in cell.outputs
+                if not (o.get("output_type") == "display_data"
+                        and "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                        and "it/s" in o["data"].get("text/plain", ""))
+            ]
+    return nb
+
+
+def run(path: Path, inplace: bool, timeout: int) -> float:
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - start
+    if inplace:
+        nbformat.write(_drop_progress_bars(nb), path)
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="substrings of notebook names to run (default: all)")
+    parser.add_argument("--inplace", action="store_true", help="save outputs into the notebooks")
+    parser.add_argument("--timeout", type=int, default=600, help="per-cell timeout, seconds")
+    args = parser.parse_args()
+
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.names:
+        notebooks = [p for p in notebooks if any(n in p.stem for n in args.names)]
+    times: dict[str, float] = {}
+    failed = []
+    for path in notebooks:
+        print(f"running {path.name} ...", flush=True)
+        try:
+            times[path.stem] = run(path, args.inplace, args.timeout)
+        except CellExecutionError as err:
+            failed.append(path.name)
+            print(f"FAILED: {path.name}\n{err}", file=sys.stderr)
+
+    print(f"\n{'notebook':40s} {'seconds':>8s}  within 3 min?")
+    for name, seconds in times.items():
+        print(f"{name:40s} {seconds:8.1f}  {'yes' if seconds <= BUDGET_S else 'NO'}")
+    print(f"{'total':40s} {sum(times.values()):8.1f}")
+    out = ROOT / "benchmarks" / "results" / "notebook_times.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.names:  # only a full run updates the record
+        out.write_text(json.dumps({"machine": platform.machine(), "seconds": times, "total": sum(times.values())}, indent=2) + "\n")
+    for name in failed:
+        print(f"{name:40s} FAILED")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""course_utils -- the reusable code of the Efficient Detection Course.
+
+One module per concept, each taught in a notebook:
+
+========================  ==========================================  ===================================
+module                    what                                        taught in
+========================  ==========================================  ===================================
+``data``                  synthetic shapes, COCO files, loader        00_setup_and_tour, 02_training_...
+``boxes``                 box formats, IoU, NMS, anchors, box coding  01_detection_basics
+``metrics``               COCO mAP (equal to pycocotools)             01_detection_basics
+``models``                TinyDetector, a torchvision Faster R-CNN    02_training_a_tiny_detector
+``train``                 one training loop with hooks, evaluation    02_training_a_tiny_detector
+``viz``                   boxes on images, curves                     all
+``widgets``               live controls with a static fallback        00_setup_and_tour
+``exercises``             auto-checks for the exercises               all
+========================  ==========================================  ===================================
+"""
+
+from .boxes import batched_nms, box_area, box_convert, box_iou, decode_boxes, encode_boxes, make_anchors, nms
+from .data import CATEGORIES, CocoDetection, DatasetError, SyntheticShapes, collate_detection, materialize, render_scene
+from .metrics import mean_average_precision
+from .models import TinyDetector, build_torchvision_detector, count_parameters
+from .train import (
+    Hook,
+    NonFiniteLossError,
+    StepState,
+    evaluate,
+    fit,
+    get_device,
+    load_checkpoint,
+    predict,
+    save_checkpoint,
+    seed_everything,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CATEGORIES", "CocoDetection", "DatasetError", "Hook", "NonFiniteLossError", "StepState", "SyntheticShapes",
+    "TinyDetector", "batched_nms", "box_area", "box_convert", "box_iou", "build_torchvision_detector",
+    "collate_detection", "count_parameters", "decode_boxes", "encode_boxes", "evaluate", "fit", "get_device",
+    "load_checkpoint", "make_anchors", "materialize", "mean_average_precision", "nms", "predict",
+    "render_scene", "save_checkpoint", "seed_everything",
+]

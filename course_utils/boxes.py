@@ -1,0 +1,211 @@
+"""Bounding boxes: formats, IoU, non-maximum suppression, anchors, box coding.
+
+Taught in: 01_detection_basics.
+
+Every function here is written from scratch so it can be read top to bottom,
+and each one is tested equal to its ``torchvision.ops`` /
+``torchvision.models.detection`` counterpart in ``tests/test_boxes.py``.
+
+Box formats (all tensors of shape ``(N, 4)``, float):
+
+* ``xyxy``   -- ``(x1, y1, x2, y2)``: top-left and bottom-right corners.
+* ``xywh``   -- ``(x1, y1, w, h)``: top-left corner, width, height (COCO).
+* ``cxcywh`` -- ``(cx, cy, w, h)``: centre, width, height.
+
+Coordinates are in pixels, with the continuous convention used by COCO and
+torchvision: a box ``(0, 0, 10, 10)`` has width 10 and area 100 (no ``+1``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "box_convert",
+    "box_area",
+    "box_iou",
+    "nms",
+    "batched_nms",
+    "make_anchors",
+    "encode_boxes",
+    "decode_boxes",
+]
+
+_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+def _to_xyxy(boxes: Tensor, fmt: str) -> Tensor:
+    a, b, c, d = boxes.unbind(-1)
+    if fmt == "xyxy":
+        return boxes.clone()
+    if fmt == "xywh":  # x2 = x1 + w, y2 = y1 + h
+        return torch.stack([a, b, a + c, b + d], dim=-1)
+    # cxcywh: x1 = cx - w/2, x2 = cx + w/2
+    return torch.stack([a - 0.5 * c, b - 0.5 * d, a + 0.5 * c, b + 0.5 * d], dim=-1)
+
+
+def _from_xyxy(boxes: Tensor, fmt: str) -> Tensor:
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    if fmt == "xyxy":
+        return boxes
+    if fmt == "xywh":
+        return torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1)
+    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
+
+
+def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
+    """Convert boxes between ``xyxy``, ``xywh`` and ``cxcywh``.
+
+    Shapes: ``boxes`` (N, 4) -> (N, 4). Same as ``torchvision.ops.box_convert``.
+    """
+    for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
+        if fmt not in _FORMATS:
+            raise ValueError(f"{name}={fmt!r} is not a box format; use one of {_FORMATS}")
+    if in_fmt == out_fmt:
+        return boxes.clone()
+    return _from_xyxy(_to_xyxy(boxes, in_fmt), out_fmt)
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """Area of ``xyxy`` boxes: ``(x2 - x1) * (y2 - y1)``. Shapes: (N, 4) -> (N,)."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise intersection over union of two sets of ``xyxy`` boxes.
+
+    ``IoU(A, B) = |A ∩ B| / (|A| + |B| - |A ∩ B|)``
+
+    Shapes: ``boxes1`` (N, 4), ``boxes2`` (M, 4) -> (N, M).
+    Same as ``torchvision.ops.box_iou``.
+    """
+    area1, area2 = box_area(boxes1), box_area(boxes2)
+    # Intersection rectangle of every pair, by broadcasting (N, 1, 2) against (M, 2).
+    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])  # (N, M, 2)
+    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])  # (N, M, 2)
+    wh = (bottom_right - top_left).clamp(min=0)  # no overlap -> width or height 0
+    inter = wh[..., 0] * wh[..., 1]  # (N, M)
+    union = area1[:, None] + area2[None, :] - inter
+    return inter / union
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy non-maximum suppression.
+
+    Repeatedly keep the highest-scoring remaining box and drop every other box
+    whose IoU with it is *greater than* ``iou_threshold``.
+
+    Shapes: ``boxes`` (N, 4) xyxy, ``scores`` (N,) -> kept indices (K,), int64,
+    sorted by decreasing score. Same as ``torchvision.ops.nms``.
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    iou = box_iou(boxes, boxes)  # (N, N), computed once
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    keep = []
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= iou[i] > iou_threshold  # also marks i itself; harmless
+    return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """Class-aware NMS: boxes only suppress boxes that share their ``idxs`` value.
+
+    Trick (as in torchvision): shift each class's boxes by ``class * (max_coord + 1)``
+    so boxes of different classes can never overlap, then run one plain NMS.
+
+    Shapes: ``boxes`` (N, 4), ``scores`` (N,), ``idxs`` (N,) int -> kept indices (K,),
+    sorted by decreasing score. Same as ``torchvision.ops.batched_nms``.
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    offsets = idxs.to(boxes) * (boxes.max() + 1)
+    return nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def make_anchors(
+    feature_size: tuple[int, int],
+    stride: int,
+    sizes: Sequence[float],
+    aspect_ratios: Sequence[float] = (1.0,),
+) -> Tensor:
+    """Anchor boxes tiled over a feature map, in ``xyxy`` image pixels.
+
+    Each cell ``(i, j)`` gets one anchor per (aspect ratio, size) pair, centred at
+    the cell's top-left corner ``(j * stride, i * stride)`` (torchvision's
+    convention). For aspect ratio ``r = h / w`` and size ``s``:
+    ``w = s / sqrt(r)``, ``h = s * sqrt(r)`` (so ``w * h = s**2``), and the
+    template ``(-w/2, -h/2, w/2, h/2)`` is rounded to whole pixels.
+
+    Shapes: -> (H * W * len(aspect_ratios) * len(sizes), 4), ordered by cell
+    (row-major), then aspect ratio, then size. Same as one level of
+    ``torchvision.models.detection.anchor_utils.AnchorGenerator``.
+    """
+    scales = torch.as_tensor(sizes, dtype=torch.float32)
+    ratios = torch.as_tensor(aspect_ratios, dtype=torch.float32)
+    h_ratios = torch.sqrt(ratios)
+    w_ratios = 1 / h_ratios
+    ws = (w_ratios[:, None] * scales[None, :]).reshape(-1)  # (A,)
+    hs = (h_ratios[:, None] * scales[None, :]).reshape(-1)
+    templates = (torch.stack([-ws, -hs, ws, hs], dim=1) / 2).round()  # (A, 4)
+
+    height, width = feature_size
+    shift_x = torch.arange(width, dtype=torch.float32) * stride
+    shift_y = torch.arange(height, dtype=torch.float32) * stride
+    yy, xx = torch.meshgrid(shift_y, shift_x, indexing="ij")
+    shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)  # (H*W, 1, 4)
+    return (shifts + templates[None]).reshape(-1, 4)
+
+
+def encode_boxes(
+    gt_boxes: Tensor, anchors: Tensor, weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+) -> Tensor:
+    """Encode ``xyxy`` boxes as offsets from ``xyxy`` anchors (Faster R-CNN coding).
+
+    With anchor centre ``(xa, ya)`` and size ``(wa, ha)``, box centre ``(x, y)`` and
+    size ``(w, h)``, and weights ``(wx, wy, ww, wh)``::
+
+        dx = wx * (x - xa) / wa      dy = wy * (y - ya) / ha
+        dw = ww * log(w / wa)        dh = wh * log(h / ha)
+
+    Shapes: ``gt_boxes`` (N, 4), ``anchors`` (N, 4) -> deltas (N, 4).
+    Same as ``torchvision.models.detection._utils.BoxCoder.encode_single``.
+    """
+    wx, wy, ww, wh = weights
+    xa, ya, wa, ha = box_convert(anchors, "xyxy", "cxcywh").unbind(-1)
+    x, y, w, h = box_convert(gt_boxes, "xyxy", "cxcywh").unbind(-1)
+    return torch.stack(
+        [wx * (x - xa) / wa, wy * (y - ya) / ha, ww * torch.log(w / wa), wh * torch.log(h / ha)], dim=-1
+    )
+
+
+def decode_boxes(
+    deltas: Tensor,
+    anchors: Tensor,
+    weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+    clamp: float = math.log(1000.0 / 16),
+) -> Tensor:
+    """Invert :func:`encode_boxes`: apply offsets ``deltas`` to ``anchors``.
+
+    ``x = dx / wx * wa + xa``, ``w = exp(min(dw / ww, clamp)) * wa`` (and the same
+    for y, h). The clamp stops ``exp`` from overflowing on a wild prediction.
+
+    Shapes: ``deltas`` (N, 4), ``anchors`` (N, 4) -> xyxy boxes (N, 4).
+    Same as ``torchvision.models.detection._utils.BoxCoder.decode_single``.
+    """
+    wx, wy, ww, wh = weights
+    xa, ya, wa, ha = box_convert(anchors.to(deltas.dtype), "xyxy", "cxcywh").unbind(-1)
+    dx, dy, dw, dh = deltas.unbind(-1)
+    x = dx / wx * wa + xa
+    y = dy / wy * ha + ya
+    w = torch.exp((dw / ww).clamp(max=clamp)) * wa
+    h = torch.exp((dh / wh).clamp(max=clamp)) * ha
+    return box_convert(torch.stack([x, y, w, h], dim=-1), "cxcywh", "xyxy")

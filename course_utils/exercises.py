@@ -1,0 +1,225 @@
+"""Auto-checks for the notebooks' exercises.
+
+Each ``check_*`` function calls the learner's code on test inputs, compares with
+the course's reference implementation, prints ``✅ Passed`` or ``❌ Not yet:``
+with a hint about the likely mistake, and returns ``True``/``False``. A check
+never raises, so a notebook with unfinished exercises still runs top to bottom.
+
+Reference solutions live apart, in ``solutions/`` at the repository root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import boxes as B
+from .metrics import count_errors, precision_at_recall
+
+__all__ = [
+    "CheckResult",
+    "check_box_area",
+    "check_xywh_to_xyxy",
+    "check_box_iou",
+    "check_nms",
+    "check_average_precision",
+    "check_error_counts",
+    "check_loss_recorder",
+]
+
+
+class CheckResult:
+    """Outcome of a check: truthy when passed. Shows nothing in a notebook (the message is printed)."""
+
+    def __init__(self, passed: bool, message: str) -> None:
+        self.passed, self.message = passed, message
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"CheckResult(passed={self.passed})"
+
+    def _ipython_display_(self) -> None:  # the printed line is the display
+        pass
+
+
+def _report(ok: bool, message: str) -> CheckResult:
+    print(("✅ Passed: " if ok else "❌ Not yet: ") + message)
+    return CheckResult(ok, message)
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
+    """Run the learner's function; turn exceptions into a hint instead of a crash."""
+    try:
+        return fn(*args), None
+    except NotImplementedError:
+        return None, f"`{getattr(fn, '__name__', 'your function')}` still raises NotImplementedError -- replace it with your code."
+    except Exception as err:  # noqa: BLE001 -- any learner error becomes a message
+        return None, f"`{getattr(fn, '__name__', 'your function')}` raised {type(err).__name__}: {err}"
+
+
+def _random_boxes(n: int, seed: int, size: float = 100.0) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * size
+    wh = torch.rand(n, 2, generator=g) * size / 2 + 1
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def _same(got: Any, want: Tensor, atol: float = 1e-5) -> tuple[bool, str]:
+    if not isinstance(got, Tensor):
+        return False, f"expected a torch.Tensor, got {type(got).__name__}."
+    if got.shape != want.shape:
+        return False, f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}."
+    if not torch.allclose(got.float(), want.float(), atol=atol):
+        return False, f"values differ (largest gap {(got.float() - want.float()).abs().max().item():.4g})."
+    return True, ""
+
+
+def check_box_area(fn: Callable[[Tensor], Tensor]) -> CheckResult:
+    """Exercise (notebook 00): area of xyxy boxes, (N, 4) -> (N,)."""
+    boxes = _random_boxes(20, seed=0)
+    got, err = _call(fn, boxes)
+    if err:
+        return _report(False, err)
+    want = B.box_area(boxes)
+    ok, why = _same(got, want)
+    if not ok and isinstance(got, Tensor) and got.shape == want.shape:
+        plus_one = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+        if torch.allclose(got.float(), plus_one):
+            why += " You added +1 to width and height: that is the old Pascal VOC pixel convention; COCO and torchvision use w = x2 - x1."
+    return _report(ok, "area = (x2 - x1) * (y2 - y1) for every box." if ok else why)
+
+
+def check_xywh_to_xyxy(fn: Callable[[Tensor], Tensor]) -> CheckResult:
+    """Exercise (notebook 00): convert COCO (x, y, w, h) boxes to (x1, y1, x2, y2)."""
+    xywh = B.box_convert(_random_boxes(20, seed=1), "xyxy", "xywh")
+    got, err = _call(fn, xywh.clone())
+    if err:
+        return _report(False, err)
+    want = B.box_convert(xywh, "xywh", "xyxy")
+    ok, why = _same(got, want)
+    if not ok and isinstance(got, Tensor) and got.shape == want.shape:
+        if torch.allclose(got.float(), B.box_convert(xywh, "cxcywh", "xyxy")):
+            why += " You treated (x, y) as the box centre; in COCO it is the top-left corner."
+    return _report(ok, "x2 = x + w, y2 = y + h." if ok else why)
+
+
+def check_box_iou(fn: Callable[[Tensor, Tensor], Tensor]) -> CheckResult:
+    """Exercise (notebook 01): pairwise IoU, (N, 4) and (M, 4) -> (N, M)."""
+    a, b = _random_boxes(7, seed=2), _random_boxes(5, seed=3)
+    b[0] = torch.tensor([500.0, 500.0, 510.0, 510.0])  # far from everything: IoU must be 0
+    got, err = _call(fn, a, b)
+    if err:
+        return _report(False, err)
+    want = B.box_iou(a, b)
+    ok, why = _same(got, want)
+    if not ok and isinstance(got, Tensor) and got.shape == want.shape:
+        if (got[:, 0] != 0).any():
+            why += " Disjoint boxes must have IoU 0: clamp the intersection's width and height at 0."
+        elif (got > want + 1e-6).any() or (got < want - 1e-6).any():
+            why += " Check the union: |A| + |B| - |A ∩ B| (subtract the intersection once)."
+    return _report(ok, "your IoU matches torchvision.ops.box_iou on 35 pairs." if ok else why)
+
+
+def check_nms(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
+    """Exercise (notebook 01): greedy NMS returning kept indices, best score first."""
+    for seed, thr in ((4, 0.5), (5, 0.3), (6, 0.7)):
+        boxes = _random_boxes(40, seed=seed, size=60)
+        scores = torch.rand(40, generator=torch.Generator().manual_seed(seed))
+        got, err = _call(fn, boxes, scores, thr)
+        if err:
+            return _report(False, err)
+        want = B.nms(boxes, scores, thr)
+        if not isinstance(got, Tensor):
+            return _report(False, f"expected a tensor of indices, got {type(got).__name__}.")
+        if sorted(got.tolist()) == sorted(want.tolist()) and got.tolist() != want.tolist():
+            return _report(False, "you keep the right boxes but in the wrong order: return them by decreasing score.")
+        if got.tolist() != want.tolist():
+            hint = " Suppress a box when IoU > threshold (strictly greater), and compare against kept boxes only."
+            return _report(False, f"at iou_threshold={thr} you kept {len(got)} boxes, the reference keeps {len(want)}.{hint}")
+    return _report(True, "same indices, same order as the reference on 3 random sets.")
+
+
+def check_average_precision(fn: Callable[[np.ndarray, int], float]) -> CheckResult:
+    """Exercise (notebook 01): COCO 101-point AP from score-sorted TP flags."""
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        is_tp = rng.random(30) < 0.6
+        num_gt = int(is_tp.sum() + rng.integers(0, 5))
+        got, err = _call(fn, is_tp.copy(), num_gt)
+        if err:
+            return _report(False, err)
+        want = float(precision_at_recall(is_tp, num_gt).mean())
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return _report(False, f"expected a number, got {type(got).__name__}.")
+        if abs(got - want) > 1e-6:
+            raw = np.cumsum(is_tp) / np.arange(1, len(is_tp) + 1)
+            hint = ""
+            if abs(got - raw.mean()) < 1e-6:
+                hint = " That is the mean raw precision: compute recall, take the precision envelope, and sample it at 101 recall points."
+            return _report(False, f"AP should be {want:.4f}, got {got:.4f}.{hint or ' Did you take the envelope (max precision at any higher recall) before sampling?'}")
+    return _report(True, "matches COCO's 101-point interpolated AP on 5 random rankings.")
+
+
+def check_error_counts(fn: Callable[[dict[str, Tensor], dict[str, Tensor], float, float], tuple[int, int, int]]) -> CheckResult:
+    """Exercise (notebook 02): (TP, FP, FN) for one image at a score and IoU threshold.
+
+    A prediction is a TP if it matches (same label, IoU >= threshold) a ground
+    truth that no higher-scored prediction has matched.
+    """
+    gen = torch.Generator().manual_seed(8)
+    gt_boxes = _random_boxes(5, seed=9)
+    target = {"boxes": gt_boxes, "labels": torch.tensor([1, 2, 1, 3, 2])}
+    jitter = torch.randn(8, 4, generator=gen) * 3
+    pred = {
+        "boxes": torch.cat([gt_boxes, gt_boxes[:3]]) + jitter,
+        "scores": torch.rand(8, generator=gen),
+        "labels": torch.tensor([1, 2, 1, 3, 1, 1, 2, 1]),
+    }
+    for score_thr, iou_thr in ((0.0, 0.5), (0.5, 0.5), (0.2, 0.9)):
+        got, err = _call(fn, pred, target, score_thr, iou_thr)
+        if err:
+            return _report(False, err)
+        want = count_errors(pred, target, score_thr, iou_thr)
+        try:
+            got = tuple(int(v) for v in got)
+        except (TypeError, ValueError):
+            return _report(False, f"expected a tuple (TP, FP, FN) of three integers, got {got!r}.")
+        if got != want:
+            return _report(False, f"at score >= {score_thr}, IoU >= {iou_thr}: expected (TP, FP, FN) = {want}, got {got}. "
+                           "Each ground truth can be matched once; labels must agree; FN = ground truths left unmatched.")
+    return _report(True, "TP/FP/FN counts agree at three (score, IoU) thresholds.")
+
+
+def check_loss_recorder(hook_class: type) -> CheckResult:
+    """Exercise (notebook 02): a Hook that records the total loss after every step in ``self.values``."""
+    from .data import SyntheticShapes, collate_detection
+    from .models import TinyDetector
+    from .train import fit
+
+    try:
+        hook = hook_class()
+    except Exception as err:  # noqa: BLE001
+        return _report(False, f"could not create your hook: {type(err).__name__}: {err}")
+    torch.manual_seed(0)
+    model = TinyDetector(width=0.25, depth=0)
+    data = [SyntheticShapes(4, seed=0)[i] for i in range(4)]
+    loader = torch.utils.data.DataLoader(data, batch_size=2, collate_fn=collate_detection)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    try:
+        history = fit(model, loader, optimizer, epochs=1, device=torch.device("cpu"), hooks=[hook], progress=False)
+    except Exception as err:  # noqa: BLE001
+        return _report(False, f"training with your hook failed: {type(err).__name__}: {err}")
+    values = getattr(hook, "values", None)
+    if not isinstance(values, list) or len(values) != 2:
+        return _report(False, f"after 2 steps `hook.values` should be a list of 2 numbers, got {values!r}. Append in `after_step`.")
+    if not np.allclose(values, history["loss"], rtol=1e-5):
+        return _report(False, f"recorded {values} but the losses were {history['loss']}. Sum `state.losses.values()` and call .item().")
+    return _report(True, "your hook saw both steps and recorded the right losses.")

@@ -1,0 +1,285 @@
+"""Mean average precision, the COCO way, written out step by step.
+
+Taught in: 01_detection_basics.
+
+:func:`mean_average_precision` follows ``pycocotools.cocoeval.COCOeval`` for
+bounding boxes with area range "all" and up to 100 detections per image and
+class, and is tested equal to it (``tests/test_metrics.py``). The steps:
+
+1. For every image and class, sort detections by score and keep the top
+   ``max_detections``.
+2. For each IoU threshold t in 0.50:0.05:0.95, match greedily: each detection,
+   best score first, takes the unmatched ground truth it overlaps most, if
+   that IoU >= t. Matched = true positive (TP), otherwise false positive (FP).
+3. Per class, pool the detections of all images, sort by score, and compute
+   ``precision = TP / (TP + FP)`` and ``recall = TP / #ground-truth`` as the
+   score threshold is lowered.
+4. Make precision monotone (each value becomes the max to its right), read it
+   at 101 recall points 0, 0.01, ..., 1 (0 past the highest recall reached) and
+   average: that is AP for (class, t).
+5. ``map`` averages AP over classes and thresholds; ``map_50`` and ``map_75``
+   use one threshold. Classes without any ground truth are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .boxes import box_iou
+
+__all__ = [
+    "IOU_THRESHOLDS",
+    "RECALL_THRESHOLDS",
+    "match_detections",
+    "precision_at_recall",
+    "coco_precision",
+    "mean_average_precision",
+    "count_errors",
+    "pycocotools_map",
+    "simulate_detections",
+]
+
+#: 0.50, 0.55, ..., 0.95 -- computed as COCOeval does, so the floats are identical.
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+#: 0.00, 0.01, ..., 1.00
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+
+
+def match_detections(ious: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy matching of score-sorted detections to ground truths (COCOeval rules).
+
+    Shapes: ``ious`` (D, G) with rows in decreasing score order -> (D,) bool,
+    True where the detection is a true positive. A ground truth is matched at
+    most once; among equal IoUs the later ground truth wins, as in COCOeval.
+    """
+    num_det, num_gt = ious.shape
+    gt_taken = np.zeros(num_gt, dtype=bool)
+    is_tp = np.zeros(num_det, dtype=bool)
+    for d in range(num_det):
+        best_iou, best_gt = min(iou_threshold, 1 - 1e-10), -1
+        for g in range(num_gt):
+            if gt_taken[g] or ious[d, g] < best_iou:
+                continue
+            best_iou, best_gt = ious[d, g], g
+        if best_gt >= 0:
+            gt_taken[best_gt] = True
+            is_tp[d] = True
+    return is_tp
+
+
+def precision_at_recall(is_tp: np.ndarray, num_gt: int) -> np.ndarray:
+    """Interpolated precision at the 101 recall thresholds, from score-sorted TP flags.
+
+    ``precision_k = TP_k / k``, ``recall_k = TP_k / num_gt`` over the first k
+    detections; precision is made non-increasing from the right, then sampled at
+    the first k whose recall reaches each threshold (0 if none does).
+    Shapes: ``is_tp`` (D,) -> (101,).
+    """
+    tp = np.cumsum(is_tp).astype(float)
+    fp = np.cumsum(~is_tp).astype(float)
+    recall = tp / num_gt
+    precision = tp / (fp + tp + np.spacing(1))
+    precision = np.maximum.accumulate(precision[::-1])[::-1]  # envelope
+    out = np.zeros(len(RECALL_THRESHOLDS))
+    idx = np.searchsorted(recall, RECALL_THRESHOLDS, side="left")
+    valid = idx < len(precision)
+    out[valid] = precision[idx[valid]]
+    return out
+
+
+def _as_numpy(d: dict[str, Any], key: str, dtype: Any) -> np.ndarray:
+    value = d[key]
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=dtype)
+
+
+def coco_precision(
+    preds: list[dict[str, Any]], targets: list[dict[str, Any]], max_detections: int = 100
+) -> tuple[np.ndarray, list[int]]:
+    """The COCO precision table.
+
+    Returns ``(precision, classes)``: ``precision`` has shape (T=10, R=101, K)
+    -- interpolated precision per IoU threshold, recall threshold and class --
+    with -1 for classes that have no ground truth; ``classes`` are the K labels
+    (sorted union of the labels in targets and preds).
+    """
+    if len(preds) != len(targets):
+        raise ValueError(f"got {len(preds)} predictions but {len(targets)} targets; need one dict per image in each")
+    classes = sorted(
+        {int(c) for t in targets for c in _as_numpy(t, "labels", np.int64)}
+        | {int(c) for p in preds for c in _as_numpy(p, "labels", np.int64)}
+    )
+    precision = -np.ones((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(classes)))
+    for k, cls in enumerate(classes):
+        scores, tps, num_gt = [], [], 0  # pooled over images
+        for pred, target in zip(preds, targets):
+            gt = _as_numpy(target, "boxes", np.float64).reshape(-1, 4)[_as_numpy(target, "labels", np.int64) == cls]
+            mask = _as_numpy(pred, "labels", np.int64) == cls
+            det = _as_numpy(pred, "boxes", np.float64).reshape(-1, 4)[mask]
+            det_scores = _as_numpy(pred, "scores", np.float64)[mask]
+            order = np.argsort(-det_scores, kind="mergesort")[:max_detections]  # step 1
+            det, det_scores = det[order], det_scores[order]
+            num_gt += len(gt)
+            ious = box_iou(torch.from_numpy(det), torch.from_numpy(gt)).numpy()
+            tps.append(np.stack([match_detections(ious, t) for t in IOU_THRESHOLDS]).reshape(len(IOU_THRESHOLDS), -1))
+            scores.append(det_scores)
+        if num_gt == 0:
+            continue  # AP undefined: stays -1 and is left out of the means
+        order = np.argsort(-np.concatenate(scores), kind="mergesort")  # step 3
+        tp_all = np.concatenate(tps, axis=1)[:, order]
+        for t in range(len(IOU_THRESHOLDS)):
+            precision[t, :, k] = precision_at_recall(tp_all[t], num_gt)
+    return precision, classes
+
+
+def count_errors(
+    pred: dict[str, Any], target: dict[str, Any], score_threshold: float = 0.5, iou_threshold: float = 0.5
+) -> tuple[int, int, int]:
+    """``(TP, FP, FN)`` of one image's detections scoring at least ``score_threshold``.
+
+    Matching is COCO's (:func:`match_detections`), class by class: a detection is
+    a TP if it claims an unclaimed ground truth of its class with IoU >=
+    ``iou_threshold``; FN = ground truths left unclaimed.
+    """
+    keep = _as_numpy(pred, "scores", np.float64) >= score_threshold
+    det_boxes = _as_numpy(pred, "boxes", np.float64).reshape(-1, 4)[keep]
+    det_scores = _as_numpy(pred, "scores", np.float64)[keep]
+    det_labels = _as_numpy(pred, "labels", np.int64)[keep]
+    gt_boxes = _as_numpy(target, "boxes", np.float64).reshape(-1, 4)
+    gt_labels = _as_numpy(target, "labels", np.int64)
+    tp = 0
+    for cls in np.unique(gt_labels):
+        d = det_labels == cls
+        order = np.argsort(-det_scores[d], kind="mergesort")
+        ious = box_iou(torch.from_numpy(det_boxes[d][order]), torch.from_numpy(gt_boxes[gt_labels == cls])).numpy()
+        tp += int(match_detections(ious, iou_threshold).sum())
+    return tp, int(keep.sum()) - tp, len(gt_labels) - tp
+
+
+def _mean_valid(x: np.ndarray) -> float:
+    valid = x[x > -1]
+    return float(valid.mean()) if valid.size else -1.0
+
+
+def mean_average_precision(
+    preds: list[dict[str, Any]], targets: list[dict[str, Any]], max_detections: int = 100
+) -> dict[str, Any]:
+    """COCO mAP for boxes, equal to pycocotools' ``COCOeval`` (area "all").
+
+    Args:
+        preds: one dict per image with ``boxes`` (D, 4) xyxy, ``scores`` (D,), ``labels`` (D,).
+        targets: one dict per image with ``boxes`` (G, 4) xyxy, ``labels`` (G,).
+        max_detections: detections kept per image and class, by score.
+
+    Returns ``{"map", "map_50", "map_75", "ap_per_class": {label: AP@[.5:.95]},
+    "precision": (10, 101, K) array, "classes": [labels]}``; -1 where undefined.
+    """
+    precision, classes = coco_precision(preds, targets, max_detections)
+    return {
+        "map": _mean_valid(precision),
+        "map_50": _mean_valid(precision[0]),
+        "map_75": _mean_valid(precision[5]),
+        "ap_per_class": {c: _mean_valid(precision[:, :, k]) for k, c in enumerate(classes)},
+        "precision": precision,
+        "classes": classes,
+    }
+
+
+def pycocotools_map(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same numbers from ``pycocotools.cocoeval.COCOeval`` -- the reference we test against.
+
+    Builds an in-memory COCO ground truth (image ids 1..N in order, boxes as
+    xywh in float64, ``area = w * h``) and loads ``preds`` as results. Returns
+    ``{"map", "map_50", "map_75", "ap_per_class"}`` like :func:`mean_average_precision`.
+    """
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def xywh(box: np.ndarray) -> list[float]:
+        return [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
+
+    classes = sorted(
+        {int(c) for t in targets for c in _as_numpy(t, "labels", np.int64)}
+        | {int(c) for p in preds for c in _as_numpy(p, "labels", np.int64)}
+    )
+    images, annotations, results = [], [], []
+    for image_id, (pred, target) in enumerate(zip(preds, targets), start=1):
+        images.append({"id": image_id})
+        for box, label in zip(_as_numpy(target, "boxes", np.float64).reshape(-1, 4), _as_numpy(target, "labels", np.int64)):
+            b = xywh(box)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
+                                "bbox": b, "area": b[2] * b[3], "iscrowd": 0})
+        for box, score, label in zip(_as_numpy(pred, "boxes", np.float64).reshape(-1, 4),
+                                     _as_numpy(pred, "scores", np.float64), _as_numpy(pred, "labels", np.int64)):
+            results.append({"image_id": image_id, "category_id": int(label), "bbox": xywh(box), "score": float(score)})
+    if not results:
+        raise ValueError("pycocotools cannot evaluate an empty list of detections")
+    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints a lot
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": annotations, "categories": [{"id": c} for c in classes]}
+        gt.createIndex()
+        coco_eval = COCOeval(gt, gt.loadRes(results), iouType="bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    precision = coco_eval.eval["precision"][:, :, :, 0, 2]  # (T, R, K), area "all", 100 detections
+    return {
+        "map": float(coco_eval.stats[0]),
+        "map_50": float(coco_eval.stats[1]),
+        "map_75": float(coco_eval.stats[2]),
+        "ap_per_class": {int(c): _mean_valid(precision[:, :, k]) for k, c in enumerate(coco_eval.params.catIds)},
+    }
+
+
+def simulate_detections(
+    targets: list[dict[str, Any]],
+    num_classes: int,
+    seed: int = 0,
+    recall: float = 0.85,
+    jitter: float = 0.08,
+    false_positives: float = 1.0,
+    duplicates: float = 0.2,
+) -> list[dict[str, Tensor]]:
+    """A pretend detector, for learning mAP before training one.
+
+    For each ground-truth box: with probability ``recall`` a detection of the same
+    class whose corners move by ``jitter`` x box size (Gaussian), score in
+    [0.3, 1]; with probability ``duplicates`` a second, lower-scored copy. Plus
+    Poisson(``false_positives``) random boxes per image with scores in [0, 0.6]
+    and random classes. Returns predictions in the :func:`mean_average_precision` format.
+    """
+    rng = np.random.default_rng(seed)
+    preds = []
+    for target in targets:
+        gt = _as_numpy(target, "boxes", np.float64).reshape(-1, 4)
+        gt_labels = _as_numpy(target, "labels", np.int64)
+        boxes, scores, labels = [], [], []
+        for box, label in zip(gt, gt_labels):
+            if rng.random() > recall:
+                continue
+            size = np.array([box[2] - box[0], box[3] - box[1]] * 2)
+            boxes.append(box + rng.normal(0, jitter, 4) * size)
+            scores.append(rng.uniform(0.3, 1.0))
+            labels.append(label)
+            if rng.random() < duplicates:
+                boxes.append(box + rng.normal(0, 2 * jitter, 4) * size)
+                scores.append(scores[-1] * rng.uniform(0.3, 0.9))
+                labels.append(label)
+        for _ in range(rng.poisson(false_positives)):
+            xy = rng.uniform(0, 100, 2)
+            boxes.append(np.concatenate([xy, xy + rng.uniform(8, 40, 2)]))
+            scores.append(rng.uniform(0.0, 0.6))
+            labels.append(rng.integers(1, num_classes + 1))
+        box_arr = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+        box_arr[:, 2:] = np.maximum(box_arr[:, 2:], box_arr[:, :2] + 1)  # keep boxes valid
+        preds.append({"boxes": torch.from_numpy(box_arr), "scores": torch.tensor(scores, dtype=torch.float32),
+                      "labels": torch.tensor(labels, dtype=torch.int64)})
+    return preds

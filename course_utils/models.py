@@ -1,0 +1,283 @@
+"""Detectors: the course's tiny single-stage detector and a torchvision one.
+
+Taught in: 02_training_a_tiny_detector.
+
+:class:`TinyDetector` is written from scratch in the style of FCOS/RetinaNet,
+small enough to train on a laptop CPU in a minute:
+
+* **backbone** -- Conv-BN-ReLU blocks, four stride-2 stages (strides 2, 4, 8, 16);
+* **neck** -- a two-level FPN: the stride-16 map is upsampled and added to the
+  stride-8 map, so small objects see large context;
+* **head** -- a shared conv tower, then per-location class logits (K) and box
+  offsets (4) against one square anchor per location;
+* **post-processing** -- decode offsets into boxes, score threshold, class-aware
+  NMS, keep the top ``detections_per_image``.
+
+``width`` scales every channel count and ``depth`` the number of extra blocks per
+stage, so a large "teacher" and a small "student" come from one class.
+
+Like torchvision detectors: ``model(images, targets)`` in train mode returns a
+dict of losses; ``model(images)`` in eval mode returns a list of
+``{"boxes", "scores", "labels"}`` dicts. Labels are ``1..num_classes``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import generalized_box_iou_loss
+
+from .boxes import batched_nms, box_iou, decode_boxes, encode_boxes, make_anchors
+
+__all__ = ["ConvBNReLU", "TinyDetector", "quality_focal_loss", "build_torchvision_detector", "count_parameters"]
+
+
+class ConvBNReLU(nn.Sequential):
+    """``ReLU(BN(Conv(x)))`` -- the building block QAT later folds and quantizes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, kernel_size: int = 3) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, kernel_size, stride, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+
+def _channels(base: int, width: float) -> int:
+    """``base * width`` rounded to a multiple of 8 (at least 8)."""
+    return max(8, int(round(base * width / 8)) * 8)
+
+
+def quality_focal_loss(logits: Tensor, quality: Tensor, beta: float = 2.0) -> Tensor:
+    """Quality focal loss (Li et al. 2020, "Generalized Focal Loss"), summed.
+
+    ``QFL(σ, y) = -|y - σ|^β · [y log σ + (1 - y) log(1 - σ)]`` with σ = sigmoid(logit).
+
+    The target ``y`` is the IoU of the predicted box with its ground truth at
+    positive locations (0 elsewhere), so the score learns to rank by box quality,
+    which is what mAP@[.5:.95] rewards. Shapes: ``logits``, ``quality`` (N, K) -> ().
+    """
+    sigma = logits.sigmoid()
+    bce = F.binary_cross_entropy_with_logits(logits, quality, reduction="none")
+    return ((quality - sigma).abs().pow(beta) * bce).sum()
+
+
+class TinyDetector(nn.Module):
+    """A small single-stage anchor-based detector (see the module docstring).
+
+    Args:
+        num_classes: K, object classes (labels ``1..K``).
+        width: channel multiplier (0.5 = small student, 2.0 = teacher).
+        depth: extra Conv-BN-ReLU blocks per backbone stage.
+        anchor_scale: anchor side = ``anchor_scale * stride`` pixels.
+        center_radius: a location is positive for a box if its centre lies inside
+            the box and within ``center_radius * stride`` of the box centre.
+    """
+
+    stride = 8
+
+    def __init__(
+        self,
+        num_classes: int = 3,
+        width: float = 1.0,
+        depth: int = 1,
+        anchor_scale: float = 4.0,
+        center_radius: float = 1.5,
+        score_threshold: float = 0.05,
+        nms_threshold: float = 0.6,
+        detections_per_image: int = 100,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1 or width <= 0 or depth < 0:
+            raise ValueError(f"need num_classes >= 1, width > 0, depth >= 0; got {num_classes}, {width}, {depth}")
+        self.num_classes = num_classes
+        self.anchor_size = anchor_scale * self.stride
+        self.center_radius = center_radius
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.detections_per_image = detections_per_image
+
+        c1, c2, c3, c4 = (_channels(c, width) for c in (16, 32, 64, 128))
+        neck = _channels(64, width)
+
+        def stage(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(ConvBNReLU(c_in, c_out, stride=2), *[ConvBNReLU(c_out, c_out) for _ in range(depth)])
+
+        self.stem = ConvBNReLU(3, c1, stride=2)  # stride 2
+        self.stage2 = stage(c1, c2)  # stride 4
+        self.stage3 = stage(c2, c3)  # stride 8  -> FPN level P3
+        self.stage4 = stage(c3, c4)  # stride 16 -> FPN level P4
+        self.lateral3 = nn.Conv2d(c3, neck, 1)
+        self.lateral4 = nn.Conv2d(c4, neck, 1)
+        self.smooth = ConvBNReLU(neck, neck)
+        self.tower = nn.Sequential(ConvBNReLU(neck, neck), ConvBNReLU(neck, neck))
+        self.cls_out = nn.Conv2d(neck, num_classes, 1)
+        self.box_out = nn.Conv2d(neck, 4, 1)
+        # Start every score at p = 0.01 so the many background locations do not
+        # swamp the first steps (RetinaNet's prior initialisation).
+        nn.init.constant_(self.cls_out.bias, -math.log((1 - 0.01) / 0.01))
+        nn.init.normal_(self.box_out.weight, std=0.01)
+        nn.init.zeros_(self.box_out.bias)
+
+    # ------------------------------------------------------------------ forward
+    def features(self, x: Tensor) -> Tensor:
+        """Backbone + neck. Shapes: (B, 3, H, W) -> (B, C, H/8, W/8)."""
+        x = self.stem(x - 0.5)  # centre pixels in [0, 1] around 0
+        c3 = self.stage3(self.stage2(x))
+        c4 = self.stage4(c3)
+        p3 = self.lateral3(c3) + F.interpolate(self.lateral4(c4), size=c3.shape[-2:], mode="nearest")
+        return self.smooth(p3)
+
+    def head(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-location outputs. Shapes: (B, C, h, w) -> logits (B, h*w, K), deltas (B, h*w, 4)."""
+        t = self.tower(features)
+        logits = self.cls_out(t).flatten(2).transpose(1, 2)
+        deltas = self.box_out(t).flatten(2).transpose(1, 2)
+        return logits, deltas
+
+    def anchors(self, feature_size: tuple[int, int], device: torch.device) -> Tensor:
+        """One square anchor per location, centred on the cell. Shape: (h*w, 4) xyxy."""
+        # make_anchors centres anchors on cell corners (torchvision); shift to centres.
+        return (make_anchors(feature_size, self.stride, [self.anchor_size]) + self.stride / 2).to(device)
+
+    def forward_raw(self, images: Tensor | list[Tensor]) -> dict[str, Tensor]:
+        """Raw network outputs (what distillation and quantization act on).
+
+        Returns ``{"logits": (B, A, K), "deltas": (B, A, 4), "anchors": (A, 4)}``.
+        """
+        x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
+        feats = self.features(x)
+        logits, deltas = self.head(feats)
+        return {"logits": logits, "deltas": deltas, "anchors": self.anchors(tuple(feats.shape[-2:]), x.device)}
+
+    def forward(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+        raw = self.forward_raw(images)
+        if self.training:
+            if targets is None:
+                raise ValueError("TinyDetector in train mode needs targets; call model.eval() to get detections")
+            return self.loss(raw, targets)
+        size = images[0].shape[-2:] if isinstance(images, (list, tuple)) else images.shape[-2:]
+        return self.postprocess(raw, tuple(size))
+
+    # ------------------------------------------------------------------ training
+    @torch.no_grad()
+    def assign(self, anchors: Tensor, gt_boxes: Tensor) -> Tensor:
+        """Match each location to at most one ground-truth box (centre sampling).
+
+        A location is a candidate for a box if its centre is inside the box and
+        within ``center_radius * stride`` of the box centre; the cell containing
+        the box centre is always a candidate (so tiny boxes get one). Ties go to
+        the smallest box. Shapes: anchors (A, 4), gt_boxes (G, 4) -> (A,) int64,
+        the matched box index or -1 for background.
+        """
+        if len(gt_boxes) == 0:
+            return torch.full((len(anchors),), -1, dtype=torch.int64, device=anchors.device)
+        ctr = (anchors[:, :2] + anchors[:, 2:]) / 2  # (A, 2)
+        gt_ctr = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # (G, 2)
+        inside = ((ctr[:, None] > gt_boxes[None, :, :2]) & (ctr[:, None] < gt_boxes[None, :, 2:])).all(-1)
+        offset = (ctr[:, None] - gt_ctr[None]).abs()  # (A, G, 2)
+        near = (offset <= self.center_radius * self.stride).all(-1)
+        own_cell = (offset <= self.stride / 2).all(-1)
+        candidate = (inside & near) | own_cell
+        area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
+        cost = torch.where(candidate, area[None].expand_as(candidate), torch.full_like(candidate, math.inf, dtype=area.dtype))
+        best_cost, best = cost.min(dim=1)
+        return torch.where(torch.isfinite(best_cost), best, torch.full_like(best, -1))
+
+    def loss(self, raw: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Detection loss: QFL for classes + GIoU and L1 for boxes, per positive location.
+
+        ``loss_cls = Σ QFL / N_pos``, ``loss_giou = Σ (1 - GIoU) / N_pos``,
+        ``loss_l1 = Σ |δ - δ*|₁ / N_pos`` (δ* = :func:`encode_boxes` target).
+        """
+        logits, deltas, anchors = raw["logits"], raw["deltas"], raw["anchors"]
+        quality = torch.zeros_like(logits)
+        pos_pred, pos_deltas, pos_gt, pos_anchors = [], [], [], []
+        for b, target in enumerate(targets):
+            gt_boxes = target["boxes"].to(anchors)
+            match = self.assign(anchors, gt_boxes)
+            pos = torch.nonzero(match >= 0).squeeze(1)
+            if len(pos) == 0:
+                continue
+            gt = gt_boxes[match[pos]]
+            pred = decode_boxes(deltas[b, pos], anchors[pos])
+            with torch.no_grad():
+                iou = box_iou(pred, gt).diagonal().clamp(min=0).to(quality.dtype)
+            quality[b, pos, target["labels"].to(pos.device)[match[pos]] - 1] = iou
+            pos_pred.append(pred), pos_deltas.append(deltas[b, pos]), pos_gt.append(gt), pos_anchors.append(anchors[pos])
+        num_pos = max(sum(len(p) for p in pos_pred), 1)
+        loss_cls = quality_focal_loss(logits, quality) / num_pos
+        if pos_pred:
+            pred, gt = torch.cat(pos_pred), torch.cat(pos_gt)
+            loss_giou = generalized_box_iou_loss(pred, gt, reduction="sum") / num_pos
+            loss_l1 = F.l1_loss(torch.cat(pos_deltas), encode_boxes(gt, torch.cat(pos_anchors)), reduction="sum") / num_pos
+        else:  # no objects in the batch: keep the graph, contribute zero
+            loss_giou = loss_l1 = deltas.sum() * 0.0
+        return {"loss_cls": loss_cls, "loss_giou": 2.0 * loss_giou, "loss_l1": 0.5 * loss_l1}
+
+    # ------------------------------------------------------------------ inference
+    def postprocess(self, raw: dict[str, Tensor], image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        """Decode + score threshold + class-aware NMS + top-k, per image.
+
+        Returns one ``{"boxes": (D, 4) xyxy, "scores": (D,), "labels": (D,) int64}``
+        per image, sorted by score, ``D <= detections_per_image``.
+        """
+        height, width = image_size
+        results = []
+        for logits, deltas in zip(raw["logits"], raw["deltas"]):
+            boxes = decode_boxes(deltas, raw["anchors"])
+            boxes = torch.stack(
+                [boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height), boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1
+            )
+            scores = logits.sigmoid()  # (A, K): one candidate per location and class
+            loc, cls = torch.nonzero(scores > self.score_threshold, as_tuple=True)
+            cand_scores = scores[loc, cls]
+            top = cand_scores.topk(min(1000, len(cand_scores))).indices  # cap NMS work
+            loc, cls, cand_scores = loc[top], cls[top], cand_scores[top]
+            keep = batched_nms(boxes[loc], cand_scores, cls, self.nms_threshold)[: self.detections_per_image]
+            results.append({"boxes": boxes[loc[keep]], "scores": cand_scores[keep], "labels": cls[keep] + 1})
+        return results
+
+
+def build_torchvision_detector(num_classes: int = 3, image_size: int = 128) -> nn.Module:
+    """A real ``torchvision`` Faster R-CNN sized for the course data, no downloaded weights.
+
+    Backbone: the same Conv-BN-ReLU stages as :class:`TinyDetector` (stride 8,
+    64 channels), one feature map; anchors of 8-64 px; images kept at
+    ``image_size`` (no resizing). ``num_classes`` excludes background
+    (torchvision counts it, so the model gets ``num_classes + 1``).
+    """
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    backbone = nn.Sequential(
+        ConvBNReLU(3, 16, stride=2), ConvBNReLU(16, 32, stride=2), ConvBNReLU(32, 32),
+        ConvBNReLU(32, 64, stride=2), ConvBNReLU(64, 64),
+    )
+    backbone.out_channels = 64  # FasterRCNN reads this attribute
+    return FasterRCNN(
+        backbone,
+        num_classes=None,  # given by box_predictor below
+        min_size=image_size,
+        max_size=image_size,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.25, 0.25, 0.25],
+        rpn_anchor_generator=AnchorGenerator(sizes=((12, 24, 48),), aspect_ratios=((0.5, 1.0, 2.0),)),
+        box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(64 * 7 * 7, 256),
+        box_predictor=FastRCNNPredictor(256, num_classes + 1),
+        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
+        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
+        box_batch_size_per_image=128, box_detections_per_img=100,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

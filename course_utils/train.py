@@ -1,0 +1,298 @@
+"""One training loop and one evaluation for the whole course.
+
+Taught in: 02_training_a_tiny_detector (and reused by every later notebook).
+
+Later topics plug in through :class:`Hook` objects instead of copying the loop:
+
+=====================  ==========================================  =====================
+hook method            called                                      used for
+=====================  ==========================================  =====================
+``on_train_start``     once, before the first step                 set-up, e.g. QAT prepare
+``extra_losses``       after the forward pass, before backward     distillation loss
+``after_backward``     after ``backward()`` (and ``unscale_``),    gradient clipping,
+                       before ``optimizer.step()``                 gradient-norm monitors
+``after_step``         after ``optimizer.step()``                  logging, EMA
+``on_epoch_end``       after each epoch                            freezing BN stats (QAT)
+=====================  ==========================================  =====================
+
+Each receives the :class:`StepState` of the current step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import random
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .metrics import mean_average_precision
+
+__all__ = [
+    "Hook",
+    "StepState",
+    "NonFiniteLossError",
+    "seed_everything",
+    "get_device",
+    "move_to",
+    "train_one_epoch",
+    "make_optimizer",
+    "fit",
+    "predict",
+    "evaluate",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class StepState:
+    """Everything a hook may look at (or change) during one training step."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0
+    step: int = 0  # global step, counting from 0
+    images: list[Tensor] = field(default_factory=list)
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    outputs: dict[str, Tensor] | None = None  # raw outputs, when the model exposes them
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Hook:
+    """Base class: override only the methods you need (see module docstring)."""
+
+    def on_train_start(self, state: StepState) -> None: ...
+
+    def extra_losses(self, state: StepState) -> dict[str, Tensor]:
+        return {}
+
+    def after_backward(self, state: StepState) -> None: ...
+
+    def after_step(self, state: StepState) -> None: ...
+
+    def on_epoch_end(self, state: StepState) -> None: ...
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) for reproducible runs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds CUDA devices
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """``cuda`` when a GPU is present (or ``prefer`` names a device), else ``cpu``."""
+    if prefer is not None:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def move_to(images: Sequence[Tensor], targets: Sequence[dict[str, Any]], device: torch.device) -> tuple[list[Tensor], list[dict[str, Any]]]:
+    """Move a batch (lists of images and target dicts) to ``device``."""
+    images = [img.to(device, non_blocking=True) for img in images]
+    targets = [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+    return images, targets
+
+
+def _forward_losses(model: nn.Module, images: list[Tensor], targets: list[dict[str, Any]]) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """Loss dict (and raw outputs, if the model has ``forward_raw`` and ``loss``)."""
+    if hasattr(model, "forward_raw") and hasattr(model, "loss"):
+        outputs = model.forward_raw(images)
+        return model.loss(outputs, targets), outputs
+    return model(images, targets), None  # torchvision detectors
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data_loader: Iterable,
+    device: torch.device,
+    state: StepState,
+    hooks: Sequence[Hook] = (),
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> None:
+    """Train for one pass over ``data_loader`` (or until ``state.step == max_steps``).
+
+    Per step: forward -> losses (+ hooks' ``extra_losses``) -> guard against a
+    non-finite loss -> backward -> (``scaler.unscale_``) -> hooks'
+    ``after_backward`` -> ``optimizer.step()`` -> scheduler -> ``after_step``.
+    Appends each loss term and ``lr`` to ``state.history``.
+    """
+    model.train()
+    bar = tqdm(data_loader, desc=f"epoch {state.epoch}", leave=False, disable=not progress)
+    for images, targets in bar:
+        if max_steps is not None and state.step >= max_steps:
+            break
+        images, targets = move_to(images, targets, device)
+        state.images, state.targets = images, targets
+        with torch.autocast(device.type, enabled=scaler is not None):
+            losses, state.outputs = _forward_losses(model, images, targets)
+            state.losses = losses
+            for hook in hooks:
+                losses.update(hook.extra_losses(state))
+        loss = sum(losses.values())
+        if not math.isfinite(loss.item()):
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at epoch {state.epoch}, step {state.step} ({terms}). "
+                "Training has diverged: lower the learning rate, or clip gradients (notebook 03)."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # hooks (clipping!) must see true gradients
+        else:
+            loss.backward()
+        for hook in hooks:
+            hook.after_backward(state)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        for hook in hooks:
+            hook.after_step(state)
+        for k, v in {**{k: v.item() for k, v in losses.items()}, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}.items():
+            state.history.setdefault(k, []).append(v)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        state.step += 1
+
+
+def make_optimizer(
+    model: nn.Module, lr: float, total_steps: int, weight_decay: float = 1e-4, warmup: float = 0.15
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The course's default: AdamW with a one-cycle schedule.
+
+    The learning rate warms up from ``lr / 25`` to ``lr`` over the first ``warmup``
+    fraction of ``total_steps``, then anneals (cosine) towards ``lr / 1e4``. Call
+    ``scheduler.step()`` once per optimizer step (:func:`fit` does).
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=warmup)
+    return optimizer, scheduler
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    device: torch.device | None = None,
+    hooks: Sequence[Hook] = (),
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    val_loader: Iterable | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Train for ``epochs`` epochs; evaluate after each if ``val_loader`` is given.
+
+    Returns the history: per-step losses and ``lr``; per-epoch ``map``, ``map_50``
+    (with a validation loader) and ``epoch_time`` in seconds.
+    """
+    device = device or get_device()
+    model.to(device)
+    state = StepState(model=model, optimizer=optimizer)
+    for hook in hooks:
+        hook.on_train_start(state)
+    for epoch in range(epochs):
+        state.epoch = epoch
+        start = time.perf_counter()
+        train_one_epoch(model, optimizer, train_loader, device, state, hooks, scheduler, scaler, progress=progress)
+        state.history.setdefault("epoch_time", []).append(time.perf_counter() - start)
+        for hook in hooks:
+            hook.on_epoch_end(state)
+        if val_loader is not None:
+            metrics = evaluate(model, val_loader, device)
+            for k in ("map", "map_50"):
+                state.history.setdefault(k, []).append(metrics[k])
+    return state.history
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, data_loader: Iterable, device: torch.device | None = None) -> tuple[list[dict[str, Tensor]], list[dict[str, Any]]]:
+    """Run the model in eval mode over a loader; return (predictions, targets) on CPU."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    preds, targets_all = [], []
+    for images, targets in data_loader:
+        outputs = model([img.to(device) for img in images])
+        preds += [{k: v.cpu() for k, v in out.items()} for out in outputs]
+        targets_all += list(targets)
+    return preds, targets_all
+
+
+def evaluate(model: nn.Module, data_loader: Iterable, device: torch.device | None = None) -> dict[str, Any]:
+    """COCO mAP of ``model`` on ``data_loader`` (see :func:`mean_average_precision`)."""
+    preds, targets = predict(model, data_loader, device)
+    return mean_average_precision(preds, targets)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, **metadata: Any) -> Path:
+    """Save ``model.state_dict()`` plus plain ``metadata`` atomically.
+
+    Written to a temporary file in the same folder, flushed to disk, then renamed
+    over ``path``: a crash mid-write leaves the old checkpoint intact, never a
+    half-written one. ``metadata`` must hold only plain types (numbers, strings,
+    lists, dicts, tensors) so :func:`load_checkpoint` can read it with
+    ``weights_only=True``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model.state_dict(), "metadata": metadata}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, safely.
+
+    Uses ``torch.load(weights_only=True)``: tensors and plain containers only, so
+    a file that smuggles pickled code is refused instead of executed. Loads the
+    weights into ``model`` if given; returns ``{"model": state_dict, "metadata": ...}``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint here. Train one first, or check the path.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(
+            f"{path}: refused to load -- the file contains pickled Python objects, not just tensors "
+            f"(weights_only=True). Only load checkpoints you trust, re-saved with save_checkpoint. Details: {err}"
+        ) from err
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise ValueError(f"{path}: not a course checkpoint (expected a dict with a 'model' state_dict).")
+    if model is not None:
+        model.load_state_dict(payload["model"])
+    return payload

@@ -1,0 +1,1 @@
+"""Reference solutions to the notebooks' exercises (see README.md)."""

@@ -1,0 +1,108 @@
+"""Every exercise check accepts the reference solution and rejects typical mistakes."""
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils import exercises as ex
+from course_utils.train import Hook
+
+sol00 = importlib.import_module("solutions.ex00_setup_and_tour")
+sol01 = importlib.import_module("solutions.ex01_detection_basics")
+sol02 = importlib.import_module("solutions.ex02_training_a_tiny_detector")
+
+
+def not_implemented(*args):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize(
+    "check, solution",
+    [
+        (ex.check_box_area, sol00.box_area),
+        (ex.check_xywh_to_xyxy, sol00.xywh_to_xyxy),
+        (ex.check_box_iou, sol01.box_iou),
+        (ex.check_nms, sol01.nms),
+        (ex.check_average_precision, sol01.average_precision),
+        (ex.check_error_counts, sol02.error_counts),
+        (ex.check_loss_recorder, sol02.LossRecorder),
+    ],
+)
+def test_solution_passes_and_stub_fails(check, solution, capsys):
+    assert check(solution)
+    assert "✅ Passed" in capsys.readouterr().out
+    result = check(not_implemented)
+    assert not result
+    assert "❌ Not yet" in capsys.readouterr().out
+
+
+def test_box_area_spots_plus_one(capsys):
+    wrong = lambda b: (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)  # noqa: E731
+    assert not ex.check_box_area(wrong)
+    assert "+1" in capsys.readouterr().out
+
+
+def test_xywh_spots_centre_confusion(capsys):
+    wrong = lambda b: torch.cat([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1)  # noqa: E731
+    assert not ex.check_xywh_to_xyxy(wrong)
+    assert "top-left" in capsys.readouterr().out
+
+
+def test_iou_spots_missing_clamp(capsys):
+    def no_clamp(b1, b2):
+        area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
+        area2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
+        wh = torch.min(b1[:, None, 2:], b2[None, :, 2:]) - torch.max(b1[:, None, :2], b2[None, :, :2])
+        inter = wh[..., 0] * wh[..., 1]
+        return inter / (area1[:, None] + area2[None] - inter)
+
+    assert not ex.check_box_iou(no_clamp)
+    assert "clamp" in capsys.readouterr().out
+
+
+def test_nms_spots_wrong_order(capsys):
+    assert not ex.check_nms(lambda b, s, t: torch.sort(sol01.nms(b, s, t)).values)
+    assert "order" in capsys.readouterr().out
+
+
+def test_nms_spots_wrong_threshold_rule():
+    def no_suppression(b, s, t):
+        return torch.argsort(s, descending=True)
+
+    assert not ex.check_nms(no_suppression)
+
+
+def test_ap_spots_missing_interpolation(capsys):
+    def raw_mean(is_tp, num_gt):
+        return float((np.cumsum(is_tp) / np.arange(1, len(is_tp) + 1)).mean())
+
+    assert not ex.check_average_precision(raw_mean)
+    assert "envelope" in capsys.readouterr().out
+
+
+def test_error_counts_rejects_ignoring_labels():
+    def label_blind(pred, target, s, t):
+        p = dict(pred, labels=torch.ones_like(pred["labels"]))
+        g = dict(target, labels=torch.ones_like(target["labels"]))
+        return sol02.error_counts(p, g, s, t)
+
+    assert not ex.check_error_counts(label_blind)
+
+
+def test_loss_recorder_rejects_wrong_hook():
+    class RecordsBeforeStep(Hook):
+        def __init__(self):
+            self.values = []
+
+        def after_backward(self, state):  # right place would be after_step; also records twice
+            self.values.append(0.0)
+            self.values.append(0.0)
+
+    assert not ex.check_loss_recorder(RecordsBeforeStep)
+
+
+def test_check_result_is_silent_in_ipython():
+    result = ex.CheckResult(True, "ok")
+    assert result and result._ipython_display_() is None
