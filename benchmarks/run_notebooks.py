@@ -16,6 +16,8 @@ import platform
 import sys
 import time
 from pathlib import Path
+from queue import Empty
+from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
@@ -42,9 +44,44 @@ def _drop_progress_bars(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+class _SlicedShellChannel:
+    """A kernel client's shell channel that waits in 1-second slices.
+
+    Works around jupyter/nbclient#312: after a cell that creates widgets,
+    ``get_msg(timeout=T)`` sometimes returns only when T (the whole cell
+    timeout) has passed, although the reply arrived long before. Polling again
+    in short slices picks up the queued reply at once.
+    """
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
+
+    async def get_msg(self, timeout: float | None = None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            try:
+                return await self._channel.get_msg(timeout=step)
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+
+class RobustNotebookClient(NotebookClient):
+    """``NotebookClient`` with the shell-channel workaround above."""
+
+    async def async_start_new_kernel_client(self) -> Any:
+        kc = await super().async_start_new_kernel_client()
+        kc._shell_channel = _SlicedShellChannel(kc.shell_channel)
+        return kc
+
+
 def run(path: Path, inplace: bool, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = RobustNotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start

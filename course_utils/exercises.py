@@ -219,7 +219,8 @@ def check_loss_recorder(hook_class: type) -> CheckResult:
         return _report(False, f"training with your hook failed: {type(err).__name__}: {err}")
     values = getattr(hook, "values", None)
     if not isinstance(values, list) or len(values) != 2:
-        return _report(False, f"after 2 steps `hook.values` should be a list of 2 numbers, got {values!r}. Append in `after_step`.")
+        return _report(False, f"after 2 optimizer steps `hook.values` should hold 2 numbers, got {values!r}. "
+                       "Which hook method runs once after every optimizer step?")
     if not np.allclose(values, history["loss"], rtol=1e-5):
         return _report(False, f"recorded {values} but the losses were {history['loss']}. Sum `state.losses.values()` and call .item().")
     return _report(True, "your hook saw both steps and recorded the right losses.")

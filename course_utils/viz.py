@@ -47,9 +47,9 @@ def draw_boxes(
     colors = [color] * len(boxes) if isinstance(color, str) else list(color)
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colors[i], linestyle=linestyle, linewidth=linewidth))
-        if labels is not None:
-            ax.text(x1, y1 - 1, labels[i], color="black", fontsize=7, va="bottom",
-                    bbox={"facecolor": colors[i], "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+        if labels is not None:  # small label just inside the box's top-left corner
+            ax.text(x1 + 0.5, y1 + 0.5, labels[i], color="black", fontsize=6, va="top", ha="left",
+                    bbox={"facecolor": colors[i], "alpha": 0.7, "pad": 0.5, "edgecolor": "none"})
 
 
 def show_detections(
@@ -63,17 +63,21 @@ def show_detections(
 ) -> Figure:
     """One image (3, H, W) in [0, 1], ground truth (white, dashed) and predictions (coloured).
 
-    Predictions below ``score_threshold`` are not drawn; labels read ``name score``.
+    Predictions below ``score_threshold`` are not drawn; their labels read
+    ``name score``. Without predictions, ground-truth boxes are labelled instead.
     """
     fig, ax = _axes(ax)
     ax.imshow(image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy())
     if target is not None:
-        draw_boxes(ax, target["boxes"], "white", linestyle="--", linewidth=1.2)
+        gt_names = None
+        if pred is None and class_names is not None:
+            gt_names = [class_names[c - 1] for c in target["labels"].tolist()]
+        draw_boxes(ax, target["boxes"], "white", gt_names, linestyle="--", linewidth=1.2)
     if pred is not None:
         keep = pred["scores"] >= score_threshold
         labels = pred["labels"][keep].tolist()
         names = [class_names[c - 1] if class_names else str(c) for c in labels]
-        text = [f"{n} {s:.2f}" for n, s in zip(names, pred["scores"][keep].tolist())]
+        text = [f"{n} {s:.2f}".replace(" 0.", " .") for n, s in zip(names, pred["scores"][keep].tolist())]
         draw_boxes(ax, pred["boxes"][keep], [CLASS_COLORS[(c - 1) % len(CLASS_COLORS)] for c in labels], text)
     ax.set_axis_off()
     if title:
