@@ -10,6 +10,7 @@ module                    what                                        taught in
 ``metrics``               COCO mAP (equal to pycocotools)             01_detection_basics
 ``models``                TinyDetector, a torchvision Faster R-CNN    02_training_a_tiny_detector
 ``train``                 one training loop with hooks, evaluation    02_training_a_tiny_detector
+``clipping``              gradient clipping (value, norm, AGC), hooks 03_gradient_clipping
 ``viz``                   boxes on images, curves                     all
 ``widgets``               live controls with a static fallback        00_setup_and_tour
 ``exercises``             auto-checks for the exercises               all
@@ -17,6 +18,7 @@ module                    what                                        taught in
 """
 
 from .boxes import batched_nms, box_area, box_convert, box_iou, decode_boxes, encode_boxes, make_anchors, nms
+from .clipping import GradientClipping, GradNormMonitor, adaptive_clip_grad_, clip_grad_norm_, clip_grad_value_
 from .data import CATEGORIES, CocoDetection, DatasetError, SyntheticShapes, collate_detection, materialize, render_scene
 from .metrics import mean_average_precision
 from .models import TinyDetector, build_torchvision_detector, count_parameters
@@ -36,9 +38,9 @@ from .train import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "CATEGORIES", "CocoDetection", "DatasetError", "Hook", "NonFiniteLossError", "StepState", "SyntheticShapes",
-    "TinyDetector", "batched_nms", "box_area", "box_convert", "box_iou", "build_torchvision_detector",
-    "collate_detection", "count_parameters", "decode_boxes", "encode_boxes", "evaluate", "fit", "get_device",
+    "CATEGORIES", "CocoDetection", "DatasetError", "GradNormMonitor", "GradientClipping", "Hook", "NonFiniteLossError", "StepState", "SyntheticShapes",
+    "TinyDetector", "adaptive_clip_grad_", "batched_nms", "box_area", "box_convert", "box_iou", "build_torchvision_detector",
+    "clip_grad_norm_", "clip_grad_value_", "collate_detection", "count_parameters", "decode_boxes", "encode_boxes", "evaluate", "fit", "get_device",
     "load_checkpoint", "make_anchors", "materialize", "mean_average_precision", "nms", "predict",
     "render_scene", "save_checkpoint", "seed_everything",
 ]

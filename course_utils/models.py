@@ -37,14 +37,16 @@ __all__ = ["ConvBNReLU", "TinyDetector", "quality_focal_loss", "build_torchvisio
 
 
 class ConvBNReLU(nn.Sequential):
-    """``ReLU(BN(Conv(x)))`` -- the building block QAT later folds and quantizes."""
+    """``ReLU(BN(Conv(x)))`` -- the building block QAT later folds and quantizes.
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1, kernel_size: int = 3) -> None:
-        super().__init__(
-            nn.Conv2d(c_in, c_out, kernel_size, stride, padding=kernel_size // 2, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True),
-        )
+    With ``batch_norm=False`` it is ``ReLU(Conv(x))`` with a conv bias: a plain,
+    normaliser-free block (notebook 03 shows why those explode more easily).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, kernel_size: int = 3, batch_norm: bool = True) -> None:
+        conv = nn.Conv2d(c_in, c_out, kernel_size, stride, padding=kernel_size // 2, bias=not batch_norm)
+        norm = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+        super().__init__(conv, norm, nn.ReLU(inplace=True))
 
 
 def _channels(base: int, width: float) -> int:
@@ -76,6 +78,7 @@ class TinyDetector(nn.Module):
         anchor_scale: anchor side = ``anchor_scale * stride`` pixels.
         center_radius: a location is positive for a box if its centre lies inside
             the box and within ``center_radius * stride`` of the box centre.
+        batch_norm: use BatchNorm in every block (``False``: a plain stack, see notebook 03).
     """
 
     stride = 8
@@ -90,6 +93,7 @@ class TinyDetector(nn.Module):
         score_threshold: float = 0.05,
         nms_threshold: float = 0.6,
         detections_per_image: int = 100,
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 1 or width <= 0 or depth < 0:
@@ -104,19 +108,27 @@ class TinyDetector(nn.Module):
         c1, c2, c3, c4 = (_channels(c, width) for c in (16, 32, 64, 128))
         neck = _channels(64, width)
 
-        def stage(c_in: int, c_out: int) -> nn.Sequential:
-            return nn.Sequential(ConvBNReLU(c_in, c_out, stride=2), *[ConvBNReLU(c_out, c_out) for _ in range(depth)])
+        def block(c_in: int, c_out: int, stride: int = 1) -> ConvBNReLU:
+            return ConvBNReLU(c_in, c_out, stride=stride, batch_norm=batch_norm)
 
-        self.stem = ConvBNReLU(3, c1, stride=2)  # stride 2
+        def stage(c_in: int, c_out: int) -> nn.Sequential:
+            return nn.Sequential(block(c_in, c_out, stride=2), *[block(c_out, c_out) for _ in range(depth)])
+
+        self.stem = block(3, c1, stride=2)  # stride 2
         self.stage2 = stage(c1, c2)  # stride 4
         self.stage3 = stage(c2, c3)  # stride 8  -> FPN level P3
         self.stage4 = stage(c3, c4)  # stride 16 -> FPN level P4
         self.lateral3 = nn.Conv2d(c3, neck, 1)
         self.lateral4 = nn.Conv2d(c4, neck, 1)
-        self.smooth = ConvBNReLU(neck, neck)
-        self.tower = nn.Sequential(ConvBNReLU(neck, neck), ConvBNReLU(neck, neck))
+        self.smooth = block(neck, neck)
+        self.tower = nn.Sequential(block(neck, neck), block(neck, neck))
         self.cls_out = nn.Conv2d(neck, num_classes, 1)
         self.box_out = nn.Conv2d(neck, 4, 1)
+        if not batch_norm:  # a plain ReLU stack needs He initialisation to keep signals alive
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d) and m not in (self.cls_out, self.box_out):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
         # Start every score at p = 0.01 so the many background locations do not
         # swamp the first steps (RetinaNet's prior initialisation).
         nn.init.constant_(self.cls_out.bias, -math.log((1 - 0.01) / 0.01))

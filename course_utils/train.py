@@ -56,7 +56,15 @@ __all__ = [
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss.
+
+    ``err.history`` holds what was recorded up to the failing step, so a
+    diverged run can still be plotted.
+    """
+
+    def __init__(self, message: str, history: dict[str, list[float]] | None = None) -> None:
+        super().__init__(message)
+        self.history = history if history is not None else {}
 
 
 @dataclass
@@ -154,7 +162,8 @@ def train_one_epoch(
             terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at epoch {state.epoch}, step {state.step} ({terms}). "
-                "Training has diverged: lower the learning rate, or clip gradients (notebook 03)."
+                "Training has diverged: lower the learning rate, or clip gradients (notebook 03).",
+                history=state.history,
             )
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:

@@ -294,3 +294,44 @@ def test_build_torchvision_detector_train_and_eval():
         if d:
             assert out["labels"].min() >= 1 and out["labels"].max() <= 3
             assert torch.all((out["boxes"] >= 0) & (out["boxes"] <= 128))
+
+
+def test_nonfinite_error_keeps_history_up_to_the_failure():
+    """A diverged run can still be plotted: the error carries the history so far."""
+    from course_utils.train import Hook, NonFiniteLossError
+
+    class NaNOnThirdStep(Hook):
+        def extra_losses(self, state):
+            return {"boom": torch.tensor(float("nan") if state.step == 2 else 0.0)}
+
+    torch.manual_seed(0)
+    model = TinyDetector(width=0.25, depth=0)
+    data = [SyntheticShapes(8, seed=0)[i] for i in range(8)]
+    loader = torch.utils.data.DataLoader(data, batch_size=2, collate_fn=collate_detection)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    with pytest.raises(NonFiniteLossError, match="step 2") as info:
+        fit(model, loader, optimizer, epochs=1, device=torch.device("cpu"), hooks=[NaNOnThirdStep()], progress=False)
+    assert len(info.value.history["loss"]) == 2
+    assert all(math.isfinite(v) for v in info.value.history["loss"])
+
+
+def test_plain_detector_has_no_batchnorm_and_he_init():
+    from torch import nn
+
+    model = TinyDetector(batch_norm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    conv = model.stage3[0][0]
+    assert conv.bias is not None and torch.all(conv.bias == 0)
+    he_std = math.sqrt(2.0 / conv.weight[0].numel())  # Kaiming normal, fan_in, ReLU gain
+    assert abs(conv.weight.std().item() - he_std) / he_std < 0.1
+    assert TinyDetector(batch_norm=True).stage3[0][0].bias is None
+
+
+def test_shipped_checkpoint_loads_into_current_model():
+    """Later notebooks load benchmarks/results/tiny_detector.pt: it must match the class."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "tiny_detector.pt"
+    model = TinyDetector()
+    info = load_checkpoint(path, model)  # strict load_state_dict: fails on any mismatch
+    assert info["metadata"]["val_map_50"] >= 0.9

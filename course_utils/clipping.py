@@ -1,0 +1,216 @@
+"""Gradient clipping: by value, by global norm, per parameter, and adaptive (AGC).
+
+Taught in: 03_gradient_clipping.
+
+Clipping changes only the *update*: it runs between ``loss.backward()`` and
+``optimizer.step()`` and rescales or caps the gradients. It never changes the
+model's size, its speed, or its detections directly.
+
+``clip_grad_value_`` and ``clip_grad_norm_`` have the semantics of
+``torch.nn.utils`` (tested equal in ``tests/test_clipping.py``); AGC follows
+Brock et al. 2021, "High-Performance Large-Scale Image Recognition Without
+Normalization" (NFNets). :class:`GradNormMonitor` and :class:`GradientClipping`
+plug into :func:`course_utils.train.fit` as hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from .train import Hook, StepState
+
+__all__ = [
+    "clip_grad_value_",
+    "clip_grad_norm_",
+    "clip_grad_norm_per_param_",
+    "unitwise_norm",
+    "adaptive_clip_grad_",
+    "grad_norm",
+    "GradNormMonitor",
+    "GradientClipping",
+    "CLIP_METHODS",
+]
+
+_Params = Tensor | Iterable[Tensor]
+
+
+def _grads(parameters: _Params) -> list[Tensor]:
+    """The ``.grad`` of every parameter that has one (parameters without grads are skipped)."""
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    return [p.grad for p in parameters if p.grad is not None]
+
+
+def clip_grad_value_(parameters: _Params, clip_value: float) -> None:
+    """Clamp every gradient entry to ``[-clip_value, clip_value]``, in place.
+
+    ``g ← min(max(g, -c), c)`` elementwise. Changes the gradient's *direction*
+    whenever some entries are cut and others are not. Same as
+    ``torch.nn.utils.clip_grad_value_``.
+    """
+    if clip_value < 0:
+        raise ValueError(f"clip_value must be >= 0, got {clip_value}")
+    for g in _grads(parameters):
+        g.clamp_(min=-clip_value, max=clip_value)
+
+
+def grad_norm(parameters: _Params, norm_type: float = 2.0) -> Tensor:
+    """Global gradient norm: the ``norm_type``-norm of all gradients as one vector.
+
+    ``‖g‖_p = ‖(‖g_1‖_p, ..., ‖g_n‖_p)‖_p`` over the n parameters (for p = inf: the
+    largest |entry|). Returns ``tensor(0.)`` when no parameter has a gradient.
+    """
+    return _total_norm(_grads(parameters), norm_type)
+
+
+def _total_norm(grads: list[Tensor], norm_type: float) -> Tensor:
+    if not grads:
+        return torch.tensor(0.0)
+    norms = torch.stack([torch.linalg.vector_norm(g.detach(), norm_type) for g in grads])
+    return torch.linalg.vector_norm(norms, norm_type)
+
+
+def clip_grad_norm_(
+    parameters: _Params, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
+) -> Tensor:
+    """Rescale all gradients together so their global norm is at most ``max_norm``.
+
+    ``g ← g · min(1, max_norm / (‖g‖ + 1e-6))`` with ``‖g‖`` from :func:`grad_norm`.
+    Keeps the gradient's *direction*. Returns the norm *before* clipping.
+    If that norm is NaN or inf: raises ``RuntimeError`` when ``error_if_nonfinite``,
+    otherwise scales by the non-finite factor anyway (so the gradients become
+    NaN), exactly like ``torch.nn.utils.clip_grad_norm_``.
+    """
+    grads = _grads(parameters)
+    total_norm = _total_norm(grads, norm_type)
+    if not grads:
+        return total_norm
+    if error_if_nonfinite and not torch.isfinite(total_norm):
+        raise RuntimeError(
+            f"The total norm of order {float(norm_type)} for gradients is non-finite, so it cannot be clipped. "
+            "Lower the learning rate or find the NaN (set error_if_nonfinite=False to scale by it anyway)."
+        )
+    scale = torch.clamp(max_norm / (total_norm + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(scale.to(g.device, g.dtype))
+    return total_norm
+
+
+def clip_grad_norm_per_param_(parameters: _Params, max_norm: float, norm_type: float = 2.0) -> Tensor:
+    """Per-layer clipping: each parameter's gradient is norm-clipped on its own.
+
+    ``g_k ← g_k · min(1, max_norm / (‖g_k‖ + 1e-6))`` for every parameter k.
+    Returns the per-parameter norms before clipping, shape (n,).
+    """
+    norms = []
+    for g in _grads(parameters):
+        norm = torch.linalg.vector_norm(g.detach(), norm_type)
+        g.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+        norms.append(norm)
+    return torch.stack(norms) if norms else torch.zeros(0)
+
+
+def unitwise_norm(x: Tensor) -> Tensor:
+    """L2 norm per output unit: over all dims but the first for matrices and conv kernels.
+
+    Shapes: (out, in) -> (out, 1); (out, in, kh, kw) -> (out, 1, 1, 1);
+    vectors (biases, BN weights) and scalars count as one unit -> () .
+    """
+    if x.ndim <= 1:
+        return torch.linalg.vector_norm(x)
+    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
+
+
+def adaptive_clip_grad_(parameters: _Params, clip_factor: float = 0.01, eps: float = 1e-3) -> Tensor:
+    """Unit-wise adaptive gradient clipping (AGC, Brock et al. 2021), in place.
+
+    For each output unit i of each parameter W with gradient G:
+    ``if ‖G_i‖ / max(‖W_i‖, eps) > λ:  G_i ← λ · max(‖W_i‖, eps) / ‖G_i‖ · G_i``
+    with λ = ``clip_factor``. The allowed gradient grows with the weights, so
+    large layers are not throttled by a threshold tuned for small ones.
+    Returns the fraction of units that were clipped (a 0-dim tensor).
+    """
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    clipped, total = 0, 0
+    for p in parameters:
+        if p.grad is None:
+            continue
+        w_norm = unitwise_norm(p.detach()).clamp(min=eps)
+        g_norm = unitwise_norm(p.grad.detach())
+        max_norm = clip_factor * w_norm
+        too_big = g_norm > max_norm
+        p.grad.mul_(torch.where(too_big, max_norm / g_norm.clamp(min=1e-6), torch.ones_like(g_norm)))
+        clipped += int(too_big.sum())
+        total += too_big.numel()
+    return torch.tensor(clipped / max(total, 1))
+
+
+# --------------------------------------------------------------------------- #
+# Hooks for the training loop
+# --------------------------------------------------------------------------- #
+class GradNormMonitor(Hook):
+    """Record gradient norms every step (put it *before* a clipping hook to see raw norms).
+
+    Appends the global L2 norm to ``state.history["grad_norm"]``; with
+    ``per_layer=True`` also keeps ``self.layer_norms[name]`` (one list per parameter).
+    """
+
+    def __init__(self, per_layer: bool = False) -> None:
+        self.per_layer = per_layer
+        self.layer_norms: dict[str, list[float]] = {}
+
+    def after_backward(self, state: StepState) -> None:
+        params = [p for p in state.model.parameters() if p.grad is not None]
+        state.history.setdefault("grad_norm", []).append(grad_norm(params).item())
+        if self.per_layer:
+            for name, p in state.model.named_parameters():
+                if p.grad is not None:
+                    self.layer_norms.setdefault(name, []).append(torch.linalg.vector_norm(p.grad.detach()).item())
+
+
+#: Methods :class:`GradientClipping` knows; the threshold means a different thing for each.
+CLIP_METHODS = {
+    "none": "no clipping (threshold ignored)",
+    "value": "clip every gradient entry to [-threshold, threshold]",
+    "norm": "rescale all gradients so the global L2 norm <= threshold",
+    "per_param": "rescale each parameter's gradient so its L2 norm <= threshold",
+    "agc": "unit-wise adaptive clipping with clip_factor = threshold",
+}
+
+
+class GradientClipping(Hook):
+    """Clip gradients in ``after_backward``, i.e. between ``backward()`` and ``step()``.
+
+    Records in ``state.history["clip_active"]`` whether the clip changed anything
+    this step (1.0) or not (0.0), so you can see how often it bites: a threshold
+    that is active on every step is really just a smaller learning rate.
+    """
+
+    def __init__(self, method: str = "norm", threshold: float = 1.0) -> None:
+        if method not in CLIP_METHODS:
+            raise ValueError(f"unknown clipping method {method!r}; choose one of {sorted(CLIP_METHODS)}")
+        if method != "none" and not threshold > 0:
+            raise ValueError(f"threshold must be > 0 for method {method!r}, got {threshold}")
+        self.method, self.threshold = method, threshold
+
+    def clip(self, parameters: list[nn.Parameter]) -> bool:
+        """Apply the clipping rule; return whether it changed any gradient."""
+        if self.method == "value":
+            active = any(bool((g.abs() > self.threshold).any()) for g in _grads(parameters))
+            clip_grad_value_(parameters, self.threshold)
+            return active
+        if self.method == "norm":
+            return bool(clip_grad_norm_(parameters, self.threshold) > self.threshold)
+        if self.method == "per_param":
+            return bool((clip_grad_norm_per_param_(parameters, self.threshold) > self.threshold).any())
+        if self.method == "agc":
+            return bool(adaptive_clip_grad_(parameters, self.threshold) > 0)
+        return False
+
+    def after_backward(self, state: StepState) -> None:
+        params = [p for p in state.model.parameters() if p.grad is not None]
+        state.history.setdefault("clip_active", []).append(float(self.clip(params)))
