@@ -33,7 +33,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from course_utils import CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, fit, materialize, seed_everything
+from course_utils import (
+    CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, fit, get_device, materialize, seed_everything,
+)
 from course_utils.clipping import GradientClipping, GradNormMonitor
 from course_utils.train import NonFiniteLossError
 
@@ -51,7 +53,7 @@ def calibrate_norm(train_set: list, args: argparse.Namespace) -> list[float]:
     model = TinyDetector(width=args.width, batch_norm=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.safe_lr, momentum=0.9, weight_decay=1e-4)
     history = fit(model, make_loader(train_set, args.batch_size, 1000), optimizer, epochs=1,
-                  device=torch.device("cpu"), hooks=[GradNormMonitor()], progress=False)
+                  device=get_device(), hooks=[GradNormMonitor()], progress=False)
     return history["grad_norm"]
 
 
@@ -63,7 +65,7 @@ def run_one(method: str, threshold: float, seed: int, train_set: list, val_loade
     nonfinite = False
     try:
         history = fit(model, make_loader(train_set, args.batch_size, seed), optimizer, args.epochs,
-                      device=torch.device("cpu"), hooks=hooks, progress=False)
+                      device=get_device(), hooks=hooks, progress=False)
     except NonFiniteLossError as err:  # diverged: keep what was recorded up to then
         nonfinite, history = True, err.history
     losses = history.get("loss", [])
@@ -72,7 +74,7 @@ def run_one(method: str, threshold: float, seed: int, train_set: list, val_loade
     diverged = nonfinite or ended_higher
     metrics = {"map": 0.0, "map_50": 0.0}
     if not nonfinite:
-        metrics = evaluate(model, val_loader, torch.device("cpu"))
+        metrics = evaluate(model, val_loader)
     return {
         "seed": seed,
         "diverged": diverged,

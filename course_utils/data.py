@@ -40,6 +40,7 @@ __all__ = [
     "SyntheticShapes",
     "collate_detection",
     "materialize",
+    "load_digits",
 ]
 
 #: COCO category records of the synthetic dataset. Label ``k`` in targets is
@@ -356,3 +357,24 @@ def collate_detection(batch: list[tuple[Tensor, dict[str, Any]]]) -> tuple[list[
 def materialize(dataset: Dataset, progress: bool = True) -> list[tuple[Tensor, dict[str, Any]]]:
     """Read every sample once into a list, so later epochs skip rendering/decoding."""
     return [dataset[i] for i in tqdm(range(len(dataset)), desc="preparing images", disable=not progress, leave=False)]
+
+
+def load_digits(split: str = "train", seed: int = 0) -> list[tuple[Tensor, dict[str, Tensor]]]:
+    """scikit-learn's 1,797 handwritten digits (8x8, shipped inside the package), as samples.
+
+    Returns ``(image, {"labels": label})`` pairs: ``image`` float32 (1, 8, 8) in
+    [0, 1], ``label`` an int64 scalar 0..9 -- the same (image, target) shape as the
+    detection data, so :func:`course_utils.train.fit` trains on it unchanged.
+    Split 80/20 into ``"train"``/``"test"`` by a fixed permutation from ``seed``.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    digits = sk_load_digits()
+    order = np.random.default_rng(seed).permutation(len(digits.target))
+    cut = int(0.8 * len(order))
+    chosen = order[:cut] if split == "train" else order[cut:]
+    images = torch.from_numpy(digits.images[chosen] / 16.0).float().unsqueeze(1)
+    labels = torch.from_numpy(digits.target[chosen]).long()
+    return [(img, {"labels": lab}) for img, lab in zip(images, labels)]

@@ -29,6 +29,8 @@ __all__ = [
     "check_average_precision",
     "check_error_counts",
     "check_loss_recorder",
+    "check_clip_grad_norm",
+    "check_agc",
 ]
 
 
@@ -224,3 +226,60 @@ def check_loss_recorder(hook_class: type) -> CheckResult:
     if not np.allclose(values, history["loss"], rtol=1e-5):
         return _report(False, f"recorded {values} but the losses were {history['loss']}. Sum `state.losses.values()` and call .item().")
     return _report(True, "your hook saw both steps and recorded the right losses.")
+
+
+def _grad_params(seed: int, scale: float = 1.0) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    params = []
+    for shape in ((6, 3, 3, 3), (4, 6), (4,)):
+        p = torch.nn.Parameter(torch.randn(shape, generator=g))
+        p.grad = torch.randn(shape, generator=g) * scale
+        params.append(p)
+    params.append(torch.nn.Parameter(torch.randn(3, generator=g)))  # no gradient: must be skipped
+    return params
+
+
+def check_clip_grad_norm(fn: Callable[[list, float], Tensor]) -> CheckResult:
+    """Exercise (notebook 03): global-norm clipping, in place; returns the norm before clipping."""
+    for seed, max_norm in ((0, 1.0), (1, 100.0), (2, 0.01)):
+        ours, ref = _grad_params(seed), _grad_params(seed)
+        got, err = _call(fn, ours, max_norm)
+        if err:
+            return _report(False, err)
+        want = torch.nn.utils.clip_grad_norm_(ref, max_norm)
+        try:
+            got_value = float(got)
+        except (TypeError, ValueError):
+            return _report(False, f"return the total norm before clipping (a number or 0-dim tensor), got {type(got).__name__}.")
+        if abs(got_value - want.item()) > 1e-4 * max(1.0, want.item()):
+            return _report(False, f"returned norm {got_value:.5g}, expected {want.item():.5g}: the norm of all gradients "
+                           "together, sqrt(sum of squares over every parameter), taken *before* clipping.")
+        for p, q in zip(ours, ref):
+            if q.grad is None:
+                continue
+            if not torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7):
+                ratio = (p.grad.norm() / q.grad.norm()).item()
+                hint = (" Only scale down: if the norm is already below max_norm, leave the gradients alone."
+                        if max_norm >= want.item() else " Scale every gradient by the same factor max_norm / total_norm.")
+                return _report(False, f"gradients differ from torch.nn.utils.clip_grad_norm_ at max_norm={max_norm} "
+                               f"(norm ratio {ratio:.3g}).{hint}")
+    return _report(True, "same gradients and same returned norm as torch.nn.utils.clip_grad_norm_.")
+
+
+def check_agc(fn: Callable[[torch.nn.Parameter, float, float], None]) -> CheckResult:
+    """Exercise (notebook 03): AGC for one parameter, in place (see ``adaptive_clip_grad_``)."""
+    from .clipping import adaptive_clip_grad_
+
+    for seed in (3, 4):
+        for index in range(3):  # a conv kernel, a matrix, a bias
+            ours, ref = _grad_params(seed, scale=0.2)[index], _grad_params(seed, scale=0.2)[index]
+            got, err = _call(fn, ours, 0.05, 1e-3)
+            if err:
+                return _report(False, err)
+            adaptive_clip_grad_([ref], 0.05, 1e-3)
+            if not torch.allclose(ours.grad, ref.grad, rtol=1e-5, atol=1e-7):
+                kind = {4: "conv kernel", 2: "weight matrix", 1: "bias"}[ref.ndim]
+                return _report(False, f"wrong gradient for a {kind} of shape {tuple(ref.shape)}. Norms are per output "
+                               "unit (dim 0) for kernels and matrices, over the whole tensor for a bias; "
+                               "clip only units where ||G_i|| > clip_factor * max(||W_i||, eps).")
+    return _report(True, "matches the AGC formula on a conv kernel, a matrix and a bias.")

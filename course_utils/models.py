@@ -33,7 +33,7 @@ from torchvision.ops import generalized_box_iou_loss
 
 from .boxes import batched_nms, box_iou, decode_boxes, encode_boxes, make_anchors
 
-__all__ = ["ConvBNReLU", "TinyDetector", "quality_focal_loss", "build_torchvision_detector", "count_parameters"]
+__all__ = ["ConvBNReLU", "DigitsCNN", "TinyDetector", "quality_focal_loss", "build_torchvision_detector", "count_parameters"]
 
 
 class ConvBNReLU(nn.Sequential):
@@ -253,6 +253,32 @@ class TinyDetector(nn.Module):
             keep = batched_nms(boxes[loc], cand_scores, cls, self.nms_threshold)[: self.detections_per_image]
             results.append({"boxes": boxes[loc[keep]], "scores": cand_scores[keep], "labels": cls[keep] + 1})
         return results
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN for the 8x8 digits (notebook 03's classification example).
+
+    Two 3x3 convs (the second with stride 2) and a linear layer: (B, 1, 8, 8) ->
+    (B, 10) logits. Plain (no BatchNorm) by default, which makes it sensitive to
+    the learning rate -- good for studying clipping. Like the detectors,
+    ``model(images, targets)`` returns ``{"loss_ce": cross-entropy}`` in train
+    mode and ``model(images)`` returns logits.
+    """
+
+    def __init__(self, width: int = 16, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            ConvBNReLU(1, width, batch_norm=batch_norm), ConvBNReLU(width, 2 * width, stride=2, batch_norm=batch_norm)
+        )
+        self.classifier = nn.Linear(2 * width * 4 * 4, 10)
+
+    def forward(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+        x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
+        logits = self.classifier(self.features(x).flatten(1))
+        if targets is None:
+            return logits
+        labels = torch.stack([t["labels"] for t in targets]).to(logits.device)
+        return {"loss_ce": F.cross_entropy(logits, labels)}
 
 
 def build_torchvision_detector(num_classes: int = 3, image_size: int = 128) -> nn.Module:

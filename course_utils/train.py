@@ -213,8 +213,9 @@ def fit(
     scaler: torch.amp.GradScaler | None = None,
     val_loader: Iterable | None = None,
     progress: bool = True,
+    max_steps: int | None = None,
 ) -> dict[str, list[float]]:
-    """Train for ``epochs`` epochs; evaluate after each if ``val_loader`` is given.
+    """Train for ``epochs`` epochs (or ``max_steps`` steps); evaluate after each epoch if ``val_loader`` is given.
 
     Returns the history: per-step losses and ``lr``; per-epoch ``map``, ``map_50``
     (with a validation loader) and ``epoch_time`` in seconds.
@@ -227,7 +228,9 @@ def fit(
     for epoch in range(epochs):
         state.epoch = epoch
         start = time.perf_counter()
-        train_one_epoch(model, optimizer, train_loader, device, state, hooks, scheduler, scaler, progress=progress)
+        if max_steps is not None and state.step >= max_steps:
+            break
+        train_one_epoch(model, optimizer, train_loader, device, state, hooks, scheduler, scaler, max_steps, progress)
         state.history.setdefault("epoch_time", []).append(time.perf_counter() - start)
         for hook in hooks:
             hook.on_epoch_end(state)

@@ -52,7 +52,8 @@ def lab_server(tmp_path):
     """JupyterLab over a scratch copy of notebooks/ (so autosave never touches the repo)."""
     _require_chromium()
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
-    (tmp_path / "data").symlink_to(ROOT / "data")
+    for shared in ("data", "benchmarks"):  # what the notebooks read via ../
+        (tmp_path / shared).symlink_to(ROOT / shared)
     port = _free_port()
     cmd = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser",
@@ -60,6 +61,7 @@ def lab_server(tmp_path):
         "--IdentityProvider.token=", "--ServerApp.password=",
         f"--ServerApp.root_dir={tmp_path}",
         "--LabApp.expose_app_in_browser=True",
+        f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",  # no tabs restored from earlier runs
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
@@ -89,27 +91,40 @@ def lab_server(tmp_path):
         log.close()
 
 
+def _open_and_run(page, url: str, notebook: str) -> None:
+    """Open a notebook in JupyterLab and run all its cells."""
+    page.goto(f"{url}/lab/tree/notebooks/{notebook}?reset", timeout=120_000)
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=120_000)
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
+                           "&& window.jupyterapp.shell.currentWidget.sessionContext?.session?.kernel", timeout=120_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def _wait_for_new_figure(page, before: str | None, timeout: int = 60_000) -> None:
+    page.wait_for_function(
+        "(before) => { const img = document.querySelector('.widget-interact img');"
+        " return img && img.getAttribute('src') !== before; }", arg=before, timeout=timeout)
+
+
+def _launch(pw):
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    return browser, browser.new_page(viewport={"width": 1280, "height": 1000})
+
+
 def test_notebook_00_widget_renders_as_slider(lab_server):
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "browser_00_widget.png"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        browser, page = _launch(pw)
         try:
-            page.goto(f"{lab_server}/lab/tree/notebooks/00_setup_and_tour.ipynb", timeout=120_000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
-                                   "&& window.jupyterapp.shell.currentWidget.sessionContext?.session?.kernel", timeout=120_000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-
+            _open_and_run(page, lab_server, "00_setup_and_tour.ipynb")
             slider = page.locator(".widget-slider").first
             slider.wait_for(state="visible", timeout=150_000)
             slider.scroll_into_view_if_needed()
-            widget_box = page.locator(".widget-interact").first
-            image = widget_box.locator("img").first
+            image = page.locator(".widget-interact img").first
             image.wait_for(state="visible", timeout=60_000)
             before = image.get_attribute("src")
 
@@ -118,16 +133,41 @@ def test_notebook_00_widget_renders_as_slider(lab_server):
             handle.click()
             handle.press("ArrowRight")
             handle.press("ArrowRight")
-            page.wait_for_function(
-                "(before) => { const img = document.querySelector('.widget-interact img');"
-                " return img && img.getAttribute('src') !== before; }", arg=before, timeout=60_000)
+            _wait_for_new_figure(page, before)
             value = slider.locator(".widget-readout").first.inner_text()
             page.screenshot(path=str(shot), full_page=False)
-
             outputs_text = page.locator(".jp-OutputArea").all_inner_texts()
         finally:
             browser.close()
 
     assert value.strip() == "2", f"slider readout after two right-arrow presses: {value!r}"
     assert not any("IntSlider(" in t for t in outputs_text), "the widget rendered as text, not as a slider"
+    assert shot.stat().st_size > 10_000
+
+
+def test_notebook_03_clip_explorer_reacts(lab_server):
+    """The clip explorer renders as live controls; changing the rule redraws the plot."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "browser_03_clip_explorer.png"
+    with sync_playwright() as pw:
+        browser, page = _launch(pw)
+        try:
+            _open_and_run(page, lab_server, "03_gradient_clipping.ipynb")
+            explorer = page.locator(".widget-interact").first
+            explorer.wait_for(state="visible", timeout=170_000)
+            explorer.scroll_into_view_if_needed()
+            assert explorer.locator(".widget-slider").count() == 2, "threshold and learning-rate sliders expected"
+            image = explorer.locator("img").first
+            image.wait_for(state="visible", timeout=60_000)
+            before = image.get_attribute("src")
+            explorer.locator(".widget-dropdown select").first.select_option("none")
+            _wait_for_new_figure(page, before)
+            page.screenshot(path=str(shot), full_page=False)
+            outputs_text = page.locator(".jp-OutputArea").all_inner_texts()
+        finally:
+            browser.close()
+
+    assert not any("interactive(" in t or "FloatLogSlider(" in t for t in outputs_text), "widgets rendered as text"
     assert shot.stat().st_size > 10_000

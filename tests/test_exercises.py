@@ -12,6 +12,7 @@ from course_utils.train import Hook
 sol00 = importlib.import_module("solutions.ex00_setup_and_tour")
 sol01 = importlib.import_module("solutions.ex01_detection_basics")
 sol02 = importlib.import_module("solutions.ex02_training_a_tiny_detector")
+sol03 = importlib.import_module("solutions.ex03_gradient_clipping")
 
 
 def not_implemented(*args):
@@ -28,6 +29,8 @@ def not_implemented(*args):
         (ex.check_average_precision, sol01.average_precision),
         (ex.check_error_counts, sol02.error_counts),
         (ex.check_loss_recorder, sol02.LossRecorder),
+        (ex.check_clip_grad_norm, sol03.clip_grad_norm),
+        (ex.check_agc, sol03.agc),
     ],
 )
 def test_solution_passes_and_stub_fails(check, solution, capsys):
@@ -106,3 +109,24 @@ def test_loss_recorder_rejects_wrong_hook():
 def test_check_result_is_silent_in_ipython():
     result = ex.CheckResult(True, "ok")
     assert result and result._ipython_display_() is None
+
+
+def test_clip_norm_rejects_clipping_when_below(capsys):
+    def always_scale(params, max_norm):  # forgets the min(1, ...)
+        grads = [p.grad for p in params if p.grad is not None]
+        total = torch.sqrt(sum((g**2).sum() for g in grads))
+        for g in grads:
+            g.mul_(max_norm / total)
+        return total
+
+    assert not ex.check_clip_grad_norm(always_scale)
+    assert "Only scale down" in capsys.readouterr().out
+
+
+def test_agc_rejects_per_tensor_norms():
+    def per_tensor(param, clip_factor, eps):
+        w, g = param.detach().norm().clamp(min=eps), param.grad.norm()
+        if g > clip_factor * w:
+            param.grad.mul_(clip_factor * w / g)
+
+    assert not ex.check_agc(per_tensor)
