@@ -112,34 +112,43 @@ def _launch(pw):
     return browser, browser.new_page(viewport={"width": 1280, "height": 1000})
 
 
-def test_notebook_00_widget_renders_as_slider(lab_server):
+def _drive_widget(url: str, notebook: str, shot_name: str, act) -> tuple[object, list[str], Path]:
+    """Run ``notebook`` in JupyterLab, wait for its interactive figure, call ``act(widget)``
+    (which changes a control and may return a value), wait for the figure to redraw,
+    and screenshot. Returns (act's value, texts of all output areas, screenshot path)."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "browser_00_widget.png"
+    shot = ARTIFACTS / shot_name
     with sync_playwright() as pw:
         browser, page = _launch(pw)
         try:
-            _open_and_run(page, lab_server, "00_setup_and_tour.ipynb")
-            slider = page.locator(".widget-slider").first
-            slider.wait_for(state="visible", timeout=150_000)
-            slider.scroll_into_view_if_needed()
-            image = page.locator(".widget-interact img").first
+            _open_and_run(page, url, notebook)
+            widget = page.locator(".widget-interact").first
+            widget.wait_for(state="visible", timeout=170_000)
+            widget.scroll_into_view_if_needed()
+            image = widget.locator("img").first
             image.wait_for(state="visible", timeout=60_000)
             before = image.get_attribute("src")
-
-            # Move the slider: focus its handle and press the right arrow twice.
-            handle = slider.locator(".noUi-handle").first
-            handle.click()
-            handle.press("ArrowRight")
-            handle.press("ArrowRight")
+            value = act(widget)
             _wait_for_new_figure(page, before)
-            value = slider.locator(".widget-readout").first.inner_text()
             page.screenshot(path=str(shot), full_page=False)
             outputs_text = page.locator(".jp-OutputArea").all_inner_texts()
         finally:
             browser.close()
+    return value, outputs_text, shot
 
+
+def test_notebook_00_widget_renders_as_slider(lab_server):
+    def move_slider(widget):
+        slider = widget.locator(".widget-slider").first
+        handle = slider.locator(".noUi-handle").first  # focus the handle, press right twice
+        handle.click()
+        handle.press("ArrowRight")
+        handle.press("ArrowRight")
+        return slider.locator(".widget-readout").first.inner_text()
+
+    value, outputs_text, shot = _drive_widget(lab_server, "00_setup_and_tour.ipynb", "browser_00_widget.png", move_slider)
     assert value.strip() == "2", f"slider readout after two right-arrow presses: {value!r}"
     assert not any("IntSlider(" in t for t in outputs_text), "the widget rendered as text, not as a slider"
     assert shot.stat().st_size > 10_000
@@ -147,27 +156,13 @@ def test_notebook_00_widget_renders_as_slider(lab_server):
 
 def test_notebook_03_clip_explorer_reacts(lab_server):
     """The clip explorer renders as live controls; changing the rule redraws the plot."""
-    from playwright.sync_api import sync_playwright
+    def pick_no_clipping(widget):
+        sliders = widget.locator(".widget-slider").count()
+        widget.locator(".widget-dropdown select").first.select_option("none")
+        return sliders
 
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "browser_03_clip_explorer.png"
-    with sync_playwright() as pw:
-        browser, page = _launch(pw)
-        try:
-            _open_and_run(page, lab_server, "03_gradient_clipping.ipynb")
-            explorer = page.locator(".widget-interact").first
-            explorer.wait_for(state="visible", timeout=170_000)
-            explorer.scroll_into_view_if_needed()
-            assert explorer.locator(".widget-slider").count() == 2, "threshold and learning-rate sliders expected"
-            image = explorer.locator("img").first
-            image.wait_for(state="visible", timeout=60_000)
-            before = image.get_attribute("src")
-            explorer.locator(".widget-dropdown select").first.select_option("none")
-            _wait_for_new_figure(page, before)
-            page.screenshot(path=str(shot), full_page=False)
-            outputs_text = page.locator(".jp-OutputArea").all_inner_texts()
-        finally:
-            browser.close()
-
+    sliders, outputs_text, shot = _drive_widget(lab_server, "03_gradient_clipping.ipynb", "browser_03_clip_explorer.png",
+                                                pick_no_clipping)
+    assert sliders == 2, "threshold and learning-rate sliders expected"
     assert not any("interactive(" in t or "FloatLogSlider(" in t for t in outputs_text), "widgets rendered as text"
     assert shot.stat().st_size > 10_000
