@@ -1,0 +1,621 @@
+"""Quantization from first principles: the affine map, fake quantization, observers, LSQ.
+
+Taught in: 04_quantization_math (and 05_qat_and_int8 builds QAT on it).
+
+Everything follows the affine scheme of Jacob et al. 2018 ("Quantization and
+Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference"):
+
+    r = S · (q − Z)          real value r, integer q, scale S > 0, zero point Z
+
+* :func:`quantize` / :func:`dequantize` -- the two directions of that map;
+* :func:`fake_quantize` -- quantize then dequantize in float, with the
+  straight-through estimator (STE) as its backward. Same numbers, forward and
+  backward, as ``torch.fake_quantize_per_tensor_affine`` (tested bit-exactly);
+  :func:`fake_quantize_per_channel` likewise equals
+  ``torch.fake_quantize_per_channel_affine``;
+* observers pick the range ``[x_min, x_max]`` that :func:`calc_qparams` turns
+  into ``(S, Z)``: min-max, moving-average min-max, percentile, MSE-optimal;
+* :func:`lsq_fake_quantize` -- learned step size quantization (Esser et al. 2020);
+* :func:`quant_mse` and :func:`sqnr_db` -- how much a quantizer hurts;
+* :func:`fuse_conv_bn` and :func:`quantize_model` -- the whole network under
+  post-training fake quantization (weights per channel, activations per tensor).
+
+``x % Q`` is *not* quantization (it wraps values around instead of rounding
+them to a grid), and there is no "sub-gradient method" in QAT: the STE below is
+the whole trick.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "qrange",
+    "calc_qparams",
+    "quantize",
+    "dequantize",
+    "fake_quantize",
+    "fake_quantize_per_channel",
+    "Observer",
+    "MinMaxObserver",
+    "MovingAverageMinMaxObserver",
+    "PercentileObserver",
+    "MSEObserver",
+    "OBSERVERS",
+    "make_observer",
+    "lsq_init_step",
+    "lsq_fake_quantize",
+    "LSQQuantizer",
+    "quant_mse",
+    "sqnr_db",
+    "fold_bn",
+    "fuse_conv_bn",
+    "FakeQuantize",
+    "QuantConv2d",
+    "QuantLinear",
+    "quantize_model",
+    "calibrate",
+    "set_observing",
+]
+
+_EPS = torch.finfo(torch.float32).eps  # smallest scale, as torch's observers use
+
+
+# --------------------------------------------------------------------- the affine map
+def qrange(num_bits: int, signed: bool) -> tuple[int, int]:
+    """The integer range of a ``num_bits`` integer.
+
+    signed: ``[-2^(b-1), 2^(b-1) - 1]`` (int8: -128..127);
+    unsigned: ``[0, 2^b - 1]`` (uint8: 0..255).
+    """
+    if not isinstance(num_bits, int) or not 2 <= num_bits <= 16:
+        raise ValueError(f"num_bits must be an integer in 2..16, got {num_bits!r}")
+    if signed:
+        return -(2 ** (num_bits - 1)), 2 ** (num_bits - 1) - 1
+    return 0, 2**num_bits - 1
+
+
+def calc_qparams(
+    x_min: Tensor | float, x_max: Tensor | float, num_bits: int = 8, symmetric: bool = False, signed: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Scale and zero point for the range ``[x_min, x_max]`` (scalars or per-channel vectors).
+
+    The range is first widened to contain 0, so that real 0 (zero padding, ReLU
+    zeros) maps to the integer ``Z`` exactly and dequantizes to exactly 0.
+
+    * asymmetric: ``S = (x_max - x_min) / (q_max - q_min)``, ``Z = q_min - round(x_min / S)``;
+    * symmetric: ``Z`` is fixed at the middle of the integer range (0 signed,
+      2^(b-1) unsigned) and ``S = max(|x_min|, |x_max|) / (q_max - Z)``.
+
+    Rounding ``Z`` shifts the grid by up to half a step, so ``S`` is then
+    widened just enough that ``S (q_min - Z) <= x_min`` and ``S (q_max - Z) >= x_max``:
+    the whole range is covered (torch's observers skip this last step and let
+    one end clip by up to S/2). Returns ``(scale float32, zero_point int32)``,
+    both shaped like the inputs.
+    """
+    q_min, q_max = qrange(num_bits, signed)
+    lo = torch.clamp(torch.as_tensor(x_min, dtype=torch.float32), max=0.0)
+    hi = torch.clamp(torch.as_tensor(x_max, dtype=torch.float32), min=0.0)
+    if torch.isnan(lo).any() or torch.isnan(hi).any() or torch.isinf(lo).any() or torch.isinf(hi).any():
+        raise ValueError("calc_qparams got a NaN or infinite range; check the observed tensor for NaN/inf")
+    if symmetric:
+        zp = torch.full_like(lo, (q_min + q_max + 1) // 2).to(torch.int64)
+        scale = torch.maximum(-lo / (zp - q_min), hi / (q_max - zp))
+    else:
+        scale0 = torch.clamp((hi - lo) / (q_max - q_min), min=_EPS)
+        zp = q_min + torch.round(-lo / scale0).to(torch.int64)
+        # keep at least one level on each side that has a non-zero range
+        zp = torch.where(lo < 0, torch.clamp(zp, min=q_min + 1), zp)
+        zp = torch.where(hi > 0, torch.clamp(zp, max=q_max - 1), zp)
+        up = torch.where(zp < q_max, hi / (q_max - zp).clamp(min=1), torch.zeros_like(hi))
+        down = torch.where(zp > q_min, -lo / (zp - q_min).clamp(min=1), torch.zeros_like(lo))
+        scale = torch.maximum(up, down)
+    scale = torch.clamp(scale, min=_EPS).to(torch.float32)
+    # float rounding can leave an end a hair outside; nudge the scale up one ulp until covered
+    for _ in range(4):
+        short = (scale * (q_max - zp) < hi) | (scale * (q_min - zp) > lo)
+        if not short.any():
+            break
+        scale = torch.where(short, torch.nextafter(scale, torch.full_like(scale, math.inf)), scale)
+    return scale, zp.to(torch.int32)
+
+
+def _reciprocal(scale: Tensor | float) -> Tensor:
+    """``1 / S`` in float32 -- torch multiplies by it (it does not divide), and so do we."""
+    return 1.0 / torch.as_tensor(scale, dtype=torch.float32)
+
+
+def quantize(x: Tensor, scale: Tensor | float, zero_point: Tensor | int, q_min: int, q_max: int) -> Tensor:
+    """``q = clamp(round(x / S) + Z, q_min, q_max)`` as int32 (round half to even).
+
+    ``scale``/``zero_point`` broadcast against ``x`` (a scalar, or shaped for
+    per-channel use). Shapes: x (...) -> q (...).
+    """
+    zp = torch.as_tensor(zero_point, device=x.device)
+    q = torch.round(x * _reciprocal(scale).to(x.device)) + zp
+    return torch.clamp(q, q_min, q_max).to(torch.int32)
+
+
+def dequantize(q: Tensor, scale: Tensor | float, zero_point: Tensor | int) -> Tensor:
+    """``r = S · (q − Z)`` in float32. Shapes: q (...) -> r (...)."""
+    zp = torch.as_tensor(zero_point, device=q.device)
+    return (q - zp).to(torch.float32) * torch.as_tensor(scale, dtype=torch.float32, device=q.device)
+
+
+class _FakeQuantizeSTE(torch.autograd.Function):
+    """Quantize-dequantize with a straight-through gradient.
+
+    forward:  ``y = S · (clamp(round(x / S) + Z, q_min, q_max) − Z)``
+    backward: ``dL/dx = dL/dy · 1[q_min <= round(x / S) + Z <= q_max]``
+
+    ``round`` has zero derivative almost everywhere, which would stop all
+    learning; the STE (Bengio et al. 2013) pretends it is the identity inside
+    the range, and passes no gradient where the clamp is active.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: Tensor, zero_point: Tensor, q_min: int, q_max: int) -> Tensor:
+        q = torch.round(x * _reciprocal(scale).to(x.device)) + zero_point
+        inside = (q >= q_min) & (q <= q_max)
+        ctx.save_for_backward(inside)
+        return (torch.clamp(q, q_min, q_max) - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        (inside,) = ctx.saved_tensors
+        return grad_out * inside, None, None, None, None
+
+
+def _check_range(q_min: int, q_max: int) -> None:
+    if q_min >= q_max:
+        raise ValueError(f"need q_min < q_max, got {q_min}, {q_max}")
+
+
+def fake_quantize(x: Tensor, scale: Tensor | float, zero_point: Tensor | int, q_min: int, q_max: int) -> Tensor:
+    """Per-tensor fake quantization with the STE (see :class:`_FakeQuantizeSTE`).
+
+    Equal, forward and backward, to ``torch.fake_quantize_per_tensor_affine``.
+    Shapes: x (...) -> (...), same dtype.
+    """
+    _check_range(q_min, q_max)
+    s = torch.as_tensor(scale, dtype=torch.float32, device=x.device).reshape(())
+    z = torch.as_tensor(zero_point, device=x.device).reshape(()).to(torch.float32)
+    return _FakeQuantizeSTE.apply(x, s, z, q_min, q_max)
+
+
+def _along(v: Tensor, axis: int, ndim: int) -> Tensor:
+    """Reshape a per-channel vector (C,) to broadcast along ``axis`` of an ``ndim`` tensor."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return v.reshape(shape)
+
+
+def fake_quantize_per_channel(
+    x: Tensor, scale: Tensor, zero_point: Tensor, axis: int, q_min: int, q_max: int
+) -> Tensor:
+    """Per-channel fake quantization: channel ``c`` along ``axis`` uses ``(S_c, Z_c)``.
+
+    Same formula and STE as :func:`fake_quantize`; equal to
+    ``torch.fake_quantize_per_channel_affine``. Shapes: x (..., C at axis, ...),
+    scale and zero_point (C,) -> like x.
+    """
+    _check_range(q_min, q_max)
+    axis = axis % x.ndim
+    if scale.numel() != x.shape[axis] or zero_point.numel() != x.shape[axis]:
+        raise ValueError(f"need one scale and zero point per channel: x has {x.shape[axis]} along axis {axis}, "
+                         f"got {scale.numel()} scales and {zero_point.numel()} zero points")
+    s = _along(scale.to(torch.float32, copy=False).to(x.device), axis, x.ndim)
+    z = _along(zero_point.to(x.device).to(torch.float32), axis, x.ndim)
+    return _FakeQuantizeSTE.apply(x, s, z, q_min, q_max)
+
+
+# --------------------------------------------------------------------- observers
+def _reduce_dims(x: Tensor, ch_axis: int | None) -> Tensor:
+    """``x`` as (C, rest) for per-channel statistics, or (1, all) per tensor."""
+    if ch_axis is None:
+        return x.reshape(1, -1)
+    return x.movedim(ch_axis, 0).reshape(x.shape[ch_axis], -1)
+
+
+class Observer(nn.Module):
+    """Watches tensors and proposes a quantization range; the base of all observers.
+
+    Subclasses implement :meth:`update` (fold a batch into ``min_val``/``max_val``).
+    :meth:`calculate_qparams` turns the range into ``(S, Z)`` with :func:`calc_qparams`.
+    ``ch_axis=None`` is per-tensor; an int is per-channel along that axis.
+    Calling the observer records ``x`` and returns it unchanged.
+    """
+
+    def __init__(self, num_bits: int = 8, symmetric: bool = False, signed: bool | None = None,
+                 ch_axis: int | None = None) -> None:
+        super().__init__()
+        self.num_bits, self.symmetric, self.ch_axis = num_bits, symmetric, ch_axis
+        self.signed = symmetric if signed is None else signed
+        self.q_min, self.q_max = qrange(num_bits, self.signed)
+        self.register_buffer("min_val", torch.tensor([]))
+        self.register_buffer("max_val", torch.tensor([]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_d = x.detach().float()
+        if not torch.isfinite(x_d).all():
+            raise ValueError(f"{type(self).__name__} saw NaN or inf values; the model or its input is broken")
+        self.update(_reduce_dims(x_d, self.ch_axis))
+        return x
+
+    def update(self, rows: Tensor) -> None:
+        raise NotImplementedError
+
+    def _merge(self, lo: Tensor, hi: Tensor) -> None:
+        if self.min_val.numel() == 0:
+            self.min_val, self.max_val = lo, hi
+        else:
+            self.min_val, self.max_val = torch.minimum(self.min_val, lo), torch.maximum(self.max_val, hi)
+
+    def calculate_qparams(self) -> tuple[Tensor, Tensor]:
+        """``(scale, zero_point)`` for what has been observed so far: shapes () or (C,)."""
+        if self.min_val.numel() == 0:
+            raise RuntimeError(f"{type(self).__name__} has observed nothing yet: run calibration data through it first")
+        lo, hi = self.min_val, self.max_val
+        scale, zp = calc_qparams(lo, hi, self.num_bits, self.symmetric, self.signed)
+        return (scale, zp) if self.ch_axis is not None else (scale.reshape(()), zp.reshape(()))
+
+    def extra_repr(self) -> str:
+        kind = "per-tensor" if self.ch_axis is None else f"per-channel(axis={self.ch_axis})"
+        return f"bits={self.num_bits}, {'symmetric' if self.symmetric else 'asymmetric'}, {kind}"
+
+
+class MinMaxObserver(Observer):
+    """Range = the smallest and largest value ever seen: ``[min x, max x]``.
+
+    Never clips, so a single outlier stretches the grid for everyone.
+    """
+
+    def update(self, rows: Tensor) -> None:
+        self._merge(rows.min(dim=1).values, rows.max(dim=1).values)
+
+
+class MovingAverageMinMaxObserver(Observer):
+    """Range = exponential moving average of each batch's min and max.
+
+    ``m ← (1 − c) · m + c · min(batch)`` (same for max), ``c = averaging_constant``.
+    Used for activations during QAT, where ranges drift as the weights learn.
+    """
+
+    def __init__(self, averaging_constant: float = 0.01, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0 < averaging_constant <= 1:
+            raise ValueError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
+        self.c = averaging_constant
+
+    def update(self, rows: Tensor) -> None:
+        lo, hi = rows.min(dim=1).values, rows.max(dim=1).values
+        if self.min_val.numel() == 0:
+            self.min_val, self.max_val = lo, hi
+        else:
+            self.min_val = self.min_val + self.c * (lo - self.min_val)
+            self.max_val = self.max_val + self.c * (hi - self.max_val)
+
+
+def _kth_quantile(rows: Tensor, q: float) -> Tensor:
+    """The q-quantile of each row: the value at sorted position ``ceil(q · (n − 1))`` (0-based).
+
+    Same as ``torch.quantile(rows, q, dim=1, interpolation="higher")``, but by
+    order statistic, so it has no input-size limit.
+    """
+    n = rows.shape[1]
+    rank = float(torch.tensor(q, dtype=torch.float32)) * (n - 1)  # q rounded to float32 first, as torch does
+    k = min(n, int(math.ceil(rank)) + 1)
+    return rows.kthvalue(k, dim=1).values
+
+
+class PercentileObserver(Observer):
+    """Range = the ``(100 − p)``-th to ``p``-th percentile, averaged over batches.
+
+    Clips the rare outliers (they saturate at the grid's ends) so the common
+    values get finer steps.
+    """
+
+    def __init__(self, percentile: float = 99.99, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 50 < percentile <= 100:
+            raise ValueError(f"percentile must be in (50, 100], got {percentile}")
+        self.percentile = percentile
+        self.batches = 0
+
+    def update(self, rows: Tensor) -> None:
+        p = self.percentile / 100
+        lo, hi = _kth_quantile(rows, 1 - p), _kth_quantile(rows, p)
+        if self.min_val.numel() == 0:
+            self.min_val, self.max_val = lo, hi
+        else:  # running mean of the per-batch percentiles
+            w = 1 / (self.batches + 1)
+            self.min_val, self.max_val = self.min_val + w * (lo - self.min_val), self.max_val + w * (hi - self.max_val)
+        self.batches += 1
+
+
+class MSEObserver(Observer):
+    """Range = the shrunken min-max range ``α · [min, max]`` that minimises the quantization MSE.
+
+    ``α* = argmin_α mean((x − fq(x; α·min, α·max))²)`` over ``num_candidates``
+    values of α in ``[min_ratio, 1]``, per channel when per-channel. Keeps a
+    sample of at most ``max_samples`` values per channel to search on.
+    """
+
+    def __init__(self, num_candidates: int = 40, min_ratio: float = 0.2, max_samples: int = 1 << 16, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.alphas = torch.linspace(min_ratio, 1.0, num_candidates)
+        self.max_samples = max_samples
+        self._samples: Tensor | None = None
+
+    def update(self, rows: Tensor) -> None:
+        self._merge(rows.min(dim=1).values, rows.max(dim=1).values)
+        step = max(1, rows.shape[1] // self.max_samples)
+        sample = rows[:, ::step]
+        self._samples = sample if self._samples is None else torch.cat([self._samples, sample], 1)[:, -self.max_samples:]
+
+    def calculate_qparams(self) -> tuple[Tensor, Tensor]:
+        if self._samples is None:
+            raise RuntimeError("MSEObserver has observed nothing yet: run calibration data through it first")
+        x = self._samples
+        best_err = torch.full((x.shape[0],), math.inf)
+        best = (self.min_val.clone(), self.max_val.clone())
+        for a in self.alphas.tolist():
+            s, z = calc_qparams(a * self.min_val, a * self.max_val, self.num_bits, self.symmetric, self.signed)
+            err = (x - fake_quantize_per_channel(x, s, z, 0, self.q_min, self.q_max)).pow(2).mean(1)
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best = (torch.where(better, a * self.min_val, best[0]), torch.where(better, a * self.max_val, best[1]))
+        scale, zp = calc_qparams(best[0], best[1], self.num_bits, self.symmetric, self.signed)
+        return (scale, zp) if self.ch_axis is not None else (scale.reshape(()), zp.reshape(()))
+
+
+OBSERVERS: dict[str, type[Observer]] = {
+    "minmax": MinMaxObserver,
+    "moving_average": MovingAverageMinMaxObserver,
+    "percentile": PercentileObserver,
+    "mse": MSEObserver,
+}
+
+
+def make_observer(name: str, **kwargs: Any) -> Observer:
+    """An observer by name: one of ``OBSERVERS`` ("minmax", "moving_average", "percentile", "mse")."""
+    if name not in OBSERVERS:
+        raise ValueError(f"unknown observer {name!r}; choose one of {sorted(OBSERVERS)}")
+    return OBSERVERS[name](**kwargs)
+
+
+# --------------------------------------------------------------------- LSQ
+def lsq_init_step(v: Tensor, q_p: int) -> Tensor:
+    """LSQ's initial step: ``s₀ = 2 · mean(|v|) / √Q_P`` (Esser et al. 2020, sec. 2)."""
+    return 2 * v.detach().abs().mean() / math.sqrt(q_p)
+
+
+def _scale_grad(x: Tensor, g: float) -> Tensor:
+    """Identity forward; multiplies the gradient by ``g`` (LSQ's ``gradscale``)."""
+    return (x - x * g).detach() + x * g
+
+
+def _round_ste(x: Tensor) -> Tensor:
+    """``round(x)`` forward, identity gradient (LSQ's ``roundpass``)."""
+    return (x.round() - x).detach() + x
+
+
+def lsq_fake_quantize(v: Tensor, step: Tensor, q_n: int, q_p: int, grad_scale: float | None = None) -> Tensor:
+    """Learned step size quantization (Esser et al. 2020): ``v̂ = round(clamp(v/s, −Q_N, Q_P)) · s``.
+
+    The step ``s`` is a trainable parameter. Its gradient is
+
+        ∂v̂/∂s = −v/s + round(v/s)   if −Q_N < v/s < Q_P
+                 −Q_N                if v/s <= −Q_N
+                  Q_P                if v/s >=  Q_P
+
+    multiplied by ``g = 1/√(N · Q_P)`` (N = number of elements of ``v``) so the
+    step learns at the pace of the weights. ``v`` gets the STE gradient (1
+    inside the range, 0 outside). Shapes: v (...), step () -> (...).
+
+    (torch's ``_fake_quantize_learnable_per_tensor_affine`` rounds before it
+    clamps, so it differs from this only for ``v/s`` within half a step outside
+    the range.)
+    """
+    g = 1.0 / math.sqrt(v.numel() * q_p) if grad_scale is None else grad_scale
+    s = _scale_grad(step, g)
+    return _round_ste(torch.clamp(v / s, -q_n, q_p)) * s
+
+
+class LSQQuantizer(nn.Module):
+    """A fake quantizer whose step is learned (see :func:`lsq_fake_quantize`).
+
+    The step is initialised from the first tensor it sees with :func:`lsq_init_step`.
+    """
+
+    def __init__(self, num_bits: int = 4, signed: bool = True) -> None:
+        super().__init__()
+        q_min, q_max = qrange(num_bits, signed)
+        self.q_n, self.q_p = -q_min, q_max
+        self.step = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def forward(self, v: Tensor) -> Tensor:
+        if not self.initialized:
+            with torch.no_grad():
+                self.step.copy_(lsq_init_step(v, self.q_p))
+                self.initialized.fill_(True)
+        return lsq_fake_quantize(v, self.step, self.q_n, self.q_p)
+
+
+# --------------------------------------------------------------------- error measures
+def quant_mse(x: Tensor, x_q: Tensor) -> float:
+    """Mean squared quantization error ``mean((x − x̂)²)``."""
+    return float((x.double() - x_q.double()).pow(2).mean())
+
+
+def sqnr_db(x: Tensor, x_q: Tensor) -> float:
+    """Signal-to-quantization-noise ratio ``10 · log10(Σx² / Σ(x − x̂)²)`` in dB (inf if exact).
+
+    Each extra bit halves the step, quartering the noise power: ≈ 6.02 dB per bit.
+    """
+    noise = (x.double() - x_q.double()).pow(2).sum()
+    return math.inf if noise == 0 else float(10 * torch.log10(x.double().pow(2).sum() / noise))
+
+
+# --------------------------------------------------------------------- whole networks
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A new conv equal to ``bn(conv(x))`` in eval mode (batch-norm folding).
+
+    With ``γ, β, μ, σ² = bn.weight, bn.bias, bn.running_mean, bn.running_var``:
+    ``W' = W · γ / √(σ² + ε)`` (per output channel) and
+    ``b' = (b − μ) · γ / √(σ² + ε) + β``. Shapes: W (C_out, C_in, k, k).
+    """
+    fused = copy.deepcopy(conv)
+    factor = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.weight = nn.Parameter(conv.weight.detach() * factor.reshape(-1, 1, 1, 1))
+    fused.bias = nn.Parameter((bias - bn.running_mean) * factor + bn.bias.detach())
+    return fused
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with every Conv2d→BatchNorm2d pair inside an
+    ``nn.Sequential`` folded into one conv (:func:`fold_bn`); the BN becomes Identity."""
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = module._modules[a], module._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module._modules[a] = fold_bn(conv, bn)
+                module._modules[b] = nn.Identity()
+    return model
+
+
+class FakeQuantize(nn.Module):
+    """An observer plus fake quantization: ``y = fq(x; S, Z)`` with ``(S, Z)`` from the observer.
+
+    ``observing`` -- record each input (calibration, early QAT); ``enabled`` --
+    apply fake quantization (off: identity). While observing, ``(S, Z)`` are
+    recomputed every call; otherwise the last ones are reused.
+    """
+
+    def __init__(self, observer: Observer) -> None:
+        super().__init__()
+        self.observer = observer
+        self.observing, self.enabled = True, True
+        self.register_buffer("scale", torch.tensor([]))
+        self.register_buffer("zero_point", torch.tensor([], dtype=torch.int32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.observing:
+            self.observer(x)
+            self.scale, self.zero_point = (t.to(x.device) for t in self.observer.calculate_qparams())
+        if not self.enabled:
+            return x
+        if self.scale.numel() == 0:
+            raise RuntimeError("FakeQuantize has no scale yet: calibrate with observing=True first")
+        q_min, q_max = self.observer.q_min, self.observer.q_max
+        if self.observer.ch_axis is None:
+            return fake_quantize(x, self.scale, self.zero_point, q_min, q_max)
+        return fake_quantize_per_channel(x, self.scale, self.zero_point, self.observer.ch_axis, q_min, q_max)
+
+    def extra_repr(self) -> str:
+        return f"observing={self.observing}, enabled={self.enabled}"
+
+
+class QuantConv2d(nn.Module):
+    """``conv(fq_a(x), fq_w(W)) + b``: a conv that sees fake-quantized inputs and weights.
+
+    Weights per output channel (axis 0), inputs per tensor; the bias stays in
+    float (an int8 backend keeps it as int32 with scale ``S_x · S_w``).
+    """
+
+    def __init__(self, conv: nn.Conv2d, weight_fq: FakeQuantize, input_fq: FakeQuantize | None) -> None:
+        super().__init__()
+        self.conv, self.weight_fq, self.input_fq = conv, weight_fq, input_fq
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.input_fq is not None:
+            x = self.input_fq(x)
+        return self.conv._conv_forward(x, self.weight_fq(self.conv.weight), self.conv.bias)
+
+
+class QuantLinear(nn.Module):
+    """``linear(fq_a(x), fq_w(W)) + b``, as :class:`QuantConv2d` for ``nn.Linear``."""
+
+    def __init__(self, linear: nn.Linear, weight_fq: FakeQuantize, input_fq: FakeQuantize | None) -> None:
+        super().__init__()
+        self.linear, self.weight_fq, self.input_fq = linear, weight_fq, input_fq
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.input_fq is not None:
+            x = self.input_fq(x)
+        return F.linear(x, self.weight_fq(self.linear.weight), self.linear.bias)
+
+
+def quantize_model(
+    model: nn.Module,
+    weight_bits: int = 8,
+    act_bits: int | None = 8,
+    weight_observer: str = "minmax",
+    act_observer: str = "minmax",
+    per_channel: bool = True,
+    symmetric_weights: bool = True,
+    skip: Iterable[str] = (),
+    fold_batch_norm: bool = True,
+) -> nn.Module:
+    """A fake-quantized copy of ``model``: every Conv2d/Linear becomes a Quant wrapper.
+
+    Weights: ``weight_bits``, signed, per output channel (or per tensor),
+    ``weight_observer``. Inputs to each layer: ``act_bits`` unsigned asymmetric,
+    per tensor, ``act_observer`` (``act_bits=None``: weights only). Layers whose
+    qualified name is in ``skip`` stay float (e.g. the first and last layer).
+    BatchNorm is folded first (as an int8 deployment does), unless
+    ``fold_batch_norm=False``. Observers are live: run :func:`calibrate` next.
+    """
+    skip = set(skip)
+    model = fuse_conv_bn(model) if fold_batch_norm else copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if full in skip or not isinstance(child, (nn.Conv2d, nn.Linear)):
+                continue
+            w_obs = make_observer(weight_observer, num_bits=weight_bits, symmetric=symmetric_weights, signed=True,
+                                  ch_axis=0 if per_channel else None)
+            a_fq = None if act_bits is None else FakeQuantize(make_observer(act_observer, num_bits=act_bits))
+            wrapper = QuantConv2d if isinstance(child, nn.Conv2d) else QuantLinear
+            setattr(module, child_name, wrapper(child, FakeQuantize(w_obs), a_fq))
+    return model
+
+
+def set_observing(model: nn.Module, observing: bool) -> nn.Module:
+    """Turn every :class:`FakeQuantize` observer on (calibrate) or off (freeze ranges)."""
+    for m in model.modules():
+        if isinstance(m, FakeQuantize):
+            m.observing = observing
+    return model
+
+
+def calibrate(model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Module, Any], Any] | None = None) -> nn.Module:
+    """Post-training calibration: run ``batches`` through ``model`` with observers on, then freeze them.
+
+    ``forward(model, batch)`` runs one batch (default: ``model(batch)``). The
+    model is put in eval mode; no gradients are computed.
+    """
+    forward = forward or (lambda m, b: m(b))
+    model.eval()
+    set_observing(model, True)
+    with torch.no_grad():
+        seen = 0
+        for batch in batches:
+            forward(model, batch)
+            seen += 1
+    if seen == 0:
+        raise ValueError("calibrate got no batches: pass a non-empty calibration set")
+    return set_observing(model, False)
