@@ -31,6 +31,8 @@ __all__ = [
     "check_loss_recorder",
     "check_clip_grad_norm",
     "check_agc",
+    "check_qparams",
+    "check_fake_quantize",
 ]
 
 
@@ -283,3 +285,75 @@ def check_agc(fn: Callable[[torch.nn.Parameter, float, float], None]) -> CheckRe
                                "unit (dim 0) for kernels and matrices, over the whole tensor for a bias; "
                                "clip only units where ||G_i|| > clip_factor * max(||W_i||, eps).")
     return _report(True, "matches the AGC formula on a conv kernel, a matrix and a bias.")
+
+
+def check_qparams(fn: Callable[[float, float, int], tuple[Any, Any]]) -> CheckResult:
+    """Exercise (notebook 04): asymmetric unsigned ``(scale, zero_point)`` for a range ``[x_min, x_max]``."""
+    from .quant import fake_quantize
+
+    cases = ((-0.3, 1.0, 8), (0.0, 6.0, 8), (-2.0, -0.5, 8), (0.2, 0.9, 4), (-1.0, 3.0, 2), (-5e-4, 2e-3, 8))
+    for x_min, x_max, bits in cases:
+        got, err = _call(fn, x_min, x_max, bits)
+        if err:
+            return _report(False, err)
+        try:
+            scale, zp = float(got[0]), got[1]
+        except (TypeError, ValueError, IndexError):
+            return _report(False, "return a pair (scale, zero_point).")
+        q_max = 2**bits - 1
+        if float(zp) != round(float(zp)):
+            return _report(False, f"zero_point must be an integer (got {float(zp)} for [{x_min}, {x_max}]): round it, "
+                           "so that real 0 lands exactly on a level.")
+        zp = int(round(float(zp)))
+        if not 0 <= zp <= q_max:
+            return _report(False, f"zero_point {zp} is outside 0..{q_max} for [{x_min}, {x_max}]: first widen the range "
+                           "to include 0 (x_min = min(x_min, 0), x_max = max(x_max, 0)).")
+        lo, hi = min(x_min, 0.0), max(x_max, 0.0)
+        ideal = (hi - lo) / q_max
+        if not ideal * (1 - 1e-3) <= scale <= ideal * (1 + 2.0 / q_max) + 1e-12:
+            return _report(False, f"scale {scale:.6g} for [{x_min}, {x_max}] at {bits} bits; expected about "
+                           f"{ideal:.6g} = (x_max - x_min) / (2^bits - 1) after widening the range to include 0.")
+        x = torch.linspace(lo, hi, 201)
+        worst = (fake_quantize(x, scale, zp, 0, q_max) - x).abs().max().item()
+        if worst > 0.5001 * scale + 1e-9:
+            return _report(False, f"values in [{x_min}, {x_max}] are off by up to {worst:.3g} > scale/2: the grid "
+                           "S·(q − Z), q = 0..2^bits − 1, does not cover the range. Z = −round(x_min / S).")
+    return _report(True, "zero is exact and the grid covers the range in every case.")
+
+
+def check_fake_quantize(fn: Callable[[Tensor, float, int, int, int], Tensor]) -> CheckResult:
+    """Exercise (notebook 04): fake quantization with a straight-through gradient."""
+    for bits, signed, scale, zp in ((8, False, 0.02, 128), (4, True, 0.3, 0), (3, False, 0.5, 2)):
+        q_min, q_max = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        g = torch.Generator().manual_seed(bits)
+        x = torch.randn(400, generator=g) * scale * (q_max - q_min) / 3
+        ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+        got, err = _call(fn, ours, scale, zp, q_min, q_max)
+        if err:
+            return _report(False, err)
+        if not isinstance(got, Tensor) or got.shape != x.shape:
+            return _report(False, f"return a tensor shaped like x {tuple(x.shape)}.")
+        want = torch.fake_quantize_per_tensor_affine(ref, scale, zp, q_min, q_max)
+        off = (got.detach() - want.detach()).abs() > 1e-6
+        if off.float().mean() > 0.005 or ((got.detach() - want.detach()).abs()[off] > scale * 1.001).any():
+            levels = torch.unique(got.detach()).numel()
+            hint = (" It has more distinct values than the 2^bits levels: did you forget to round?" if levels > q_max - q_min + 1
+                    else " Check: round to nearest (torch.round, not int() or floor), add Z, clamp to [q_min, q_max], "
+                    "subtract Z, multiply by S.")
+            return _report(False, f"forward differs from torch.fake_quantize_per_tensor_affine for {bits}-bit "
+                           f"{'signed' if signed else 'unsigned'} (scale {scale}, zero point {zp}).{hint}")
+        if not got.requires_grad:
+            return _report(False, "the output has no gradient: build it from x with differentiable operations "
+                           "(e.g. x + (rounded - x).detach()) or a torch.autograd.Function.")
+        upstream = torch.randn(x.shape, generator=g)
+        got.backward(upstream)
+        want.backward(upstream)
+        if ours.grad is None or not torch.allclose(ours.grad, ref.grad):
+            if ours.grad is not None and ours.grad.abs().sum() == 0:
+                hint = "the gradient is zero everywhere: that is round's true derivative. Use the straight-through estimator."
+            elif ours.grad is not None and torch.allclose(ours.grad, upstream):
+                hint = "the gradient passes everywhere: the STE passes it only where round(x/S) + Z is inside [q_min, q_max]."
+            else:
+                hint = "the gradient should be the upstream gradient where round(x/S) + Z is in [q_min, q_max], 0 elsewhere."
+            return _report(False, f"backward differs from torch's: {hint}")
+    return _report(True, "same forward and same straight-through gradient as torch.fake_quantize_per_tensor_affine.")

@@ -63,6 +63,8 @@ __all__ = [
     "quantize_model",
     "calibrate",
     "set_observing",
+    "post_training_quantize",
+    "capture_activations",
 ]
 
 _EPS = torch.finfo(torch.float32).eps  # smallest scale, as torch's observers use
@@ -345,7 +347,7 @@ class MSEObserver(Observer):
 
     ``α* = argmin_α mean((x − fq(x; α·min, α·max))²)`` over ``num_candidates``
     values of α in ``[min_ratio, 1]``, per channel when per-channel. Keeps a
-    sample of at most ``max_samples`` values per channel to search on.
+    fixed random sample of at most ``max_samples`` values per channel to search on.
     """
 
     def __init__(self, num_candidates: int = 40, min_ratio: float = 0.2, max_samples: int = 1 << 16, **kwargs: Any) -> None:
@@ -356,8 +358,10 @@ class MSEObserver(Observer):
 
     def update(self, rows: Tensor) -> None:
         self._merge(rows.min(dim=1).values, rows.max(dim=1).values)
-        step = max(1, rows.shape[1] // self.max_samples)
-        sample = rows[:, ::step]
+        n = rows.shape[1]
+        if n > self.max_samples:  # a fixed random subset: a stride could alias with the tensor's layout
+            rows = rows[:, torch.randperm(n, generator=torch.Generator().manual_seed(n))[: self.max_samples].to(rows.device)]
+        sample = rows
         self._samples = sample if self._samples is None else torch.cat([self._samples, sample], 1)[:, -self.max_samples:]
 
     def calculate_qparams(self) -> tuple[Tensor, Tensor]:
@@ -567,6 +571,7 @@ def quantize_model(
     act_observer: str = "minmax",
     per_channel: bool = True,
     symmetric_weights: bool = True,
+    symmetric_acts: bool = False,
     skip: Iterable[str] = (),
     fold_batch_norm: bool = True,
 ) -> nn.Module:
@@ -574,7 +579,8 @@ def quantize_model(
 
     Weights: ``weight_bits``, signed, per output channel (or per tensor),
     ``weight_observer``. Inputs to each layer: ``act_bits`` unsigned asymmetric,
-    per tensor, ``act_observer`` (``act_bits=None``: weights only). Layers whose
+    per tensor, ``act_observer`` (``act_bits=None``: weights only;
+    ``symmetric_acts=True``: signed symmetric instead). Layers whose
     qualified name is in ``skip`` stay float (e.g. the first and last layer).
     BatchNorm is folded first (as an int8 deployment does), unless
     ``fold_batch_norm=False``. Observers are live: run :func:`calibrate` next.
@@ -588,7 +594,8 @@ def quantize_model(
                 continue
             w_obs = make_observer(weight_observer, num_bits=weight_bits, symmetric=symmetric_weights, signed=True,
                                   ch_axis=0 if per_channel else None)
-            a_fq = None if act_bits is None else FakeQuantize(make_observer(act_observer, num_bits=act_bits))
+            a_fq = None if act_bits is None else FakeQuantize(
+                make_observer(act_observer, num_bits=act_bits, symmetric=symmetric_acts, signed=symmetric_acts))
             wrapper = QuantConv2d if isinstance(child, nn.Conv2d) else QuantLinear
             setattr(module, child_name, wrapper(child, FakeQuantize(w_obs), a_fq))
     return model
@@ -619,3 +626,35 @@ def calibrate(model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Mo
     if seen == 0:
         raise ValueError("calibrate got no batches: pass a non-empty calibration set")
     return set_observing(model, False)
+
+
+def post_training_quantize(model: nn.Module, calibration_batches: Iterable[Any],
+                           forward: Callable[[nn.Module, Any], Any] | None = None, **settings: Any) -> nn.Module:
+    """Post-training quantization (PTQ) in one call: :func:`quantize_model` with ``settings``, then
+    :func:`calibrate` on ``calibration_batches``. Returns the fake-quantized copy, observers frozen."""
+    return calibrate(quantize_model(model, **settings), calibration_batches, forward)
+
+
+def capture_activations(model: nn.Module, module_name: str, batches: Iterable[Any],
+                        forward: Callable[[nn.Module, Any], Any] | None = None) -> Tensor:
+    """The inputs that the layer ``module_name`` receives over ``batches``, concatenated on dim 0.
+
+    These are the activations an input observer of that layer would see.
+    Shapes: (N, C, H, W) for a conv layer.
+    """
+    modules = dict(model.named_modules())
+    if module_name not in modules:
+        raise KeyError(f"no layer named {module_name!r}; some names: {list(modules)[1:8]}")
+    seen: list[Tensor] = []
+    handle = modules[module_name].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    forward = forward or (lambda m, b: m(b))
+    try:
+        with torch.no_grad():
+            model.eval()
+            for batch in batches:
+                forward(model, batch)
+    finally:
+        handle.remove()
+    if not seen:
+        raise ValueError("capture_activations got no batches")
+    return torch.cat(seen)

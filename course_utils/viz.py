@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .metrics import RECALL_THRESHOLDS
 
-__all__ = ["draw_boxes", "show_detections", "show_detection_grid", "plot_history", "plot_pr_curves"]
+__all__ = ["draw_boxes", "show_detections", "show_detection_grid", "plot_history", "plot_pr_curves", "plot_quant_grid"]
 
 #: One colour per class label (1-based); ground truth is always drawn in white.
 CLASS_COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
@@ -157,4 +157,37 @@ def plot_pr_curves(metrics: dict[str, Any], class_names: Sequence[str] | None = 
         ax.legend(fontsize=8, loc="lower left")
         ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def plot_quant_grid(
+    x: Tensor, scale: float | Tensor, zero_point: int | Tensor, q_min: int, q_max: int,
+    ax: Axes | None = None, bins: int = 150, max_lines: int = 64, label: str = "values",
+) -> Figure:
+    """Histogram of ``x`` with the quantization grid ``S · (q − Z)``, q = q_min..q_max, on top.
+
+    Grid levels are drawn as thin vertical lines (only the ends when there are
+    more than ``max_lines`` levels); the regions outside the grid, where values
+    are clamped, are shaded red.
+    """
+    fig, ax = _axes(ax, figsize=(6, 3))
+    values = x.detach().flatten().float().cpu().numpy()
+    s, z = float(scale), int(zero_point)
+    lo, hi = s * (q_min - z), s * (q_max - z)
+    span = max(values.max(), hi) - min(values.min(), lo)
+    left, right = min(values.min(), lo) - 0.03 * span, max(values.max(), hi) + 0.03 * span
+    ax.hist(values, bins=bins, range=(left, right), color="tab:blue", alpha=0.75, label=label)
+    ax.set_yscale("log")
+    levels = np.arange(q_min, q_max + 1)
+    grid = s * (levels - z)
+    shown = grid if len(grid) <= max_lines else grid[[0, -1]]
+    for g in shown:
+        ax.axvline(g, color="black", linewidth=0.6, alpha=0.6)
+    ax.axvspan(left, lo, color="tab:red", alpha=0.12, label="clamped")
+    ax.axvspan(hi, right, color="tab:red", alpha=0.12)
+    ax.axvline(0.0, color="tab:green", linewidth=1.2, linestyle="--", label="0 (exact)")
+    ax.set_xlim(left, right)
+    ax.set_xlabel("value")
+    ax.set_ylabel("count (log)")
+    ax.legend(fontsize=7, loc="upper right")
     return fig

@@ -13,6 +13,7 @@ sol00 = importlib.import_module("solutions.ex00_setup_and_tour")
 sol01 = importlib.import_module("solutions.ex01_detection_basics")
 sol02 = importlib.import_module("solutions.ex02_training_a_tiny_detector")
 sol03 = importlib.import_module("solutions.ex03_gradient_clipping")
+sol04 = importlib.import_module("solutions.ex04_quantization_math")
 
 
 def not_implemented(*args):
@@ -31,6 +32,8 @@ def not_implemented(*args):
         (ex.check_loss_recorder, sol02.LossRecorder),
         (ex.check_clip_grad_norm, sol03.clip_grad_norm),
         (ex.check_agc, sol03.agc),
+        (ex.check_qparams, sol04.qparams),
+        (ex.check_fake_quantize, sol04.fake_quantize),
     ],
 )
 def test_solution_passes_and_stub_fails(check, solution, capsys):
@@ -130,3 +133,36 @@ def test_agc_rejects_per_tensor_norms():
             param.grad.mul_(clip_factor * w / g)
 
     assert not ex.check_agc(per_tensor)
+
+
+def test_qparams_spots_unwidened_range_and_float_zero_point(capsys):
+    def no_widen(x_min, x_max, bits):
+        scale = (x_max - x_min) / (2**bits - 1)
+        return scale, round(-x_min / scale)
+
+    assert not ex.check_qparams(no_widen)
+    assert "include 0" in capsys.readouterr().out
+    assert not ex.check_qparams(lambda lo, hi, b: ((max(hi, 0) - min(lo, 0)) / (2**b - 1), -min(lo, 0) / ((max(hi, 0) - min(lo, 0)) / (2**b - 1))))
+    assert "integer" in capsys.readouterr().out
+
+
+def test_fake_quantize_check_spots_missing_ste_and_missing_mask(capsys):
+    def no_ste(x, s, z, lo, hi):
+        return (torch.clamp(torch.round(x / s) + z, lo, hi) - z) * s
+
+    assert not ex.check_fake_quantize(no_ste)
+    assert "zero everywhere" in capsys.readouterr().out
+
+    def no_mask(x, s, z, lo, hi):
+        y = (torch.clamp(torch.round(x / s) + z, lo, hi) - z) * s
+        return x + (y - x).detach()
+
+    assert not ex.check_fake_quantize(no_mask)
+    assert "only where" in capsys.readouterr().out
+
+    def floor(x, s, z, lo, hi):
+        y = (torch.clamp(torch.floor(x / s) + z, lo, hi) - z) * s
+        return x + (y - x).detach()
+
+    assert not ex.check_fake_quantize(floor)
+    assert "round to nearest" in capsys.readouterr().out
