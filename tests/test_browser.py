@@ -1,4 +1,4 @@
-"""Browser smoke test: JupyterLab on loopback, notebook 00 run in headless Chromium.
+"""Browser tests: JupyterLab on loopback, notebooks with widgets run in headless Chromium.
 
 Starts ``jupyter lab`` on 127.0.0.1 (no token: tests only, loopback only) over a
 scratch copy of the notebooks, opens notebook 00 in Debian's Chromium through
@@ -165,4 +165,22 @@ def test_notebook_03_clip_explorer_reacts(lab_server):
                                                 pick_no_clipping)
     assert sliders == 2, "threshold and learning-rate sliders expected"
     assert not any("interactive(" in t or "FloatLogSlider(" in t for t in outputs_text), "widgets rendered as text"
+    assert shot.stat().st_size > 10_000
+
+
+def test_notebook_04_bit_width_explorer_reacts(lab_server):
+    """The bit-width explorer renders as live controls; lowering the bit width redraws the figure."""
+    def lower_bits(widget):
+        slider = widget.locator(".widget-slider").first
+        handle = slider.locator(".noUi-handle").first
+        handle.click()
+        handle.press("Home")  # 4 -> 2 bits (the minimum) in one move: one redraw
+        controls = widget.locator(".widget-dropdown select").count() + widget.locator(".widget-toggle-buttons").count()
+        return slider.locator(".widget-readout").first.inner_text(), controls
+
+    (readout, controls), outputs_text, shot = _drive_widget(lab_server, "04_quantization_math.ipynb",
+                                                            "browser_04_bit_explorer.png", lower_bits)
+    assert readout.strip() == "2", f"bits readout after pressing Home: {readout!r}"
+    assert controls == 5, "scheme, granularity, observer, tensor and layer controls expected"
+    assert not any("interactive(" in t or "IntSlider(" in t for t in outputs_text), "widgets rendered as text"
     assert shot.stat().st_size > 10_000
