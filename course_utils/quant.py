@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .train import Hook
+
 __all__ = [
     "qrange",
     "calc_qparams",
@@ -60,7 +62,14 @@ __all__ = [
     "FakeQuantize",
     "QuantConv2d",
     "QuantLinear",
+    "QuantConvBn2d",
+    "conv_bn_pairs",
     "quantize_model",
+    "prepare_qat",
+    "freeze_bn_stats",
+    "set_observing_activations",
+    "to_float_folded",
+    "QATSchedule",
     "calibrate",
     "set_observing",
     "post_training_quantize",
@@ -253,6 +262,11 @@ class Observer(nn.Module):
 
     def update(self, rows: Tensor) -> None:
         raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget everything observed so far."""
+        self.min_val, self.max_val = torch.tensor([]), torch.tensor([])
+        self.batches, self._samples = 0, None
 
     def _merge(self, lo: Tensor, hi: Tensor) -> None:
         if self.min_val.numel() == 0:
@@ -485,39 +499,62 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
-def fuse_conv_bn(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval mode) with every Conv2d→BatchNorm2d pair inside an
-    ``nn.Sequential`` folded into one conv (:func:`fold_bn`); the BN becomes Identity."""
-    model = copy.deepcopy(model).eval()
-    for module in model.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        names = list(module._modules)
+_BN_TYPES: tuple[type, ...] = (nn.BatchNorm2d,)
+try:  # torchvision's detectors use a BN with fixed statistics
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    _BN_TYPES = (nn.BatchNorm2d, FrozenBatchNorm2d)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
+    """Every (parent, conv name, bn name) where a BatchNorm2d is registered right after a Conv2d
+    with matching channels. That is how ``nn.Sequential`` blocks, torchvision's
+    ``Conv2dNormActivation`` and ResNet blocks (``conv1``, ``bn1``, ...) are written; tests check
+    the folded model's outputs against the original, so a model that breaks the pattern is caught."""
+    pairs = []
+    for parent in model.modules():
+        names = list(parent._modules)
         for a, b in zip(names, names[1:]):
-            conv, bn = module._modules[a], module._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                module._modules[a] = fold_bn(conv, bn)
-                module._modules[b] = nn.Identity()
+            conv, bn = parent._modules[a], parent._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, _BN_TYPES) and bn.num_features == conv.out_channels:
+                pairs.append((parent, a, b))
+    return pairs
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with every Conv2d→BatchNorm2d pair (see :func:`conv_bn_pairs`)
+    folded into one conv (:func:`fold_bn`); each BN becomes ``nn.Identity``."""
+    model = copy.deepcopy(model).eval()
+    for parent, a, b in conv_bn_pairs(model):
+        parent._modules[a] = fold_bn(parent._modules[a], parent._modules[b])
+        parent._modules[b] = nn.Identity()
     return model
 
 
 class FakeQuantize(nn.Module):
     """An observer plus fake quantization: ``y = fq(x; S, Z)`` with ``(S, Z)`` from the observer.
 
-    ``observing`` -- record each input (calibration, early QAT); ``enabled`` --
-    apply fake quantization (off: identity). While observing, ``(S, Z)`` are
-    recomputed every call; otherwise the last ones are reused.
+    * ``observing`` -- record inputs and update ``(S, Z)``, but only in training
+      mode (:func:`calibrate` switches these modules to training mode while the
+      rest of the model stays in eval), so evaluation never moves the ranges;
+    * ``dynamic`` -- for weights during QAT: recompute the range from the current
+      tensor on every call, in any mode (the weights move every step);
+    * ``enabled`` -- apply fake quantization (off: identity).
     """
 
-    def __init__(self, observer: Observer) -> None:
+    def __init__(self, observer: Observer, dynamic: bool = False) -> None:
         super().__init__()
-        self.observer = observer
+        self.observer, self.dynamic = observer, dynamic
         self.observing, self.enabled = True, True
         self.register_buffer("scale", torch.tensor([]))
         self.register_buffer("zero_point", torch.tensor([], dtype=torch.int32))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.observing:
+        if self.dynamic:
+            self.observer.reset()
+        if self.dynamic or (self.observing and self.training):
             self.observer(x)
             self.scale, self.zero_point = (t.to(x.device) for t in self.observer.calculate_qparams())
         if not self.enabled:
@@ -530,7 +567,7 @@ class FakeQuantize(nn.Module):
         return fake_quantize_per_channel(x, self.scale, self.zero_point, self.observer.ch_axis, q_min, q_max)
 
     def extra_repr(self) -> str:
-        return f"observing={self.observing}, enabled={self.enabled}"
+        return f"observing={self.observing}, dynamic={self.dynamic}, enabled={self.enabled}"
 
 
 class QuantConv2d(nn.Module):
@@ -563,6 +600,86 @@ class QuantLinear(nn.Module):
         return F.linear(x, self.weight_fq(self.linear.weight), self.linear.bias)
 
 
+class QuantConvBn2d(nn.Module):
+    """Conv followed by BatchNorm for QAT: fold, then fake-quantize (Jacob et al. 2018, sec. 3.2).
+
+    With ``f = γ / √(σ²_running + ε)`` the conv runs with the weight an int8 model
+    will hold, ``fq_w(W · f)``. Then:
+
+    * training, BN not frozen: ``y = BN_batch(conv(x, fq_w(W·f)) / f + b)`` -- undo
+      the fold so batch norm normalises with *batch* statistics (and keeps
+      updating its running ones), as in PyTorch's ``ConvBn2d``;
+    * eval, or after :meth:`freeze_bn`: ``y = conv(x, fq_w(W·f)) + (b − μ)·f + β``
+      -- exactly the folded conv that deployment runs.
+
+    Freezing BN statistics for the last part of QAT removes the train/deploy mismatch.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.Module, weight_fq: FakeQuantize, input_fq: FakeQuantize | None) -> None:
+        super().__init__()
+        self.conv, self.bn, self.weight_fq, self.input_fq = conv, bn, weight_fq, input_fq
+        self.bn_frozen = not isinstance(bn, nn.BatchNorm2d)  # torchvision's FrozenBatchNorm2d never updates
+
+    def freeze_bn(self, frozen: bool = True) -> None:
+        """Stop (or resume) using batch statistics and updating the running ones."""
+        self.bn_frozen = frozen or not isinstance(self.bn, nn.BatchNorm2d)
+
+    def _factor(self) -> Tensor:
+        return self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """``(W · f, (b − μ) · f + β)``: the float weight and bias that deployment quantizes."""
+        f = self._factor()
+        b = self.conv.bias if self.conv.bias is not None else torch.zeros_like(self.bn.running_mean)
+        return self.conv.weight * f.reshape(-1, 1, 1, 1), (b - self.bn.running_mean) * f + self.bn.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.input_fq is not None:
+            x = self.input_fq(x)
+        weight, bias = self.folded()
+        y = self.conv._conv_forward(x, self.weight_fq(weight), None)
+        if self.training and not self.bn_frozen:
+            f = self._factor().reshape(1, -1, 1, 1)
+            y = y / f
+            if self.conv.bias is not None:
+                y = y + self.conv.bias.reshape(1, -1, 1, 1)
+            return self.bn(y)
+        return y + bias.reshape(1, -1, 1, 1)
+
+
+def _weight_fq(bits: int, observer: str, per_channel: bool, symmetric: bool, dynamic: bool = False) -> FakeQuantize:
+    return FakeQuantize(make_observer(observer, num_bits=bits, symmetric=symmetric, signed=True,
+                                      ch_axis=0 if per_channel else None), dynamic=dynamic)
+
+
+def _input_fq(bits: int | None, observer: str, symmetric: bool) -> FakeQuantize | None:
+    if bits is None:
+        return None
+    return FakeQuantize(make_observer(observer, num_bits=bits, symmetric=symmetric, signed=symmetric))
+
+
+def _swap_layers(model: nn.Module, wrap: Callable[[str, nn.Module], nn.Module | None], skip: set[str]) -> int:
+    """Replace each Conv2d/Linear child (not in ``skip``) by ``wrap(name, layer)``; returns how many."""
+    count = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if full in skip or not isinstance(child, (nn.Conv2d, nn.Linear)):
+                continue
+            new = wrap(full, child)
+            if new is not None:
+                setattr(module, child_name, new)
+                count += 1
+    return count
+
+
+def _check_skip(model: nn.Module, skip: set[str]) -> None:
+    names = {n for n, _ in model.named_modules()}
+    unknown = sorted(skip - names)
+    if unknown:
+        raise KeyError(f"skip names {unknown} are not layers of the model; e.g. {sorted(names - {''})[:6]}")
+
+
 def quantize_model(
     model: nn.Module,
     weight_bits: int = 8,
@@ -575,8 +692,9 @@ def quantize_model(
     skip: Iterable[str] = (),
     fold_batch_norm: bool = True,
 ) -> nn.Module:
-    """A fake-quantized copy of ``model``: every Conv2d/Linear becomes a Quant wrapper.
+    """A fake-quantized copy of ``model`` for post-training quantization (PTQ).
 
+    Every Conv2d/Linear becomes :class:`QuantConv2d`/:class:`QuantLinear`.
     Weights: ``weight_bits``, signed, per output channel (or per tensor),
     ``weight_observer``. Inputs to each layer: ``act_bits`` unsigned asymmetric,
     per tensor, ``act_observer`` (``act_bits=None``: weights only;
@@ -586,18 +704,91 @@ def quantize_model(
     ``fold_batch_norm=False``. Observers are live: run :func:`calibrate` next.
     """
     skip = set(skip)
+    _check_skip(model, skip)
     model = fuse_conv_bn(model) if fold_batch_norm else copy.deepcopy(model)
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if full in skip or not isinstance(child, (nn.Conv2d, nn.Linear)):
-                continue
-            w_obs = make_observer(weight_observer, num_bits=weight_bits, symmetric=symmetric_weights, signed=True,
-                                  ch_axis=0 if per_channel else None)
-            a_fq = None if act_bits is None else FakeQuantize(
-                make_observer(act_observer, num_bits=act_bits, symmetric=symmetric_acts, signed=symmetric_acts))
-            wrapper = QuantConv2d if isinstance(child, nn.Conv2d) else QuantLinear
-            setattr(module, child_name, wrapper(child, FakeQuantize(w_obs), a_fq))
+
+    def wrap(name: str, layer: nn.Module) -> nn.Module:
+        w_fq = _weight_fq(weight_bits, weight_observer, per_channel, symmetric_weights)
+        a_fq = _input_fq(act_bits, act_observer, symmetric_acts)
+        return QuantConv2d(layer, w_fq, a_fq) if isinstance(layer, nn.Conv2d) else QuantLinear(layer, w_fq, a_fq)
+
+    _swap_layers(model, wrap, skip)
+    return model
+
+
+def prepare_qat(
+    model: nn.Module,
+    weight_bits: int = 8,
+    act_bits: int | None = 8,
+    weight_observer: str = "minmax",
+    act_observer: str = "moving_average",
+    per_channel: bool = True,
+    skip: Iterable[str] = (),
+) -> nn.Module:
+    """A copy of ``model`` ready for quantization-aware training (QAT).
+
+    Each Conv2d followed by a BatchNorm becomes :class:`QuantConvBn2d` (the BN
+    moves inside, its old slot becomes Identity); other Conv2d/Linear layers
+    become :class:`QuantConv2d`/:class:`QuantLinear`. Weights are fake-quantized
+    per channel, signed symmetric, with ranges re-observed every step (they
+    move while training); layer inputs unsigned asymmetric with a moving-average
+    observer. Works on any model built from Conv/Linear/BN/ReLU blocks.
+    Calibrate once (:func:`calibrate`), then train with :func:`course_utils.train.fit`
+    and a :class:`QATSchedule` hook.
+    """
+    skip = set(skip)
+    _check_skip(model, skip)
+    model = copy.deepcopy(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    paired: dict[int, nn.Module] = {}
+    for parent, a, b in conv_bn_pairs(model):
+        conv_name = f"{names[id(parent)]}.{a}" if names[id(parent)] else a
+        if conv_name not in skip:
+            paired[id(parent._modules[a])] = parent._modules[b]
+            parent._modules[b] = nn.Identity()
+
+    def wrap(name: str, layer: nn.Module) -> nn.Module:
+        w_fq = _weight_fq(weight_bits, weight_observer, per_channel, symmetric=True, dynamic=True)
+        a_fq = _input_fq(act_bits, act_observer, symmetric=False)
+        if id(layer) in paired:
+            return QuantConvBn2d(layer, paired[id(layer)], w_fq, a_fq)
+        return QuantConv2d(layer, w_fq, a_fq) if isinstance(layer, nn.Conv2d) else QuantLinear(layer, w_fq, a_fq)
+
+    _swap_layers(model, wrap, skip)
+    return model
+
+
+def freeze_bn_stats(model: nn.Module, frozen: bool = True) -> nn.Module:
+    """Freeze (or unfreeze) the BN statistics of every :class:`QuantConvBn2d`."""
+    for m in model.modules():
+        if isinstance(m, QuantConvBn2d):
+            m.freeze_bn(frozen)
+    return model
+
+
+def set_observing_activations(model: nn.Module, observing: bool) -> nn.Module:
+    """Turn the *input* (activation) observers on or off; weight observers keep tracking the weights."""
+    for m in model.modules():
+        if isinstance(m, (QuantConv2d, QuantLinear, QuantConvBn2d)) and m.input_fq is not None:
+            m.input_fq.observing = observing
+    return model
+
+
+def to_float_folded(model: nn.Module) -> nn.Module:
+    """The float model an int8 toolchain should convert: every Quant wrapper replaced by a plain
+    layer holding its (BN-folded) float weight and bias. ``model`` is left unchanged."""
+    model = copy.deepcopy(model).eval()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, QuantConvBn2d):
+                weight, bias = child.folded()
+                conv = copy.deepcopy(child.conv)
+                conv.weight, conv.bias = nn.Parameter(weight.detach().clone()), nn.Parameter(bias.detach().clone())
+                setattr(parent, name, conv)
+            elif isinstance(child, QuantConv2d):
+                setattr(parent, name, child.conv)
+            elif isinstance(child, QuantLinear):
+                setattr(parent, name, child.linear)
     return model
 
 
@@ -618,11 +809,15 @@ def calibrate(model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Mo
     forward = forward or (lambda m, b: m(b))
     model.eval()
     set_observing(model, True)
+    for m in model.modules():
+        if isinstance(m, FakeQuantize):
+            m.train()  # observers record in training mode only; BN etc. stay in eval
     with torch.no_grad():
         seen = 0
         for batch in batches:
             forward(model, batch)
             seen += 1
+    model.eval()
     if seen == 0:
         raise ValueError("calibrate got no batches: pass a non-empty calibration set")
     return set_observing(model, False)
@@ -658,3 +853,29 @@ def capture_activations(model: nn.Module, module_name: str, batches: Iterable[An
     if not seen:
         raise ValueError("capture_activations got no batches")
     return torch.cat(seen)
+
+
+class QATSchedule(Hook):
+    """Training-loop hook for QAT: freeze BN statistics and activation ranges late in training.
+
+    After ``freeze_bn_epoch`` epochs BN uses its running statistics (so training
+    sees exactly the folded model that will be deployed); after
+    ``freeze_observer_epoch`` epochs the activation ranges stop moving.
+    ``None`` never freezes. Plug into :func:`course_utils.train.fit` via ``hooks=[...]``.
+    """
+
+    def __init__(self, freeze_bn_epoch: int | None = 1, freeze_observer_epoch: int | None = None) -> None:
+        self.freeze_bn_epoch, self.freeze_observer_epoch = freeze_bn_epoch, freeze_observer_epoch
+
+    def on_train_start(self, state: Any) -> None:
+        set_observing_activations(state.model, True)
+        self._apply(state.model, 0)
+
+    def on_epoch_end(self, state: Any) -> None:
+        self._apply(state.model, state.epoch + 1)
+
+    def _apply(self, model: nn.Module, epochs_done: int) -> None:
+        if self.freeze_bn_epoch is not None and epochs_done >= self.freeze_bn_epoch:
+            freeze_bn_stats(model)
+        if self.freeze_observer_epoch is not None and epochs_done >= self.freeze_observer_epoch:
+            set_observing_activations(model, False)

@@ -395,3 +395,124 @@ def test_calibrate_and_fake_quantize_errors() -> None:
     fq.observing = False
     with pytest.raises(RuntimeError, match="calibrate"):
         fq(torch.ones(3))
+
+
+# ----------------------------------------------------------------- QAT
+from course_utils.quant import (  # noqa: E402
+    QATSchedule,
+    QuantConvBn2d,
+    freeze_bn_stats,
+    prepare_qat,
+    to_float_folded,
+)
+
+
+def _set_fq(model: nn.Module, enabled: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, FakeQuantize):
+            m.enabled = enabled
+
+
+def _images(n: int, seed: int, size: int = 128) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_prepare_qat_folds_bn_exactly_when_fake_quant_is_off() -> None:
+    model = _trained_like_detector()
+    qat = prepare_qat(model)
+    assert sum(isinstance(m, QuantConvBn2d) for m in qat.modules()) == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    calibrate(qat, [_images(2, 0)], forward=lambda m, b: m.forward_raw(b))
+    _set_fq(qat, False)
+    x = _images(2, 1)
+    a, b = model.forward_raw(x), qat.forward_raw(x)
+    assert torch.allclose(a["logits"], b["logits"], atol=1e-5) and torch.allclose(a["deltas"], b["deltas"], atol=1e-5)
+    assert torch.allclose(to_float_folded(qat).forward_raw(x)["logits"], a["logits"], atol=1e-5)
+
+
+def test_qat_eval_equals_ptq_with_same_observers() -> None:
+    """In eval mode a QAT model computes exactly the folded, fake-quantized network of PTQ."""
+    model = _trained_like_detector()
+    calib = [_images(2, 2)]
+    fwd = lambda m, b: m.forward_raw(b)  # noqa: E731
+    qat = calibrate(prepare_qat(model, act_observer="minmax"), calib, fwd)
+    ptq = calibrate(quantize_model(model, act_observer="minmax"), calib, fwd)
+    x = _images(2, 3)
+    a, b = qat.forward_raw(x), ptq.forward_raw(x)
+    assert torch.allclose(a["logits"], b["logits"], atol=1e-5) and torch.allclose(a["deltas"], b["deltas"], atol=1e-5)
+
+
+def test_qat_trains_forward_and_backward_on_detector() -> None:
+    model = _trained_like_detector()
+    qat = calibrate(prepare_qat(model, weight_bits=4, act_bits=4), [_images(2, 4)], lambda m, b: m.forward_raw(b))
+    qat.train()
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]), "labels": torch.tensor([1])}] * 2
+    losses = qat(list(_images(2, 5)), targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    stem = qat.stem[0]
+    assert isinstance(stem, QuantConvBn2d)
+    for p in (stem.conv.weight, stem.bn.weight, stem.bn.bias):
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+def test_freeze_bn_stats_stops_updates_and_matches_eval() -> None:
+    model = _trained_like_detector()
+    qat = calibrate(prepare_qat(model), [_images(2, 6)], lambda m, b: m.forward_raw(b))
+    block = qat.stage2[0][0]
+    before = block.bn.running_mean.clone()
+    qat.train()
+    qat.forward_raw(_images(2, 7))
+    assert not torch.equal(block.bn.running_mean, before), "BN statistics should update before freezing"
+    freeze_bn_stats(qat)
+    frozen = block.bn.running_mean.clone()
+    x = _images(2, 8)
+    train_out = qat.forward_raw(x)["logits"]
+    assert torch.equal(block.bn.running_mean, frozen)
+    _set_observing = [m for m in qat.modules() if isinstance(m, FakeQuantize)]
+    for m in _set_observing:
+        m.observing = False
+    qat.eval()
+    assert torch.allclose(qat.forward_raw(x)["logits"], train_out, atol=1e-5)
+
+
+def test_prepare_qat_on_torchvision_backbones() -> None:
+    """Faster R-CNN's backbone (Sequential Conv-BN-ReLU blocks) and a ResNet (conv1/bn1 attributes)."""
+    import torchvision
+
+    from course_utils import build_torchvision_detector
+
+    torch.manual_seed(10)
+    backbones = [build_torchvision_detector().backbone, torchvision.models.resnet18(num_classes=5)]
+    for net in backbones:
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0), m.running_mean.uniform_(-0.2, 0.2)
+        net.eval()
+        qat = prepare_qat(net, weight_bits=8, act_bits=8)
+        n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+        assert sum(isinstance(m, QuantConvBn2d) for m in qat.modules()) == n_bn
+        x = _images(2, 11, size=64)
+        calibrate(qat, [x])
+        _set_fq(qat, False)  # eval, no fake quant: the BN folding inside QuantConvBn2d is exact
+        assert torch.allclose(qat(x), net(x), atol=1e-4)
+        _set_fq(qat, True)
+        qat.train()
+        out = qat(x)
+        out.float().pow(2).mean().backward()
+        assert all(p.grad is not None for p in qat.parameters() if p.requires_grad)
+
+
+def test_qat_schedule_hook_in_the_training_loop() -> None:
+    from course_utils.train import fit
+
+    model = _trained_like_detector()
+    qat = calibrate(prepare_qat(model), [_images(2, 12)], lambda m, b: m.forward_raw(b))
+    target = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]), "labels": torch.tensor([2])}
+    loader = [([img for img in _images(2, 13 + i)], [target, target]) for i in range(2)]
+    optimizer = torch.optim.SGD(qat.parameters(), lr=1e-3)
+    hook = QATSchedule(freeze_bn_epoch=1, freeze_observer_epoch=2)
+    history = fit(qat, loader, optimizer, epochs=2, device=torch.device("cpu"), hooks=[hook], progress=False)
+    assert len(history["loss"]) == 4 and all(math.isfinite(v) for v in history["loss"])
+    assert all(m.bn_frozen for m in qat.modules() if isinstance(m, QuantConvBn2d))
+    assert not any(m.input_fq.observing for m in qat.modules() if isinstance(m, QuantConvBn2d))
