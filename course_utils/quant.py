@@ -57,6 +57,8 @@ __all__ = [
     "LSQQuantizer",
     "quant_mse",
     "sqnr_db",
+    "quantize_tensor",
+    "range_tradeoff",
     "fold_bn",
     "fuse_conv_bn",
     "FakeQuantize",
@@ -235,6 +237,15 @@ def _reduce_dims(x: Tensor, ch_axis: int | None) -> Tensor:
     return x.movedim(ch_axis, 0).reshape(x.shape[ch_axis], -1)
 
 
+def _resize_buffers_from(module: nn.Module, state_dict: dict[str, Any], prefix: str, names: Iterable[str]) -> None:
+    """Quantizer buffers start empty and take their shape when first observed; give them the
+    saved shape before loading, so a saved QAT/PTQ model loads into a freshly prepared one."""
+    for name in names:
+        key = prefix + name
+        if key in state_dict and getattr(module, name).shape != state_dict[key].shape:
+            setattr(module, name, torch.empty_like(state_dict[key]))
+
+
 class Observer(nn.Module):
     """Watches tensors and proposes a quantization range; the base of all observers.
 
@@ -262,6 +273,10 @@ class Observer(nn.Module):
 
     def update(self, rows: Tensor) -> None:
         raise NotImplementedError
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        _resize_buffers_from(self, state_dict, prefix, ("min_val", "max_val"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset(self) -> None:
         """Forget everything observed so far."""
@@ -483,6 +498,39 @@ def sqnr_db(x: Tensor, x_q: Tensor) -> float:
     return math.inf if noise == 0 else float(10 * torch.log10(x.double().pow(2).sum() / noise))
 
 
+def quantize_tensor(x: Tensor, num_bits: int = 8, symmetric: bool = True, signed: bool | None = None,
+                    ch_axis: int | None = None, observer: str = "minmax") -> tuple[Tensor, Tensor, Tensor]:
+    """Fake-quantize one tensor with a fresh observer: returns ``(x̂, scale, zero_point)``.
+
+    ``ch_axis=None`` is per-tensor (scale shape ()), an int per-channel (scale (C,)).
+    ``signed`` defaults to ``symmetric``.
+    """
+    obs = make_observer(observer, num_bits=num_bits, symmetric=symmetric, signed=signed, ch_axis=ch_axis)
+    obs(x)
+    scale, zp = obs.calculate_qparams()
+    if ch_axis is None:
+        return fake_quantize(x, scale, zp, obs.q_min, obs.q_max), scale, zp
+    return fake_quantize_per_channel(x, scale, zp, ch_axis, obs.q_min, obs.q_max), scale, zp
+
+
+def range_tradeoff(x: Tensor, num_bits: int, tops: Iterable[float]) -> tuple[list[float], list[float]]:
+    """Rounding vs clamping error of unsigned quantization of ``x >= 0`` over the range ``[0, c]``, per ``c``.
+
+    For each top ``c``: ``S, Z = calc_qparams(0, c)``; the squared error ``(x − x̂)²``
+    is split into values inside the range (rounding error) and above it (clamping
+    error), each summed and divided by ``x.numel()`` (so the two add up to the MSE).
+    """
+    q_max = 2**num_bits - 1
+    rounding, clamping = [], []
+    for c in tops:
+        scale, zp = calc_qparams(0.0, float(c), num_bits)
+        err = (x - fake_quantize(x, scale, zp, 0, q_max)).pow(2)
+        inside = x <= float(scale) * (q_max - int(zp))
+        rounding.append(float(err[inside].sum()) / x.numel())
+        clamping.append(float(err[~inside].sum()) / x.numel())
+    return rounding, clamping
+
+
 # --------------------------------------------------------------------- whole networks
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A new conv equal to ``bn(conv(x))`` in eval mode (batch-norm folding).
@@ -565,6 +613,10 @@ class FakeQuantize(nn.Module):
         if self.observer.ch_axis is None:
             return fake_quantize(x, self.scale, self.zero_point, q_min, q_max)
         return fake_quantize_per_channel(x, self.scale, self.zero_point, self.observer.ch_axis, q_min, q_max)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        _resize_buffers_from(self, state_dict, prefix, ("scale", "zero_point"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"observing={self.observing}, dynamic={self.dynamic}, enabled={self.enabled}"

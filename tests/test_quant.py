@@ -516,3 +516,34 @@ def test_qat_schedule_hook_in_the_training_loop() -> None:
     assert len(history["loss"]) == 4 and all(math.isfinite(v) for v in history["loss"])
     assert all(m.bn_frozen for m in qat.modules() if isinstance(m, QuantConvBn2d))
     assert not any(m.input_fq.observing for m in qat.modules() if isinstance(m, QuantConvBn2d))
+
+
+def test_quantize_tensor_and_range_tradeoff() -> None:
+    from course_utils.quant import quantize_tensor, range_tradeoff
+
+    w = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(20))
+    wq, s, z = quantize_tensor(w, 4, ch_axis=0)
+    assert s.shape == (8,) and torch.equal(wq, torch.fake_quantize_per_channel_affine(w, s, z, 0, -8, 7))
+    wq, s, z = quantize_tensor(w, 8, symmetric=False)
+    assert s.shape == () and torch.equal(wq, torch.fake_quantize_per_tensor_affine(w, s, z, 0, 255))
+    x = torch.rand(5000, generator=torch.Generator().manual_seed(21)) ** 3 * 10
+    tops = [0.5, 2.0, 10.0]
+    rounding, clamping = range_tradeoff(x, 4, tops)
+    for c, r, k in zip(tops, rounding, clamping):
+        s, z = calc_qparams(0.0, c, 4)
+        assert math.isclose(r + k, quant_mse(x, fake_quantize(x, s, z, 0, 15)), rel_tol=1e-5)
+    assert clamping[0] > clamping[1] > clamping[2] == 0.0  # a wider range clamps less
+    assert rounding[0] < rounding[2]  # ... and rounds more coarsely
+
+
+def test_qat_checkpoint_round_trip(tmp_path) -> None:
+    from course_utils.train import load_checkpoint, save_checkpoint
+
+    model = _trained_like_detector()
+    qat = calibrate(prepare_qat(model, weight_bits=4, act_bits=4), [_images(2, 30)], lambda m, b: m.forward_raw(b))
+    save_checkpoint(tmp_path / "qat.pt", qat, bits=4)
+    fresh = prepare_qat(TinyDetector(), weight_bits=4, act_bits=4)  # never observed: empty buffers
+    load_checkpoint(tmp_path / "qat.pt", fresh)
+    fresh.eval()
+    x = _images(2, 31)
+    assert torch.equal(fresh.forward_raw(x)["logits"], qat.forward_raw(x)["logits"])

@@ -1,0 +1,150 @@
+"""PTQ vs QAT at 8 and 4 bits for the course detector, over several seeds.
+
+Starts from the fp32 checkpoint of ``train_tiny_detector.py`` and measures val
+mAP@[.5:.95] for:
+
+* ``fp32``        -- the checkpoint as it is;
+* ``fp32_ft``     -- fine-tuned in float with the QAT-8 recipe (so QAT's gain is
+  not mistaken for the effect of extra training);
+* ``ptq8``, ``ptq4`` -- post-training quantization, W8A8 / W4A4 (weights per
+  channel, min-max; activations per tensor, percentile observer), calibrated on
+  ``--calib-images`` training images chosen by the seed;
+* ``ptq4_w``      -- 4-bit weights only (activations in float);
+* ``qat8``, ``qat4`` -- quantization-aware training from the fp32 checkpoint,
+  same quantizer settings, BN statistics and activation ranges frozen for the
+  last epoch (``QATSchedule``).
+
+Writes ``benchmarks/results/qat_sweep.json`` and the seed-0 QAT checkpoints
+``qat8.pt`` / ``qat4.pt`` that notebook 05 loads.
+
+    python benchmarks/qat_sweep.py                 # 3 seeds, about 6 min on 2 CPU cores
+    python benchmarks/qat_sweep.py --seeds 0 --out /tmp/q   # a quick try
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from course_utils import (
+    CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, fit, get_device, load_checkpoint,
+    materialize, save_checkpoint, seed_everything,
+)
+from course_utils.quant import QATSchedule, calibrate, post_training_quantize, prepare_qat
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def forward_raw(model: torch.nn.Module, images: torch.Tensor) -> dict:
+    return model.forward_raw(images)
+
+
+def finetune(model: torch.nn.Module, loader: DataLoader, epochs: int, lr: float, device: torch.device,
+             hooks: list | None = None) -> float:
+    """AdamW with a cosine decay from ``lr``; returns the training time in seconds."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    start = time.perf_counter()
+    fit(model, loader, optimizer, epochs, device=device, hooks=hooks or [], scheduler=scheduler, progress=False)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train-images", type=int, default=2000)
+    parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument("--epochs-8", type=int, default=2)
+    parser.add_argument("--epochs-4", type=int, default=6)
+    parser.add_argument("--lr-8", type=float, default=2e-4)
+    parser.add_argument("--lr-4", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "benchmarks" / "results" / "tiny_detector.pt")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = get_device(args.device)
+    fp32 = TinyDetector()
+    load_checkpoint(args.checkpoint, fp32)
+    fp32.eval()
+    train_set = materialize(SyntheticShapes(args.train_images, seed=0))  # the fp32 model's training data
+    val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json")), batch_size=50,
+                            collate_fn=collate_detection)
+
+    def val_map(model: torch.nn.Module) -> float:
+        return evaluate(model, val_loader, device)["map"]
+
+    runs: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}
+
+    def record(name: str, value: float, secs: float = 0.0) -> None:
+        runs.setdefault(name, []).append(value)
+        seconds.setdefault(name, []).append(round(secs, 1))
+        print(f"  {name:>8}: val mAP {value:.4f}  ({secs:.0f} s)", flush=True)
+
+    fp32_map = val_map(fp32.to(device))
+    quant = {"weight_observer": "minmax", "act_observer": "percentile"}
+    for seed in args.seeds:
+        print(f"seed {seed}", flush=True)
+        seed_everything(seed)
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
+        calib_images = torch.stack([train_set[int(i)][0] for i in order[: args.calib_images]]).to(device)
+        calib = list(calib_images.split(32))
+        loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
+                            generator=torch.Generator().manual_seed(seed))
+        record("fp32", fp32_map)
+        for bits in (8, 4):
+            start = time.perf_counter()
+            ptq = post_training_quantize(fp32, calib, forward_raw, weight_bits=bits, act_bits=bits, **quant)
+            record(f"ptq{bits}", val_map(ptq), time.perf_counter() - start)
+        start = time.perf_counter()
+        record("ptq4_w", val_map(post_training_quantize(fp32, calib, forward_raw, weight_bits=4, act_bits=None)),
+               time.perf_counter() - start)
+
+        ft = copy.deepcopy(fp32)
+        secs = finetune(ft, loader, args.epochs_8, args.lr_8, device)
+        record("fp32_ft", val_map(ft), secs)
+        for bits, epochs, lr in ((8, args.epochs_8, args.lr_8), (4, args.epochs_4, args.lr_4)):
+            qat = calibrate(prepare_qat(fp32, weight_bits=bits, act_bits=bits, act_observer="moving_average"), calib, forward_raw)
+            last = max(1, epochs - 1)
+            secs = finetune(qat, loader, epochs, lr, device, hooks=[QATSchedule(freeze_bn_epoch=last, freeze_observer_epoch=last)])
+            record(f"qat{bits}", val_map(qat), secs)
+            if seed == args.seeds[0]:
+                save_checkpoint(args.out / f"qat{bits}.pt", qat.cpu(), bits=bits, epochs=epochs, lr=lr, seed=seed,
+                                val_map=runs[f"qat{bits}"][-1])
+                qat.to(device)
+
+    summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for name, v in runs.items()}
+    lost4 = summary["fp32"]["mean"] - summary["ptq4"]["mean"]
+    recovered4 = (summary["qat4"]["mean"] - summary["ptq4"]["mean"]) / lost4 if lost4 > 0 else float("nan")
+    result = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
+        "quantizer": {"weights": "signed symmetric per-channel, min-max", "activations": "unsigned asymmetric per-tensor",
+                      "ptq_act_observer": "percentile 99.99", "qat_act_observer": "moving-average min-max"},
+        "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
+        "val_map": summary,
+        "train_seconds": seconds,
+        "checks": {
+            "qat8_minus_fp32": summary["qat8"]["mean"] - summary["fp32"]["mean"],
+            "ptq8_minus_fp32": summary["ptq8"]["mean"] - summary["fp32"]["mean"],
+            "qat4_recovers_fraction_of_ptq4_loss": recovered4,
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "qat_sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["val_map"], indent=1))
+    print(json.dumps(result["checks"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
