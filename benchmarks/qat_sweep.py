@@ -14,10 +14,14 @@ mAP@[.5:.95] for:
   same quantizer settings, BN statistics and activation ranges frozen for the
   last epoch (``QATSchedule``).
 
+With ``--variants``, it then runs QAT-4 with other choices -- learning rate ×0.1
+and ×3, and never freezing BN statistics -- and adds them to the same JSON
+(``--variants-only`` runs just those, keeping the rest of an existing file).
+
 Writes ``benchmarks/results/qat_sweep.json`` and the seed-0 QAT checkpoints
 ``qat8.pt`` / ``qat4.pt`` that notebook 05 loads.
 
-    python benchmarks/qat_sweep.py                 # 3 seeds, about 6 min on 2 CPU cores
+    python benchmarks/qat_sweep.py --variants      # 3 seeds, about 20 min on 2 CPU cores
     python benchmarks/qat_sweep.py --seeds 0 --out /tmp/q   # a quick try
 """
 
@@ -70,7 +74,10 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "benchmarks" / "results" / "tiny_detector.pt")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--variants", action="store_true", help="also QAT-4 with other learning rates / no BN freeze")
+    parser.add_argument("--variants-only", action="store_true", help="run only the variants; keep the rest of the JSON")
     args = parser.parse_args()
+    args.variants = args.variants or args.variants_only
 
     torch.set_num_threads(args.threads)
     device = get_device(args.device)
@@ -102,29 +109,44 @@ def main() -> None:
         calib = list(calib_images.split(32))
         loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
                             generator=torch.Generator().manual_seed(seed))
-        record("fp32", fp32_map)
-        for bits in (8, 4):
+        if not args.variants_only:
+            record("fp32", fp32_map)
+            for bits in (8, 4):
+                start = time.perf_counter()
+                ptq = post_training_quantize(fp32, calib, forward_raw, weight_bits=bits, act_bits=bits, **quant)
+                record(f"ptq{bits}", val_map(ptq), time.perf_counter() - start)
             start = time.perf_counter()
-            ptq = post_training_quantize(fp32, calib, forward_raw, weight_bits=bits, act_bits=bits, **quant)
-            record(f"ptq{bits}", val_map(ptq), time.perf_counter() - start)
-        start = time.perf_counter()
-        record("ptq4_w", val_map(post_training_quantize(fp32, calib, forward_raw, weight_bits=4, act_bits=None)),
-               time.perf_counter() - start)
+            record("ptq4_w", val_map(post_training_quantize(fp32, calib, forward_raw, weight_bits=4, act_bits=None)),
+                   time.perf_counter() - start)
 
-        ft = copy.deepcopy(fp32)
-        secs = finetune(ft, loader, args.epochs_8, args.lr_8, device)
-        record("fp32_ft", val_map(ft), secs)
-        for bits, epochs, lr in ((8, args.epochs_8, args.lr_8), (4, args.epochs_4, args.lr_4)):
-            qat = calibrate(prepare_qat(fp32, weight_bits=bits, act_bits=bits, act_observer="moving_average"), calib, forward_raw)
-            last = max(1, epochs - 1)
-            secs = finetune(qat, loader, epochs, lr, device, hooks=[QATSchedule(freeze_bn_epoch=last, freeze_observer_epoch=last)])
-            record(f"qat{bits}", val_map(qat), secs)
-            if seed == args.seeds[0]:
-                save_checkpoint(args.out / f"qat{bits}.pt", qat.cpu(), bits=bits, epochs=epochs, lr=lr, seed=seed,
-                                val_map=runs[f"qat{bits}"][-1])
-                qat.to(device)
+            ft = copy.deepcopy(fp32)
+            secs = finetune(ft, loader, args.epochs_8, args.lr_8, device)
+            record("fp32_ft", val_map(ft), secs)
+            for bits, epochs, lr in ((8, args.epochs_8, args.lr_8), (4, args.epochs_4, args.lr_4)):
+                qat = calibrate(prepare_qat(fp32, weight_bits=bits, act_bits=bits, act_observer="moving_average"), calib, forward_raw)
+                last = max(1, epochs - 1)
+                secs = finetune(qat, loader, epochs, lr, device, hooks=[QATSchedule(freeze_bn_epoch=last, freeze_observer_epoch=last)])
+                record(f"qat{bits}", val_map(qat), secs)
+                if seed == args.seeds[0]:
+                    save_checkpoint(args.out / f"qat{bits}.pt", qat.cpu(), bits=bits, epochs=epochs, lr=lr, seed=seed,
+                                    val_map=runs[f"qat{bits}"][-1])
+                    qat.to(device)
+        if args.variants:
+            variants = {"qat4_lr_x0.1": (args.lr_4 / 10, True), "qat4_lr_x3": (args.lr_4 * 3, True),
+                        "qat4_no_bn_freeze": (args.lr_4, False)}
+            for name, (lr, freeze) in variants.items():
+                qat = calibrate(prepare_qat(fp32, weight_bits=4, act_bits=4, act_observer="moving_average"), calib, forward_raw)
+                last = max(1, args.epochs_4 - 1)
+                hook = QATSchedule(freeze_bn_epoch=last if freeze else None, freeze_observer_epoch=last)
+                secs = finetune(qat, loader, args.epochs_4, lr, device, hooks=[hook])
+                record(name, val_map(qat), secs)
 
     summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for name, v in runs.items()}
+    previous = args.out / "qat_sweep.json"
+    if args.variants_only and previous.exists():  # keep the main results, replace the variants
+        old = json.loads(previous.read_text())
+        summary = {**old["val_map"], **summary}
+        seconds = {**old["train_seconds"], **seconds}
     lost4 = summary["fp32"]["mean"] - summary["ptq4"]["mean"]
     recovered4 = (summary["qat4"]["mean"] - summary["ptq4"]["mean"]) / lost4 if lost4 > 0 else float("nan")
     result = {

@@ -1,0 +1,211 @@
+"""fp32 vs real int8: latency, file size and mAP of the course detector, in one run.
+
+Runtimes, each timed on its own (one after another, never interleaved: ONNX
+Runtime's worker threads spin and would slow whatever runs beside them), all with
+the same thread count:
+
+* fp32: eager PyTorch, ``torch.compile`` (inductor, freezing), ONNX Runtime;
+* int8: ONNX Runtime static QDQ (the course's path), and torchao's pt2e flow
+  (``X86InductorQuantizer`` + ``torch.compile`` with freezing) for comparison.
+
+The int8 models are made from the QAT-8 checkpoint (``qat_sweep.py``), BN folded.
+Latency is the *network* (backbone + head) at batch 1 and 16; post-processing
+(decode + NMS, float PyTorch) is timed separately. Writes
+``benchmarks/results/int8_latency.json``.
+
+    python benchmarks/int8_latency.py              # about 3 min on 2 CPU cores
+    python benchmarks/int8_latency.py --skip-torchao --runs 20   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from course_utils import CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, load_checkpoint, materialize
+from course_utils.deploy import (
+    DetectorNetwork, OrtDetector, cpu_int8_features, export_onnx, file_size, measure_latency, ort_session, quantize_onnx,
+)
+from course_utils.quant import fuse_conv_bn, prepare_qat, to_float_folded
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _TorchDetector(torch.nn.Module):
+    """Wraps a compiled network so ``evaluate`` can score it (same post-processing as OrtDetector)."""
+
+    def __init__(self, network, detector: TinyDetector) -> None:
+        super().__init__()
+        self.network, self.detector = network, detector
+
+    def forward(self, images):
+        x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
+        with torch.no_grad():
+            logits, deltas = self.network(x)
+        h, w = x.shape[-2] // self.detector.stride, x.shape[-1] // self.detector.stride
+        raw = {"logits": logits, "deltas": deltas, "anchors": self.detector.anchors((h, w), x.device)}
+        return self.detector.postprocess(raw, tuple(x.shape[-2:]))
+
+
+def time_network(run, images: torch.Tensor, runs: int) -> dict[str, dict[str, float]]:
+    """Latency of ``run(batch)`` at batch 1 and 16."""
+    out = {}
+    for batch, n in ((1, runs * 4), (16, runs)):
+        x = images[:batch].contiguous()
+        with torch.inference_mode():
+            out[f"batch{batch}"] = measure_latency(lambda: run(x), warmup=10, runs=n, min_seconds=2.0)
+        gc.collect()
+    return out
+
+
+def torchao_int8(network: torch.nn.Module, calib: torch.Tensor, example: torch.Tensor):
+    """pt2e: export -> prepare (X86InductorQuantizer) -> calibrate -> convert -> torch.compile(freezing)."""
+    import torch._inductor.config as inductor_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config,
+    )
+
+    inductor_config.freezing = True
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exported = torch.export.export(network, (example,), dynamic_shapes={"images": {0: batch}}).module()
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(exported, quantizer)
+    with torch.no_grad():
+        for chunk in calib.split(16):
+            prepared(chunk)
+    converted = convert_pt2e(prepared)
+    return torch.compile(converted, dynamic=False)  # one specialised kernel set per batch size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=60, help="timed runs at batch 16 (4x as many at batch 1)")
+    parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument("--skip-torchao", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+    results = ROOT / "benchmarks" / "results"
+    fp32 = TinyDetector()
+    load_checkpoint(results / "tiny_detector.pt", fp32)
+    fp32.eval()
+    qat = prepare_qat(TinyDetector(), weight_bits=8, act_bits=8)
+    load_checkpoint(results / "qat8.pt", qat)
+    qat.eval()
+    folded = to_float_folded(qat)
+
+    val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json"), progress=False),
+                            batch_size=50, collate_fn=collate_detection)
+    calib = torch.stack([img for img, _ in materialize(SyntheticShapes(args.calib_images, seed=123), progress=False)])
+    images = torch.stack([img for img, _ in materialize(SyntheticShapes(16, seed=321), progress=False)])
+
+    work = Path(tempfile.mkdtemp(prefix="int8_"))
+    sizes, maps, latency, seconds = {}, {}, {}, {}
+    torch.save(fp32.state_dict(), work / "fp32.pt")
+    sizes["fp32_state_dict"] = file_size(work / "fp32.pt")
+
+    maps["fp32"] = evaluate(fp32, val_loader)["map"]
+    maps["qat8_fake_quant"] = evaluate(qat, val_loader)["map"]
+
+    # --- fp32, eager PyTorch (BN folded too: the fair baseline)
+    net_fp32 = DetectorNetwork(fuse_conv_bn(fp32)).eval()
+    latency["fp32_eager"] = time_network(net_fp32, images, args.runs)
+    print("fp32 eager", latency["fp32_eager"], flush=True)
+
+    # --- fp32, torch.compile with freezing
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    start = time.perf_counter()
+    compiled = torch.compile(DetectorNetwork(folded).eval(), dynamic=False)
+    with torch.inference_mode():
+        compiled(images[:1]), compiled(images)
+    seconds["fp32_compile"] = time.perf_counter() - start
+    latency["fp32_compile"] = time_network(compiled, images, args.runs)
+    print("fp32 compile", latency["fp32_compile"], flush=True)
+    del compiled
+    torch._dynamo.reset()
+
+    # --- ONNX Runtime fp32 and int8
+    start = time.perf_counter()
+    export_onnx(DetectorNetwork(folded), images[:2], work / "fp32.onnx")
+    seconds["onnx_export"] = time.perf_counter() - start
+    start = time.perf_counter()
+    quantize_onnx(work / "fp32.onnx", work / "int8.onnx", calib)
+    seconds["ort_quantize"] = time.perf_counter() - start
+    sizes["fp32_onnx"], sizes["int8_onnx"] = file_size(work / "fp32.onnx"), file_size(work / "int8.onnx")
+    for name in ("fp32", "int8"):
+        session = ort_session(work / f"{name}.onnx", threads=args.threads)
+        detector = OrtDetector(session, fp32)
+        maps[f"{name}_ort"] = evaluate(detector, val_loader)["map"]
+        latency[f"{name}_ort"] = time_network(detector.network, images, args.runs)
+        print(f"{name} ort", latency[f"{name}_ort"], flush=True)
+        del session, detector
+        gc.collect()
+
+    # --- torchao pt2e int8 (inductor)
+    if not args.skip_torchao:
+        start = time.perf_counter()
+        runner = torchao_int8(DetectorNetwork(folded).eval(), calib, images)
+        with torch.inference_mode():
+            runner(images[:1]), runner(images)
+        seconds["torchao_convert_compile"] = time.perf_counter() - start
+        latency["int8_torchao"] = time_network(runner, images, args.runs)
+        maps["int8_torchao"] = evaluate(_TorchDetector(runner, fp32), val_loader)["map"]
+        print("int8 torchao", latency["int8_torchao"], flush=True)
+        del runner
+        torch._dynamo.reset()
+
+    # --- post-processing (float PyTorch): decode + score threshold + NMS
+    with torch.inference_mode():
+        for batch in (1, 16):
+            raw = fp32.forward_raw(images[:batch])
+            latency.setdefault("postprocess", {})[f"batch{batch}"] = measure_latency(
+                lambda: fp32.postprocess(raw, (128, 128)), warmup=5, runs=args.runs, min_seconds=1.0)
+    print("postprocess", latency["postprocess"], flush=True)
+
+    fp32_paths = [k for k in latency if k.startswith("fp32_")]
+    summary = {}
+    for batch in ("batch1", "batch16"):
+        fastest = min(fp32_paths, key=lambda k: latency[k][batch]["median_ms"])
+        summary[batch] = {
+            "fastest_fp32": fastest,
+            "fastest_fp32_ms": latency[fastest][batch]["median_ms"],
+            "int8_ort_ms": latency["int8_ort"][batch]["median_ms"],
+            "speedup_int8_ort_vs_fastest_fp32": latency[fastest][batch]["median_ms"] / latency["int8_ort"][batch]["median_ms"],
+            "speedup_int8_ort_vs_fp32_ort": latency["fp32_ort"][batch]["median_ms"] / latency["int8_ort"][batch]["median_ms"],
+        }
+    result = {
+        "threads": args.threads, "torch": torch.__version__, "machine": platform.machine(),
+        "processor": platform.processor(), "cpu_int8_features": cpu_int8_features(),
+        "latency_ms": latency, "file_bytes": sizes, "val_map": maps, "setup_seconds": seconds, "summary": summary,
+        "size_ratio_fp32_onnx_over_int8_onnx": sizes["fp32_onnx"] / sizes["int8_onnx"],
+        "size_ratio_fp32_state_dict_over_int8_onnx": sizes["fp32_state_dict"] / sizes["int8_onnx"],
+        "int8_ort_minus_fake_quant_map": maps["int8_ort"] - maps["qat8_fake_quant"],
+    }
+    try:
+        import onnxruntime
+
+        result["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "int8_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("val_map", "file_bytes", "summary")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Real int8 deployment: ONNX export, static int8 quantization, ONNX Runtime, honest timing.
+
+Taught in: 05_qat_and_int8 (and used by the capstone).
+
+The int8 path the course uses, chosen by measurement (``benchmarks/int8_latency.py``):
+
+1. take the float network with batch norm folded (after QAT: :func:`course_utils.quant.to_float_folded`);
+2. :func:`export_onnx` -- the *network* only (backbone + neck + head -> logits, box
+   offsets); post-processing (decode + NMS) stays in PyTorch;
+3. :func:`quantize_onnx` -- ONNX Runtime's static QDQ quantization: int8 weights
+   per output channel (symmetric), uint8 activations per tensor, ranges calibrated
+   on a few images;
+4. :func:`ort_session` + :class:`OrtDetector` -- run it, post-process, evaluate
+   with the same :func:`course_utils.train.evaluate` as everything else;
+5. :func:`measure_latency` -- median of many timed runs after warm-up.
+"""
+
+from __future__ import annotations
+
+import inspect
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "DetectorNetwork",
+    "export_onnx",
+    "strip_onnx_debug_info",
+    "quantize_onnx",
+    "ort_session",
+    "OrtDetector",
+    "measure_latency",
+    "file_size",
+    "cpu_int8_features",
+]
+
+
+class DetectorNetwork(nn.Module):
+    """The part of a :class:`~course_utils.models.TinyDetector` that int8 accelerates.
+
+    ``forward(x) = detector.head(detector.features(x))``: images (B, 3, H, W) ->
+    logits (B, A, K), deltas (B, A, 4). Anchors and post-processing are not included.
+    """
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.detector.head(self.detector.features(images))
+
+
+def strip_onnx_debug_info(path: str | Path) -> Path:
+    """Remove what only debugging needs from an ONNX file, in place: per-node metadata (the
+    exporter records source locations there), doc strings and intermediate shape annotations.
+    The computation is untouched; applied to fp32 and int8 files alike so sizes compare fairly."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.graph.value_info[:]
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def export_onnx(network: nn.Module, example: Tensor, path: str | Path) -> Path:
+    """Export ``network`` (one image batch in, a tuple of tensors out) to ONNX with a dynamic batch axis.
+
+    Uses PyTorch's ``torch.export``-based exporter (``dynamo=True``). Input name
+    ``images``; outputs ``logits``, ``deltas``. Debug info is stripped.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network = network.eval()
+    with torch.no_grad():
+        program = torch.onnx.export(
+            network, (example,), dynamo=True, verbose=False, input_names=["images"], output_names=["logits", "deltas"],
+            dynamic_shapes={next(iter(inspect.signature(network.forward).parameters)): {0: torch.export.Dim("batch")}},
+        )
+    program.save(str(path))
+    return strip_onnx_debug_info(path)
+
+
+def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_images: Tensor,
+                  per_channel: bool = True, batch_size: int = 16) -> Path:
+    """Static int8 quantization of an ONNX model with ONNX Runtime (QDQ format).
+
+    Weights: int8, symmetric, per output channel (``per_channel``); activations:
+    uint8, asymmetric, per tensor, min-max over ``calibration_images`` (N, 3, H, W).
+    ONNX Runtime fuses each DequantizeLinear -> Conv -> QuantizeLinear group into
+    an integer convolution when it loads the model.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if calibration_images.ndim != 4 or len(calibration_images) == 0:
+        raise ValueError(f"calibration_images must be a non-empty (N, 3, H, W) batch, got shape {tuple(calibration_images.shape)}")
+
+    class ImageReader(CalibrationDataReader):  # feeds the calibration batches, then None
+        def __init__(self) -> None:
+            self.batches = iter([{"images": calibration_images[i:i + batch_size].cpu().numpy()}
+                                 for i in range(0, len(calibration_images), batch_size)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    reader = ImageReader()
+    int8_path = Path(int8_path)
+    quantize_static(str(fp32_path), str(int8_path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    return strip_onnx_debug_info(int8_path)
+
+
+def ort_session(path: str | Path, threads: int = 2) -> Any:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads and all graph optimisations.
+
+    ONNX Runtime's worker threads spin while waiting for work; time it on its own,
+    not interleaved with another runtime.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OrtDetector(nn.Module):
+    """A detector whose network runs in ONNX Runtime; anchors and post-processing stay in PyTorch.
+
+    ``detector`` supplies ``anchors`` and ``postprocess`` (its float weights are not used).
+    In eval mode ``model(images)`` returns detections like the PyTorch model, so
+    :func:`course_utils.train.evaluate` scores it unchanged.
+    """
+
+    def __init__(self, session: Any, detector: nn.Module) -> None:
+        super().__init__()
+        self.session, self.detector = session, detector
+        self.eval()
+
+    def network(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits (B, A, K) and deltas (B, A, 4) from ONNX Runtime."""
+        logits, deltas = self.session.run(None, {"images": images.detach().cpu().numpy()})
+        return torch.from_numpy(logits), torch.from_numpy(deltas)
+
+    def forward(self, images: Tensor | Sequence[Tensor]) -> list[dict[str, Tensor]]:
+        x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
+        logits, deltas = self.network(x)
+        h, w = x.shape[-2] // self.detector.stride, x.shape[-1] // self.detector.stride
+        raw = {"logits": logits, "deltas": deltas, "anchors": self.detector.anchors((h, w), torch.device("cpu"))}
+        return self.detector.postprocess(raw, tuple(x.shape[-2:]))
+
+
+def measure_latency(fn: Callable[[], Any], warmup: int = 10, runs: int = 50, min_seconds: float = 0.0) -> dict[str, float]:
+    """Time ``fn()``: ``warmup`` untimed calls, then at least ``runs`` timed calls (and ``min_seconds``).
+
+    Returns milliseconds: median (the number to report), p10, p90, and the run count.
+    """
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < runs or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return {"median_ms": statistics.median(times), "p10_ms": times[len(times) // 10],
+            "p90_ms": times[(9 * len(times)) // 10], "runs": len(times)}
+
+
+def file_size(path: str | Path) -> int:
+    """Bytes on disk (plus an ONNX external-data file next to it, if any)."""
+    path = Path(path)
+    extra = Path(str(path) + ".data")
+    return path.stat().st_size + (extra.stat().st_size if extra.exists() else 0)
+
+
+def cpu_int8_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, bool]:
+    """Which int8-relevant x86 instruction sets this CPU reports (False where unknown).
+
+    ``avx2`` (int8 via 16-bit multiplies), ``avx512f``, ``avx512_vnni`` / ``avx_vnni``
+    (a fused int8 dot-product instruction, VPDPBUSD), ``amx_int8`` (tile matrix units).
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        text = ""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return {name: name in flags for name in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}

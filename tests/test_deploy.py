@@ -1,0 +1,75 @@
+"""course_utils.deploy: ONNX export, ONNX Runtime int8, the detector wrapper, timing helpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils import TinyDetector
+from course_utils.deploy import (
+    DetectorNetwork, OrtDetector, cpu_int8_features, export_onnx, file_size, measure_latency, ort_session, quantize_onnx,
+)
+from course_utils.quant import fuse_conv_bn
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    detector = TinyDetector()
+    for m in detector.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0), m.running_mean.uniform_(-0.2, 0.2)
+    detector.eval()
+    folded = fuse_conv_bn(detector)
+    folder = tmp_path_factory.mktemp("onnx")
+    images = torch.rand(16, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    fp32 = export_onnx(DetectorNetwork(folded), images[:2], folder / "fp32.onnx")
+    int8 = quantize_onnx(fp32, folder / "int8.onnx", images)
+    return detector, images, fp32, int8
+
+
+def test_onnx_fp32_equals_pytorch_any_batch(exported) -> None:
+    detector, images, fp32, _ = exported
+    run = OrtDetector(ort_session(fp32), detector)
+    for batch in (1, 5):  # the batch axis is dynamic
+        logits, deltas = run.network(images[:batch])
+        ref_logits, ref_deltas = DetectorNetwork(detector)(images[:batch])
+        assert torch.allclose(logits, ref_logits, atol=1e-4) and torch.allclose(deltas, ref_deltas, atol=1e-4)
+
+
+def test_int8_model_is_smaller_and_close(exported) -> None:
+    detector, images, fp32, int8 = exported
+    assert file_size(fp32) / file_size(int8) > 3.5  # int8 weights are 1 byte instead of 4
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    logits, _ = OrtDetector(ort_session(int8), detector).network(images[:4])
+    ref, _ = DetectorNetwork(detector)(images[:4])
+    err = (logits - ref).abs().max().item()
+    assert 0 < err < 0.1 * ref.abs().max().item()
+
+
+def test_ort_detector_returns_detections(exported) -> None:
+    detector, images, _, int8 = exported
+    out = OrtDetector(ort_session(int8), detector)(list(images[:3]))
+    assert len(out) == 3 and set(out[0]) == {"boxes", "scores", "labels"}
+
+
+def test_quantize_onnx_rejects_empty_calibration(exported, tmp_path) -> None:
+    _, _, fp32, _ = exported
+    with pytest.raises(ValueError, match="calibration_images"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", torch.empty(0, 3, 128, 128))
+
+
+def test_measure_latency_and_cpu_features(tmp_path) -> None:
+    calls = []
+    stats = measure_latency(lambda: calls.append(1), warmup=3, runs=20)
+    assert len(calls) == 23 and stats["runs"] == 20 and stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor : 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert cpu_int8_features(fake) == {"avx2": True, "avx512f": True, "avx512_vnni": True, "avx_vnni": False, "amx_int8": False}
+    assert not any(cpu_int8_features(tmp_path / "missing").values())
