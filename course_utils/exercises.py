@@ -33,6 +33,8 @@ __all__ = [
     "check_agc",
     "check_qparams",
     "check_fake_quantize",
+    "check_fold_bn",
+    "check_freeze_bn_hook",
 ]
 
 
@@ -357,3 +359,64 @@ def check_fake_quantize(fn: Callable[[Tensor, float, int, int, int], Tensor]) ->
                 hint = "the gradient should be the upstream gradient where round(x/S) + Z is in [q_min, q_max], 0 elsewhere."
             return _report(False, f"backward differs from torch's: {hint}")
     return _report(True, "same forward and same straight-through gradient as torch.fake_quantize_per_tensor_affine.")
+
+
+def check_fold_bn(fn: Callable[..., tuple[Tensor, Tensor]]) -> CheckResult:
+    """Exercise (notebook 05): fold BN into the preceding conv; returns ``(weight, bias)``."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    g = torch.Generator().manual_seed(5)
+    for has_bias in (True, False):
+        w = torch.randn(6, 3, 3, 3, generator=g)
+        b = torch.randn(6, generator=g) if has_bias else None
+        gamma, beta = torch.rand(6, generator=g) + 0.5, torch.randn(6, generator=g)
+        mean, var = torch.randn(6, generator=g), torch.rand(6, generator=g) + 0.1
+        got, err = _call(fn, w, b, gamma, beta, mean, var, 1e-5)
+        if err:
+            return _report(False, err)
+        try:
+            got_w, got_b = got
+        except (TypeError, ValueError):
+            return _report(False, "return a pair (weight, bias).")
+        want_w, want_b = fuse_conv_bn_weights(w, b, mean, var, 1e-5, gamma, beta)
+        if tuple(got_w.shape) != tuple(want_w.shape):
+            return _report(False, f"weight shape {tuple(got_w.shape)}, expected {tuple(want_w.shape)}: scale each output "
+                           "channel, i.e. multiply by factor.reshape(-1, 1, 1, 1).")
+        if not torch.allclose(got_w.detach(), want_w.detach(), atol=1e-5):
+            return _report(False, "weights differ: W' = W · γ / sqrt(σ² + ε), one factor per output channel (use the variance, "
+                           "not the standard deviation, under the square root, and add ε).")
+        if not torch.allclose(got_b.detach(), want_b.detach(), atol=1e-5):
+            hint = " The conv has no bias here: treat it as 0." if not has_bias else ""
+            return _report(False, f"bias differs: b' = (b − μ) · γ / sqrt(σ² + ε) + β.{hint}")
+    return _report(True, "same folded weight and bias as torch.nn.utils.fusion.fuse_conv_bn_weights.")
+
+
+def check_freeze_bn_hook(hook_class: type) -> CheckResult:
+    """Exercise (notebook 05): a training-loop hook that freezes BN statistics after ``freeze_step`` optimizer steps."""
+    from .quant import QuantConvBn2d, prepare_qat
+    from .train import StepState
+
+    model = prepare_qat(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()))
+    blocks = [m for m in model.modules() if isinstance(m, QuantConvBn2d)]
+    try:
+        hook = hook_class(freeze_step=3)
+    except Exception as exc:  # noqa: BLE001 -- report any construction error to the learner
+        return _report(False, f"`{hook_class.__name__}(freeze_step=3)` raised {type(exc).__name__}: {exc}")
+    state = StepState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    for step in range(6):
+        state.step = step
+        try:
+            hook.after_step(state)
+        except NotImplementedError:
+            return _report(False, "`after_step` still raises NotImplementedError -- replace it with your code.")
+        except Exception as exc:  # noqa: BLE001
+            return _report(False, f"`after_step` raised {type(exc).__name__}: {exc}")
+        frozen = all(b.bn_frozen for b in blocks)
+        steps_done = step + 1
+        if steps_done < 3 and frozen:
+            return _report(False, f"BN froze after {steps_done} step(s); it should train for 3 steps first "
+                           "(state.step counts from 0 and after_step runs after the step).")
+        if steps_done >= 3 and not frozen:
+            return _report(False, f"BN statistics still not frozen after {steps_done} steps: call "
+                           "course_utils.quant.freeze_bn_stats(state.model) once state.step + 1 >= freeze_step.")
+    return _report(True, "BN statistics freeze exactly after 3 steps and stay frozen.")

@@ -75,6 +75,7 @@ __all__ = [
     "calibrate",
     "set_observing",
     "post_training_quantize",
+    "layer_sensitivity",
     "capture_activations",
 ]
 
@@ -880,6 +881,19 @@ def post_training_quantize(model: nn.Module, calibration_batches: Iterable[Any],
     """Post-training quantization (PTQ) in one call: :func:`quantize_model` with ``settings``, then
     :func:`calibrate` on ``calibration_batches``. Returns the fake-quantized copy, observers frozen."""
     return calibrate(quantize_model(model, **settings), calibration_batches, forward)
+
+
+def layer_sensitivity(model: nn.Module, score: Callable[[nn.Module], float], calibration_batches: Iterable[Any],
+                      forward: Callable[[nn.Module, Any], Any] | None = None, **settings: Any) -> dict[str, float]:
+    """``score`` of the model with only one Conv/Linear layer quantized (PTQ with ``settings``), for each layer.
+
+    Returns ``{layer name: score}``, in the model's layer order. Compare with the
+    float score to see which layers hurt most when quantized.
+    """
+    batches = list(calibration_batches)
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return {name: score(post_training_quantize(model, batches, forward, skip=[n for n in names if n != name], **settings))
+            for name in names}
 
 
 def capture_activations(model: nn.Module, module_name: str, batches: Iterable[Any],

@@ -14,6 +14,7 @@ sol01 = importlib.import_module("solutions.ex01_detection_basics")
 sol02 = importlib.import_module("solutions.ex02_training_a_tiny_detector")
 sol03 = importlib.import_module("solutions.ex03_gradient_clipping")
 sol04 = importlib.import_module("solutions.ex04_quantization_math")
+sol05 = importlib.import_module("solutions.ex05_qat_and_int8")
 
 
 def not_implemented(*args):
@@ -34,6 +35,7 @@ def not_implemented(*args):
         (ex.check_agc, sol03.agc),
         (ex.check_qparams, sol04.qparams),
         (ex.check_fake_quantize, sol04.fake_quantize),
+        (ex.check_fold_bn, sol05.fold_bn),
     ],
 )
 def test_solution_passes_and_stub_fails(check, solution, capsys):
@@ -166,3 +168,43 @@ def test_fake_quantize_check_spots_missing_ste_and_missing_mask(capsys):
 
     assert not ex.check_fake_quantize(floor)
     assert "round to nearest" in capsys.readouterr().out
+
+
+def test_fold_bn_check_spots_std_for_var_and_missing_mean(capsys):
+    def std_instead_of_var(w, b, gamma, beta, mean, var, eps):
+        f = gamma / (var + eps)
+        return w * f.reshape(-1, 1, 1, 1), ((0 if b is None else b) - mean) * f + beta
+
+    assert not ex.check_fold_bn(std_instead_of_var)
+    assert "square root" in capsys.readouterr().out
+
+    def no_mean(w, b, gamma, beta, mean, var, eps):
+        f = gamma / torch.sqrt(var + eps)
+        return w * f.reshape(-1, 1, 1, 1), (0 if b is None else b) * f + beta
+
+    assert not ex.check_fold_bn(no_mean)
+    assert "(b − μ)" in capsys.readouterr().out
+
+
+def test_freeze_bn_hook_check(capsys):
+    assert ex.check_freeze_bn_hook(sol05.FreezeBNAfter)
+    assert "✅ Passed" in capsys.readouterr().out
+
+    class Stub(Hook):
+        def __init__(self, freeze_step):
+            pass
+
+        def after_step(self, state):
+            raise NotImplementedError
+
+    assert not ex.check_freeze_bn_hook(Stub)
+    assert "NotImplementedError" in capsys.readouterr().out
+
+    class OffByOne(sol05.FreezeBNAfter):
+        def after_step(self, state):
+            if state.step >= self.freeze_step:
+                from course_utils.quant import freeze_bn_stats
+                freeze_bn_stats(state.model)
+
+    assert not ex.check_freeze_bn_hook(OffByOne)
+    assert "still not frozen after 3 steps" in capsys.readouterr().out

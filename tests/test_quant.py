@@ -547,3 +547,19 @@ def test_qat_checkpoint_round_trip(tmp_path) -> None:
     fresh.eval()
     x = _images(2, 31)
     assert torch.equal(fresh.forward_raw(x)["logits"], qat.forward_raw(x)["logits"])
+
+
+def test_layer_sensitivity_quantizes_one_layer_at_a_time() -> None:
+    from course_utils.quant import layer_sensitivity
+
+    torch.manual_seed(40)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).eval()
+    x = torch.randn(4, 3, 8, 8)
+
+    def n_quantized(m: nn.Module) -> float:
+        return float(sum(isinstance(c, (QuantConv2d, QuantLinear)) for c in m.modules()))
+
+    assert layer_sensitivity(model, n_quantized, [x], weight_bits=4, act_bits=4) == {"0": 1.0, "2": 1.0, "4": 1.0}
+    ref = model(x)
+    err = layer_sensitivity(model, lambda m: float((m(x) - ref).abs().max()), [x], weight_bits=2, act_bits=2)
+    assert all(v > 0 for v in err.values())
