@@ -17,8 +17,13 @@ Latency is the *network* (backbone + head) at batch 1 and 16; post-processing
 (decode + NMS, float PyTorch) is timed separately. Writes
 ``benchmarks/results/int8_latency.json``.
 
-    python benchmarks/int8_latency.py              # about 3 min on 2 CPU cores
-    python benchmarks/int8_latency.py --skip-torchao --runs 20   # quicker
+It then re-times the oneDNN-based paths (eager and compiled fp32, torchao int8)
+in fresh processes with ``ONEDNN_MAX_CPU_ISA`` set to ``AVX512_CORE`` (AVX-512
+without VNNI) and ``AVX2``, to measure what the int8 dot-product instruction
+(VNNI) is worth on this CPU.
+
+    python benchmarks/int8_latency.py              # about 5 min on 2 CPU cores
+    python benchmarks/int8_latency.py --skip-torchao --skip-isa --runs 20   # quicker
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -95,17 +103,53 @@ def torchao_int8(network: torch.nn.Module, calib: torch.Tensor, example: torch.T
     return torch.compile(converted, dynamic=False)  # one specialised kernel set per batch size
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=60, help="timed runs at batch 16 (4x as many at batch 1)")
-    parser.add_argument("--calib-images", type=int, default=64)
-    parser.add_argument("--skip-torchao", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
+def compiled_paths(folded_fp32, folded_qat, calib: torch.Tensor, images: torch.Tensor, args) -> dict:
+    """fp32 ``torch.compile`` (freezing) and, unless skipped, int8 torchao: {name: (latency, setup seconds)}."""
+    import torch._inductor.config as inductor_config
 
+    inductor_config.freezing = True
+    out = {}
+    start = time.perf_counter()
+    compiled = torch.compile(DetectorNetwork(folded_fp32).eval(), dynamic=False)
+    with torch.inference_mode():
+        compiled(images[:1]), compiled(images)
+    setup = time.perf_counter() - start
+    out["fp32_compile"] = (time_network(compiled, images, args.runs), setup)
+    print("fp32 compile", out["fp32_compile"][0], flush=True)
+    del compiled
+    torch._dynamo.reset()
+    if not args.skip_torchao:
+        start = time.perf_counter()
+        runner = torchao_int8(DetectorNetwork(folded_qat).eval(), calib, images)
+        with torch.inference_mode():
+            runner(images[:1]), runner(images)
+        setup = time.perf_counter() - start
+        out["int8_torchao"] = (time_network(runner, images, args.runs), setup)
+        print("int8 torchao", out["int8_torchao"][0], flush=True)
+        del runner
+        torch._dynamo.reset()
+    return out
+
+
+def isa_probe(isa: str, args) -> dict:
+    """Re-run the torch paths in a fresh process with ``ONEDNN_MAX_CPU_ISA=isa`` (oneDNN runs the convs of
+    both eager/compiled fp32 and torchao's int8). Returns {path: latency}."""
+    out_file = Path(tempfile.mkdtemp(prefix="isa_")) / "latency.json"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa}
+    cmd = [sys.executable, __file__, "--probe-out", str(out_file), "--runs", str(args.runs), "--threads", str(args.threads)]
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads(out_file.read_text())
+
+
+def probe_main(args) -> None:
+    """Child process of :func:`isa_probe`: time eager fp32, compiled fp32 and torchao int8 only."""
+    fp32, qat, folded_fp32, folded_qat, calib, images = load_models_and_images(args)
+    latency = {"fp32_eager": time_network(DetectorNetwork(folded_fp32).eval(), images, args.runs)}
+    latency.update({name: value for name, (value, _) in compiled_paths(folded_fp32, folded_qat, calib, images, args).items()})
+    args.probe_out.write_text(json.dumps(latency))
+
+
+def load_models_and_images(args):
     results = ROOT / "benchmarks" / "results"
     fp32 = TinyDetector()
     load_checkpoint(results / "tiny_detector.pt", fp32)
@@ -115,11 +159,29 @@ def main() -> None:
     qat.eval()
     folded_fp32 = fuse_conv_bn(fp32)  # every fp32 path runs the original detector, BN folded (the fair baseline)
     folded_qat = to_float_folded(qat)  # the int8 paths quantize the QAT-8 weights
-
-    val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json"), progress=False),
-                            batch_size=50, collate_fn=collate_detection)
     calib = torch.stack([img for img, _ in materialize(SyntheticShapes(args.calib_images, seed=123), progress=False)])
     images = torch.stack([img for img, _ in materialize(SyntheticShapes(16, seed=321), progress=False)])
+    return fp32, qat, folded_fp32, folded_qat, calib, images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=60, help="timed runs at batch 16 (4x as many at batch 1)")
+    parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument("--skip-torchao", action="store_true")
+    parser.add_argument("--skip-isa", action="store_true", help="skip the oneDNN instruction-set comparison")
+    parser.add_argument("--probe-out", type=Path, default=None, help=argparse.SUPPRESS)  # child process of isa_probe
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    if args.probe_out is not None:
+        return probe_main(args)
+
+    fp32, qat, folded_fp32, folded_qat, calib, images = load_models_and_images(args)
+    val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json"), progress=False),
+                            batch_size=50, collate_fn=collate_detection)
 
     work = Path(tempfile.mkdtemp(prefix="int8_"))
     sizes, maps, latency, seconds = {}, {}, {}, {}
@@ -152,32 +214,20 @@ def main() -> None:
     latency["fp32_eager"] = time_network(net_fp32, images, args.runs)
     print("fp32 eager", latency["fp32_eager"], flush=True)
 
-    # --- fp32, torch.compile with freezing
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    start = time.perf_counter()
-    compiled = torch.compile(DetectorNetwork(folded_fp32).eval(), dynamic=False)
-    with torch.inference_mode():
-        compiled(images[:1]), compiled(images)
-    seconds["fp32_compile"] = time.perf_counter() - start
-    latency["fp32_compile"] = time_network(compiled, images, args.runs)
-    print("fp32 compile", latency["fp32_compile"], flush=True)
-    del compiled
-    torch._dynamo.reset()
-
-    # --- torchao pt2e int8 (inductor)
+    # --- fp32 torch.compile, int8 torchao
+    for name, (value, secs) in compiled_paths(folded_fp32, folded_qat, calib, images, args).items():
+        latency[name] = value
+        seconds[name] = secs
     if not args.skip_torchao:
-        start = time.perf_counter()
         runner = torchao_int8(DetectorNetwork(folded_qat).eval(), calib, images)
-        with torch.inference_mode():
-            runner(images[:1]), runner(images)
-        seconds["torchao_convert_compile"] = time.perf_counter() - start
-        latency["int8_torchao"] = time_network(runner, images, args.runs)
         maps["int8_torchao"] = evaluate(_TorchDetector(runner, fp32), val_loader)["map"]
-        print("int8 torchao", latency["int8_torchao"], flush=True)
         del runner
         torch._dynamo.reset()
+
+    # --- the same oneDNN kernels restricted to older instruction sets, each in a fresh process
+    for isa in ([] if args.skip_isa else ["AVX512_CORE", "AVX2"]):
+        latency[f"isa_{isa}"] = isa_probe(isa, args)
+        print(f"oneDNN limited to {isa}", latency[f"isa_{isa}"], flush=True)
 
     # --- post-processing (float PyTorch): decode + score threshold + NMS
     with torch.inference_mode():
@@ -187,7 +237,7 @@ def main() -> None:
                 lambda: fp32.postprocess(raw, (128, 128)), warmup=5, runs=args.runs, min_seconds=1.0)
     print("postprocess", latency["postprocess"], flush=True)
 
-    fp32_paths = [k for k in latency if k.startswith("fp32_")]
+    fp32_paths = [k for k in latency if k.startswith("fp32_")]  # (not the isa_* probes)
     summary = {}
     for batch in ("batch1", "batch16"):
         fastest = min(fp32_paths, key=lambda k: latency[k][batch]["median_ms"])
