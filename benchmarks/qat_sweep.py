@@ -147,10 +147,14 @@ def main() -> None:
         old = json.loads(previous.read_text())
         summary = {**old["val_map"], **summary}
         seconds = {**old["train_seconds"], **seconds}
+        variants_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
+        args = argparse.Namespace(**{**vars(args), **{k: v for k, v in old["config"].items() if k != "checkpoint"}})
+        args.variants_run = variants_config
     lost4 = summary["fp32"]["mean"] - summary["ptq4"]["mean"]
     recovered4 = (summary["qat4"]["mean"] - summary["ptq4"]["mean"]) / lost4 if lost4 > 0 else float("nan")
     result = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
+        "config": {k: (str(v.relative_to(ROOT)) if isinstance(v, Path) and v.is_relative_to(ROOT) else str(v) if isinstance(v, Path) else v)
+                   for k, v in vars(args).items() if k != "out"},
         "quantizer": {"weights": "signed symmetric per-channel, min-max", "activations": "unsigned asymmetric per-tensor",
                       "ptq_act_observer": "percentile 99.99", "qat_act_observer": "moving-average min-max"},
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),

@@ -159,12 +159,13 @@ class TinyDetector(nn.Module):
     def forward_raw(self, images: Tensor | list[Tensor]) -> dict[str, Tensor]:
         """Raw network outputs (what distillation and quantization act on).
 
-        Returns ``{"logits": (B, A, K), "deltas": (B, A, 4), "anchors": (A, 4)}``.
+        Returns ``{"logits": (B, A, K), "deltas": (B, A, 4), "anchors": (A, 4),
+        "features": (B, C, h, w)}`` (``features``: the neck's output, A = h·w).
         """
         x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
         feats = self.features(x)
         logits, deltas = self.head(feats)
-        return {"logits": logits, "deltas": deltas, "anchors": self.anchors(tuple(feats.shape[-2:]), x.device)}
+        return {"logits": logits, "deltas": deltas, "anchors": self.anchors(tuple(feats.shape[-2:]), x.device), "features": feats}
 
     def forward(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
         raw = self.forward_raw(images)

@@ -654,7 +654,11 @@ class QuantLinear(nn.Module):
 
 
 class QuantConvBn2d(nn.Module):
-    """Conv followed by BatchNorm for QAT: fold, then fake-quantize (Jacob et al. 2018, sec. 3.2).
+    """Conv followed by BatchNorm for QAT: fold, then fake-quantize.
+
+    The scheme of Krishnamoorthi 2018 ("Quantizing deep convolutional networks for
+    efficient inference: a whitepaper") and PyTorch's ``ConvBn2d``, which fold with
+    BN's *running* variance; Jacob et al. 2018 (sec. 3.2) fold with batch statistics.
 
     With ``f = γ / √(σ²_running + ε)`` the conv runs with the weight an int8 model
     will hold, ``fq_w(W · f)``. Then:

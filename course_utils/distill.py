@@ -1,0 +1,241 @@
+"""Knowledge distillation: Hinton's soft targets, and distillation for a dense detector.
+
+Taught in: 06_knowledge_distillation.
+
+* :func:`kd_loss` -- ``T² · KL(softmax(t/T) ‖ softmax(s/T))`` (Hinton et al. 2015), and
+  :func:`hinton_loss`, its combination with the hard-label loss;
+* for a detector with per-class sigmoid scores (the course's :class:`TinyDetector`):
+  :func:`dense_cls_distill_loss` (soft targets at every location, foreground
+  locations weighted up), :func:`box_distill_loss` (imitate the teacher's box
+  offsets where the teacher sees an object), :func:`teacher_bounded_regression_loss`
+  (Chen et al. 2017: the teacher as an upper bound, not a target) and
+  :func:`feature_imitation_loss` with a 1×1 :class:`FeatureAdapter` (FitNets hints,
+  Romero et al. 2015; masked to object regions as in Wang et al. 2019);
+* :class:`Distiller` -- a training-loop hook: the teacher runs frozen, in eval
+  mode and without gradients, and the chosen terms are added to the student's loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .train import Hook, StepState
+
+__all__ = [
+    "kd_loss",
+    "hinton_loss",
+    "soften",
+    "dense_cls_distill_loss",
+    "box_distill_loss",
+    "teacher_bounded_regression_loss",
+    "FeatureAdapter",
+    "feature_imitation_loss",
+    "foreground_mask",
+    "Distiller",
+]
+
+
+# --------------------------------------------------------------------- classification
+def soften(logits: Tensor, temperature: float) -> Tensor:
+    """Soft targets: ``softmax(z / T)`` over the last dimension. T > 1 flattens the distribution."""
+    return F.softmax(logits / temperature, dim=-1)
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
+    """Hinton et al. 2015: ``T² · KL(p_t ‖ p_s)`` with ``p = softmax(z / T)``, averaged over the batch.
+
+    ``KL(p_t ‖ p_s) = Σ_k p_t,k (log p_t,k − log p_s,k)``. The gradient of the KL term
+    with respect to the student's logits shrinks like 1/T² for large T; the
+    ``T²`` factor keeps it the same size as the hard-label loss's, whatever T.
+    Shapes: (B, K), (B, K) -> (). Equal to
+    ``T² · F.kl_div(log_softmax(s/T), softmax(t/T), reduction="batchmean")``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+    log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    return temperature**2 * kl.mean()
+
+
+def hinton_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float = 0.9,
+                temperature: float = 4.0) -> Tensor:
+    """``α · T² · KL(p_t ‖ p_s) + (1 − α) · CE(y, s)``: soft targets plus hard labels.
+
+    Both terms are *added* and minimised; ``α`` weighs the teacher. (Writing
+    ``−α·KL`` would push the student *away* from the teacher.) Shapes: (B, K), (B, K), (B,) -> ().
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    return alpha * kd_loss(student_logits, teacher_logits, temperature) + (1 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+# --------------------------------------------------------------------- dense detection
+def _binary_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Per-element ``KL(Bern(σ(t/T)) ‖ Bern(σ(s/T)))``: the soft-target loss for sigmoid scores."""
+    p_t = torch.sigmoid(teacher_logits / temperature)
+    log_p_t, log_q_t = F.logsigmoid(teacher_logits / temperature), F.logsigmoid(-teacher_logits / temperature)
+    log_p_s, log_q_s = F.logsigmoid(student_logits / temperature), F.logsigmoid(-student_logits / temperature)
+    return p_t * (log_p_t - log_p_s) + (1 - p_t) * (log_q_t - log_q_s)
+
+
+def foreground_mask(teacher_logits: Tensor, threshold: float = 0.3) -> Tensor:
+    """Locations where the teacher sees an object: ``max_k σ(t_k) > threshold``. Shapes: (B, A, K) -> (B, A) bool."""
+    return torch.sigmoid(teacher_logits).amax(-1) > threshold
+
+
+def dense_cls_distill_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 2.0,
+                           fg_weight: float = 4.0, fg_threshold: float = 0.3) -> Tensor:
+    """Soft-target loss at every location of a sigmoid (per-class) detection head.
+
+    ``L = T² · Σ_{a,k} w_a · KL(Bern(σ(t_ak/T)) ‖ Bern(σ(s_ak/T))) / Σ_a w_a`` with
+    ``w_a = fg_weight`` where the teacher sees an object (:func:`foreground_mask`)
+    and 1 elsewhere: background locations are many and easy, so foreground ones
+    are weighted up. Zero iff student and teacher logits are equal. Shapes:
+    (B, A, K), (B, A, K) -> ().
+    """
+    kl = _binary_kl(student_logits, teacher_logits, temperature).sum(-1)  # (B, A)
+    weights = 1.0 + (fg_weight - 1.0) * foreground_mask(teacher_logits, fg_threshold).float()
+    return temperature**2 * (weights * kl).sum() / weights.sum()
+
+
+def box_distill_loss(student_deltas: Tensor, teacher_deltas: Tensor, teacher_logits: Tensor,
+                     fg_threshold: float = 0.3) -> Tensor:
+    """Imitate the teacher's box offsets where it sees an object.
+
+    ``L = Σ_{a ∈ fg} smoothL1(d_s,a − d_t,a) / max(1, |fg|)`` (summed over the 4
+    offsets), ``fg`` from :func:`foreground_mask`. Zero iff the offsets agree on
+    ``fg``. Shapes: (B, A, 4), (B, A, 4), (B, A, K) -> ().
+    """
+    fg = foreground_mask(teacher_logits, fg_threshold)
+    diff = F.smooth_l1_loss(student_deltas[fg], teacher_deltas[fg].detach(), reduction="sum", beta=0.1)
+    return diff / fg.sum().clamp(min=1)
+
+
+def teacher_bounded_regression_loss(student_deltas: Tensor, teacher_deltas: Tensor, target_deltas: Tensor,
+                                    margin: float = 0.0) -> Tensor:
+    """Chen et al. 2017 ("Learning Efficient Object Detection Models with Knowledge Distillation"):
+    the teacher as an *upper bound*.
+
+    ``L = mean_a ‖d_s − y‖² · 1[‖d_s − y‖² + m > ‖d_t − y‖²]`` over the given
+    (positive) locations: the student is pushed towards the ground truth ``y`` only
+    while it is worse than the teacher (plus margin ``m``), and left alone once it
+    is better. Shapes: (N, 4) each -> ().
+    """
+    err_s = (student_deltas - target_deltas).pow(2).sum(-1)
+    err_t = (teacher_deltas.detach() - target_deltas).pow(2).sum(-1)
+    active = (err_s + margin > err_t).float()
+    return (err_s * active).sum() / max(1, err_s.numel())
+
+
+class FeatureAdapter(nn.Module):
+    """A 1×1 convolution mapping student features (C_s channels) to the teacher's (C_t): the FitNets "regressor".
+
+    Initialised to the identity when ``C_s == C_t`` (so equal features give zero loss
+    from the start). Trained with the student; thrown away after distillation.
+    """
+
+    def __init__(self, student_channels: int, teacher_channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(student_channels, teacher_channels, 1)
+        if student_channels == teacher_channels:
+            nn.init.dirac_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+def feature_imitation_loss(student_features: Tensor, teacher_features: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Feature imitation: ``Σ_{locations in mask} ‖f_s − f_t‖² / (2 · N_mask · C)``.
+
+    ``student_features`` must already be adapted to the teacher's channels
+    (:class:`FeatureAdapter`). ``mask`` (B, h, w), e.g. the teacher's foreground
+    locations, restricts imitation to object regions (Wang et al. 2019); None uses
+    every location (FitNets). Shapes: (B, C, h, w), (B, C, h, w), (B, h, w) -> ().
+    """
+    if student_features.shape != teacher_features.shape:
+        raise ValueError(f"adapt the student's features to the teacher's shape first: {tuple(student_features.shape)} "
+                         f"vs {tuple(teacher_features.shape)}")
+    sq = (student_features - teacher_features.detach()).pow(2).sum(1)  # (B, h, w)
+    if mask is None:
+        mask = torch.ones_like(sq, dtype=torch.bool)
+    n = mask.sum().clamp(min=1)
+    return sq[mask].sum() / (2 * n * student_features.shape[1])
+
+
+# --------------------------------------------------------------------- the training-loop hook
+class Distiller(Hook):
+    """Adds distillation terms to the student's loss inside :func:`course_utils.train.fit`.
+
+    Args:
+        teacher: a trained detector with ``forward_raw`` returning ``logits``,
+            ``deltas`` and ``features``. It is copied, put in eval mode and frozen:
+            it never receives gradients and its BN statistics never move.
+        weights: ``{"cls": w, "box": w, "feature": w}`` -- which terms, and how much.
+        temperature: for the classification term.
+        fg_threshold: teacher score above which a location counts as foreground.
+        fg_weight: weight of foreground locations in the classification term.
+
+    For the ``"feature"`` term a :class:`FeatureAdapter` is made at the start of
+    training (its channel counts read from one dummy forward pass of each model)
+    and its parameters are added to the optimizer.
+    """
+
+    def __init__(self, teacher: nn.Module, weights: dict[str, float], temperature: float = 2.0,
+                 fg_threshold: float = 0.3, fg_weight: float = 4.0) -> None:
+        unknown = set(weights) - {"cls", "box", "feature"}
+        if unknown:
+            raise ValueError(f"unknown distillation terms {sorted(unknown)}; use 'cls', 'box' and/or 'feature'")
+        self.teacher = copy.deepcopy(teacher).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.weights, self.temperature = dict(weights), temperature
+        self.fg_threshold, self.fg_weight = fg_threshold, fg_weight
+        self.adapter: FeatureAdapter | None = None
+
+    @staticmethod
+    def _feature_channels(model: nn.Module, device: torch.device) -> int:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            channels = model.forward_raw(torch.zeros(1, 3, 64, 64, device=device))["features"].shape[1]
+        model.train(was_training)
+        return channels
+
+    def on_train_start(self, state: StepState) -> None:
+        device = next(state.model.parameters()).device
+        self.teacher.to(device).eval()
+        if self.weights.get("feature", 0) > 0 and self.adapter is None:
+            c_s, c_t = self._feature_channels(state.model, device), self._feature_channels(self.teacher, device)
+            self.adapter = FeatureAdapter(c_s, c_t).to(device)
+            state.optimizer.add_param_group({"params": list(self.adapter.parameters())})
+
+    def losses(self, student_raw: dict[str, Tensor], images: Tensor | list[Tensor]) -> dict[str, Tensor]:
+        """The weighted distillation terms for one batch (student outputs given, teacher run here)."""
+        with torch.no_grad():
+            self.teacher.eval()
+            teacher_raw = self.teacher.forward_raw(images)
+        out: dict[str, Tensor] = {}
+        w = self.weights
+        if w.get("cls", 0) > 0:
+            out["kd_cls"] = w["cls"] * dense_cls_distill_loss(student_raw["logits"], teacher_raw["logits"], self.temperature,
+                                                              self.fg_weight, self.fg_threshold)
+        if w.get("box", 0) > 0:
+            out["kd_box"] = w["box"] * box_distill_loss(student_raw["deltas"], teacher_raw["deltas"], teacher_raw["logits"],
+                                                        self.fg_threshold)
+        if w.get("feature", 0) > 0 and self.adapter is not None:
+            fs, ft = student_raw["features"], teacher_raw["features"]
+            fg = foreground_mask(teacher_raw["logits"], self.fg_threshold).reshape(ft.shape[0], *ft.shape[-2:])
+            out["kd_feature"] = w["feature"] * feature_imitation_loss(self.adapter(fs), ft, fg)
+        return out
+
+    def extra_losses(self, state: StepState) -> dict[str, Tensor]:
+        if state.outputs is None:
+            raise RuntimeError("Distiller needs the student's raw outputs: use a model with forward_raw and loss (TinyDetector)")
+        return self.losses(state.outputs, state.images)
