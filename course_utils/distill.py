@@ -35,6 +35,7 @@ __all__ = [
     "feature_imitation_loss",
     "foreground_mask",
     "Distiller",
+    "cache_teacher_outputs",
 ]
 
 
@@ -214,13 +215,22 @@ class Distiller(Hook):
         if self.weights.get("feature", 0) > 0 and self.adapter is None:
             c_s, c_t = self._feature_channels(state.model, device), self._feature_channels(self.teacher, device)
             self.adapter = FeatureAdapter(c_s, c_t).to(device)
-            state.optimizer.add_param_group({"params": list(self.adapter.parameters())})
+            # same hyper-parameters as the student's first group (incl. a scheduler's keys such as initial_lr)
+            settings = {k: v for k, v in state.optimizer.param_groups[0].items() if k != "params"}
+            state.optimizer.add_param_group({**settings, "params": list(self.adapter.parameters())})
 
-    def losses(self, student_raw: dict[str, Tensor], images: Tensor | list[Tensor]) -> dict[str, Tensor]:
-        """The weighted distillation terms for one batch (student outputs given, teacher run here)."""
+    def teacher_outputs(self, images: Tensor | list[Tensor], targets: list[dict[str, Any]] | None = None) -> dict[str, Tensor]:
+        """The teacher's raw outputs for a batch: from the targets if :func:`cache_teacher_outputs` stored them, else computed."""
+        if targets and all("teacher_logits" in t for t in targets):
+            return {key: torch.stack([t[f"teacher_{key}"] for t in targets]) for key in ("logits", "deltas", "features")}
         with torch.no_grad():
             self.teacher.eval()
-            teacher_raw = self.teacher.forward_raw(images)
+            return self.teacher.forward_raw(images)
+
+    def losses(self, student_raw: dict[str, Tensor], images: Tensor | list[Tensor],
+               targets: list[dict[str, Any]] | None = None) -> dict[str, Tensor]:
+        """The weighted distillation terms for one batch, given the student's raw outputs."""
+        teacher_raw = self.teacher_outputs(images, targets)
         out: dict[str, Tensor] = {}
         w = self.weights
         if w.get("cls", 0) > 0:
@@ -238,4 +248,27 @@ class Distiller(Hook):
     def extra_losses(self, state: StepState) -> dict[str, Tensor]:
         if state.outputs is None:
             raise RuntimeError("Distiller needs the student's raw outputs: use a model with forward_raw and loss (TinyDetector)")
-        return self.losses(state.outputs, state.images)
+        return self.losses(state.outputs, state.images, state.targets)
+
+
+@torch.no_grad()
+def cache_teacher_outputs(teacher: nn.Module, dataset: list[tuple[Tensor, dict[str, Any]]], batch_size: int = 50,
+                          device: torch.device | None = None) -> list[tuple[Tensor, dict[str, Any]]]:
+    """Run the frozen teacher once over a fixed (not augmented) training set and keep its outputs.
+
+    Returns new ``(image, target)`` pairs whose targets also hold ``teacher_logits``
+    (A, K), ``teacher_deltas`` (A, 4) and ``teacher_features`` (C, h, w), on the CPU.
+    :class:`Distiller` then reads them instead of running the teacher every step --
+    the same numbers (the teacher is frozen and in eval mode), computed once.
+    Only valid when every epoch sees the same images: with random augmentation,
+    run the teacher live.
+    """
+    device = device or next(teacher.parameters()).device
+    teacher = teacher.eval()
+    out: list[tuple[Tensor, dict[str, Any]]] = []
+    for start in range(0, len(dataset), batch_size):
+        chunk = dataset[start:start + batch_size]
+        raw = teacher.forward_raw(torch.stack([img for img, _ in chunk]).to(device))
+        for i, (img, target) in enumerate(chunk):
+            out.append((img, {**target, **{f"teacher_{k}": raw[k][i].cpu() for k in ("logits", "deltas", "features")}}))
+    return out

@@ -129,9 +129,11 @@ def test_distiller_hook_teacher_frozen_student_learns() -> None:
     hook = Distiller(teacher, {"cls": 1.0, "box": 1.0, "feature": 1.0})
     images = torch.rand(2, 3, 128, 128)
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1])}] * 2
-    optimizer = torch.optim.SGD(student.parameters(), lr=1e-3)
+    from course_utils.train import make_optimizer
+
+    optimizer, scheduler = make_optimizer(student, lr=1e-3, total_steps=2)  # a scheduler must cope with the adapter's group
     history = fit(student, [(list(images), targets)] * 2, optimizer, epochs=1, device=torch.device("cpu"), hooks=[hook],
-                  progress=False)
+                  scheduler=scheduler, progress=False)
     assert {"kd_cls", "kd_box", "kd_feature"} <= set(history)
     assert all(p.grad is None for p in hook.teacher.parameters())  # no gradient ever reached the teacher
     assert not hook.teacher.training
@@ -141,3 +143,21 @@ def test_distiller_hook_teacher_frozen_student_learns() -> None:
     assert hook.adapter.proj.in_channels == 32 and hook.adapter.proj.out_channels == 64
     with pytest.raises(ValueError, match="unknown distillation terms"):
         Distiller(teacher, {"logits": 1.0})
+
+
+def test_cached_teacher_outputs_give_the_same_losses() -> None:
+    from course_utils.distill import cache_teacher_outputs
+
+    torch.manual_seed(7)
+    teacher, student = TinyDetector(width=1.0).eval(), TinyDetector(width=0.5).eval()
+    data = [(torch.rand(3, 128, 128), {"boxes": torch.tensor([[5.0, 5.0, 40.0, 40.0]]), "labels": torch.tensor([2])})
+            for _ in range(3)]
+    cached = cache_teacher_outputs(teacher, data, batch_size=2)
+    assert set(cached[0][1]) == {"boxes", "labels", "teacher_logits", "teacher_deltas", "teacher_features"}
+    hook = Distiller(teacher, {"cls": 1.0, "box": 1.0})
+    images = [img for img, _ in data]
+    raw = student.forward_raw(images)
+    live = hook.losses(raw, images)
+    from_cache = hook.losses(raw, images, [t for _, t in cached])
+    for k in live:
+        assert torch.allclose(live[k], from_cache[k], atol=1e-6), k

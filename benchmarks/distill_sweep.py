@@ -1,0 +1,121 @@
+"""Knowledge distillation for the course detector: student alone vs each distillation term vs all.
+
+Teacher: ``TinyDetector(width=2)`` trained by ``train_tiny_detector.py --width 2 --name teacher``.
+Student: ``TinyDetector(width=--student-width)`` trained from scratch with the standard
+recipe (same data, epochs, learning rate as the fp32 detector), with these extra
+loss terms (``course_utils.distill.Distiller``):
+
+* ``student``  -- none (the baseline);
+* ``cls``      -- soft targets on the dense class scores, foreground-weighted;
+* ``box``      -- imitate the teacher's box offsets where it sees objects;
+* ``feature``  -- imitate the teacher's neck features through a 1×1 adapter, on object regions;
+* ``all``      -- the three together.
+
+Each over ``--seeds`` (data order and initialisation). The teacher's outputs are
+computed once for the fixed training set (``cache_teacher_outputs``). Writes
+``benchmarks/results/distill_sweep.json`` and the seed-0 students' checkpoints.
+
+    python benchmarks/distill_sweep.py                    # 5 settings x 3 seeds, about 15 min on 2 CPU cores
+    python benchmarks/distill_sweep.py --seeds 0 --configs student all --out /tmp/kd   # a quick try
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from course_utils import (
+    CocoDetection, SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, fit, get_device,
+    load_checkpoint, materialize, save_checkpoint, seed_everything,
+)
+from course_utils.distill import Distiller, cache_teacher_outputs
+from course_utils.train import make_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {
+    "student": {},
+    "cls": {"cls": 1.0},
+    "box": {"box": 1.0},
+    "feature": {"feature": 1.0},
+    "all": {"cls": 1.0, "box": 1.0, "feature": 1.0},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--student-width", type=float, default=0.5)
+    parser.add_argument("--teacher", type=Path, default=ROOT / "benchmarks" / "results" / "teacher.pt")
+    parser.add_argument("--teacher-width", type=float, default=2.0)
+    parser.add_argument("--train-images", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--lr", type=float, default=4e-3)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = get_device(args.device)
+    teacher = TinyDetector(width=args.teacher_width)
+    load_checkpoint(args.teacher, teacher)
+    teacher = teacher.to(device).eval()
+    val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json")), batch_size=50,
+                            collate_fn=collate_detection)
+    teacher_map = evaluate(teacher, val_loader, device)["map"]
+    print(f"teacher (width {args.teacher_width}, {count_parameters(teacher):,} parameters): val mAP {teacher_map:.4f}", flush=True)
+
+    start = time.perf_counter()
+    train_set = cache_teacher_outputs(teacher, materialize(SyntheticShapes(args.train_images, seed=0)), device=device)
+    cache_seconds = time.perf_counter() - start
+
+    runs: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}
+    for seed in args.seeds:
+        for name in args.configs:
+            seed_everything(seed)
+            student = TinyDetector(width=args.student_width)
+            loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
+                                generator=torch.Generator().manual_seed(seed))
+            optimizer, scheduler = make_optimizer(student, lr=args.lr, total_steps=args.epochs * len(loader))
+            hooks = [Distiller(teacher, CONFIGS[name], temperature=args.temperature)] if CONFIGS[name] else []
+            t0 = time.perf_counter()
+            fit(student, loader, optimizer, args.epochs, device=device, hooks=hooks, scheduler=scheduler, progress=False)
+            seconds.setdefault(name, []).append(round(time.perf_counter() - t0, 1))
+            runs.setdefault(name, []).append(evaluate(student, val_loader, device)["map"])
+            print(f"seed {seed} {name:>8}: val mAP {runs[name][-1]:.4f}  ({seconds[name][-1]:.0f} s)", flush=True)
+            if seed == args.seeds[0]:
+                save_checkpoint(args.out / f"student_{name}.pt", student.cpu(), config=name, seed=seed,
+                                val_map=runs[name][-1])
+
+    summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for name, v in runs.items()}
+    result = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
+        "terms": CONFIGS,
+        "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
+        "teacher": {"width": args.teacher_width, "parameters": count_parameters(teacher), "val_map": teacher_map},
+        "student_parameters": count_parameters(TinyDetector(width=args.student_width)),
+        "teacher_cache_seconds": round(cache_seconds, 1),
+        "val_map": summary,
+        "train_seconds": seconds,
+    }
+    if "student" in summary:
+        gap = teacher_map - summary["student"]["mean"]
+        result["gap_closed"] = {name: (s["mean"] - summary["student"]["mean"]) / gap if gap > 0 else float("nan")
+                                for name, s in summary.items() if name != "student"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "distill_sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("val_map",) + (("gap_closed",) if "gap_closed" in result else ())}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
