@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--kd-scale", type=float, default=1.0, help="multiply every distillation term's weight")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -87,7 +88,8 @@ def main() -> None:
             loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
                                 generator=torch.Generator().manual_seed(seed))
             optimizer, scheduler = make_optimizer(student, lr=args.lr, total_steps=args.epochs * len(loader))
-            hooks = [Distiller(teacher, CONFIGS[name], temperature=args.temperature)] if CONFIGS[name] else []
+            weights = {term: w * args.kd_scale for term, w in CONFIGS[name].items()}
+            hooks = [Distiller(teacher, weights, temperature=args.temperature)] if weights else []
             t0 = time.perf_counter()
             fit(student, loader, optimizer, args.epochs, device=device, hooks=hooks, scheduler=scheduler, progress=False)
             seconds.setdefault(name, []).append(round(time.perf_counter() - t0, 1))
