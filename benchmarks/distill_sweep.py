@@ -11,11 +11,20 @@ loss terms (``course_utils.distill.Distiller``):
 * ``feature``  -- imitate the teacher's neck features through a 1×1 adapter, on object regions;
 * ``all``      -- the three together.
 
+With ``--labeled N`` only the first N training images keep their labels (the
+rest are unlabelled): the soft-target settings train on the N labelled images
+(for as many steps as the full recipe), and two more settings use the others:
+
+* ``pseudo``     -- the teacher's detections (score >= 0.5) on the unlabelled images as targets;
+* ``pseudo_all`` -- the same plus the three soft terms.
+
 Each over ``--seeds`` (data order and initialisation). The teacher's outputs are
 computed once for the fixed training set (``cache_teacher_outputs``). Writes
-``benchmarks/results/distill_sweep.json`` and the seed-0 students' checkpoints.
+``benchmarks/results/distill_sweep.json`` (``distill_sweep_labeled{N}.json`` with
+``--labeled``) and the seed-0 students' checkpoints.
 
     python benchmarks/distill_sweep.py                    # 5 settings x 3 seeds, about 15 min on 2 CPU cores
+    python benchmarks/distill_sweep.py --labeled 300 --configs student all pseudo pseudo_all
     python benchmarks/distill_sweep.py --seeds 0 --configs student all --out /tmp/kd   # a quick try
 """
 
@@ -35,7 +44,7 @@ from course_utils import (
     CocoDetection, SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, fit, get_device,
     load_checkpoint, materialize, save_checkpoint, seed_everything,
 )
-from course_utils.distill import Distiller, cache_teacher_outputs
+from course_utils.distill import Distiller, cache_teacher_outputs, pseudo_label
 from course_utils.train import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +54,8 @@ CONFIGS = {
     "box": {"box": 1.0},
     "feature": {"feature": 1.0},
     "all": {"cls": 1.0, "box": 1.0, "feature": 1.0},
+    "pseudo": {},
+    "pseudo_all": {"cls": 1.0, "box": 1.0, "feature": 1.0},
 }
 
 
@@ -60,6 +71,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--kd-scale", type=float, default=1.0, help="multiply every distillation term's weight")
+    parser.add_argument("--labeled", type=int, default=None, help="keep labels for only the first N training images")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -78,6 +90,9 @@ def main() -> None:
     start = time.perf_counter()
     train_set = cache_teacher_outputs(teacher, materialize(SyntheticShapes(args.train_images, seed=0)), device=device)
     cache_seconds = time.perf_counter() - start
+    labeled = train_set if args.labeled is None else train_set[: args.labeled]
+    pseudo = [] if args.labeled is None else pseudo_label(teacher, train_set[args.labeled:], score_threshold=0.5)
+    steps_per_run = args.epochs * len(train_set)  # images seen per run: the same for every setting
 
     runs: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
@@ -85,18 +100,23 @@ def main() -> None:
         for name in args.configs:
             seed_everything(seed)
             student = TinyDetector(width=args.student_width)
-            loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
+            data = labeled + pseudo if name.startswith("pseudo") else labeled
+            if name.startswith("pseudo") and not pseudo:
+                raise SystemExit("the pseudo settings need --labeled N (unlabelled images to pseudo-label)")
+            epochs = max(1, round(steps_per_run / len(data)))
+            loader = DataLoader(data, batch_size=32, shuffle=True, collate_fn=collate_detection,
                                 generator=torch.Generator().manual_seed(seed))
-            optimizer, scheduler = make_optimizer(student, lr=args.lr, total_steps=args.epochs * len(loader))
+            optimizer, scheduler = make_optimizer(student, lr=args.lr, total_steps=epochs * len(loader))
             weights = {term: w * args.kd_scale for term, w in CONFIGS[name].items()}
             hooks = [Distiller(teacher, weights, temperature=args.temperature)] if weights else []
             t0 = time.perf_counter()
-            fit(student, loader, optimizer, args.epochs, device=device, hooks=hooks, scheduler=scheduler, progress=False)
+            fit(student, loader, optimizer, epochs, device=device, hooks=hooks, scheduler=scheduler, progress=False)
             seconds.setdefault(name, []).append(round(time.perf_counter() - t0, 1))
             runs.setdefault(name, []).append(evaluate(student, val_loader, device)["map"])
             print(f"seed {seed} {name:>8}: val mAP {runs[name][-1]:.4f}  ({seconds[name][-1]:.0f} s)", flush=True)
             if seed == args.seeds[0]:
-                save_checkpoint(args.out / f"student_{name}.pt", student.cpu(), config=name, seed=seed,
+                suffix = "" if args.labeled is None else f"_labeled{args.labeled}"
+                save_checkpoint(args.out / f"student_{name}{suffix}.pt", student.cpu(), config=name, seed=seed,
                                 val_map=runs[name][-1])
 
     summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for name, v in runs.items()}
@@ -115,7 +135,8 @@ def main() -> None:
         result["gap_closed"] = {name: (s["mean"] - summary["student"]["mean"]) / gap if gap > 0 else float("nan")
                                 for name, s in summary.items() if name != "student"}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "distill_sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "distill_sweep.json" if args.labeled is None else f"distill_sweep_labeled{args.labeled}.json"
+    (args.out / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("val_map",) + (("gap_closed",) if "gap_closed" in result else ())}, indent=1))
 
 

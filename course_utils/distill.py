@@ -36,6 +36,7 @@ __all__ = [
     "foreground_mask",
     "Distiller",
     "cache_teacher_outputs",
+    "pseudo_label",
 ]
 
 
@@ -271,4 +272,27 @@ def cache_teacher_outputs(teacher: nn.Module, dataset: list[tuple[Tensor, dict[s
         raw = teacher.forward_raw(torch.stack([img for img, _ in chunk]).to(device))
         for i, (img, target) in enumerate(chunk):
             out.append((img, {**target, **{f"teacher_{k}": raw[k][i].cpu() for k in ("logits", "deltas", "features")}}))
+    return out
+
+
+@torch.no_grad()
+def pseudo_label(teacher: nn.Module, dataset: list[tuple[Tensor, dict[str, Any]]], score_threshold: float = 0.5,
+                 batch_size: int = 50, device: torch.device | None = None) -> list[tuple[Tensor, dict[str, Any]]]:
+    """Hard distillation for unlabelled images: the teacher's detections become the targets.
+
+    Each target's ``boxes``/``labels`` are replaced by the teacher's detections with
+    score ``>= score_threshold`` (other keys, e.g. cached teacher outputs, are kept).
+    The student then trains on them like on ground truth.
+    """
+    if not 0 <= score_threshold <= 1:
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    device = device or next(teacher.parameters()).device
+    teacher = teacher.eval()
+    out: list[tuple[Tensor, dict[str, Any]]] = []
+    for start in range(0, len(dataset), batch_size):
+        chunk = dataset[start:start + batch_size]
+        detections = teacher(torch.stack([img for img, _ in chunk]).to(device))
+        for (img, target), det in zip(chunk, detections):
+            keep = det["scores"] >= score_threshold
+            out.append((img, {**target, "boxes": det["boxes"][keep].cpu(), "labels": det["labels"][keep].cpu()}))
     return out

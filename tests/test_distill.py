@@ -161,3 +161,22 @@ def test_cached_teacher_outputs_give_the_same_losses() -> None:
     from_cache = hook.losses(raw, images, [t for _, t in cached])
     for k in live:
         assert torch.allclose(live[k], from_cache[k], atol=1e-6), k
+
+
+def test_pseudo_label_keeps_confident_teacher_detections() -> None:
+    from course_utils.distill import pseudo_label
+
+    torch.manual_seed(8)
+    teacher = TinyDetector(width=0.5, score_threshold=0.0).eval()
+    data = [(torch.rand(3, 128, 128), {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "id": i})
+            for i in range(3)]
+    out = pseudo_label(teacher, data, score_threshold=0.005, batch_size=2)
+    with torch.no_grad():
+        dets = teacher(torch.stack([img for img, _ in data]))
+    for (_, target), det in zip(out, dets):
+        keep = det["scores"] >= 0.005
+        assert torch.equal(target["boxes"], det["boxes"][keep]) and torch.equal(target["labels"], det["labels"][keep])
+        assert "id" in target
+    assert sum(len(t["boxes"]) for _, t in out) > 0
+    with pytest.raises(ValueError, match="score_threshold"):
+        pseudo_label(teacher, data, score_threshold=1.5)
