@@ -103,29 +103,27 @@ def torchao_int8(network: torch.nn.Module, calib: torch.Tensor, example: torch.T
     return torch.compile(converted, dynamic=False)  # one specialised kernel set per batch size
 
 
-def compiled_paths(folded_fp32, folded_qat, calib: torch.Tensor, images: torch.Tensor, args) -> dict:
-    """fp32 ``torch.compile`` (freezing) and, unless skipped, int8 torchao: {name: (latency, setup seconds)}."""
+def compiled_paths(folded_fp32, folded_qat, calib: torch.Tensor, images: torch.Tensor, args, score=None) -> dict:
+    """fp32 ``torch.compile`` (freezing) and, unless skipped, int8 torchao.
+
+    Returns {name: (latency, setup seconds, score(runner) or None)}: each runner is
+    built once, warmed up on both batch sizes, timed, optionally scored, then freed.
+    """
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True
-    out = {}
-    start = time.perf_counter()
-    compiled = torch.compile(DetectorNetwork(folded_fp32).eval(), dynamic=False)
-    with torch.inference_mode():
-        compiled(images[:1]), compiled(images)
-    setup = time.perf_counter() - start
-    out["fp32_compile"] = (time_network(compiled, images, args.runs), setup)
-    print("fp32 compile", out["fp32_compile"][0], flush=True)
-    del compiled
-    torch._dynamo.reset()
+    builders = {"fp32_compile": lambda: torch.compile(DetectorNetwork(folded_fp32).eval(), dynamic=False)}
     if not args.skip_torchao:
+        builders["int8_torchao"] = lambda: torchao_int8(DetectorNetwork(folded_qat).eval(), calib, images)
+    out = {}
+    for name, build in builders.items():
         start = time.perf_counter()
-        runner = torchao_int8(DetectorNetwork(folded_qat).eval(), calib, images)
+        runner = build()
         with torch.inference_mode():
-            runner(images[:1]), runner(images)
+            runner(images[:1]), runner(images)  # compile for both batch sizes before timing
         setup = time.perf_counter() - start
-        out["int8_torchao"] = (time_network(runner, images, args.runs), setup)
-        print("int8 torchao", out["int8_torchao"][0], flush=True)
+        out[name] = (time_network(runner, images, args.runs), setup, score(name, runner) if score else None)
+        print(name, out[name][0], flush=True)
         del runner
         torch._dynamo.reset()
     return out
@@ -145,7 +143,7 @@ def probe_main(args) -> None:
     """Child process of :func:`isa_probe`: time eager fp32, compiled fp32 and torchao int8 only."""
     fp32, qat, folded_fp32, folded_qat, calib, images = load_models_and_images(args)
     latency = {"fp32_eager": time_network(DetectorNetwork(folded_fp32).eval(), images, args.runs)}
-    latency.update({name: value for name, (value, _) in compiled_paths(folded_fp32, folded_qat, calib, images, args).items()})
+    latency.update({name: value for name, (value, _, _) in compiled_paths(folded_fp32, folded_qat, calib, images, args).items()})
     args.probe_out.write_text(json.dumps(latency))
 
 
@@ -215,14 +213,13 @@ def main() -> None:
     print("fp32 eager", latency["fp32_eager"], flush=True)
 
     # --- fp32 torch.compile, int8 torchao
-    for name, (value, secs) in compiled_paths(folded_fp32, folded_qat, calib, images, args).items():
-        latency[name] = value
-        seconds[name] = secs
-    if not args.skip_torchao:
-        runner = torchao_int8(DetectorNetwork(folded_qat).eval(), calib, images)
-        maps["int8_torchao"] = evaluate(_TorchDetector(runner, fp32), val_loader)["map"]
-        del runner
-        torch._dynamo.reset()
+    def score(name, runner):  # only the int8 runner has weights of its own worth scoring
+        return evaluate(_TorchDetector(runner, fp32), val_loader)["map"] if name == "int8_torchao" else None
+
+    for name, (value, secs, mean_ap) in compiled_paths(folded_fp32, folded_qat, calib, images, args, score).items():
+        latency[name], seconds[name] = value, secs
+        if mean_ap is not None:
+            maps[name] = mean_ap
 
     # --- the same oneDNN kernels restricted to older instruction sets, each in a fresh process
     for isa in ([] if args.skip_isa else ["AVX512_CORE", "AVX2"]):
