@@ -75,6 +75,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--tag", default="", help="suffix for the JSON and checkpoint names (e.g. _weak_teacher)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other settings already in the JSON (same tag) and replace only those run now")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -94,6 +97,8 @@ def main() -> None:
     pseudo = [] if args.labeled is None else pseudo_label(teacher, train_set[args.labeled:], score_threshold=0.5)
     steps_per_run = args.epochs * len(train_set)  # images seen per run: the same for every setting
 
+    suffix = ("" if args.labeled is None else f"_labeled{args.labeled}") + args.tag
+    json_path = args.out / f"distill_sweep{suffix}.json"
     runs: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
     for seed in args.seeds:
@@ -115,13 +120,17 @@ def main() -> None:
             runs.setdefault(name, []).append(evaluate(student, val_loader, device)["map"])
             print(f"seed {seed} {name:>8}: val mAP {runs[name][-1]:.4f}  ({seconds[name][-1]:.0f} s)", flush=True)
             if seed == args.seeds[0]:
-                suffix = "" if args.labeled is None else f"_labeled{args.labeled}"
                 save_checkpoint(args.out / f"student_{name}{suffix}.pt", student.cpu(), config=name, seed=seed,
                                 val_map=runs[name][-1])
 
     summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for name, v in runs.items()}
+    if args.merge and json_path.exists():  # settings run earlier with the same options stay
+        old = json.loads(json_path.read_text())
+        summary = {**{k: v for k, v in old["val_map"].items() if k not in summary}, **summary}
+        seconds = {**{k: v for k, v in old["train_seconds"].items() if k not in seconds}, **seconds}
     result = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
+        "config": {k: (str(v.relative_to(ROOT)) if isinstance(v, Path) and v.is_relative_to(ROOT) else str(v) if isinstance(v, Path) else v)
+                   for k, v in vars(args).items() if k not in ("out", "merge")},
         "terms": CONFIGS,
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
         "teacher": {"width": args.teacher_width, "parameters": count_parameters(teacher), "val_map": teacher_map},
@@ -130,13 +139,13 @@ def main() -> None:
         "val_map": summary,
         "train_seconds": seconds,
     }
+    result["config"]["configs"] = list(summary)
     if "student" in summary:
         gap = teacher_map - summary["student"]["mean"]
         result["gap_closed"] = {name: (s["mean"] - summary["student"]["mean"]) / gap if gap > 0 else float("nan")
                                 for name, s in summary.items() if name != "student"}
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "distill_sweep.json" if args.labeled is None else f"distill_sweep_labeled{args.labeled}.json"
-    (args.out / name).write_text(json.dumps(result, indent=2) + "\n")
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("val_map",) + (("gap_closed",) if "gap_closed" in result else ())}, indent=1))
 
 

@@ -13,6 +13,8 @@ module                    what                                        taught in
 ``clipping``              gradient clipping (value, norm, AGC), hooks 03_gradient_clipping
 ``quant``                 fake quantization, observers, LSQ, PTQ/QAT  04_quantization_math, 05_qat_and_int8
 ``deploy``                ONNX export, int8 in ONNX Runtime, timing   05_qat_and_int8
+``distill``               KD losses, detection distillation hooks     06_knowledge_distillation
+``prune``                 magnitude and channel pruning, FLOPs        07_pruning
 ``viz``                   boxes on images, curves                     all
 ``widgets``               live controls with a static fallback        00_setup_and_tour
 ``exercises``             auto-checks for the exercises               all
@@ -24,6 +26,8 @@ from .clipping import GradientClipping, GradNormMonitor, adaptive_clip_grad_, cl
 from .data import CATEGORIES, CocoDetection, DatasetError, SyntheticShapes, collate_detection, materialize, render_scene
 from .metrics import mean_average_precision
 from .models import TinyDetector, build_torchvision_detector, count_parameters
+from .distill import Distiller, kd_loss
+from .prune import count_flops, magnitude_masks, prune_detector
 from .quant import calc_qparams, fake_quantize, fake_quantize_per_channel, post_training_quantize, prepare_qat
 from .train import (
     Hook,
@@ -41,9 +45,10 @@ from .train import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "CATEGORIES", "CocoDetection", "DatasetError", "GradNormMonitor", "GradientClipping", "Hook", "NonFiniteLossError", "StepState", "SyntheticShapes",
+    "CATEGORIES", "CocoDetection", "DatasetError", "Distiller", "GradNormMonitor", "GradientClipping", "Hook", "NonFiniteLossError", "StepState", "SyntheticShapes",
     "TinyDetector", "adaptive_clip_grad_", "batched_nms", "box_area", "box_convert", "box_iou", "build_torchvision_detector",
     "calc_qparams", "fake_quantize", "fake_quantize_per_channel", "post_training_quantize", "prepare_qat",
+    "kd_loss", "count_flops", "magnitude_masks", "prune_detector",
     "clip_grad_norm_", "clip_grad_value_", "collate_detection", "count_parameters", "decode_boxes", "encode_boxes", "evaluate", "fit", "get_device",
     "load_checkpoint", "make_anchors", "materialize", "mean_average_precision", "nms", "predict",
     "render_scene", "save_checkpoint", "seed_everything",

@@ -12,12 +12,19 @@ Taught in: 06_knowledge_distillation.
   :func:`feature_imitation_loss` with a 1×1 :class:`FeatureAdapter` (FitNets hints,
   Romero et al. 2015; masked to object regions as in Wang et al. 2019);
 * :class:`Distiller` -- a training-loop hook: the teacher runs frozen, in eval
-  mode and without gradients, and the chosen terms are added to the student's loss.
+  mode and without gradients, and the chosen terms are added to the student's loss;
+  :class:`SoftTargetDistiller`, the same for a classifier (Hinton's α form);
+* torchvision's two-stage detectors (seed 004's Faster R-CNN):
+  :func:`roi_class_logits` and :class:`RoIDistiller` -- soft targets on the ROI
+  head's class logits, for the *same* regions in teacher and student.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,6 +42,10 @@ __all__ = [
     "feature_imitation_loss",
     "foreground_mask",
     "Distiller",
+    "SoftTargetDistiller",
+    "roi_class_logits",
+    "jitter_boxes",
+    "RoIDistiller",
     "cache_teacher_outputs",
     "pseudo_label",
 ]
@@ -194,9 +205,7 @@ class Distiller(Hook):
         unknown = set(weights) - {"cls", "box", "feature"}
         if unknown:
             raise ValueError(f"unknown distillation terms {sorted(unknown)}; use 'cls', 'box' and/or 'feature'")
-        self.teacher = copy.deepcopy(teacher).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = _frozen_copy(teacher)
         self.weights, self.temperature = dict(weights), temperature
         self.fg_threshold, self.fg_weight = fg_threshold, fg_weight
         self.adapter: FeatureAdapter | None = None
@@ -250,6 +259,116 @@ class Distiller(Hook):
         if state.outputs is None:
             raise RuntimeError("Distiller needs the student's raw outputs: use a model with forward_raw and loss (TinyDetector)")
         return self.losses(state.outputs, state.images, state.targets)
+
+
+def _frozen_copy(teacher: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with ``requires_grad=False`` everywhere: a teacher that cannot change."""
+    teacher = copy.deepcopy(teacher).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+class SoftTargetDistiller(Hook):
+    """Hinton's recipe for a classifier inside :func:`course_utils.train.fit`.
+
+    The step's loss becomes ``(1 − α) · CE(y, s) + α · T² · KL(p_t ‖ p_s)``
+    (:func:`hinton_loss`): the hook scales the model's own ``"loss_ce"`` by
+    ``1 − α`` and adds ``"loss_kd"``. The model needs ``forward_raw`` returning
+    ``{"logits": (B, K)}`` and ``loss`` returning ``{"loss_ce": ...}``
+    (:class:`~course_utils.models.DigitsCNN`). The teacher is a frozen copy, in
+    eval mode, called without gradients. ``α = 0`` is plain training.
+    """
+
+    def __init__(self, teacher: nn.Module, alpha: float = 0.9, temperature: float = 4.0) -> None:
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.teacher, self.alpha, self.temperature = _frozen_copy(teacher), alpha, temperature
+
+    def on_train_start(self, state: StepState) -> None:
+        self.teacher.to(next(state.model.parameters()).device).eval()
+
+    def extra_losses(self, state: StepState) -> dict[str, Tensor]:
+        if state.outputs is None or "loss_ce" not in state.losses:
+            raise RuntimeError("SoftTargetDistiller needs a classifier with forward_raw -> {'logits'} and loss -> {'loss_ce'}")
+        with torch.no_grad():
+            teacher_logits = self.teacher.forward_raw(state.images)["logits"]
+        kd = kd_loss(state.outputs["logits"], teacher_logits, self.temperature)
+        return {"loss_ce": (1 - self.alpha) * state.losses["loss_ce"], "loss_kd": self.alpha * kd}
+
+
+# --------------------------------------------------------------------- torchvision two-stage detectors
+def roi_class_logits(detector: nn.Module, images: list[Tensor], boxes: list[Tensor]) -> Tensor:
+    """The class logits a torchvision two-stage detector's ROI head gives to *given* regions.
+
+    ``transform`` -> ``backbone`` -> ``box_roi_pool`` (RoIAlign on ``boxes``, rescaled
+    like the images) -> ``box_head`` -> ``box_predictor``. Feeding the same boxes
+    to teacher and student makes their logits comparable region by region.
+    Shapes: images [(3, H, W)] * B, boxes [(N_i, 4) xyxy, image pixels] -> (Σ N_i, K + 1)
+    (torchvision counts background as class 0).
+    """
+    from torchvision.models.detection.transform import resize_boxes
+
+    if len(images) != len(boxes):
+        raise ValueError(f"one box tensor per image: got {len(images)} images and {len(boxes)} box tensors")
+    original_sizes = [tuple(img.shape[-2:]) for img in images]
+    image_list, _ = detector.transform(images)
+    features = detector.backbone(image_list.tensors)
+    if isinstance(features, Tensor):
+        features = OrderedDict([("0", features)])
+    boxes = [resize_boxes(b, old, new) for b, old, new in zip(boxes, original_sizes, image_list.image_sizes)]
+    pooled = detector.roi_heads.box_roi_pool(features, boxes, image_list.image_sizes)
+    class_logits, _ = detector.roi_heads.box_predictor(detector.roi_heads.box_head(pooled))
+    return class_logits
+
+
+def jitter_boxes(boxes: Tensor, copies: int = 4, scale: float = 0.2, generator: torch.Generator | None = None) -> Tensor:
+    """Regions around each box: the box itself plus ``copies`` versions whose corners move
+    by ``scale · (w, h) · N(0, 1)``. Shapes: (N, 4) xyxy -> (N · (1 + copies), 4)."""
+    if boxes.numel() == 0:
+        return boxes.reshape(0, 4)
+    wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # (N, 4): w, h, w, h
+    noise = torch.randn((copies, *boxes.shape), generator=generator).to(boxes.device) * scale * wh
+    moved = (boxes + noise).reshape(-1, 4)
+    x1, x2 = torch.minimum(moved[:, 0], moved[:, 2]), torch.maximum(moved[:, 0], moved[:, 2])
+    y1, y2 = torch.minimum(moved[:, 1], moved[:, 3]), torch.maximum(moved[:, 1], moved[:, 3])
+    return torch.cat([boxes, torch.stack([x1, y1, x2 + 1e-3, y2 + 1e-3], 1)])
+
+
+class RoIDistiller(Hook):
+    """Soft targets for a torchvision Faster R-CNN student (seed 004's setting), inside ``fit``.
+
+    Both networks score the same regions -- the ground-truth boxes and jittered
+    copies (:func:`jitter_boxes`), i.e. objects and near-misses -- and the student
+    is pulled to the teacher's class distribution there:
+    ``L = w · T² · KL(softmax(t_r/T) ‖ softmax(s_r/T))`` averaged over regions r
+    (:func:`kd_loss` on :func:`roi_class_logits`). A detector has no single ``fc``
+    to swap: the ROI head's classifier is one of several outputs, and this term
+    is *added* to the student's own detection losses. The teacher is a frozen
+    copy in eval mode. Costs one more student backbone pass per step.
+    """
+
+    def __init__(self, teacher: nn.Module, weight: float = 1.0, temperature: float = 4.0, copies: int = 4,
+                 seed: int = 0) -> None:
+        if temperature <= 0 or weight < 0:
+            raise ValueError(f"need temperature > 0 and weight >= 0; got {temperature}, {weight}")
+        self.teacher, self.weight, self.temperature, self.copies = _frozen_copy(teacher), weight, temperature, copies
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def on_train_start(self, state: StepState) -> None:
+        self.teacher.to(next(state.model.parameters()).device).eval()
+
+    def extra_losses(self, state: StepState) -> dict[str, Tensor]:
+        images = list(state.images)
+        regions = [jitter_boxes(t["boxes"], self.copies, generator=self.generator) for t in state.targets]
+        if sum(len(r) for r in regions) == 0:
+            return {"loss_kd_roi": torch.zeros((), device=images[0].device)}
+        student_logits = roi_class_logits(state.model, images, regions)
+        with torch.no_grad():
+            teacher_logits = roi_class_logits(self.teacher, images, regions)
+        return {"loss_kd_roi": self.weight * kd_loss(student_logits, teacher_logits, self.temperature)}
 
 
 @torch.no_grad()

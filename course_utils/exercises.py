@@ -10,6 +10,7 @@ Reference solutions live apart, in ``solutions/`` at the repository root.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,8 @@ __all__ = [
     "check_fake_quantize",
     "check_fold_bn",
     "check_freeze_bn_hook",
+    "check_kd_loss",
+    "check_feature_imitation",
 ]
 
 
@@ -420,3 +423,79 @@ def check_freeze_bn_hook(hook_class: type) -> CheckResult:
             return _report(False, f"BN statistics still not frozen after {steps_done} steps: call "
                            "course_utils.quant.freeze_bn_stats(state.model) once state.step + 1 >= freeze_step.")
     return _report(True, "BN statistics freeze exactly after 3 steps and stay frozen.")
+
+
+def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
+    """Exercise (notebook 06): Hinton's ``T² · KL(softmax(t/T) ‖ softmax(s/T))``, batch mean."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(6)
+    for temperature in (1.0, 4.0, 10.0):
+        s, t = torch.randn(16, 10, generator=g) * 3, torch.randn(16, 10, generator=g) * 3
+        ours = s.clone().requires_grad_()
+        got, err = _call(fn, ours, t, temperature)
+        if err:
+            return _report(False, err)
+        if not isinstance(got, Tensor) or got.numel() != 1:
+            return _report(False, "return one number (a 0-d tensor): average over the batch, sum over the classes.")
+        want = temperature**2 * F.kl_div(F.log_softmax(s / temperature, -1), F.softmax(t / temperature, -1),
+                                         reduction="batchmean")
+        value, ref = got.detach().reshape(()).item(), want.item()
+        if not math.isclose(value, ref, rel_tol=1e-4, abs_tol=1e-6):
+            p_s, p_t = F.softmax(s / temperature, -1), F.softmax(t / temperature, -1)
+            reverse = temperature**2 * (p_s * (p_s.log() - p_t.log())).sum(-1).mean().item()
+            if math.isclose(value, -ref, rel_tol=1e-4):
+                hint = "the sign is flipped: KL is >= 0 and is *added* to the loss (seed 004's −α·KL pushes the student away)."
+            elif temperature != 1 and math.isclose(value, ref / temperature**2, rel_tol=1e-4):
+                hint = "missing the T² factor: without it the soft-target gradient shrinks like 1/T²."
+            elif math.isclose(value, ref * 16, rel_tol=1e-4):
+                hint = "summed over the batch: divide by the batch size (reduction='batchmean')."
+            elif math.isclose(value, ref / 10, rel_tol=1e-4):
+                hint = "averaged over classes too: sum over the classes, average over the batch only."
+            elif math.isclose(value, reverse, rel_tol=1e-4):
+                hint = "KL the wrong way round: the teacher's distribution p_t weighs the log-ratio, KL(p_t ‖ p_s)."
+            else:
+                hint = ("soften both with the same T: log_softmax(s/T) for the student (not softmax: F.kl_div expects "
+                        "log-probabilities as its first argument), softmax(t/T) for the teacher.")
+            return _report(False, f"at T = {temperature:g} got {value:.5g}, expected {ref:.5g}: {hint}")
+        if not got.requires_grad:
+            return _report(False, "the loss has no gradient with respect to the student's logits: build it from them "
+                           "(no .detach(), .item() or numpy in between).")
+    return _report(True, "equals T² · F.kl_div(log_softmax(s/T), softmax(t/T), reduction='batchmean') for T = 1, 4, 10.")
+
+
+def check_feature_imitation(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> CheckResult:
+    """Exercise (notebook 06): masked feature imitation ``Σ_mask ‖f_s − f_t‖² / (2 · N_mask · C)``."""
+    from .distill import feature_imitation_loss
+
+    g = torch.Generator().manual_seed(7)
+    fs, ft = torch.randn(2, 8, 5, 5, generator=g), torch.randn(2, 8, 5, 5, generator=g)
+    mask = torch.rand(2, 5, 5, generator=g) > 0.7
+    student, teacher = fs.clone().requires_grad_(), ft.clone().requires_grad_()
+    got, err = _call(fn, student, teacher, mask)
+    if err:
+        return _report(False, err)
+    if not isinstance(got, Tensor) or got.numel() != 1:
+        return _report(False, "return one number (a 0-d tensor).")
+    want = feature_imitation_loss(fs, ft, mask).item()
+    value = got.detach().reshape(()).item()
+    if not math.isclose(value, want, rel_tol=1e-4):
+        unmasked = feature_imitation_loss(fs, ft, None).item()
+        n, c = int(mask.sum()), fs.shape[1]
+        all_locations = want * n / mask.numel()
+        if math.isclose(value, unmasked, rel_tol=1e-4):
+            hint = "the mask is ignored: only locations where mask is True count."
+        elif math.isclose(value, all_locations, rel_tol=1e-4):
+            hint = "divided by all locations: divide by the number of masked locations N_mask (times 2·C)."
+        elif math.isclose(value, want * 2 * c, rel_tol=1e-4) or math.isclose(value, want * 2, rel_tol=1e-4):
+            hint = "check the normaliser 2 · N_mask · C."
+        else:
+            hint = "square the difference, sum over channels and masked locations, divide by 2 · N_mask · C."
+        return _report(False, f"got {value:.5g}, expected {want:.5g}: {hint}")
+    got.backward()
+    if teacher.grad is not None and teacher.grad.abs().sum() > 0:
+        return _report(False, "the value is right, but gradient reaches the teacher's features: .detach() them -- "
+                       "the teacher is a fixed target, not something to train.")
+    if student.grad is None or student.grad.abs().sum() == 0:
+        return _report(False, "no gradient reaches the student's features.")
+    return _report(True, "same value as course_utils.distill.feature_imitation_loss, and only the student gets a gradient.")

@@ -273,13 +273,19 @@ class DigitsCNN(nn.Module):
         )
         self.classifier = nn.Linear(2 * width * 4 * 4, 10)
 
-    def forward(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+    def forward_raw(self, images: Tensor | list[Tensor]) -> dict[str, Tensor]:
+        """``{"logits": (B, 10)}`` -- what a distillation hook reads (see :class:`TinyDetector`)."""
         x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
-        logits = self.classifier(self.features(x).flatten(1))
-        if targets is None:
-            return logits
-        labels = torch.stack([t["labels"] for t in targets]).to(logits.device)
-        return {"loss_ce": F.cross_entropy(logits, labels)}
+        return {"logits": self.classifier(self.features(x).flatten(1))}
+
+    def loss(self, raw: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """``{"loss_ce": CE(logits, labels)}``, labels from ``targets[i]["labels"]`` (scalars)."""
+        labels = torch.stack([t["labels"] for t in targets]).to(raw["logits"].device)
+        return {"loss_ce": F.cross_entropy(raw["logits"], labels)}
+
+    def forward(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+        raw = self.forward_raw(images)
+        return raw["logits"] if targets is None else self.loss(raw, targets)
 
 
 def build_torchvision_detector(num_classes: int = 3, image_size: int = 128) -> nn.Module:

@@ -244,7 +244,7 @@ def _resize_buffers_from(module: nn.Module, state_dict: dict[str, Any], prefix: 
     for name in names:
         key = prefix + name
         if key in state_dict and getattr(module, name).shape != state_dict[key].shape:
-            setattr(module, name, torch.empty_like(state_dict[key]))
+            setattr(module, name, torch.empty_like(state_dict[key], device=getattr(module, name).device))
 
 
 class Observer(nn.Module):
@@ -398,7 +398,7 @@ class MSEObserver(Observer):
         if self._samples is None:
             raise RuntimeError("MSEObserver has observed nothing yet: run calibration data through it first")
         x = self._samples
-        best_err = torch.full((x.shape[0],), math.inf)
+        best_err = torch.full((x.shape[0],), math.inf, device=x.device)
         best = (self.min_val.clone(), self.max_val.clone())
         for a in self.alphas.tolist():
             s, z = calc_qparams(a * self.min_val, a * self.max_val, self.num_bits, self.symmetric, self.signed)

@@ -15,6 +15,7 @@ sol02 = importlib.import_module("solutions.ex02_training_a_tiny_detector")
 sol03 = importlib.import_module("solutions.ex03_gradient_clipping")
 sol04 = importlib.import_module("solutions.ex04_quantization_math")
 sol05 = importlib.import_module("solutions.ex05_qat_and_int8")
+sol06 = importlib.import_module("solutions.ex06_knowledge_distillation")
 
 
 def not_implemented(*args):
@@ -36,6 +37,8 @@ def not_implemented(*args):
         (ex.check_qparams, sol04.qparams),
         (ex.check_fake_quantize, sol04.fake_quantize),
         (ex.check_fold_bn, sol05.fold_bn),
+        (ex.check_kd_loss, sol06.kd_loss),
+        (ex.check_feature_imitation, sol06.feature_imitation),
     ],
 )
 def test_solution_passes_and_stub_fails(check, solution, capsys):
@@ -208,3 +211,42 @@ def test_freeze_bn_hook_check(capsys):
 
     assert not ex.check_freeze_bn_hook(OffByOne)
     assert "still not frozen after 3 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "mistake, hint",
+    [
+        (lambda s, t, T: -sol06.kd_loss(s, t, T), "sign is flipped"),
+        (lambda s, t, T: sol06.kd_loss(s, t, T) / T**2, "missing the T² factor"),
+        (lambda s, t, T: sol06.kd_loss(s, t, T) * s.shape[0], "summed over the batch"),
+        (lambda s, t, T: sol06.kd_loss(t, s, T), "wrong way round"),
+        (lambda s, t, T: T**2 * torch.nn.functional.kl_div(torch.softmax(s / T, -1), torch.softmax(t / T, -1),
+                                                           reduction="batchmean"), "log_softmax"),
+        (lambda s, t, T: sol06.kd_loss(s, t, T).detach(), "no gradient"),
+    ],
+)
+def test_kd_loss_check_names_the_mistake(mistake, hint, capsys):
+    assert not ex.check_kd_loss(mistake)
+    assert hint in capsys.readouterr().out
+
+
+def test_feature_imitation_check_names_the_mistake(capsys):
+    def no_detach(fs, ft, mask):
+        sq = (fs - ft).pow(2).sum(1)
+        return sq[mask].sum() / (2 * mask.sum() * fs.shape[1])
+
+    assert not ex.check_feature_imitation(no_detach)
+    assert ".detach()" in capsys.readouterr().out
+
+    def unmasked(fs, ft, mask):
+        return sol06.feature_imitation(fs, ft, torch.ones_like(mask))
+
+    assert not ex.check_feature_imitation(unmasked)
+    assert "mask is ignored" in capsys.readouterr().out
+
+    def all_locations(fs, ft, mask):
+        sq = (fs - ft.detach()).pow(2).sum(1)
+        return sq[mask].sum() / (2 * mask.numel() * fs.shape[1])
+
+    assert not ex.check_feature_imitation(all_locations)
+    assert "divided by all locations" in capsys.readouterr().out
