@@ -38,6 +38,8 @@ __all__ = [
     "check_freeze_bn_hook",
     "check_kd_loss",
     "check_feature_imitation",
+    "check_magnitude_mask",
+    "check_conv_macs",
 ]
 
 
@@ -499,3 +501,53 @@ def check_feature_imitation(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> C
     if student.grad is None or student.grad.abs().sum() == 0:
         return _report(False, "no gradient reaches the student's features.")
     return _report(True, "same value as course_utils.distill.feature_imitation_loss, and only the student gets a gradient.")
+
+
+def check_magnitude_mask(fn: Callable[[Tensor, float], Tensor]) -> CheckResult:
+    """Exercise (notebook 07): the keep-mask zeroing the ``round(s·n)`` smallest ``|w|`` of one tensor."""
+    import torch.nn.utils.prune as torch_prune
+
+    g = torch.Generator().manual_seed(8)
+    for shape, amount in (((8, 4, 3, 3), 0.8), ((16, 5), 0.5), ((6, 3, 1, 1), 0.0)):
+        w = torch.randn(shape, generator=g)
+        got, err = _call(fn, w.clone(), amount)
+        if err:
+            return _report(False, err)
+        if not isinstance(got, Tensor) or got.shape != w.shape:
+            return _report(False, f"return a mask shaped like the weight {tuple(w.shape)}.")
+        layer = torch.nn.Linear(1, 1)
+        layer.weight = torch.nn.Parameter(w.clone())
+        want = torch_prune.l1_unstructured(layer, "weight", amount=amount).weight_mask.bool()
+        got = got.bool()
+        zeroed = int((~got).sum())
+        if amount > 0 and torch.equal(got, ~want):
+            return _report(False, "the mask is inverted: True must mean *keep* (the large |w|), False = pruned.")
+        if zeroed != int((~want).sum()):
+            return _report(False, f"sparsity {amount}: zeroed {zeroed} of {w.numel()} weights, expected round({amount}·{w.numel()}) "
+                           f"= {int((~want).sum())}. Count with round(), and keep True for weights that stay.")
+        if not torch.equal(got, want):
+            return _report(False, f"sparsity {amount}: a different set of weights is zeroed. Rank by magnitude |w| (not w), "
+                           "and zero the smallest ones.")
+    return _report(True, "same masks as torch.nn.utils.prune.l1_unstructured.")
+
+
+def check_conv_macs(fn: Callable[[int, int, int, int, int, int], int]) -> CheckResult:
+    """Exercise (notebook 07): multiply-accumulates of one Conv2d, ``C_out·H_out·W_out·(C_in/groups)·k²``."""
+    from .prune import count_flops
+
+    for c_in, c_out, k, stride, groups in ((3, 16, 3, 2, 1), (32, 32, 3, 1, 4), (64, 10, 1, 1, 1)):
+        conv = torch.nn.Conv2d(c_in, c_out, k, stride, padding=k // 2, groups=groups)
+        h_out = w_out = (32 + 2 * (k // 2) - k) // stride + 1
+        got, err = _call(fn, c_in, c_out, k, h_out, w_out, groups)
+        if err:
+            return _report(False, err)
+        want = count_flops(conv, (32, 32), c_in)  # counts the multiply-accumulates of every conv
+        if got != want:
+            hint = ""
+            if groups > 1 and got == want * groups:
+                hint = " With groups, each output channel sees only C_in / groups input channels."
+            elif got == want * 2:
+                hint = " Count one multiply-accumulate per product (a MAC), not two operations."
+            return _report(False, f"Conv2d({c_in}, {c_out}, k={k}, groups={groups}) on a {h_out}×{w_out} output: got {got}, "
+                           f"expected {want}.{hint}")
+    return _report(True, "matches course_utils.prune.count_flops on three convolutions (incl. a grouped one).")

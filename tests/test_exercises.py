@@ -16,6 +16,7 @@ sol03 = importlib.import_module("solutions.ex03_gradient_clipping")
 sol04 = importlib.import_module("solutions.ex04_quantization_math")
 sol05 = importlib.import_module("solutions.ex05_qat_and_int8")
 sol06 = importlib.import_module("solutions.ex06_knowledge_distillation")
+sol07 = importlib.import_module("solutions.ex07_pruning")
 
 
 def not_implemented(*args):
@@ -39,6 +40,8 @@ def not_implemented(*args):
         (ex.check_fold_bn, sol05.fold_bn),
         (ex.check_kd_loss, sol06.kd_loss),
         (ex.check_feature_imitation, sol06.feature_imitation),
+        (ex.check_magnitude_mask, sol07.magnitude_mask),
+        (ex.check_conv_macs, sol07.conv_macs),
     ],
 )
 def test_solution_passes_and_stub_fails(check, solution, capsys):
@@ -250,3 +253,15 @@ def test_feature_imitation_check_names_the_mistake(capsys):
 
     assert not ex.check_feature_imitation(all_locations)
     assert "divided by all locations" in capsys.readouterr().out
+
+
+def test_pruning_checks_name_the_mistake(capsys):
+    assert not ex.check_magnitude_mask(lambda w, s: ~sol07.magnitude_mask(w, s))
+    assert "inverted" in capsys.readouterr().out
+    signed = lambda w, s: sol07.magnitude_mask(w.abs() + w, s)  # noqa: E731 -- ranks by w, not |w|
+    assert not ex.check_magnitude_mask(signed)
+    assert "magnitude" in capsys.readouterr().out
+    assert not ex.check_conv_macs(lambda c_in, c_out, k, h, w, g: c_out * h * w * c_in * k * k)
+    assert "groups" in capsys.readouterr().out
+    assert not ex.check_conv_macs(lambda *a: 2 * sol07.conv_macs(*a))
+    assert "MAC" in capsys.readouterr().out
