@@ -302,10 +302,21 @@ def group_importance(model: nn.Module, group: ChannelGroup, criterion: str = "l1
     return sum(l1_filter_importance(model.get_submodule(n)) for n in group.producers)
 
 
-def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", scope: str = "layer") -> dict[str, Tensor]:
+def _kept_channels(channels: int, keep_ratio: float, multiple_of: int) -> int:
+    """``round(r · C)`` rounded to a multiple of ``multiple_of`` (at least one multiple, at most ``C``)."""
+    if multiple_of < 1:
+        raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
+    return min(channels, max(multiple_of, round(keep_ratio * channels / multiple_of) * multiple_of))
+
+
+def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", scope: str = "layer",
+                  multiple_of: int = 1) -> dict[str, Tensor]:
     """Which channels to keep: ``{group name: (C,) bool, True = keep}``.
 
-    * ``"layer"``: each group keeps its ``max(1, round(r · C))`` most important channels.
+    * ``"layer"``: each group keeps its ``k = max(1, round(r · C))`` most important
+      channels; with ``multiple_of = m``, ``k`` is rounded to a multiple of ``m``
+      instead (CPU/GPU kernels process channels in blocks of 8 or 16, so odd counts
+      such as 19 or 77 can be far slower than their multiply-adds suggest; layer scope only).
     * ``"global"``: one threshold over all groups: the ``round(r · ΣC)`` best
       scores survive. Scores must be comparable across layers: ``"bn"`` uses raw
       ``|γ|`` (as Network Slimming does); ``"l1"`` divides each group's L1
@@ -321,7 +332,7 @@ def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", sc
         raise ValueError("criterion='bn' needs BatchNorm layers and this model has none (batch_norm=False); use criterion='l1'")
     scores = {g.name: group_importance(model, g, criterion) for g in groups}
     pooled = [g.name for g in groups if scope == "global" and (criterion == "l1" or g.norms)]
-    masks = {n: _keep_top(s, max(1, round(keep_ratio * len(s)))) for n, s in scores.items() if n not in pooled}
+    masks = {n: _keep_top(s, _kept_channels(len(s), keep_ratio, multiple_of)) for n, s in scores.items() if n not in pooled}
     if pooled:
         normed = [scores[n] / scores[n].mean().clamp(min=1e-12) if criterion == "l1" else scores[n] for n in pooled]
         flat = torch.cat(normed)  # (ΣC,)
@@ -433,9 +444,10 @@ def prune_channels(model: nn.Module, masks: dict[str, Tensor]) -> nn.Module:
     return model
 
 
-def prune_detector(model: nn.Module, keep_ratio: float, criterion: str = "l1", scope: str = "layer") -> nn.Module:
-    """Rank channels and cut: ``prune_channels(model, channel_masks(model, keep_ratio, criterion, scope))``."""
-    return prune_channels(model, channel_masks(model, keep_ratio, criterion, scope))
+def prune_detector(model: nn.Module, keep_ratio: float, criterion: str = "l1", scope: str = "layer",
+                   multiple_of: int = 1) -> nn.Module:
+    """Rank channels and cut: ``prune_channels(model, channel_masks(model, keep_ratio, criterion, scope, multiple_of))``."""
+    return prune_channels(model, channel_masks(model, keep_ratio, criterion, scope, multiple_of))
 
 
 def shrink_to_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> nn.Module:

@@ -375,3 +375,21 @@ def test_pruned_checkpoint_round_trip(tmp_path) -> None:
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(fresh.eval().forward_raw(x)["logits"], pruned.forward_raw(x)["logits"])
+
+
+def test_multiple_of_rounds_kept_channels_to_hardware_friendly_counts() -> None:
+    from course_utils.prune import channel_counts, channel_masks, prune_detector
+
+    model = TinyDetector(width=1.0).eval()
+    before = channel_counts(model)
+    pruned = prune_detector(model, 0.6, multiple_of=8)
+    after = channel_counts(pruned)
+    for name, c in before.items():
+        assert after[name] % 8 == 0 and after[name] <= c
+        assert after[name] == min(c, max(8, round(0.6 * c / 8) * 8)), name
+    plain = channel_counts(prune_detector(model, 0.6))
+    assert any(v % 8 for v in plain.values())  # without rounding, 0.6 gives odd counts (10, 19, 38, 77 ...)
+    with torch.no_grad():
+        pruned(torch.rand(1, 3, 128, 128))  # still a working detector
+    with pytest.raises(ValueError, match="multiple_of"):
+        channel_masks(model, 0.5, multiple_of=0)

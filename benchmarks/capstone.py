@@ -1,0 +1,181 @@
+"""The capstone: walk one detector down the whole path and measure every step.
+
+Variants, each scored on val and measured the same way:
+
+1. ``teacher``            -- ``TinyDetector(width=2)``, ``teacher.pt`` (fp32);
+2. ``student``            -- ``TinyDetector(width=1)``, ``tiny_detector.pt`` (fp32, trained alone);
+3. ``distilled``          -- the same student architecture trained from scratch with the
+                             teacher's three distillation terms (``Distiller``), same recipe;
+4. ``pruned``             -- ``distilled`` with ``--keep`` of every channel group kept
+                             (L1 filter norms), fine-tuned as in ``prune_sweep.py``;
+5. ``int8``               -- ``pruned`` after 8-bit QAT (``prepare_qat`` + ``QATSchedule``,
+                             teacher attached), BN folded, exported to ONNX and converted to
+                             int8 by ONNX Runtime (static QDQ; notebook 05's path).
+
+Recorded per variant: val and test mAP@[.5:.95], parameters, multiply-adds, file
+size (the deployable ONNX file), and the network's median latency at batch 1 and
+16 (2 threads, BN folded; fp32 variants timed in eager PyTorch and ONNX Runtime,
+the faster one reported as the "fastest fp32" baseline; int8 in ONNX Runtime).
+Post-processing (decode + NMS) is the same float code for all and is timed once.
+Writes ``benchmarks/results/capstone.json`` and the ``pruned`` variant's
+checkpoint (``capstone_pruned.pt``).
+
+    python benchmarks/capstone.py            # about 8 min on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from course_utils import (
+    CocoDetection, SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, fit, get_device,
+    load_checkpoint, materialize, save_checkpoint, seed_everything,
+)
+from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_latency, ort_session, quantize_onnx
+from course_utils.distill import Distiller, cache_teacher_outputs
+from course_utils.prune import count_flops, prune_detector
+from course_utils.quant import QATSchedule, calibrate, fuse_conv_bn, prepare_qat, to_float_folded
+from course_utils.train import make_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def train(model, loader, epochs, lr, device, hooks=(), one_cycle=True):
+    if one_cycle:
+        optimizer, scheduler = make_optimizer(model, lr=lr, total_steps=epochs * len(loader))
+    else:  # fine-tuning: no warm-up, cosine from lr
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    fit(model, loader, optimizer, epochs, device=device, hooks=list(hooks), scheduler=scheduler, progress=False)
+    return model.eval()
+
+
+def time_session(session, images: torch.Tensor, runs: int) -> dict[str, float]:
+    out = {}
+    for b in (1, 16):
+        feed = {session.get_inputs()[0].name: images[:b].numpy()}
+        out[f"batch{b}"] = measure_latency(lambda: session.run(None, feed), runs=runs)["median_ms"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", type=float, default=0.5, help="fraction of every channel group kept by pruning")
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs of the distilled student")
+    parser.add_argument("--finetune-epochs", type=int, default=6, help="fine-tuning epochs after pruning (as prune_sweep.py)")
+    parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = get_device(args.device)
+    val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json")), batch_size=50,
+                            collate_fn=collate_detection)
+    test_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "test" / "annotations.json")), batch_size=50,
+                             collate_fn=collate_detection)
+    teacher, student = TinyDetector(width=2.0), TinyDetector(width=1.0)
+    load_checkpoint(RESULTS / "teacher.pt", teacher)
+    load_checkpoint(RESULTS / "tiny_detector.pt", student)
+    teacher, student = teacher.to(device).eval(), student.to(device).eval()
+
+    train_set = cache_teacher_outputs(teacher, materialize(SyntheticShapes(2000, seed=0)), device=device)
+    loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
+                        generator=torch.Generator().manual_seed(args.seed))
+    seconds = {}
+
+    seed_everything(args.seed)
+    t0 = time.perf_counter()
+    distilled = train(TinyDetector(width=1.0), loader, args.epochs, 4e-3, device,
+                      [Distiller(teacher, {"cls": 1.0, "box": 1.0, "feature": 1.0}, temperature=2.0)])
+    seconds["distill"] = time.perf_counter() - t0
+    print(f"distilled: val {evaluate(distilled, val_loader, device)['map']:.4f} ({seconds['distill']:.0f} s)", flush=True)
+
+    seed_everything(args.seed)
+    t0 = time.perf_counter()
+    pruned = prune_detector(distilled.cpu(), args.keep, criterion="l1").to(device)
+    pruned = train(pruned, loader, args.finetune_epochs, 2e-3, device, one_cycle=False)  # teacher attached: no better (0.760 vs 0.765)
+    seconds["prune_finetune"] = time.perf_counter() - t0
+    print(f"pruned: val {evaluate(pruned, val_loader, device)['map']:.4f} ({seconds['prune_finetune']:.0f} s)", flush=True)
+    save_checkpoint(args.out / "capstone_pruned.pt", pruned.cpu(), keep_ratio=args.keep)
+
+    seed_everything(args.seed)
+    t0 = time.perf_counter()
+    calib = torch.stack([img for img, _ in materialize(SyntheticShapes(64, seed=123), progress=False)])
+    qat = calibrate(prepare_qat(pruned.to(device), weight_bits=8, act_bits=8), [calib[i:i + 16].to(device) for i in range(0, 64, 16)],
+                    lambda m, b: m.forward_raw(b))
+    qat = train(qat, loader, args.qat_epochs, 5e-4, device,
+                [QATSchedule(freeze_bn_epoch=1, freeze_observer_epoch=1),
+                 Distiller(teacher, {"cls": 1.0, "box": 1.0}, temperature=2.0)], one_cycle=False)
+    seconds["qat"] = time.perf_counter() - t0
+
+    variants = {"teacher": teacher, "student": student, "distilled": distilled, "pruned": pruned}
+    images = torch.stack([img for img, _ in materialize(SyntheticShapes(16, seed=7), progress=False)])
+    result: dict = {"variants": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sessions = {}
+        for name, model in variants.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sessions[name] = export_onnx(DetectorNetwork(fuse_conv_bn(copy.deepcopy(model).cpu().eval())), images[:2],
+                                             work / f"{name}.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export_onnx(DetectorNetwork(to_float_folded(qat).cpu()), images[:2], work / "qat_float.onnx")
+        quantize_onnx(work / "qat_float.onnx", work / "int8.onnx", calib)
+        sessions["int8"] = work / "int8.onnx"
+        for name, path in sessions.items():  # accuracy first: scoring runs PyTorch's post-processing
+            model = variants.get(name, pruned).cpu()  # int8: the pruned architecture (also supplies anchors + post-processing)
+            ort_model = OrtDetector(ort_session(path, threads=args.threads), model)
+            result["variants"][name] = {"onnx_bytes": file_size(path), "parameters": count_parameters(model), "macs": count_flops(model),
+                                        "val_map": evaluate(ort_model, val_loader, torch.device("cpu"))["map"],
+                                        "test_map": evaluate(ort_model, test_loader, torch.device("cpu"))["map"]}
+            del ort_model
+        for name, path in sessions.items():  # then timing, ONNX Runtime alone: PyTorch's idle worker threads must not compete
+            session = ort_session(path, threads=args.threads)
+            time.sleep(1.0)
+            result["variants"][name]["ort_ms"] = time_session(session, images, args.runs)
+            print(name, result["variants"][name], flush=True)
+            del session
+        with torch.inference_mode():
+            for name, model in variants.items():
+                net = DetectorNetwork(fuse_conv_bn(copy.deepcopy(model).cpu().eval())).eval()
+                result["variants"][name]["eager_ms"] = {f"batch{b}": measure_latency(lambda: net(images[:b]), runs=args.runs)["median_ms"]
+                                                        for b in (1, 16)}
+                torch.save({k: v.cpu() for k, v in model.state_dict().items()}, work / f"{name}.pt")
+                result["variants"][name]["checkpoint_bytes"] = file_size(work / f"{name}.pt")
+            raw = student.cpu().eval().forward_raw(images)
+            result["postprocess_ms"] = {f"batch{b}": measure_latency(
+                lambda: student.postprocess({k: v[:b] if k != "anchors" else v for k, v in raw.items()}, (128, 128)),
+                runs=args.runs)["median_ms"] for b in (1, 16)}
+    for name, entry in result["variants"].items():
+        fastest = entry["ort_ms"] if "eager_ms" not in entry else {b: min(entry["ort_ms"][b], entry["eager_ms"][b]) for b in entry["ort_ms"]}
+        entry["fastest_ms"] = fastest
+    result.update(config={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
+                  device=str(device), torch=torch.__version__, machine=platform.machine(), train_seconds=seconds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "capstone.json").write_text(json.dumps(result, indent=2) + "\n")
+    t = result["variants"]["teacher"]
+    for name, e in result["variants"].items():
+        print(f"{name:>10}: val {e['val_map']:.4f}  {e['onnx_bytes'] / 1e3:7.0f} kB ({t['onnx_bytes'] / e['onnx_bytes']:5.1f}x smaller)  "
+              f"b1 {e['fastest_ms']['batch1']:.2f} ms  b16 {e['fastest_ms']['batch16']:.2f} ms "
+              f"({t['fastest_ms']['batch16'] / e['fastest_ms']['batch16']:.1f}x faster)")
+
+
+if __name__ == "__main__":
+    main()
