@@ -47,18 +47,15 @@ from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_
 from course_utils.distill import Distiller, cache_teacher_outputs
 from course_utils.prune import count_flops, prune_detector
 from course_utils.quant import QATSchedule, calibrate, fuse_conv_bn, prepare_qat, to_float_folded
-from course_utils.train import make_optimizer
+from course_utils.train import make_finetune_optimizer, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def train(model, loader, epochs, lr, device, hooks=(), one_cycle=True):
-    if one_cycle:
-        optimizer, scheduler = make_optimizer(model, lr=lr, total_steps=epochs * len(loader))
-    else:  # fine-tuning: no warm-up, cosine from lr
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    build = make_optimizer if one_cycle else make_finetune_optimizer  # fine-tuning: no warm-up, cosine from lr
+    optimizer, scheduler = build(model, lr=lr, total_steps=epochs * len(loader))
     fit(model, loader, optimizer, epochs, device=device, hooks=list(hooks), scheduler=scheduler, progress=False)
     return model.eval()
 

@@ -43,6 +43,7 @@ from course_utils import (
     materialize, save_checkpoint, seed_everything,
 )
 from course_utils.quant import QATSchedule, calibrate, post_training_quantize, prepare_qat
+from course_utils.train import make_finetune_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +55,7 @@ def forward_raw(model: torch.nn.Module, images: torch.Tensor) -> dict:
 def finetune(model: torch.nn.Module, loader: DataLoader, epochs: int, lr: float, device: torch.device,
              hooks: list | None = None) -> float:
     """AdamW with a cosine decay from ``lr``; returns the training time in seconds."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    optimizer, scheduler = make_finetune_optimizer(model, lr, total_steps=epochs * len(loader))
     start = time.perf_counter()
     fit(model, loader, optimizer, epochs, device=device, hooks=hooks or [], scheduler=scheduler, progress=False)
     return time.perf_counter() - start

@@ -202,6 +202,15 @@ def make_optimizer(
     return optimizer, scheduler
 
 
+def make_finetune_optimizer(
+    model: nn.Module, lr: float, total_steps: int, weight_decay: float = 1e-4
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """For weights that are already trained (fine-tuning after pruning or for QAT): AdamW, no warm-up,
+    cosine decay ``lr_t = lr · (1 + cos(π t / total_steps)) / 2``. Call ``scheduler.step()`` once per step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+
 def fit(
     model: nn.Module,
     train_loader: Iterable,

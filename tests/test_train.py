@@ -335,3 +335,20 @@ def test_shipped_checkpoint_loads_into_current_model():
     model = TinyDetector()
     info = load_checkpoint(path, model)  # strict load_state_dict: fails on any mismatch
     assert info["metadata"]["val_map_50"] >= 0.9
+
+
+def test_make_finetune_optimizer_is_cosine_without_warmup() -> None:
+    """Starts at lr (no warm-up), halfway at lr/2, ends at 0: lr_t = lr·(1 + cos(πt/T))/2."""
+    from course_utils.train import make_finetune_optimizer
+
+    model = torch.nn.Linear(2, 2)
+    optimizer, scheduler = make_finetune_optimizer(model, lr=2e-3, total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["weight_decay"] == 1e-4
+    expected = [2e-3 * (1 + math.cos(math.pi * t / 10)) / 2 for t in range(10)]
+    assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12) for a, b in zip(lrs, expected)), lrs
+    assert optimizer.param_groups[0]["lr"] < 1e-12
