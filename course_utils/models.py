@@ -29,9 +29,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import generalized_box_iou_loss
+from torchvision.ops import generalized_box_iou_loss, nms
 
-from .boxes import batched_nms, box_iou, decode_boxes, encode_boxes, make_anchors
+from .boxes import box_iou, decode_boxes, encode_boxes, make_anchors
 
 __all__ = ["ConvBNReLU", "DigitsCNN", "TinyDetector", "quality_focal_loss", "build_torchvision_detector", "count_parameters"]
 
@@ -236,23 +236,41 @@ class TinyDetector(nn.Module):
     def postprocess(self, raw: dict[str, Tensor], image_size: tuple[int, int]) -> list[dict[str, Tensor]]:
         """Decode + score threshold + class-aware NMS + top-k, per image.
 
+        Every (location, class) pair is a candidate with score ``σ(logit)``; per image
+        the best ``min(1000, A·K)`` are considered, those above ``score_threshold``
+        are decoded (:func:`decode_boxes`) and clipped to the image, and class-aware
+        NMS (IoU > ``nms_threshold`` suppresses) keeps at most ``detections_per_image``.
+
+        The whole batch is thresholded and decoded at once, and NMS is torchvision's
+        compiled ``nms`` on class-shifted boxes (the trick of
+        :func:`course_utils.boxes.batched_nms`, whose Python loop gives the same
+        result but is ~8x slower at batch 16; tested equal).
+
         Returns one ``{"boxes": (D, 4) xyxy, "scores": (D,), "labels": (D,) int64}``
         per image, sorted by score, ``D <= detections_per_image``.
         """
         height, width = image_size
-        results = []
-        for logits, deltas in zip(raw["logits"], raw["deltas"]):
-            boxes = decode_boxes(deltas, raw["anchors"])
-            boxes = torch.stack(
-                [boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height), boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1
-            )
-            scores = logits.sigmoid()  # (A, K): one candidate per location and class
-            loc, cls = torch.nonzero(scores > self.score_threshold, as_tuple=True)
-            cand_scores = scores[loc, cls]
-            top = cand_scores.topk(min(1000, len(cand_scores))).indices  # cap NMS work
-            loc, cls, cand_scores = loc[top], cls[top], cand_scores[top]
-            keep = batched_nms(boxes[loc], cand_scores, cls, self.nms_threshold)[: self.detections_per_image]
-            results.append({"boxes": boxes[loc[keep]], "scores": cand_scores[keep], "labels": cls[keep] + 1})
+        logits, deltas, anchors = raw["logits"], raw["deltas"], raw["anchors"]
+        batch, num_anchors, num_classes = logits.shape
+        scores = logits.sigmoid().reshape(batch, num_anchors * num_classes)  # candidate j = location j // K, class j % K
+        order = None
+        if scores.shape[1] > 1000:  # cap NMS work: the best 1000 candidates per image
+            scores, order = scores.topk(1000, dim=1)
+        image, j = torch.nonzero(scores > self.score_threshold, as_tuple=True)  # sorted by image
+        flat = j if order is None else order[image, j]
+        loc, cls = flat // num_classes, flat % num_classes
+        cand_scores = scores[image, j]
+        boxes = decode_boxes(deltas[image, loc], anchors[loc])
+        boxes = torch.stack(
+            [boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height), boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1
+        )
+        shifted = boxes + (cls.to(boxes) * (max(width, height) + 1))[:, None]  # classes can no longer overlap
+        results, start = [], 0
+        for count in torch.bincount(image, minlength=batch).tolist():
+            part = slice(start, start + count)
+            start += count
+            keep = nms(shifted[part], cand_scores[part], self.nms_threshold)[: self.detections_per_image]
+            results.append({"boxes": boxes[part][keep], "scores": cand_scores[part][keep], "labels": cls[part][keep] + 1})
         return results
 
 

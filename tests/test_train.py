@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import course_utils.train as train_mod
+from course_utils.boxes import batched_nms, decode_boxes
 from course_utils.data import SyntheticShapes, collate_detection
 from course_utils.models import TinyDetector, build_torchvision_detector, count_parameters
 from course_utils.train import Hook, NonFiniteLossError, fit, load_checkpoint, save_checkpoint, seed_everything
@@ -234,6 +235,53 @@ def test_tiny_detector_eval_mode_outputs(batches, detections_per_image):
         assert torch.all(scores[:-1] >= scores[1:])  # sorted by score
         assert torch.all((boxes >= 0) & (boxes <= 128)) and torch.all(boxes[:, 2:] >= boxes[:, :2])
     assert max(len(o["scores"]) for o in outputs) == detections_per_image  # the cap is reached and honoured
+
+
+def _postprocess_reference(model: TinyDetector, raw: dict, image_size: tuple[int, int]) -> list[dict]:
+    """The plain definition, one image at a time, with the course's from-scratch batched_nms."""
+    height, width = image_size
+    results = []
+    for logits, deltas in zip(raw["logits"], raw["deltas"]):
+        boxes = decode_boxes(deltas, raw["anchors"])
+        boxes = torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+                             boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1)
+        scores = logits.sigmoid()
+        loc, cls = torch.nonzero(scores > model.score_threshold, as_tuple=True)
+        s = scores[loc, cls]
+        top = torch.sort(s, descending=True, stable=True).indices[:1000]
+        loc, cls, s = loc[top], cls[top], s[top]
+        keep = batched_nms(boxes[loc], s, cls, model.nms_threshold)[: model.detections_per_image]
+        results.append({"boxes": boxes[loc[keep]], "scores": s[keep], "labels": cls[keep] + 1})
+    return results
+
+
+@pytest.mark.parametrize("batch, size, threshold, ties, top", [(1, 128, 0.05, False, 100), (5, 128, 0.0, False, 50),
+                                                               (4, 96, 0.05, True, 100), (3, 256, 0.0, False, 5000)])
+def test_tiny_detector_postprocess_equals_per_image_reference(batch, size, threshold, ties, top):
+    # size 256: A*K = 32*32*3 > 1000 candidates and no top-k limit, so the per-image cap of 1000 decides;
+    # ties: scores on a coarse grid (as an int8 model's are)
+    torch.manual_seed(batch)
+    model = tiny_model(score_threshold=threshold, detections_per_image=top).eval()
+    with torch.inference_mode():
+        raw = model.forward_raw(torch.rand(batch, 3, size, size))
+        raw["logits"] = raw["logits"] + 3 * torch.randn_like(raw["logits"])  # untrained scores are all ~0.01: spread them
+        raw["deltas"] = raw["deltas"] + 0.3 * torch.randn_like(raw["deltas"])
+        if ties:
+            raw["logits"] = (raw["logits"] * 2).round() / 2
+        fast, slow = model.postprocess(raw, (size, size)), _postprocess_reference(model, raw, (size, size))
+    assert len(fast) == len(slow) == batch
+    assert sum(len(o["scores"]) for o in slow) > batch  # not vacuous
+    for f, r in zip(fast, slow):
+        assert torch.equal(f["labels"], r["labels"]) and torch.equal(f["scores"], r["scores"])
+        torch.testing.assert_close(f["boxes"], r["boxes"])
+
+
+def test_tiny_detector_postprocess_no_candidates():
+    model = tiny_model(score_threshold=0.99).eval()
+    with torch.inference_mode():
+        raw = model.forward_raw(torch.rand(2, 3, 64, 64))
+        out = model.postprocess({**raw, "logits": torch.full_like(raw["logits"], -10.0)}, (64, 64))
+    assert [len(o["scores"]) for o in out] == [0, 0] and out[0]["boxes"].shape == (0, 4)
 
 
 def test_tiny_detector_default_threshold_filters_scores(batches):
