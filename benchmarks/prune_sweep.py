@@ -11,17 +11,34 @@ Starts from the trained fp32 detector (``tiny_detector.pt``) and, for each seed
 * ``global_K``          -- the same, but one threshold over all groups (L1 normalised per
                            group), so K of all channels survive, fewer where they matter less;
 * ``slim_K``            -- network slimming: fine-tune with an L1 penalty on the BN
-                           scales first, prune by ``|γ|`` to K, then fine-tune.
+                           scales first, prune by ``|γ|`` to K, then fine-tune;
+* ``iterative_K``       -- structured in two rounds: keep (1 + K) / 2, fine-tune half the
+                           epochs, keep K, fine-tune the other half (same total training).
+
+``--start`` picks the starting checkpoint (default: the course detector); ``--multiple-of 8``
+rounds the structured variants' channel counts to multiples of 8 (kernel-friendly, notebook 07).
+``--save-models DIR`` keeps the seed-0 models; ``--merge A.json B.json ...`` combines the
+``val_map`` entries of several runs (e.g. one variant per process) into one file.
 
 Every variant is scored on val before and after fine-tuning. For seed 0 it also
 measures, per variant: parameters, multiply-accumulates, checkpoint size (raw and
 gzip-compressed), and the fp32 network's latency at batch 1 and 16 (BN folded;
-eager PyTorch and ONNX Runtime, each timed on its own, ONNX Runtime first).
+eager PyTorch and ONNX Runtime, each timed on its own, ONNX Runtime first, the variants in
+interleaved rounds; ``prune_sweep.json`` itself was timed before rounds existed, one pass).
 Writes ``benchmarks/results/prune_sweep.json``.
 
     python benchmarks/prune_sweep.py                 # about 13 min on 2 CPU cores
     python benchmarks/prune_sweep.py --seeds 0 --skip-latency --out /tmp/prune   # a quick try
     python benchmarks/prune_sweep.py --sparsities 0.8 0.9 --keep 0.8 0.6 0.5 --global-keep 0.6 --slim-keep 0.6   # more variants
+
+Notebook 07 §7b asks whether the results hold for a better-trained and for a wider detector::
+
+    bash benchmarks/prune_converged.sh      # prune the width-1 detector after 6 more epochs -> prune_converged.json
+    python benchmarks/prune_sweep.py --start benchmarks/results/teacher.pt --width 2 --multiple-of 8 \
+        --keep 0.6 0.55 0.5 --name prune_teacher.json        # the width-2 teacher (~45 min on 2 cores)
+
+``--skip-latency`` runs (e.g. on a GPU, whose timings say nothing about this CPU) can be completed
+with ``--latency-only`` (no training: each variant's shape, timed here) and ``--merge``.
 """
 
 from __future__ import annotations
@@ -43,7 +60,7 @@ from torch.utils.data import DataLoader
 
 from course_utils import (
     CocoDetection, SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, fit, get_device,
-    load_checkpoint, materialize, seed_everything,
+    load_checkpoint, materialize, save_checkpoint, seed_everything,
 )
 from course_utils.deploy import DetectorNetwork, export_onnx, measure_latency, ort_session
 from course_utils.prune import (
@@ -78,26 +95,83 @@ def checkpoint_bytes(model: torch.nn.Module) -> tuple[int, int]:
     return len(raw), len(gzip.compress(raw, compresslevel=6))
 
 
-def latencies(models: dict[str, TinyDetector], runs: int) -> dict[str, dict[str, dict[str, float]]]:
-    """fp32 network latency (BN folded) at batch 1 and 16: ONNX Runtime for every model first, then eager PyTorch."""
-    out: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
+def latencies(models: dict[str, TinyDetector], runs: int, rounds: int = 3) -> dict[str, dict[str, dict[str, float]]]:
+    """fp32 network latency (BN folded) at batch 1 and 16: ONNX Runtime for every model first, then eager PyTorch.
+
+    Each runtime times all models in ``rounds`` interleaved rounds (a slow moment of this shared machine then
+    hits every variant alike) and keeps the median round; each measurement runs >= ``runs`` calls and >= 0.5 s.
+    """
     batches = {b: torch.rand(b, 3, 128, 128) for b in (1, 16)}
     networks = {name: DetectorNetwork(fuse_conv_bn(copy.deepcopy(m).cpu().eval())).eval() for name, m in models.items()}
+    times: dict[str, dict[str, list[dict[str, float]]]] = {name: {} for name in models}
+
+    def timed(name: str, key: str, fn) -> None:
+        times[name].setdefault(key, []).append(measure_latency(fn, runs=runs, min_seconds=0.5))
+
     with tempfile.TemporaryDirectory() as tmp:
+        sessions = {}
         for name, net in networks.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 path = export_onnx(net, batches[1], Path(tmp) / f"{name}.onnx")
-            session = ort_session(path, threads=torch.get_num_threads())
-            for b, x in batches.items():
-                feed = {session.get_inputs()[0].name: x.numpy()}
-                out[name][f"ort_batch{b}"] = measure_latency(lambda: session.run(None, feed), runs=runs)
-            del session
+            sessions[name] = ort_session(path, threads=torch.get_num_threads())
+        time.sleep(1.0)  # PyTorch's worker threads (busy exporting) must be idle: they would compete with ONNX Runtime's
+        for _ in range(rounds):
+            for name, session in sessions.items():
+                for b, x in batches.items():
+                    feed = {session.get_inputs()[0].name: x.numpy()}
+                    timed(name, f"ort_batch{b}", lambda: session.run(None, feed))
+        del sessions
     with torch.inference_mode():
-        for name, net in networks.items():
-            for b, x in batches.items():
-                out[name][f"eager_batch{b}"] = measure_latency(lambda: net(x), runs=runs)
-    return out
+        for _ in range(rounds):
+            for name, net in networks.items():
+                for b, x in batches.items():
+                    timed(name, f"eager_batch{b}", lambda: net(x))
+    return {name: {key: sorted(ms, key=lambda m: m["median_ms"])[len(ms) // 2] for key, ms in per.items()}
+            for name, per in times.items()}
+
+
+def untrained_variant(base: TinyDetector, name: str, multiple_of: int) -> TinyDetector:
+    """A variant's shape (and zeros) without any fine-tuning -- enough for size and latency, which do not depend on training."""
+    kind, _, value = name.partition("_")
+    if kind == "dense":
+        return copy.deepcopy(base)
+    if kind == "unstructured":
+        model = copy.deepcopy(base)
+        MaskHook(magnitude_masks(model, float(value), "global", include=hidden_layers)).apply(model)
+        return model
+    if kind in ("structured", "iterative"):  # the iterative schedule ends at the same counts
+        return prune_detector(base, float(value), criterion="l1", multiple_of=multiple_of)
+    if kind == "global":
+        return prune_detector(base, float(value), criterion="l1", scope="global", multiple_of=multiple_of)
+    raise ValueError(f"{name}: its shape depends on training (slimming); run without --latency-only")
+
+
+def merge(paths: list[Path], out: Path, description: str | None = None) -> None:
+    """Combine the ``val_map`` (and seed-0 ``cost_seed0``) entries of several runs; config and header from the first,
+    ``config.seeds`` the union of all runs' seeds."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    result = runs[0]
+    result["merged_from"] = [Path(p).name for p in paths]
+    result["config"]["seeds"] = sorted({seed for r in runs for seed in r["config"]["seeds"]})
+    result["config"]["name"] = out.name
+    if description:
+        result["description"] = description
+    for other in runs[1:]:
+        if other["dense"]["val_map"] != result["dense"]["val_map"]:
+            print(f"warning: start models differ ({other['dense']['val_map']:.4f} vs {result['dense']['val_map']:.4f})")
+        for name, entry in other["val_map"].items():
+            if name in result["val_map"]:  # same variant, other seeds: pool the runs
+                for stage in ("before_ft", "after_ft"):
+                    pooled = result["val_map"][name][stage]["runs"] + entry[stage]["runs"]
+                    result["val_map"][name][stage] = {"mean": float(np.mean(pooled)), "std": float(np.std(pooled)), "runs": pooled}
+            else:
+                result["val_map"][name] = entry
+        for name, entry in other.get("cost_seed0", {}).items():  # prefer entries that carry latencies
+            if name not in result["cost_seed0"] or ("latency_ms" in entry and "latency_ms" not in result["cost_seed0"][name]):
+                result["cost_seed0"][name] = entry
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({n: (round(s["after_ft"]["mean"], 4), len(s["after_ft"]["runs"])) for n, s in result["val_map"].items()}, indent=1))
 
 
 def main() -> None:
@@ -108,20 +182,36 @@ def main() -> None:
     parser.add_argument("--global-keep", type=float, nargs="*", default=[])
     parser.add_argument("--slim-keep", type=float, nargs="*", default=[])
     parser.add_argument("--slim-strength", type=float, default=1e-3)
+    parser.add_argument("--iterative-keep", type=float, nargs="*", default=[])
+    parser.add_argument("--multiple-of", type=int, default=1, help="round structured channel counts to multiples of this")
+    parser.add_argument("--start", type=Path, default=ROOT / "benchmarks" / "results" / "tiny_detector.pt",
+                        help="starting checkpoint (a TinyDetector state dict of width --width)")
+    parser.add_argument("--width", type=float, default=1.0, help="width of the starting TinyDetector (2.0: the teacher)")
+    parser.add_argument("--no-dense", action="store_true", help="skip the dense_ft control (e.g. when another process runs it)")
+    parser.add_argument("--save-models", type=Path, default=None, help="save the seed-0 models as DIR/NAME.pt")
+    parser.add_argument("--name", default="prune_sweep.json", help="output file name under --out")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, help="merge these result files into --out/--name and exit")
+    parser.add_argument("--description", default=None, help="with --merge: a sentence saying how the runs were made")
     parser.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs after pruning")
     parser.add_argument("--lr", type=float, default=2e-3, help="fine-tuning: AdamW, cosine decay from lr, no warm-up")
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=50, help="timed runs per latency measurement")
+    parser.add_argument("--latency-rounds", type=int, default=3, help="interleaved timing rounds (median kept)")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="no fine-tuning or scoring: size and latency of each variant's shape (merge with a training run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.out / args.name, args.description)
+        return
 
     torch.set_num_threads(args.threads)
     device = get_device(args.device)
-    base = TinyDetector()
-    load_checkpoint(ROOT / "benchmarks" / "results" / "tiny_detector.pt", base)
+    base = TinyDetector(width=args.width)
+    load_checkpoint(args.start, base)
     base.eval()
     val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json")), batch_size=50,
                             collate_fn=collate_detection)
@@ -130,12 +220,13 @@ def main() -> None:
     print(f"fp32 detector: val mAP {base_map:.4f}, {count_parameters(base):,} parameters", flush=True)
     train_set = materialize(SyntheticShapes(args.train_images, seed=0))
 
-    names = (["dense_ft"] + [f"unstructured_{s:g}" for s in args.sparsities] + [f"structured_{k:g}" for k in args.keep]
-             + [f"global_{k:g}" for k in args.global_keep] + [f"slim_{k:g}" for k in args.slim_keep])
+    names = ([] if args.no_dense else ["dense_ft"]) + ([f"unstructured_{s:g}" for s in args.sparsities] + [f"structured_{k:g}" for k in args.keep]
+             + [f"global_{k:g}" for k in args.global_keep] + [f"slim_{k:g}" for k in args.slim_keep]
+             + [f"iterative_{k:g}" for k in args.iterative_keep])
     before: dict[str, list[float]] = {n: [] for n in names}
     after: dict[str, list[float]] = {n: [] for n in names}
     seed0_models: dict[str, TinyDetector] = {"dense": copy.deepcopy(base).cpu()}
-    for seed in args.seeds:
+    for seed in [] if args.latency_only else args.seeds:
         loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
                             generator=torch.Generator().manual_seed(seed))
         for name in names:
@@ -151,23 +242,34 @@ def main() -> None:
                 MaskHook(masks).apply(model)
                 hooks = [MaskHook(masks)]
             elif kind == "structured":
-                model = prune_detector(base, float(value), criterion="l1")
+                model = prune_detector(base, float(value), criterion="l1", multiple_of=args.multiple_of)
             elif kind == "global":
-                model = prune_detector(base, float(value), criterion="l1", scope="global")
+                model = prune_detector(base, float(value), criterion="l1", scope="global", multiple_of=args.multiple_of)
+            elif kind == "iterative":  # first cut to (1 + K) / 2, recover, then cut to K (the second fine-tune is below)
+                half = (1 + float(value)) / 2
+                model = prune_detector(base, half, criterion="l1", multiple_of=args.multiple_of)
+                model = finetune(model, loader, args.epochs // 2, args.lr, device)
+                model = prune_detector(model.cpu(), float(value) / half, criterion="l1", multiple_of=args.multiple_of)
             else:  # slim: sparsify the BN scales first, then prune by |γ|
                 model = finetune(copy.deepcopy(base), loader, args.epochs, args.lr, device,
                                  [SlimmingPenalty(args.slim_strength)])
                 model = prune_detector(model, float(value), criterion="bn")
             before[name].append(score(model.to(device).eval()))
-            model = finetune(model, loader, args.epochs, args.lr, device, hooks)
+            model = finetune(model, loader, args.epochs - args.epochs // 2 if kind == "iterative" else args.epochs, args.lr, device, hooks)
             after[name].append(score(model))
-            extra = f", {sum(channel_counts(model).values())} channels" if kind in ("structured", "global", "slim") else ""
+            extra = f", {sum(channel_counts(model).values())} channels" if kind in ("structured", "global", "slim", "iterative") else ""
             extra += f", sparsity {sparsity(model, hidden_layers):.3f}" if kind == "unstructured" else ""
             print(f"seed {seed} {name:>18}: {count_parameters(model):>7,} params, val mAP {before[name][-1]:.4f} -> "
                   f"{after[name][-1]:.4f} after fine-tuning ({time.perf_counter() - t0:.0f} s{extra})", flush=True)
             if seed == args.seeds[0]:
                 seed0_models[name] = model.cpu()
+    if args.latency_only:
+        seed0_models.update({name: untrained_variant(base.cpu(), name, args.multiple_of) for name in names if name != "dense_ft"})
+        names = []
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.save_models is not None:
+        for name, model in seed0_models.items():
+            save_checkpoint(args.save_models / f"{name}.pt", model, channels=channel_counts(model))
 
     summary = {n: {"before_ft": {"mean": float(np.mean(before[n])), "runs": before[n]},
                    "after_ft": {"mean": float(np.mean(after[n])), "std": float(np.std(after[n])), "runs": after[n]}}
@@ -180,18 +282,18 @@ def main() -> None:
                       "nonzero_weights": int(sum((p != 0).sum() for p in model.parameters())),
                       "checkpoint_bytes": raw, "checkpoint_gzip_bytes": packed}
     if not args.skip_latency:
-        timed = latencies(seed0_models, args.runs)
+        timed = latencies(seed0_models, args.runs, args.latency_rounds)
         for name in cost:
             cost[name]["latency_ms"] = {k: v["median_ms"] for k, v in timed[name].items()}
             print(f"{name:>18}: " + "  ".join(f"{k} {v:.2f} ms" for k, v in cost[name]["latency_ms"].items()), flush=True)
     result = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
-        "dense": {"val_map": base_map},
+        "dense": {"val_map": base_map, "start": str(args.start.resolve().relative_to(ROOT)) if args.start.resolve().is_relative_to(ROOT) else str(args.start)},
         "val_map": summary,
         "cost_seed0": cost,
     }
-    (args.out / "prune_sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / args.name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({n: round(s["after_ft"]["mean"], 4) for n, s in summary.items()}, indent=1))
 
 

@@ -316,9 +316,11 @@ def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", sc
     * ``"layer"``: each group keeps its ``k = max(1, round(r · C))`` most important
       channels; with ``multiple_of = m``, ``k`` is rounded to a multiple of ``m``
       instead (CPU/GPU kernels process channels in blocks of 8 or 16, so odd counts
-      such as 19 or 77 can be far slower than their multiply-adds suggest; layer scope only).
+      such as 19 or 77 can be far slower than their multiply-adds suggest).
     * ``"global"``: one threshold over all groups: the ``round(r · ΣC)`` best
-      scores survive. Scores must be comparable across layers: ``"bn"`` uses raw
+      scores survive (with ``multiple_of = m``, each group's surviving count ``k_g``
+      is then rounded to a multiple of ``m`` and its top ``k_g`` kept, so the total
+      moves slightly). Scores must be comparable across layers: ``"bn"`` uses raw
       ``|γ|`` (as Network Slimming does); ``"l1"`` divides each group's L1
       norms by their mean (fan-in and init scale differ per layer). A group that
       would lose everything keeps its best channel, and a group without BN
@@ -340,6 +342,9 @@ def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", sc
         for name, mask in zip(pooled, kept):
             masks[name] = mask.clone()
             masks[name][scores[name].argmax()] = True  # never empty a group
+            if multiple_of > 1:
+                count = _kept_channels(len(mask), int(masks[name].sum()) / len(mask), multiple_of)
+                masks[name] = _keep_top(scores[name], count)
     return {g.name: masks[g.name] for g in groups}
 
 

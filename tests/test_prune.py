@@ -21,6 +21,7 @@ from course_utils.prune import (
     channel_masks,
     count_flops,
     detector_channel_groups,
+    group_importance,
     iterative_prune,
     l1_filter_importance,
     layer_sparsity,
@@ -393,3 +394,26 @@ def test_multiple_of_rounds_kept_channels_to_hardware_friendly_counts() -> None:
         pruned(torch.rand(1, 3, 128, 128))  # still a working detector
     with pytest.raises(ValueError, match="multiple_of"):
         channel_masks(model, 0.5, multiple_of=0)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "bn"])
+def test_multiple_of_applies_to_global_scope(criterion: str) -> None:
+    from course_utils.prune import channel_counts, channel_masks, prune_detector
+
+    torch.manual_seed(0)
+    model = TinyDetector(width=2.0).eval()
+    for m in model.modules():  # give BN scales a spread, as training would
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.1, 1.0)
+    free, rounded = channel_masks(model, 0.5, criterion, "global"), channel_masks(model, 0.5, criterion, "global", multiple_of=8)
+    assert any(int(k.sum()) % 8 for k in free.values())  # global selection alone gives odd counts
+    for name, keep in rounded.items():
+        k = int(keep.sum())
+        assert k % 8 == 0 or k == len(keep), (name, k)
+        assert abs(k - int(free[name].sum())) <= 4  # rounded to the nearest multiple of what global chose
+        scores = group_importance(model, next(g for g in detector_channel_groups(model) if g.name == name), criterion)
+        assert scores[keep].min() >= scores[~keep].max() if (~keep).any() else True  # the best of the group survive
+    pruned = prune_detector(model, 0.5, criterion, "global", multiple_of=8)
+    assert all(c % 8 == 0 for c in channel_counts(pruned).values())
+    with torch.no_grad():
+        pruned(torch.rand(1, 3, 128, 128))
