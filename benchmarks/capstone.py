@@ -43,7 +43,9 @@ from course_utils import (
     CocoDetection, SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, fit, get_device,
     load_checkpoint, materialize, save_checkpoint, seed_everything,
 )
-from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_latency, ort_session, quantize_onnx
+from course_utils.deploy import (
+    DetectorNetwork, OrtDetector, export_onnx, file_size, measure_interleaved, measure_latency, ort_session, quantize_onnx,
+)
 from course_utils.distill import Distiller, cache_teacher_outputs
 from course_utils.prune import count_flops, prune_detector
 from course_utils.quant import QATSchedule, calibrate, fuse_conv_bn, prepare_qat, to_float_folded
@@ -61,17 +63,16 @@ def train(model, loader, epochs, lr, device, hooks=(), one_cycle=True):
 
 
 def time_sessions(sessions: dict, images: torch.Tensor, runs: int, rounds: int = 3) -> dict[str, dict[str, float]]:
-    """Median ms per session and batch size, in ``rounds`` interleaved rounds (a slow moment of a shared
-    machine then hits every variant alike); each measurement runs >= ``runs`` calls and >= 1 s."""
-    times: dict[str, dict[str, list[float]]] = {name: {"batch1": [], "batch16": []} for name in sessions}
+    """Median ms per session and batch size, in ``rounds`` interleaved rounds (``measure_interleaved``);
+    each measurement runs >= ``runs`` calls and >= 1 s."""
     time.sleep(1.0)  # PyTorch's worker threads, busy a moment ago, must be idle: they would compete with ONNX Runtime's
-    for _ in range(rounds):
-        for name, session in sessions.items():
-            for b in (1, 16):
-                feed = {session.get_inputs()[0].name: images[:b].numpy()}
-                times[name][f"batch{b}"].append(
-                    measure_latency(lambda: session.run(None, feed), runs=runs, min_seconds=1.0)["median_ms"])
-    return {name: {b: sorted(v)[len(v) // 2] for b, v in per.items()} for name, per in times.items()}
+    feeds = {(name, b): {s.get_inputs()[0].name: images[:b].numpy()} for name, s in sessions.items() for b in (1, 16)}
+    timed = measure_interleaved({key: (lambda s=sessions[key[0]], f=feed: s.run(None, f)) for key, feed in feeds.items()},
+                                rounds, runs, min_seconds=1.0)
+    out: dict[str, dict[str, float]] = {name: {} for name in sessions}
+    for (name, b), result in timed.items():
+        out[name][f"batch{b}"] = result["median_ms"]
+    return out
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ from course_utils import (
     CocoDetection, SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, fit, get_device,
     load_checkpoint, materialize, save_checkpoint, seed_everything,
 )
-from course_utils.deploy import DetectorNetwork, export_onnx, measure_latency, ort_session
+from course_utils.deploy import DetectorNetwork, export_onnx, measure_interleaved, ort_session
 from course_utils.prune import (
     MaskHook, SlimmingPenalty, channel_counts, count_flops, magnitude_masks, prune_detector, sparsity,
 )
@@ -103,11 +103,7 @@ def latencies(models: dict[str, TinyDetector], runs: int, rounds: int = 3) -> di
     """
     batches = {b: torch.rand(b, 3, 128, 128) for b in (1, 16)}
     networks = {name: DetectorNetwork(fuse_conv_bn(copy.deepcopy(m).cpu().eval())).eval() for name, m in models.items()}
-    times: dict[str, dict[str, list[dict[str, float]]]] = {name: {} for name in models}
-
-    def timed(name: str, key: str, fn) -> None:
-        times[name].setdefault(key, []).append(measure_latency(fn, runs=runs, min_seconds=0.5))
-
+    out: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {}
         for name, net in networks.items():
@@ -116,19 +112,18 @@ def latencies(models: dict[str, TinyDetector], runs: int, rounds: int = 3) -> di
                 path = export_onnx(net, batches[1], Path(tmp) / f"{name}.onnx")
             sessions[name] = ort_session(path, threads=torch.get_num_threads())
         time.sleep(1.0)  # PyTorch's worker threads (busy exporting) must be idle: they would compete with ONNX Runtime's
-        for _ in range(rounds):
-            for name, session in sessions.items():
-                for b, x in batches.items():
-                    feed = {session.get_inputs()[0].name: x.numpy()}
-                    timed(name, f"ort_batch{b}", lambda: session.run(None, feed))
+        feeds = {(name, b): {s.get_inputs()[0].name: x.numpy()} for name, s in sessions.items() for b, x in batches.items()}
+        timed = measure_interleaved({(name, b): (lambda s=s, f=feeds[name, b]: s.run(None, f))
+                                     for name, s in sessions.items() for b in batches}, rounds, runs)
+        for (name, b), result in timed.items():
+            out[name][f"ort_batch{b}"] = result
         del sessions
     with torch.inference_mode():
-        for _ in range(rounds):
-            for name, net in networks.items():
-                for b, x in batches.items():
-                    timed(name, f"eager_batch{b}", lambda: net(x))
-    return {name: {key: sorted(ms, key=lambda m: m["median_ms"])[len(ms) // 2] for key, ms in per.items()}
-            for name, per in times.items()}
+        timed = measure_interleaved({(name, b): (lambda n=net, x=x: n(x)) for name, net in networks.items() for b, x in batches.items()},
+                                    rounds, runs)
+    for (name, b), result in timed.items():
+        out[name][f"eager_batch{b}"] = result
+    return out
 
 
 def untrained_variant(base: TinyDetector, name: str, multiple_of: int) -> TinyDetector:

@@ -37,6 +37,7 @@ __all__ = [
     "ort_session",
     "OrtDetector",
     "measure_latency",
+    "measure_interleaved",
     "file_size",
     "cpu_int8_features",
 ]
@@ -185,6 +186,23 @@ def measure_latency(fn: Callable[[], Any], warmup: int = 10, runs: int = 50, min
     times.sort()
     return {"median_ms": statistics.median(times), "p10_ms": times[len(times) // 10],
             "p90_ms": times[(9 * len(times)) // 10], "runs": len(times)}
+
+
+def measure_interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 3, runs: int = 50,
+                        min_seconds: float = 0.5) -> dict[str, dict[str, float]]:
+    """Time several functions in ``rounds`` interleaved rounds; keep each one's median round.
+
+    Round r times every ``fns[name]`` once with :func:`measure_latency`, so a slow
+    moment of a shared machine hits all of them alike instead of one. Returns, per
+    name, the :func:`measure_latency` result of the round with the median ``median_ms``.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            results[name].append(measure_latency(fn, runs=runs, min_seconds=min_seconds))
+    return {name: sorted(r, key=lambda m: m["median_ms"])[len(r) // 2] for name, r in results.items()}
 
 
 def file_size(path: str | Path) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -73,3 +75,24 @@ def test_measure_latency_and_cpu_features(tmp_path) -> None:
     fake.write_text("processor : 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
     assert cpu_int8_features(fake) == {"avx2": True, "avx512f": True, "avx512_vnni": True, "avx_vnni": False, "amx_int8": False}
     assert not any(cpu_int8_features(tmp_path / "missing").values())
+
+
+def test_measure_interleaved_runs_rounds_in_turn_and_keeps_the_median_round() -> None:
+    from course_utils.deploy import measure_interleaved
+
+    calls = {"a": [], "b": []}
+    fns = {n: (lambda n=n: calls[n].append(1)) for n in ("a", "b")}
+    out = measure_interleaved(fns, rounds=3, runs=5, min_seconds=0.0)
+    assert set(out) == {"a", "b"} and all(r["runs"] == 5 for r in out.values())
+    assert len(calls["a"]) == len(calls["b"]) == 3 * (10 + 5)  # warm-up + runs, every round
+    # interleaving: round r of "a" comes before round r of "b", which comes before round r + 1 of "a"
+    seen: list[str] = []
+    fns = {n: (lambda n=n: seen.append(n)) for n in ("a", "b")}
+    measure_interleaved(fns, rounds=2, runs=1, min_seconds=0.0)
+    assert "".join(seen) == "a" * 11 + "b" * 11 + "a" * 11 + "b" * 11
+    # the median round is kept: rounds of 1, 3 and 2 ms -> the 2 ms round
+    durations = iter([0.001] * 11 + [0.003] * 11 + [0.002] * 11)
+    out = measure_interleaved({"x": lambda: time.sleep(next(durations))}, rounds=3, runs=1, min_seconds=0.0)
+    assert 1.8 < out["x"]["median_ms"] < 2.9
+    with pytest.raises(ValueError, match="rounds"):
+        measure_interleaved(fns, rounds=0)
