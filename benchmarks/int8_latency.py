@@ -1,15 +1,15 @@
 """fp32 vs real int8: latency, file size and mAP of the course detector, in one run.
 
-Runtimes, each timed on its own (one after another, never interleaved: ONNX
-Runtime's worker threads spin and would slow whatever runs beside them), all with
-the same thread count:
+Runtimes, all with the same thread count, each timed in a fresh process of its
+own (ONNX Runtime's and PyTorch's worker threads spin after a call and would tax
+whatever runs next in the same process), in ``--rounds`` interleaved rounds: round
+r times every runtime once, so a slow moment of the machine hits all of them
+alike. Each runtime reports its median round (median, p10, p90 of its calls), and
+every int8 speed-up is also given per round, a ratio of two timings of that round:
 
 * fp32: eager PyTorch, ``torch.compile`` (inductor, freezing), ONNX Runtime;
 * int8: ONNX Runtime static QDQ (the course's path), and torchao's pt2e flow
   (``X86InductorQuantizer`` + ``torch.compile`` with freezing) for comparison.
-
-ONNX Runtime goes first: PyTorch's OpenMP worker threads stay alive (and spin
-for a while after each call) once PyTorch has run, which would tax it.
 
 Every fp32 path runs the trained fp32 detector with BN folded; the int8 models
 are made from the QAT-8 checkpoint (``qat_sweep.py``), BN folded.
@@ -17,13 +17,13 @@ Latency is the *network* (backbone + head) at batch 1 and 16; post-processing
 (decode + NMS, float PyTorch) is timed separately. Writes
 ``benchmarks/results/int8_latency.json``.
 
-It then re-times the oneDNN-based paths (eager and compiled fp32, torchao int8)
-in fresh processes with ``ONEDNN_MAX_CPU_ISA`` set to ``AVX512_CORE`` (AVX-512
-without VNNI) and ``AVX2``, to measure what the int8 dot-product instruction
-(VNNI) is worth on this CPU.
+The same rounds also time the oneDNN-based paths (eager and compiled fp32,
+torchao int8) with ``ONEDNN_MAX_CPU_ISA`` set to ``AVX512_CORE`` (AVX-512 without
+VNNI) and ``AVX2``, to measure what the int8 dot-product instruction (VNNI) is
+worth on this CPU.
 
-    python benchmarks/int8_latency.py              # about 5 min on 2 CPU cores
-    python benchmarks/int8_latency.py --skip-torchao --skip-isa --runs 20   # quicker
+    python benchmarks/int8_latency.py              # about 10 min on 2 CPU cores
+    python benchmarks/int8_latency.py --skip-torchao --skip-isa --rounds 1 --runs 20   # quicker
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader
 
 from course_utils import CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, load_checkpoint, materialize
 from course_utils.deploy import (
-    DetectorNetwork, OrtDetector, cpu_int8_features, export_onnx, file_size, measure_latency, ort_session, quantize_onnx,
+    DetectorNetwork, OrtDetector, cpu_info, cpu_int8_features, export_onnx, file_size, measure_latency, ort_session, quantize_onnx,
 )
 from course_utils.quant import fuse_conv_bn, prepare_qat, to_float_folded
 
@@ -103,48 +103,50 @@ def torchao_int8(network: torch.nn.Module, calib: torch.Tensor, example: torch.T
     return torch.compile(converted, dynamic=False)  # one specialised kernel set per batch size
 
 
-def compiled_paths(folded_fp32, folded_qat, calib: torch.Tensor, images: torch.Tensor, args, score=None) -> dict:
-    """fp32 ``torch.compile`` (freezing) and, unless skipped, int8 torchao.
-
-    Returns {name: (latency, setup seconds, score(runner) or None)}: each runner is
-    built once, warmed up on both batch sizes, timed, optionally scored, then freed.
-    """
+def build_runner(name: str, folded_fp32, folded_qat, calib: torch.Tensor, images: torch.Tensor, work: Path, threads: int):
+    """The network of runtime ``name`` as a callable on a (B, 3, H, W) batch, warmed up on both batch sizes."""
+    if name.endswith("_ort"):
+        return OrtDetector(ort_session(work / f"{name[:-4]}.onnx", threads=threads), TinyDetector()).network
+    if name == "fp32_eager":
+        return DetectorNetwork(folded_fp32).eval()
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True
-    builders = {"fp32_compile": lambda: torch.compile(DetectorNetwork(folded_fp32).eval(), dynamic=False)}
-    if not args.skip_torchao:
-        builders["int8_torchao"] = lambda: torchao_int8(DetectorNetwork(folded_qat).eval(), calib, images)
-    out = {}
-    for name, build in builders.items():
-        start = time.perf_counter()
-        runner = build()
-        with torch.inference_mode():
-            runner(images[:1]), runner(images)  # compile for both batch sizes before timing
-        setup = time.perf_counter() - start
-        out[name] = (time_network(runner, images, args.runs), setup, score(name, runner) if score else None)
-        print(name, out[name][0], flush=True)
-        del runner
-        torch._dynamo.reset()
-    return out
+    if name == "fp32_compile":
+        runner = torch.compile(DetectorNetwork(folded_fp32).eval(), dynamic=False)
+    elif name == "int8_torchao":
+        runner = torchao_int8(DetectorNetwork(folded_qat).eval(), calib, images)
+    else:
+        raise ValueError(f"unknown runtime {name!r}")
+    with torch.inference_mode():
+        runner(images[:1]), runner(images)  # compile for both batch sizes before timing
+    return runner
 
 
-def isa_probe(isa: str, args) -> dict:
-    """Re-run the torch paths in a fresh process with ``ONEDNN_MAX_CPU_ISA=isa`` (oneDNN runs the convs of
-    both eager/compiled fp32 and torchao's int8). Returns {path: latency}."""
-    out_file = Path(tempfile.mkdtemp(prefix="isa_")) / "latency.json"
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa}
-    cmd = [sys.executable, __file__, "--probe-out", str(out_file), "--runs", str(args.runs), "--threads", str(args.threads)]
+def time_in_child(name: str, isa: str | None, work: Path, args) -> dict:
+    """Time runtime ``name`` in a fresh process (with ``ONEDNN_MAX_CPU_ISA=isa`` if given)."""
+    out_file = work / f"time_{name}_{isa or 'native'}.json"
+    env = {**os.environ, **({"ONEDNN_MAX_CPU_ISA": isa} if isa else {})}
+    cmd = [sys.executable, __file__, "--time-one", name, "--work", str(work), "--probe-out", str(out_file),
+           "--runs", str(args.runs), "--threads", str(args.threads), "--calib-images", str(args.calib_images)]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads(out_file.read_text())
 
 
 def probe_main(args) -> None:
-    """Child process of :func:`isa_probe`: time eager fp32, compiled fp32 and torchao int8 only."""
-    fp32, qat, folded_fp32, folded_qat, calib, images = load_models_and_images(args)
-    latency = {"fp32_eager": time_network(DetectorNetwork(folded_fp32).eval(), images, args.runs)}
-    latency.update({name: value for name, (value, _, _) in compiled_paths(folded_fp32, folded_qat, calib, images, args).items()})
-    args.probe_out.write_text(json.dumps(latency))
+    """Child process of :func:`time_in_child`: build one runtime and time it at batch 1 and 16."""
+    _, _, folded_fp32, folded_qat, calib, images = load_models_and_images(args)
+    runner = build_runner(args.time_one, folded_fp32, folded_qat, calib, images, args.work, args.threads)
+    args.probe_out.write_text(json.dumps(time_network(runner, images, args.runs)))
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """Per batch size: the round with the median ``median_ms`` (its p10/p90 too), plus every round's median."""
+    out = {}
+    for batch in rounds[0]:
+        ordered = sorted(rounds, key=lambda r: r[batch]["median_ms"])
+        out[batch] = {**ordered[len(ordered) // 2][batch], "round_medians_ms": [r[batch]["median_ms"] for r in rounds]}
+    return out
 
 
 def load_models_and_images(args):
@@ -166,15 +168,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=60, help="timed runs at batch 16 (4x as many at batch 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (every runtime once per round)")
     parser.add_argument("--calib-images", type=int, default=64)
     parser.add_argument("--skip-torchao", action="store_true")
     parser.add_argument("--skip-isa", action="store_true", help="skip the oneDNN instruction-set comparison")
-    parser.add_argument("--probe-out", type=Path, default=None, help=argparse.SUPPRESS)  # child process of isa_probe
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--time-one", default=None, help=argparse.SUPPRESS)  # child process of time_in_child
+    parser.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: need at least 1")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
-    if args.probe_out is not None:
+    if args.time_one is not None:
         return probe_main(args)
 
     fp32, qat, folded_fp32, folded_qat, calib, images = load_models_and_images(args)
@@ -185,11 +192,10 @@ def main() -> None:
     sizes, maps, latency, seconds = {}, {}, {}, {}
     torch.save(fp32.state_dict(), work / "fp32.pt")
     sizes["fp32_state_dict"] = file_size(work / "fp32.pt")
-
     maps["fp32"] = evaluate(fp32, val_loader)["map"]
     maps["qat8_fake_quant"] = evaluate(qat, val_loader)["map"]
 
-    # --- ONNX Runtime fp32 and int8
+    # --- ONNX Runtime fp32 and int8 (files shared with the timing processes)
     start = time.perf_counter()
     export_onnx(DetectorNetwork(folded_fp32), images[:2], work / "fp32.onnx")
     seconds["onnx_export"] = time.perf_counter() - start
@@ -199,32 +205,31 @@ def main() -> None:
     seconds["ort_quantize"] = time.perf_counter() - start
     sizes["fp32_onnx"], sizes["int8_onnx"] = file_size(work / "fp32.onnx"), file_size(work / "int8.onnx")
     for name in ("fp32", "int8"):
-        session = ort_session(work / f"{name}.onnx", threads=args.threads)
-        detector = OrtDetector(session, fp32)
-        maps[f"{name}_ort"] = evaluate(detector, val_loader)["map"]
-        latency[f"{name}_ort"] = time_network(detector.network, images, args.runs)
-        print(f"{name} ort", latency[f"{name}_ort"], flush=True)
-        del session, detector
+        maps[f"{name}_ort"] = evaluate(OrtDetector(ort_session(work / f"{name}.onnx", threads=args.threads), fp32), val_loader)["map"]
+    if not args.skip_torchao:  # score torchao's own int8 model (the fp32 paths share the eager weights)
+        start = time.perf_counter()
+        runner = build_runner("int8_torchao", folded_fp32, folded_qat, calib, images, work, args.threads)
+        seconds["int8_torchao"] = time.perf_counter() - start
+        maps["int8_torchao"] = evaluate(_TorchDetector(runner, fp32), val_loader)["map"]
+        del runner
+        torch._dynamo.reset()
         gc.collect()
 
-    # --- fp32, eager PyTorch (BN folded too: the fair baseline)
-    net_fp32 = DetectorNetwork(folded_fp32).eval()
-    latency["fp32_eager"] = time_network(net_fp32, images, args.runs)
-    print("fp32 eager", latency["fp32_eager"], flush=True)
-
-    # --- fp32 torch.compile, int8 torchao
-    def score(name, runner):  # only the int8 runner has weights of its own worth scoring
-        return evaluate(_TorchDetector(runner, fp32), val_loader)["map"] if name == "int8_torchao" else None
-
-    for name, (value, secs, mean_ap) in compiled_paths(folded_fp32, folded_qat, calib, images, args, score).items():
-        latency[name], seconds[name] = value, secs
-        if mean_ap is not None:
-            maps[name] = mean_ap
-
-    # --- the same oneDNN kernels restricted to older instruction sets, each in a fresh process
-    for isa in ([] if args.skip_isa else ["AVX512_CORE", "AVX2"]):
-        latency[f"isa_{isa}"] = isa_probe(isa, args)
-        print(f"oneDNN limited to {isa}", latency[f"isa_{isa}"], flush=True)
+    # --- latency: every runtime in a fresh process, round after round
+    onednn_paths = ["fp32_eager", "fp32_compile"] + ([] if args.skip_torchao else ["int8_torchao"])
+    runtimes: list[tuple[str, str | None]] = [("fp32_ort", None), ("int8_ort", None)] + [(p, None) for p in onednn_paths]
+    runtimes += [] if args.skip_isa else [(p, isa) for isa in ("AVX512_CORE", "AVX2") for p in onednn_paths]
+    rounds: dict[tuple[str, str | None], list[dict]] = {spec: [] for spec in runtimes}
+    for r in range(args.rounds):
+        for name, isa in runtimes:
+            rounds[(name, isa)].append(time_in_child(name, isa, work, args))
+            print(f"round {r}: {name}{f' ({isa})' if isa else ''}: batch 16 {rounds[(name, isa)][-1]['batch16']['median_ms']:.2f} ms",
+                  flush=True)
+    for (name, isa), timed in rounds.items():
+        if isa is None:
+            latency[name] = median_round(timed)
+        else:
+            latency.setdefault(f"isa_{isa}", {})[name] = median_round(timed)
 
     # --- post-processing (float PyTorch): decode + score threshold + NMS
     with torch.inference_mode():
@@ -238,16 +243,22 @@ def main() -> None:
     summary = {}
     for batch in ("batch1", "batch16"):
         fastest = min(fp32_paths, key=lambda k: latency[k][batch]["median_ms"])
+        per_round = [f / i for f, i in zip(latency[fastest][batch]["round_medians_ms"], latency["int8_ort"][batch]["round_medians_ms"])]
         summary[batch] = {
             "fastest_fp32": fastest,
             "fastest_fp32_ms": latency[fastest][batch]["median_ms"],
             "int8_ort_ms": latency["int8_ort"][batch]["median_ms"],
             "speedup_int8_ort_vs_fastest_fp32": latency[fastest][batch]["median_ms"] / latency["int8_ort"][batch]["median_ms"],
+            "speedup_int8_ort_vs_fastest_fp32_per_round": per_round,
             "speedup_int8_ort_vs_fp32_ort": latency["fp32_ort"][batch]["median_ms"] / latency["int8_ort"][batch]["median_ms"],
         }
     result = {
-        "threads": args.threads, "torch": torch.__version__, "machine": platform.machine(),
-        "processor": platform.processor(), "cpu_int8_features": cpu_int8_features(),
+        "description": ("Network latency (backbone + head) of the course detector in every runtime with the same "
+                        "thread count, each runtime in a fresh process, in interleaved rounds; per runtime and batch "
+                        "size the median round (median, p10, p90 of its calls) and every round's median. "
+                        "Made by benchmarks/int8_latency.py."),
+        "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "machine": platform.machine(),
+        "processor": platform.processor(), "cpu": cpu_info(), "cpu_int8_features": cpu_int8_features(),
         "latency_ms": latency, "file_bytes": sizes, "val_map": maps, "setup_seconds": seconds, "summary": summary,
         "size_ratio_fp32_onnx_over_int8_onnx": sizes["fp32_onnx"] / sizes["int8_onnx"],
         "size_ratio_fp32_state_dict_over_int8_onnx": sizes["fp32_state_dict"] / sizes["int8_onnx"],

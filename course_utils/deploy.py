@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,8 @@ __all__ = [
     "measure_interleaved",
     "file_size",
     "cpu_int8_features",
+    "ort_nchwc_block_size",
+    "cpu_info",
 ]
 
 
@@ -228,3 +231,33 @@ def cpu_int8_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, bool]:
             flags = set(line.split(":", 1)[1].split())
             break
     return {name: name in flags for name in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def ort_nchwc_block_size(cpuinfo: str | Path = "/proc/cpuinfo") -> int:
+    """Channel block of ONNX Runtime's NCHWc convolution kernels (MLAS) on this CPU.
+
+    MLAS lays activations out as NCHWc -- channels in blocks of c, one SIMD
+    register each -- with c = 16 floats on CPUs with AVX-512F (512-bit registers)
+    and c = 8 on AVX2 (256-bit). A convolution whose channel counts are multiples
+    of c stays on that fast path; pad channel counts to a multiple of c when
+    pruning for ONNX Runtime. Returns 16, 8, or 1 (no NCHWc kernels: any count).
+    """
+    features = cpu_int8_features(cpuinfo)
+    return 16 if features["avx512f"] else 8 if features["avx2"] else 1
+
+
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """What a benchmark JSON should record about the CPU it ran on.
+
+    ``{"model": model name, "logical_cpus": count, "torch_threads": torch's thread
+    count, "features": cpu_int8_features(), "ort_nchwc_block": ort_nchwc_block_size()}``.
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        text = ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    return {"model": model, "logical_cpus": sum(line.startswith("processor") for line in text.splitlines()) or os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "features": cpu_int8_features(cpuinfo),
+            "ort_nchwc_block": ort_nchwc_block_size(cpuinfo)}
+

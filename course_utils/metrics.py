@@ -23,6 +23,7 @@ class, and is tested equal to it (``tests/test_metrics.py``). The steps:
 
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,11 @@ __all__ = [
     "match_detections",
     "precision_at_recall",
     "coco_precision",
+    "match_per_image",
+    "precision_from_matches",
+    "bootstrap_map",
+    "paired_bootstrap_map",
+    "bootstrap_interval",
     "mean_average_precision",
     "count_errors",
     "pycocotools_map",
@@ -98,6 +104,63 @@ def _as_numpy(d: dict[str, Any], key: str, dtype: Any) -> np.ndarray:
     return np.asarray(value, dtype=dtype)
 
 
+def match_per_image(
+    preds: list[dict[str, Any]], targets: list[dict[str, Any]], max_detections: int = 100
+) -> tuple[list[int], list[list[tuple[np.ndarray, np.ndarray, int]]]]:
+    """Steps 1--2 for every image and class, before pooling.
+
+    Returns ``(classes, matches)``: ``matches[k][i] = (scores, is_tp, num_gt)``
+    for class ``classes[k]`` in image ``i`` -- the kept detections' scores (D,)
+    in decreasing order, their TP flags (T=10, D) per IoU threshold, and the
+    number of ground truths. Pooling these over any list of image indices
+    (:func:`precision_from_matches`) gives the precision table of that set of
+    images, which is what the bootstrap (:func:`bootstrap_map`) resamples.
+    """
+    if len(preds) != len(targets):
+        raise ValueError(f"got {len(preds)} predictions but {len(targets)} targets; need one dict per image in each")
+    classes = sorted(
+        {int(c) for t in targets for c in _as_numpy(t, "labels", np.int64)}
+        | {int(c) for p in preds for c in _as_numpy(p, "labels", np.int64)}
+    )
+    matches: list[list[tuple[np.ndarray, np.ndarray, int]]] = []
+    for cls in classes:
+        per_image = []
+        for pred, target in zip(preds, targets):
+            gt = _as_numpy(target, "boxes", np.float64).reshape(-1, 4)[_as_numpy(target, "labels", np.int64) == cls]
+            mask = _as_numpy(pred, "labels", np.int64) == cls
+            det = _as_numpy(pred, "boxes", np.float64).reshape(-1, 4)[mask]
+            det_scores = _as_numpy(pred, "scores", np.float64)[mask]
+            order = np.argsort(-det_scores, kind="mergesort")[:max_detections]  # step 1
+            det, det_scores = det[order], det_scores[order]
+            ious = box_iou(torch.from_numpy(det), torch.from_numpy(gt)).numpy()
+            tps = np.stack([match_detections(ious, t) for t in IOU_THRESHOLDS]).reshape(len(IOU_THRESHOLDS), -1)
+            per_image.append((det_scores, tps, len(gt)))
+        matches.append(per_image)
+    return classes, matches
+
+
+def precision_from_matches(
+    matches: list[list[tuple[np.ndarray, np.ndarray, int]]], images: np.ndarray | None = None
+) -> np.ndarray:
+    """Steps 3--4: pool the images listed in ``images`` (default: all, in order; repeats allowed).
+
+    Returns the precision table (T=10, R=101, K), -1 for classes without ground truth.
+    """
+    num_images = len(matches[0]) if matches else 0
+    images = np.arange(num_images) if images is None else np.asarray(images)
+    precision = -np.ones((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(matches)))
+    for k, per_image in enumerate(matches):
+        num_gt = sum(per_image[i][2] for i in images)
+        if num_gt == 0:
+            continue  # AP undefined: stays -1 and is left out of the means
+        scores = np.concatenate([per_image[i][0] for i in images])
+        order = np.argsort(-scores, kind="mergesort")  # step 3
+        tp_all = np.concatenate([per_image[i][1] for i in images], axis=1)[:, order]
+        for t in range(len(IOU_THRESHOLDS)):
+            precision[t, :, k] = precision_at_recall(tp_all[t], num_gt)
+    return precision
+
+
 def coco_precision(
     preds: list[dict[str, Any]], targets: list[dict[str, Any]], max_detections: int = 100
 ) -> tuple[np.ndarray, list[int]]:
@@ -108,33 +171,8 @@ def coco_precision(
     with -1 for classes that have no ground truth; ``classes`` are the K labels
     (sorted union of the labels in targets and preds).
     """
-    if len(preds) != len(targets):
-        raise ValueError(f"got {len(preds)} predictions but {len(targets)} targets; need one dict per image in each")
-    classes = sorted(
-        {int(c) for t in targets for c in _as_numpy(t, "labels", np.int64)}
-        | {int(c) for p in preds for c in _as_numpy(p, "labels", np.int64)}
-    )
-    precision = -np.ones((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(classes)))
-    for k, cls in enumerate(classes):
-        scores, tps, num_gt = [], [], 0  # pooled over images
-        for pred, target in zip(preds, targets):
-            gt = _as_numpy(target, "boxes", np.float64).reshape(-1, 4)[_as_numpy(target, "labels", np.int64) == cls]
-            mask = _as_numpy(pred, "labels", np.int64) == cls
-            det = _as_numpy(pred, "boxes", np.float64).reshape(-1, 4)[mask]
-            det_scores = _as_numpy(pred, "scores", np.float64)[mask]
-            order = np.argsort(-det_scores, kind="mergesort")[:max_detections]  # step 1
-            det, det_scores = det[order], det_scores[order]
-            num_gt += len(gt)
-            ious = box_iou(torch.from_numpy(det), torch.from_numpy(gt)).numpy()
-            tps.append(np.stack([match_detections(ious, t) for t in IOU_THRESHOLDS]).reshape(len(IOU_THRESHOLDS), -1))
-            scores.append(det_scores)
-        if num_gt == 0:
-            continue  # AP undefined: stays -1 and is left out of the means
-        order = np.argsort(-np.concatenate(scores), kind="mergesort")  # step 3
-        tp_all = np.concatenate(tps, axis=1)[:, order]
-        for t in range(len(IOU_THRESHOLDS)):
-            precision[t, :, k] = precision_at_recall(tp_all[t], num_gt)
-    return precision, classes
+    classes, matches = match_per_image(preds, targets, max_detections)
+    return precision_from_matches(matches), classes
 
 
 def count_errors(
@@ -188,6 +226,146 @@ def mean_average_precision(
         "precision": precision,
         "classes": classes,
     }
+
+
+_METRICS = {"map": lambda p: _mean_valid(p), "map_50": lambda p: _mean_valid(p[0]), "map_75": lambda p: _mean_valid(p[5])}
+
+
+def _check_bootstrap_args(n_boot: int, confidence: float, metric: str, method: str) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2:
+        raise ValueError(f"n_boot={n_boot!r}: need an integer >= 2 (1000 is a good default)")
+    if isinstance(confidence, bool) or not (isinstance(confidence, float | int) and 0 < confidence < 1):
+        raise ValueError(f"confidence={confidence!r}: need a number strictly between 0 and 1, e.g. 0.95")
+    if metric not in _METRICS:
+        raise ValueError(f"metric={metric!r}: choose one of {sorted(_METRICS)}")
+    if method not in ("bc", "percentile"):
+        raise ValueError(f"method={method!r}: choose 'bc' (bias-corrected, the default) or 'percentile'")
+
+
+def bootstrap_interval(samples: np.ndarray, value: float, confidence: float, method: str = "bc") -> tuple[float, float]:
+    """Interval from bootstrap replicates ``samples`` (B,) of a statistic whose estimate is ``value``.
+
+    ``"percentile"``: ``[q_{a/2}, q_{1-a/2}]`` of the replicates, a = 1 - confidence.
+    ``"bc"`` (bias-corrected percentile, Efron 1981): the same quantiles moved by
+    how far the replicates sit off the estimate::
+
+        z0 = Phi^-1( #{m_b < value}/B + #{m_b = value}/(2B) )
+        CI = [ q_{Phi(2 z0 + z_{a/2})},  q_{Phi(2 z0 + z_{1-a/2})} ]
+
+    mAP is biased upwards on small sets (the precision envelope takes a maximum
+    over noisy values) and resampling adds the bias again, so the plain
+    percentile interval sits too high; ``"bc"`` removes that shift
+    (``tests/test_bootstrap.py`` measures both).
+    """
+    alpha = 1 - confidence
+    quantiles = [alpha / 2, 1 - alpha / 2]
+    if method == "bc":
+        normal = NormalDist()
+        b = len(samples)
+        p0 = float(np.mean(samples < value) + 0.5 * np.mean(samples == value))
+        z0 = normal.inv_cdf(min(max(p0, 0.5 / b), 1 - 0.5 / b))
+        quantiles = [normal.cdf(2 * z0 + normal.inv_cdf(q)) for q in quantiles]
+    low, high = np.quantile(samples, quantiles)
+    return float(low), float(high)
+
+
+def bootstrap_map(
+    preds: list[dict[str, Any]],
+    targets: list[dict[str, Any]],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    metric: str = "map",
+    max_detections: int = 100,
+    method: str = "bc",
+) -> dict[str, float]:
+    """Image-level bootstrap confidence interval for mAP: how much would it move on other images?
+
+    The val and test splits have 200 images each, so an mAP measured on them
+    carries sampling noise. Resample the images B = ``n_boot`` times with
+    replacement, score each resample, and read the percentile interval::
+
+        I_b = (i_1, ..., i_n),  i_j ~ Uniform{1..n}          b = 1..B
+        m_b = mAP(images I_b)         (duplicated images count twice)
+        CI  = [ q_{a/2}(m_1..m_B),  q_{1-a/2}(m_1..m_B) ],   a = 1 - confidence
+        std = sqrt( sum_b (m_b - mean(m))^2 / (B - 1) )      (ddof = 1)
+
+    with the quantile levels bias-corrected by default (``method="bc"``, see
+    :func:`bootstrap_interval`: the plain percentile interval of mAP sits too high).
+
+    Matching (steps 1--2 of :func:`mean_average_precision`) is done once per
+    image; only the pooling is redone per resample. Seeded: the same inputs
+    and ``seed`` give the same interval.
+
+    Args:
+        preds, targets: as for :func:`mean_average_precision` (n images).
+        n_boot: number of resamples B (>= 2).
+        confidence: coverage of the interval, e.g. 0.95.
+        seed: seeds the resampling (``numpy.random.default_rng``).
+        metric: ``"map"`` (AP@[.5:.95]), ``"map_50"`` or ``"map_75"``.
+
+    Returns ``{"value", "low", "high", "std", "n_boot", "confidence", "num_images"}``;
+    ``value`` is the point estimate on all images (equal to :func:`mean_average_precision`).
+    """
+    _check_bootstrap_args(n_boot, confidence, metric, method)
+    _, matches = match_per_image(preds, targets, max_detections)
+    score = _METRICS[metric]
+    n = len(targets)
+    if n == 0:
+        raise ValueError("no images to bootstrap: preds and targets are empty")
+    rng = np.random.default_rng(seed)
+    samples = np.array([score(precision_from_matches(matches, rng.integers(0, n, n))) for _ in range(n_boot)])
+    value = score(precision_from_matches(matches))
+    low, high = bootstrap_interval(samples, value, confidence, method)
+    return {"value": value, "low": low, "high": high,
+            "std": float(np.std(samples, ddof=1)), "n_boot": n_boot, "confidence": float(confidence), "num_images": n}
+
+
+def paired_bootstrap_map(
+    preds_a: list[dict[str, Any]],
+    preds_b: list[dict[str, Any]],
+    targets: list[dict[str, Any]],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    metric: str = "map",
+    max_detections: int = 100,
+    method: str = "bc",
+) -> dict[str, Any]:
+    """Bootstrap CI of the *difference* mAP(a) - mAP(b) of two models on the same images.
+
+    Both models are scored on the same resample each time, so the noise that
+    comes from which images happen to be in the split cancels::
+
+        d_b = mAP_a(I_b) - mAP_b(I_b),   CI = [q_{a/2}(d), q_{1-a/2}(d)]   (bias-corrected levels)
+
+    This interval is much narrower than the two separate ones. ``"within_noise"``
+    is True when the interval contains 0: then the data do not show that a and
+    b differ, and the course calls the difference "within noise", not a gain.
+
+    Returns ``{"value" (the difference on all images), "low", "high", "std",
+    "within_noise", "n_boot", "confidence", "num_images"}``.
+    """
+    _check_bootstrap_args(n_boot, confidence, metric, method)
+    if len(preds_a) != len(preds_b):
+        raise ValueError(f"model a has {len(preds_a)} predictions but model b has {len(preds_b)}; "
+                         "score both on the same images")
+    _, matches_a = match_per_image(preds_a, targets, max_detections)
+    _, matches_b = match_per_image(preds_b, targets, max_detections)
+    score = _METRICS[metric]
+    n = len(targets)
+    if n == 0:
+        raise ValueError("no images to bootstrap: preds and targets are empty")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        diffs.append(score(precision_from_matches(matches_a, idx)) - score(precision_from_matches(matches_b, idx)))
+    samples = np.array(diffs)
+    value = score(precision_from_matches(matches_a)) - score(precision_from_matches(matches_b))
+    low, high = bootstrap_interval(samples, value, confidence, method)
+    return {"value": value, "low": low, "high": high, "std": float(np.std(samples, ddof=1)),
+            "within_noise": bool(low <= 0 <= high), "n_boot": n_boot, "confidence": float(confidence), "num_images": n}
 
 
 def pycocotools_map(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from torch import nn
 
 from course_utils import TinyDetector
 from course_utils.deploy import (
-    DetectorNetwork, OrtDetector, cpu_int8_features, export_onnx, file_size, measure_latency, ort_session, quantize_onnx,
+    DetectorNetwork, OrtDetector, cpu_info, cpu_int8_features, export_onnx, ort_nchwc_block_size, file_size, measure_latency, ort_session, quantize_onnx,
 )
 from course_utils.quant import fuse_conv_bn
 
@@ -96,3 +96,16 @@ def test_measure_interleaved_runs_rounds_in_turn_and_keeps_the_median_round() ->
     assert 1.8 < out["x"]["median_ms"] < 2.9
     with pytest.raises(ValueError, match="rounds"):
         measure_interleaved(fns, rounds=0)
+
+
+def test_ort_block_size_follows_the_vector_width(tmp_path) -> None:
+    cases = {"fpu sse2 avx2 avx512f avx512bw": 16, "fpu sse2 avx2 fma": 8, "fpu sse2 sse4_2": 1}
+    for flags, block in cases.items():
+        fake = tmp_path / f"cpuinfo_{block}"
+        fake.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        assert ort_nchwc_block_size(fake) == block
+        info = cpu_info(fake)
+        assert info["model"] == "Test CPU" and info["logical_cpus"] == 2 and info["ort_nchwc_block"] == block
+        assert info["features"] == cpu_int8_features(fake)
+    assert ort_nchwc_block_size(tmp_path / "missing") == 1
+    assert cpu_info(tmp_path / "missing")["model"] == "unknown"
