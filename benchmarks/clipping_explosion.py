@@ -37,6 +37,7 @@ from course_utils import (
     CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, fit, get_device, materialize, seed_everything,
 )
 from course_utils.clipping import GradientClipping, GradNormMonitor
+from course_utils.metrics import seed_summary
 from course_utils.train import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def main() -> None:
             "diverged": sum(r["diverged"] for r in results),
             "runs": len(results),
             "map_mean": float(np.mean(maps)),
-            "map_std": float(np.std(maps)),
+            "map_std": seed_summary(maps)["std"],
             "clip_fraction": float(np.mean([np.mean(r["clip_active"]) if r["clip_active"] else 0.0 for r in results])),
         }
     result = {

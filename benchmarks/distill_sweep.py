@@ -1,6 +1,6 @@
 """Knowledge distillation for the course detector: student alone vs each distillation term vs all.
 
-Teacher: ``TinyDetector(width=2)`` trained by ``train_tiny_detector.py --width 2 --name teacher``.
+Teacher: ``TinyDetector(width=2)`` trained by ``train_tiny_detector.py --width 2 --epochs 6 --name teacher``.
 Student: ``TinyDetector(width=--student-width)`` trained from scratch with the standard
 recipe (same data, epochs, learning rate as the fp32 detector), with these extra
 loss terms (``course_utils.distill.Distiller``):
@@ -36,7 +36,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -45,6 +44,7 @@ from course_utils import (
     load_checkpoint, materialize, save_checkpoint, seed_everything,
 )
 from course_utils.distill import Distiller, cache_teacher_outputs, pseudo_label
+from course_utils.metrics import seed_summary
 from course_utils.train import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def main() -> None:
                 save_checkpoint(args.out / f"student_{name}{suffix}.pt", student.cpu(), config=name, seed=seed,
                                 val_map=runs[name][-1])
 
-    summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for name, v in runs.items()}
+    summary = {name: seed_summary(v) for name, v in runs.items()}
     if args.merge and json_path.exists():  # settings run earlier with the same options stay
         old = json.loads(json_path.read_text())
         summary = {**{k: v for k, v in old["val_map"].items() if k not in summary}, **summary}

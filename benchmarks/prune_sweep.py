@@ -10,13 +10,23 @@ Starts from the trained fp32 detector (``tiny_detector.pt``) and, for each seed
                            (the layers physically shrink), then fine-tuned;
 * ``global_K``          -- the same, but one threshold over all groups (L1 normalised per
                            group), so K of all channels survive, fewer where they matter less;
+* ``bnscale_K``, ``folded_K``, ``random_K`` -- ``structured_K`` with other channel rankings:
+                           ``|γ|`` of the BN after each conv, the L1 norm of the BN-folded filters,
+                           and channels drawn at random (seeded by the run's seed) -- the control
+                           every ranking must beat (``--controls`` adds all three);
+* ``scratch_K``         -- ``structured_K``'s shape, re-initialised and trained from scratch with the
+                           standard recipe (one-cycle, peak 4e-3) for ``--scratch-epochs`` (default:
+                           the start model's epochs + ``--epochs``, the pruned model's total): does
+                           pruning a trained model beat training the small shape (Liu et al. 2019)?
 * ``slim_K``            -- network slimming: fine-tune with an L1 penalty on the BN
                            scales first, prune by ``|γ|`` to K, then fine-tune;
 * ``iterative_K``       -- structured in two rounds: keep (1 + K) / 2, fine-tune half the
                            epochs, keep K, fine-tune the other half (same total training).
 
-``--start`` picks the starting checkpoint (default: the course detector); ``--multiple-of 8``
-rounds the structured variants' channel counts to multiples of 8 (kernel-friendly, notebook 07).
+``--start`` picks the starting checkpoint (default: the course detector); ``--multiple-of M``
+rounds the structured variants' channel counts to multiples of M; the default is the channel
+block of ONNX Runtime's convolution kernels on this CPU (16 with AVX-512, 8 with AVX2:
+``course_utils.deploy.ort_nchwc_block_size``, notebook 07).
 ``--save-models DIR`` keeps the seed-0 models; ``--merge A.json B.json ...`` combines the
 ``val_map`` entries of several runs (e.g. one variant per process) into one file.
 
@@ -62,12 +72,13 @@ from course_utils import (
     CocoDetection, SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, fit, get_device,
     load_checkpoint, materialize, save_checkpoint, seed_everything,
 )
-from course_utils.deploy import DetectorNetwork, export_onnx, measure_interleaved, ort_session
+from course_utils.deploy import DetectorNetwork, export_onnx, measure_interleaved, ort_nchwc_block_size, ort_session
 from course_utils.prune import (
     MaskHook, SlimmingPenalty, channel_counts, count_flops, magnitude_masks, prune_detector, sparsity,
 )
 from course_utils.quant import fuse_conv_bn
-from course_utils.train import make_finetune_optimizer
+from course_utils.metrics import seed_summary
+from course_utils.train import make_finetune_optimizer, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_LAYERS = ("cls_out", "box_out")
@@ -85,6 +96,17 @@ def finetune(model: TinyDetector, loader: DataLoader, epochs: int, lr: float, de
     optimizer, scheduler = make_finetune_optimizer(model, lr, total_steps=epochs * len(loader))
     fit(model, loader, optimizer, epochs, device=device, hooks=list(hooks), scheduler=scheduler, progress=False)
     return model.eval()
+
+
+def train_from_scratch(model: TinyDetector, loader: DataLoader, epochs: int, device: torch.device) -> TinyDetector:
+    """The standard training recipe (``make_optimizer``: AdamW, one-cycle, peak 4e-3), as for the start model."""
+    optimizer, scheduler = make_optimizer(model, 4e-3, total_steps=epochs * len(loader))
+    fit(model, loader, optimizer, epochs, device=device, scheduler=scheduler, progress=False)
+    return model.eval()
+
+
+#: structured variants that differ from ``structured_K`` only in how channels are ranked
+RANKINGS = {"bnscale": "bn", "folded": "l1_folded", "random": "random"}
 
 
 def checkpoint_bytes(model: torch.nn.Module) -> tuple[int, int]:
@@ -135,7 +157,7 @@ def untrained_variant(base: TinyDetector, name: str, multiple_of: int) -> TinyDe
         model = copy.deepcopy(base)
         MaskHook(magnitude_masks(model, float(value), "global", include=hidden_layers)).apply(model)
         return model
-    if kind in ("structured", "iterative"):  # the iterative schedule ends at the same counts
+    if kind in ("structured", "iterative", "scratch", *RANKINGS):  # these all end at the same counts
         return prune_detector(base, float(value), criterion="l1", multiple_of=multiple_of)
     if kind == "global":
         return prune_detector(base, float(value), criterion="l1", scope="global", multiple_of=multiple_of)
@@ -159,7 +181,7 @@ def merge(paths: list[Path], out: Path, description: str | None = None) -> None:
             if name in result["val_map"]:  # same variant, other seeds: pool the runs
                 for stage in ("before_ft", "after_ft"):
                     pooled = result["val_map"][name][stage]["runs"] + entry[stage]["runs"]
-                    result["val_map"][name][stage] = {"mean": float(np.mean(pooled)), "std": float(np.std(pooled)), "runs": pooled}
+                    result["val_map"][name][stage] = seed_summary(pooled)
             else:
                 result["val_map"][name] = entry
         for name, entry in other.get("cost_seed0", {}).items():  # prefer entries that carry latencies
@@ -178,7 +200,17 @@ def main() -> None:
     parser.add_argument("--slim-keep", type=float, nargs="*", default=[])
     parser.add_argument("--slim-strength", type=float, default=1e-3)
     parser.add_argument("--iterative-keep", type=float, nargs="*", default=[])
-    parser.add_argument("--multiple-of", type=int, default=1, help="round structured channel counts to multiples of this")
+    parser.add_argument("--bnscale-keep", type=float, nargs="*", default=[])
+    parser.add_argument("--folded-keep", type=float, nargs="*", default=[])
+    parser.add_argument("--random-keep", type=float, nargs="*", default=[])
+    parser.add_argument("--scratch-keep", type=float, nargs="*", default=[])
+    parser.add_argument("--controls", action="store_true",
+                        help="for every --keep ratio also run bnscale_K, folded_K, random_K and scratch_K")
+    parser.add_argument("--scratch-epochs", type=int, default=None,
+                        help="training epochs of scratch_K (default: the start checkpoint's epochs + --epochs)")
+    parser.add_argument("--multiple-of", type=int, default=ort_nchwc_block_size(),
+                        help="round structured channel counts to multiples of this (default: ONNX Runtime's channel "
+                             "block on this CPU, %(default)s)")
     parser.add_argument("--start", type=Path, default=ROOT / "benchmarks" / "results" / "tiny_detector.pt",
                         help="starting checkpoint (a TinyDetector state dict of width --width)")
     parser.add_argument("--width", type=float, default=1.0, help="width of the starting TinyDetector (2.0: the teacher)")
@@ -215,9 +247,20 @@ def main() -> None:
     print(f"fp32 detector: val mAP {base_map:.4f}, {count_parameters(base):,} parameters", flush=True)
     train_set = materialize(SyntheticShapes(args.train_images, seed=0))
 
+    if args.controls:
+        for option in ("bnscale_keep", "folded_keep", "random_keep", "scratch_keep"):
+            setattr(args, option, sorted(set(getattr(args, option)) | set(args.keep)))
+    if args.scratch_epochs is None:
+        config = load_checkpoint(args.start)["metadata"].get("config")
+        start_epochs = config.get("epochs") if isinstance(config, dict) else None
+        if args.scratch_keep and start_epochs is None:
+            parser.error(f"{args.start} does not record its training epochs: give --scratch-epochs")
+        args.scratch_epochs = (start_epochs or 0) + args.epochs
     names = ([] if args.no_dense else ["dense_ft"]) + ([f"unstructured_{s:g}" for s in args.sparsities] + [f"structured_{k:g}" for k in args.keep]
              + [f"global_{k:g}" for k in args.global_keep] + [f"slim_{k:g}" for k in args.slim_keep]
-             + [f"iterative_{k:g}" for k in args.iterative_keep])
+             + [f"iterative_{k:g}" for k in args.iterative_keep] + [f"bnscale_{k:g}" for k in args.bnscale_keep]
+             + [f"folded_{k:g}" for k in args.folded_keep] + [f"random_{k:g}" for k in args.random_keep]
+             + [f"scratch_{k:g}" for k in args.scratch_keep])
     before: dict[str, list[float]] = {n: [] for n in names}
     after: dict[str, list[float]] = {n: [] for n in names}
     seed0_models: dict[str, TinyDetector] = {"dense": copy.deepcopy(base).cpu()}
@@ -240,6 +283,10 @@ def main() -> None:
                 model = prune_detector(base, float(value), criterion="l1", multiple_of=args.multiple_of)
             elif kind == "global":
                 model = prune_detector(base, float(value), criterion="l1", scope="global", multiple_of=args.multiple_of)
+            elif kind in RANKINGS:
+                model = prune_detector(base, float(value), criterion=RANKINGS[kind], multiple_of=args.multiple_of, seed=seed)
+            elif kind == "scratch":  # the same shape, new weights (seeded), the whole budget from scratch
+                model = prune_detector(base, float(value), criterion="l1", multiple_of=args.multiple_of).reset_parameters()
             elif kind == "iterative":  # first cut to (1 + K) / 2, recover, then cut to K (the second fine-tune is below)
                 half = (1 + float(value)) / 2
                 model = prune_detector(base, half, criterion="l1", multiple_of=args.multiple_of)
@@ -250,9 +297,13 @@ def main() -> None:
                                  [SlimmingPenalty(args.slim_strength)])
                 model = prune_detector(model, float(value), criterion="bn")
             before[name].append(score(model.to(device).eval()))
-            model = finetune(model, loader, args.epochs - args.epochs // 2 if kind == "iterative" else args.epochs, args.lr, device, hooks)
+            if kind == "scratch":
+                model = train_from_scratch(model, loader, args.scratch_epochs, device)
+            else:
+                model = finetune(model, loader, args.epochs - args.epochs // 2 if kind == "iterative" else args.epochs,
+                                 args.lr, device, hooks)
             after[name].append(score(model))
-            extra = f", {sum(channel_counts(model).values())} channels" if kind in ("structured", "global", "slim", "iterative") else ""
+            extra = f", {sum(channel_counts(model).values())} channels" if kind not in ("dense", "unstructured") else ""
             extra += f", sparsity {sparsity(model, hidden_layers):.3f}" if kind == "unstructured" else ""
             print(f"seed {seed} {name:>18}: {count_parameters(model):>7,} params, val mAP {before[name][-1]:.4f} -> "
                   f"{after[name][-1]:.4f} after fine-tuning ({time.perf_counter() - t0:.0f} s{extra})", flush=True)
@@ -267,7 +318,7 @@ def main() -> None:
             save_checkpoint(args.save_models / f"{name}.pt", model, channels=channel_counts(model))
 
     summary = {n: {"before_ft": {"mean": float(np.mean(before[n])), "runs": before[n]},
-                   "after_ft": {"mean": float(np.mean(after[n])), "std": float(np.std(after[n])), "runs": after[n]}}
+                   "after_ft": seed_summary(after[n])}
                for n in names}
     cost = {}
     for name, model in seed0_models.items():

@@ -1,6 +1,6 @@
 """PTQ vs QAT at 8 and 4 bits for the course detector, over several seeds.
 
-Starts from the fp32 checkpoint of ``train_tiny_detector.py`` and measures val
+Starts from the fp32 checkpoint of ``train_tiny_detector.py --epochs 6 --name tiny_detector`` and measures val
 mAP@[.5:.95] for:
 
 * ``fp32``        -- the checkpoint as it is;
@@ -34,7 +34,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -43,6 +42,7 @@ from course_utils import (
     materialize, save_checkpoint, seed_everything,
 )
 from course_utils.quant import QATSchedule, calibrate, post_training_quantize, prepare_qat
+from course_utils.metrics import seed_summary
 from course_utils.train import make_finetune_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def main() -> None:
                 secs = finetune(qat, loader, args.epochs_4, lr, device, hooks=[hook])
                 record(name, val_map(qat), secs)
 
-    summary = {name: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for name, v in runs.items()}
+    summary = {name: seed_summary(v) for name, v in runs.items()}
     previous = args.out / "qat_sweep.json"
     if args.variants_only and previous.exists():  # keep the main results, replace the variants
         old = json.loads(previous.read_text())

@@ -196,8 +196,9 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 3, runs
     """Time several functions in ``rounds`` interleaved rounds; keep each one's median round.
 
     Round r times every ``fns[name]`` once with :func:`measure_latency`, so a slow
-    moment of a shared machine hits all of them alike instead of one. Returns, per
-    name, the :func:`measure_latency` result of the round with the median ``median_ms``.
+    moment of the machine (other load, a clock-speed change) hits all of them
+    alike instead of one. Returns, per name, the :func:`measure_latency` result
+    of the round with the median ``median_ms``.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -236,11 +237,15 @@ def cpu_int8_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, bool]:
 def ort_nchwc_block_size(cpuinfo: str | Path = "/proc/cpuinfo") -> int:
     """Channel block of ONNX Runtime's NCHWc convolution kernels (MLAS) on this CPU.
 
-    MLAS lays activations out as NCHWc -- channels in blocks of c, one SIMD
+    MLAS lays fp32 activations out as NCHWc -- channels in blocks of c, one SIMD
     register each -- with c = 16 floats on CPUs with AVX-512F (512-bit registers)
     and c = 8 on AVX2 (256-bit). A convolution whose channel counts are multiples
-    of c stays on that fast path; pad channel counts to a multiple of c when
-    pruning for ONNX Runtime. Returns 16, 8, or 1 (no NCHWc kernels: any count).
+    of c fills every block; ONNX Runtime 1.32 also keeps counts that are multiples
+    of 4 (or below c) on this path by padding them up to c, at the cost of the
+    padding, and sends other counts to a slower generic kernel
+    (``benchmarks/ort_block_size.py`` reads the kernels off the optimised graph).
+    The int8 path (QLinearConv) does not use this layout. Returns 16, 8, or 1 (no
+    NCHWc kernels: any count).
     """
     features = cpu_int8_features(cpuinfo)
     return 16 if features["avx512f"] else 8 if features["avx2"] else 1

@@ -14,7 +14,7 @@ Taught in: 06_knowledge_distillation.
 * :class:`Distiller` -- a training-loop hook: the teacher runs frozen, in eval
   mode and without gradients, and the chosen terms are added to the student's loss;
   :class:`SoftTargetDistiller`, the same for a classifier (Hinton's α form);
-* torchvision's two-stage detectors (seed 004's Faster R-CNN):
+* torchvision's two-stage detectors (Faster R-CNN):
   :func:`roi_class_logits` and :class:`RoIDistiller` -- soft targets on the ROI
   head's class logits, for the *same* regions in teacher and student.
 """
@@ -338,7 +338,7 @@ def jitter_boxes(boxes: Tensor, copies: int = 4, scale: float = 0.2, generator: 
 
 
 class RoIDistiller(Hook):
-    """Soft targets for a torchvision Faster R-CNN student (seed 004's setting), inside ``fit``.
+    """Soft targets for a torchvision Faster R-CNN student, inside ``fit``.
 
     Both networks score the same regions -- the ground-truth boxes and jittered
     copies (:func:`jitter_boxes`), i.e. objects and near-misses -- and the student

@@ -447,7 +447,7 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
             p_s, p_t = F.softmax(s / temperature, -1), F.softmax(t / temperature, -1)
             reverse = temperature**2 * (p_s * (p_s.log() - p_t.log())).sum(-1).mean().item()
             if math.isclose(value, -ref, rel_tol=1e-4):
-                hint = "the sign is flipped: KL is >= 0 and is *added* to the loss (seed 004's −α·KL pushes the student away)."
+                hint = "the sign is flipped: KL is >= 0 and is *added* to the loss (the often-copied −α·KL pushes the student away)."
             elif temperature != 1 and math.isclose(value, ref / temperature**2, rel_tol=1e-4):
                 hint = "missing the T² factor: without it the soft-target gradient shrinks like 1/T²."
             elif math.isclose(value, ref * 16, rel_tol=1e-4):

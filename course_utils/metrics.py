@@ -43,6 +43,7 @@ __all__ = [
     "bootstrap_map",
     "paired_bootstrap_map",
     "bootstrap_interval",
+    "seed_summary",
     "mean_average_precision",
     "count_errors",
     "pycocotools_map",
@@ -366,6 +367,22 @@ def paired_bootstrap_map(
     low, high = bootstrap_interval(samples, value, confidence, method)
     return {"value": value, "low": low, "high": high, "std": float(np.std(samples, ddof=1)),
             "within_noise": bool(low <= 0 <= high), "n_boot": n_boot, "confidence": float(confidence), "num_images": n}
+
+
+def seed_summary(values: list[float]) -> dict[str, Any]:
+    """Mean and spread of one result over n runs (seeds): what every course table reports.
+
+    ``std`` is the sample standard deviation, ddof = 1 (``sqrt(sum (x_i - mean)^2 / (n - 1))``),
+    the unbiased-variance estimate for a handful of seeds; None for a single run.
+    Returns ``{"mean", "std", "n", "runs"}``.
+    """
+    runs = [float(v) for v in values]
+    if not runs:
+        raise ValueError("seed_summary needs at least one value")
+    if not all(np.isfinite(runs)):
+        raise ValueError(f"seed_summary got non-finite values {runs}: a run diverged or was not scored")
+    return {"mean": float(np.mean(runs)), "std": float(np.std(runs, ddof=1)) if len(runs) > 1 else None,
+            "n": len(runs), "runs": runs}
 
 
 def pycocotools_map(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, Any]:

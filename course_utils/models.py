@@ -124,7 +124,12 @@ class TinyDetector(nn.Module):
         self.tower = nn.Sequential(block(neck, neck), block(neck, neck))
         self.cls_out = nn.Conv2d(neck, num_classes, 1)
         self.box_out = nn.Conv2d(neck, 4, 1)
-        if not batch_norm:  # a plain ReLU stack needs He initialisation to keep signals alive
+        self.batch_norm = batch_norm
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """The detector's own initialisation, on top of PyTorch's default for each layer."""
+        if not self.batch_norm:  # a plain ReLU stack needs He initialisation to keep signals alive
             for m in self.modules():
                 if isinstance(m, nn.Conv2d) and m not in (self.cls_out, self.box_out):
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
@@ -134,6 +139,21 @@ class TinyDetector(nn.Module):
         nn.init.constant_(self.cls_out.bias, -math.log((1 - 0.01) / 0.01))
         nn.init.normal_(self.box_out.weight, std=0.01)
         nn.init.zeros_(self.box_out.bias)
+
+    def reset_parameters(self) -> "TinyDetector":
+        """Re-initialise every weight in place, keeping the (possibly pruned) channel counts.
+
+        Layers are reset in the order they were built, so after the same
+        ``torch.manual_seed`` a full-size model gets exactly the weights of a
+        fresh ``TinyDetector(...)``. Used for the "same shape, trained from
+        scratch" control of pruning (Liu et al. 2019, "Rethinking the Value of
+        Network Pruning"). Returns ``self``.
+        """
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.BatchNorm2d)):
+                m.reset_parameters()
+        self._init_weights()
+        return self
 
     # ------------------------------------------------------------------ forward
     def features(self, x: Tensor) -> Tensor:

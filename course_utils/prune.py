@@ -63,6 +63,7 @@ __all__ = [
     "channel_counts",
     "l1_filter_importance",
     "bn_scale_importance",
+    "folded_l1_importance",
     "group_importance",
     "channel_masks",
     "mask_channels",
@@ -76,7 +77,7 @@ __all__ = [
     "iterative_prune",
 ]
 
-CRITERIA = ("l1", "bn")
+CRITERIA = ("l1", "bn", "l1_folded", "random")
 SCOPES = ("global", "layer")
 
 
@@ -289,16 +290,37 @@ def bn_scale_importance(bn: nn.BatchNorm2d) -> Tensor:
     return bn.weight.detach().abs()
 
 
-def group_importance(model: nn.Module, group: ChannelGroup, criterion: str = "l1") -> Tensor:
+def folded_l1_importance(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> Tensor:
+    """L1 norm of each filter *after* folding the BN that follows it: ``s_j = |γ_j| / √(σ²_j + ε) · Σ_{c,u,v} |W[j, c, u, v]|``.
+
+    Shapes: (C_out,). A conv followed by BN can have any filter scale -- BN divides
+    it out -- so the raw L1 norm says little there; the folded filter
+    ``W_j · γ_j / √(σ²_j + ε)`` is what the deployed network multiplies with.
+    """
+    factor = bn.weight.detach().abs() / torch.sqrt(bn.running_var.detach() + bn.eps)
+    return factor * l1_filter_importance(conv)
+
+
+def group_importance(model: nn.Module, group: ChannelGroup, criterion: str = "l1",
+                     generator: torch.Generator | None = None) -> Tensor:
     """One score per channel of ``group``. Shape: (C,).
 
     ``"l1"``: sum of :func:`l1_filter_importance` over the producers (the neck
     sums both laterals). ``"bn"``: :func:`bn_scale_importance` of the group's
-    BN; a group without BN (the neck) falls back to ``"l1"``.
+    BN. ``"l1_folded"``: :func:`folded_l1_importance` (the filters with their BN
+    folded in). ``"random"``: uniform random scores drawn from ``generator`` --
+    the control every criterion must beat. A group without BN (the neck) falls
+    back to ``"l1"`` under ``"bn"`` and ``"l1_folded"``.
     """
     _check_choice("criterion", criterion, CRITERIA)
+    if criterion == "random":
+        channels = model.get_submodule(group.producers[0]).out_channels
+        return torch.rand(channels, generator=generator)
     if criterion == "bn" and group.norms:
         return sum(bn_scale_importance(model.get_submodule(n)) for n in group.norms)
+    if criterion == "l1_folded" and group.norms:
+        return sum(folded_l1_importance(model.get_submodule(c), model.get_submodule(b))
+                   for c, b in zip(group.producers, group.norms))
     return sum(l1_filter_importance(model.get_submodule(n)) for n in group.producers)
 
 
@@ -310,8 +332,11 @@ def _kept_channels(channels: int, keep_ratio: float, multiple_of: int) -> int:
 
 
 def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", scope: str = "layer",
-                  multiple_of: int = 1) -> dict[str, Tensor]:
+                  multiple_of: int = 1, seed: int = 0) -> dict[str, Tensor]:
     """Which channels to keep: ``{group name: (C,) bool, True = keep}``.
+
+    ``criterion`` ranks the channels (:func:`group_importance`; ``seed`` seeds
+    ``"random"``).
 
     * ``"layer"``: each group keeps its ``k = max(1, round(r · C))`` most important
       channels; with ``multiple_of = m``, ``k`` is rounded to a multiple of ``m``
@@ -321,8 +346,9 @@ def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", sc
       scores survive (with ``multiple_of = m``, each group's surviving count ``k_g``
       is then rounded to a multiple of ``m`` and its top ``k_g`` kept, so the total
       moves slightly). Scores must be comparable across layers: ``"bn"`` uses raw
-      ``|γ|`` (as Network Slimming does); ``"l1"`` divides each group's L1
-      norms by their mean (fan-in and init scale differ per layer). A group that
+      ``|γ|`` (as Network Slimming does); ``"l1"`` and ``"l1_folded"`` divide each
+      group's norms by their mean (fan-in and init scale differ per layer);
+      ``"random"`` scores are uniform everywhere. A group that
       would lose everything keeps its best channel, and a group without BN
       under ``"bn"`` (the neck) is pruned per layer.
     """
@@ -330,13 +356,16 @@ def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", sc
     _check_choice("criterion", criterion, CRITERIA)
     _check_choice("scope", scope, SCOPES)
     groups = detector_channel_groups(model)
-    if criterion == "bn" and not any(g.norms for g in groups):
-        raise ValueError("criterion='bn' needs BatchNorm layers and this model has none (batch_norm=False); use criterion='l1'")
-    scores = {g.name: group_importance(model, g, criterion) for g in groups}
-    pooled = [g.name for g in groups if scope == "global" and (criterion == "l1" or g.norms)]
+    if criterion in ("bn", "l1_folded") and not any(g.norms for g in groups):
+        raise ValueError(f"criterion={criterion!r} needs BatchNorm layers and this model has none (batch_norm=False); "
+                         "use criterion='l1'")
+    generator = torch.Generator().manual_seed(seed)
+    scores = {g.name: group_importance(model, g, criterion, generator) for g in groups}
+    pooled = [g.name for g in groups if scope == "global" and (criterion in ("l1", "random") or g.norms)]
     masks = {n: _keep_top(s, _kept_channels(len(s), keep_ratio, multiple_of)) for n, s in scores.items() if n not in pooled}
     if pooled:
-        normed = [scores[n] / scores[n].mean().clamp(min=1e-12) if criterion == "l1" else scores[n] for n in pooled]
+        normed = [scores[n] / scores[n].mean().clamp(min=1e-12) if criterion in ("l1", "l1_folded") else scores[n]
+                  for n in pooled]
         flat = torch.cat(normed)  # (ΣC,)
         kept = _keep_top(flat, max(1, round(keep_ratio * len(flat)))).split([len(s) for s in normed])
         for name, mask in zip(pooled, kept):
@@ -450,9 +479,9 @@ def prune_channels(model: nn.Module, masks: dict[str, Tensor]) -> nn.Module:
 
 
 def prune_detector(model: nn.Module, keep_ratio: float, criterion: str = "l1", scope: str = "layer",
-                   multiple_of: int = 1) -> nn.Module:
-    """Rank channels and cut: ``prune_channels(model, channel_masks(model, keep_ratio, criterion, scope, multiple_of))``."""
-    return prune_channels(model, channel_masks(model, keep_ratio, criterion, scope, multiple_of))
+                   multiple_of: int = 1, seed: int = 0) -> nn.Module:
+    """Rank channels and cut: ``prune_channels(model, channel_masks(model, keep_ratio, criterion, scope, multiple_of, seed))``."""
+    return prune_channels(model, channel_masks(model, keep_ratio, criterion, scope, multiple_of, seed))
 
 
 def shrink_to_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> nn.Module:

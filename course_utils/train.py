@@ -191,10 +191,15 @@ def train_one_epoch(
 def make_optimizer(
     model: nn.Module, lr: float, total_steps: int, weight_decay: float = 1e-4, warmup: float = 0.15
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The course's default: AdamW with a one-cycle schedule.
+    """The course's default: AdamW with a one-cycle schedule (torch's ``OneCycleLR``, default factors).
 
-    The learning rate warms up from ``lr / 25`` to ``lr`` over the first ``warmup``
-    fraction of ``total_steps``, then anneals (cosine) towards ``lr / 1e4``. Call
+    The learning rate warms up (cosine) from ``lr / 25`` (``div_factor = 25``) to
+    ``lr`` over the first ``warmup`` fraction of ``total_steps``, then anneals
+    (cosine) to ``lr / (25 · 10⁴)`` at the last step (``final_div_factor = 1e4``
+    divides the *initial* ``lr / 25``, so the floor is ``lr / 2.5e5``, not
+    ``lr / 1e4``). ``cycle_momentum=True`` (the default) also cycles AdamW's β₁
+    inversely to the learning rate: 0.95 at the start, 0.85 at the peak, back to
+    0.95 at the end (replacing AdamW's default 0.9; β₂ stays 0.999). Call
     ``scheduler.step()`` once per optimizer step (:func:`fit` does).
     """
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from .metrics import RECALL_THRESHOLDS
 
-__all__ = ["draw_boxes", "show_detections", "show_detection_grid", "plot_history", "plot_pr_curves", "plot_quant_grid"]
+__all__ = ["draw_boxes", "show_detections", "show_detection_grid", "plot_history", "plot_pr_curves", "plot_quant_grid",
+           "plot_schedule_curves"]
 
 #: One colour per class label (1-based); ground truth is always drawn in white.
 CLASS_COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
@@ -190,4 +191,30 @@ def plot_quant_grid(
     ax.set_xlabel("value")
     ax.set_ylabel("count (log)")
     ax.legend(fontsize=7, loc="upper right")
+    return fig
+
+
+def plot_schedule_curves(
+    runs: Sequence[dict[str, Any]], ax: Axes | None = None, title: str = "", live: Sequence[float] | None = None,
+    shipped_epochs: int | None = None,
+) -> Figure:
+    """Validation mAP after each epoch, one line per schedule length (``train_tiny_detector.py``'s ``runs``).
+
+    ``runs``: dicts with ``epochs`` and ``val_map_curve`` (one value per epoch);
+    ``live``: another curve to overlay (e.g. a notebook's own short run);
+    ``shipped_epochs``: the schedule to draw thicker (the one that was kept).
+    """
+    fig, ax = _axes(ax, figsize=(5, 3.5))
+    for run in runs:
+        curve = run["val_map_curve"]
+        kept = run["epochs"] == shipped_epochs
+        ax.plot(range(1, len(curve) + 1), curve, lw=2.5 if kept else 1.2,
+                label=f"{run['epochs']}-epoch schedule" + (" (kept)" if kept else ""))
+    if live is not None:
+        ax.plot(range(1, len(live) + 1), live, "k--", lw=1.5, label=f"this notebook's {len(live)} epochs")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val mAP@[.5:.95]")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     return fig

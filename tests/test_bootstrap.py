@@ -141,3 +141,16 @@ def test_paired_needs_the_same_images():
     preds = simulate_detections(targets, num_classes=3, seed=9)
     with pytest.raises(ValueError, match="same images"):
         paired_bootstrap_map(preds, preds[:4], targets)
+
+
+def test_seed_summary_uses_the_sample_std():
+    from course_utils.metrics import seed_summary
+
+    result = seed_summary([0.80, 0.82, 0.84])
+    assert result["mean"] == pytest.approx(0.82) and result["n"] == 3
+    assert result["std"] == pytest.approx(0.02)  # ddof=1; ddof=0 would give 0.0163
+    assert seed_summary([0.5])["std"] is None
+    with pytest.raises(ValueError, match="at least one"):
+        seed_summary([])
+    with pytest.raises(ValueError, match="non-finite"):
+        seed_summary([0.5, float("nan")])

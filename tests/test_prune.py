@@ -129,7 +129,7 @@ def _assert_pruned_equals_masked(model: TinyDetector, masks: dict, x: torch.Tens
 
 
 @pytest.mark.parametrize("depth", [0, 1])
-@pytest.mark.parametrize("criterion", ["l1", "bn"])
+@pytest.mark.parametrize("criterion", ["l1", "bn", "l1_folded", "random"])
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_pruned_model_equals_masked_model(depth: int, criterion: str, scope: str) -> None:
     model = detector(seed=depth, depth=depth)
@@ -153,9 +153,11 @@ def test_plain_detector_without_batchnorm_prunes_exactly() -> None:
     _assert_pruned_equals_masked(model, channel_masks(model, 0.5, "l1"), torch.rand(2, 3, 64, 64))
     with pytest.raises(ValueError, match="criterion='l1'"):
         channel_masks(model, 0.5, "bn")
+    with pytest.raises(ValueError, match="criterion='l1_folded' needs BatchNorm"):
+        channel_masks(model, 0.5, "l1_folded")
 
 
-@pytest.mark.parametrize("criterion", ["l1", "bn"])
+@pytest.mark.parametrize("criterion", ["l1", "bn", "l1_folded", "random"])
 def test_pruning_never_breaks_the_detector(criterion: str) -> None:
     model = detector(depth=1)
     images, targets = batch()
@@ -191,7 +193,7 @@ def test_bad_keep_ratio_raises_helpfully(bad: float) -> None:
 
 def test_bad_arguments_raise_helpfully() -> None:
     model = detector()
-    with pytest.raises(ValueError, match="criterion must be one of 'l1', 'bn'"):
+    with pytest.raises(ValueError, match="criterion must be one of 'l1', 'bn', 'l1_folded', 'random'"):
         channel_masks(model, 0.5, "l2")
     with pytest.raises(ValueError, match="scope must be one of"):
         channel_masks(model, 0.5, "l1", "network")
@@ -417,3 +419,59 @@ def test_multiple_of_applies_to_global_scope(criterion: str) -> None:
     assert all(c % 8 == 0 for c in channel_counts(pruned).values())
     with torch.no_grad():
         pruned(torch.rand(1, 3, 128, 128))
+
+
+def test_folded_l1_equals_the_l1_norm_of_the_bn_folded_filters() -> None:
+    """Reference: fold the BN into the conv (course_utils.quant.fold_bn), then take plain L1 norms."""
+    from course_utils.quant import fold_bn
+
+    model = detector(depth=1)
+    with torch.no_grad():  # make BN statistics and scales non-trivial, some γ negative
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.1, 4.0)
+                m.weight.uniform_(-2.0, 2.0)
+    for group in detector_channel_groups(model):
+        if not group.norms:
+            continue
+        conv, bn = model.get_submodule(group.producers[0]), model.get_submodule(group.norms[0])
+        expected = l1_filter_importance(fold_bn(conv, bn))
+        torch.testing.assert_close(group_importance(model, group, "l1_folded"), expected)
+        assert not torch.allclose(expected, l1_filter_importance(conv))  # the raw ranking differs
+
+
+def test_random_criterion_is_seeded_and_keeps_the_same_counts() -> None:
+    model = detector(depth=1)
+    a, b = channel_masks(model, 0.5, "random", seed=3), channel_masks(model, 0.5, "random", seed=3)
+    c = channel_masks(model, 0.5, "random", seed=4)
+    l1 = channel_masks(model, 0.5, "l1")
+    assert all(torch.equal(a[g], b[g]) for g in a)
+    assert any(not torch.equal(a[g], c[g]) for g in a)
+    assert {g: int(m.sum()) for g, m in a.items()} == {g: int(m.sum()) for g, m in l1.items()}
+    assert any(not torch.equal(a[g], l1[g]) for g in a)
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_reset_parameters_reproduces_a_fresh_detector(batch_norm: bool) -> None:
+    """After the same seed, reset_parameters() gives exactly a fresh TinyDetector's weights (and buffers)."""
+    torch.manual_seed(3)
+    fresh = TinyDetector(batch_norm=batch_norm, depth=1)
+    trained = copy.deepcopy(fresh)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)
+    torch.manual_seed(3)
+    trained.reset_parameters()
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(trained.state_dict()[key], value), key
+
+
+def test_pruned_shape_from_scratch_keeps_the_counts_and_forgets_the_weights() -> None:
+    model = detector(depth=1)
+    pruned = prune_detector(model, 0.5, multiple_of=8)
+    scratch = copy.deepcopy(pruned).reset_parameters()
+    assert channel_counts(scratch) == channel_counts(pruned)
+    assert not torch.allclose(scratch.stage4[0][0].weight, pruned.stage4[0][0].weight)
+    assert torch.allclose(scratch.cls_out.bias, torch.full_like(scratch.cls_out.bias, -math.log(99)))
+    images, targets = batch()
+    assert math.isfinite(sum(scratch.train()(images, targets).values()).item())
