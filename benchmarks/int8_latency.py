@@ -129,7 +129,9 @@ def time_in_child(name: str, isa: str | None, work: Path, args) -> dict:
     env = {**os.environ, **({"ONEDNN_MAX_CPU_ISA": isa} if isa else {})}
     cmd = [sys.executable, __file__, "--time-one", name, "--work", str(work), "--probe-out", str(out_file),
            "--runs", str(args.runs), "--threads", str(args.threads), "--calib-images", str(args.calib_images)]
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"timing {name} (ONEDNN_MAX_CPU_ISA={isa}) failed:\n{done.stderr[-3000:]}")
     return json.loads(out_file.read_text())
 
 
@@ -221,7 +223,7 @@ def main() -> None:
     runtimes += [] if args.skip_isa else [(p, isa) for isa in ("AVX512_CORE", "AVX2") for p in onednn_paths]
     rounds: dict[tuple[str, str | None], list[dict]] = {spec: [] for spec in runtimes}
     for r in range(args.rounds):
-        for name, isa in runtimes:
+        for name, isa in runtimes[r % len(runtimes):] + runtimes[:r % len(runtimes)]:  # rotate: no runtime always first
             rounds[(name, isa)].append(time_in_child(name, isa, work, args))
             print(f"round {r}: {name}{f' ({isa})' if isa else ''}: batch 16 {rounds[(name, isa)][-1]['batch16']['median_ms']:.2f} ms",
                   flush=True)

@@ -8,7 +8,8 @@ rounding the kept counts to a multiple of 1, 8 or 16 gives shapes with nearly th
 same work. The optimised graph of each shows which kernel ONNX Runtime chose per
 convolution (blocked NCHWc or not). Each is
 exported (BN folded) to fp32 and int8 (static QDQ) ONNX and timed at batch 1 and
-16 in ``--rounds`` interleaved rounds (2 threads), beside the unpruned network.
+16 in ``--rounds`` interleaved rounds (2 threads; ONNX Runtime's worker threads
+told not to spin, since the sessions take turns in one process), beside the unpruned network.
 Latency does not depend on the weights' values, so the pruned shapes are cut from
 the shipped detector without fine-tuning. Writes ``benchmarks/results/ort_block_size.json``.
 
@@ -94,7 +95,7 @@ def main() -> None:
                       "fp32_conv_ops": optimized_conv_ops(fp32, args.threads),
                       "int8_conv_ops": optimized_conv_ops(int8, args.threads)}
         for precision, path in (("fp32", fp32), ("int8", int8)):
-            session = ort_session(path, threads=args.threads)
+            session = ort_session(path, threads=args.threads, spin=False)  # many sessions take turns in this process
             for batch in (1, 16):
                 feed = {session.get_inputs()[0].name: images[:batch].numpy()}
                 fns[f"{name}|{precision}|batch{batch}"] = (lambda s=session, f=feed: s.run(None, f))

@@ -15,7 +15,7 @@ Starts from the trained fp32 detector (``tiny_detector.pt``) and, for each seed
                            and channels drawn at random (seeded by the run's seed) -- the control
                            every ranking must beat (``--controls`` adds all three);
 * ``scratch_K``         -- ``structured_K``'s shape, re-initialised and trained from scratch with the
-                           standard recipe (one-cycle, peak 4e-3) for ``--scratch-epochs`` (default:
+                           start model's recipe (one-cycle, its peak lr) for ``--scratch-epochs`` (default:
                            the start model's epochs + ``--epochs``, the pruned model's total): does
                            pruning a trained model beat training the small shape (Liu et al. 2019)?
 * ``slim_K``            -- network slimming: fine-tune with an L1 penalty on the BN
@@ -98,9 +98,10 @@ def finetune(model: TinyDetector, loader: DataLoader, epochs: int, lr: float, de
     return model.eval()
 
 
-def train_from_scratch(model: TinyDetector, loader: DataLoader, epochs: int, device: torch.device) -> TinyDetector:
-    """The standard training recipe (``make_optimizer``: AdamW, one-cycle, peak 4e-3), as for the start model."""
-    optimizer, scheduler = make_optimizer(model, 4e-3, total_steps=epochs * len(loader))
+def train_from_scratch(model: TinyDetector, loader: DataLoader, epochs: int, lr: float, device: torch.device) -> TinyDetector:
+    """The start model's recipe (``make_optimizer``: AdamW, one-cycle, peak ``lr``) for ``epochs``: the same number
+    of epochs as the pruned model had in all (Liu et al.'s "Scratch-E"; the smaller shape costs less per epoch)."""
+    optimizer, scheduler = make_optimizer(model, lr, total_steps=epochs * len(loader))
     fit(model, loader, optimizer, epochs, device=device, scheduler=scheduler, progress=False)
     return model.eval()
 
@@ -174,7 +175,11 @@ def merge(paths: list[Path], out: Path, description: str | None = None) -> None:
     result["config"]["name"] = out.name
     if description:
         result["description"] = description
-    for other in runs[1:]:
+    for path, other in zip(paths[1:], runs[1:]):
+        if other["config"].get("multiple_of") != result["config"].get("multiple_of"):
+            raise ValueError(f"{path} rounded channel counts to multiples of {other['config'].get('multiple_of')}, "
+                             f"{paths[0]} to {result['config'].get('multiple_of')}: their shapes differ, so their "
+                             "mAPs and latencies cannot be merged; re-run one with --multiple-of set to match")
         if other["dense"]["val_map"] != result["dense"]["val_map"]:
             print(f"warning: start models differ ({other['dense']['val_map']:.4f} vs {result['dense']['val_map']:.4f})")
         for name, entry in other["val_map"].items():
@@ -250,9 +255,11 @@ def main() -> None:
     if args.controls:
         for option in ("bnscale_keep", "folded_keep", "random_keep", "scratch_keep"):
             setattr(args, option, sorted(set(getattr(args, option)) | set(args.keep)))
+    start_config = load_checkpoint(args.start)["metadata"].get("config")
+    start_config = start_config if isinstance(start_config, dict) else {}
+    args.scratch_lr = start_config.get("lr", 4e-3)  # the start model's peak learning rate
     if args.scratch_epochs is None:
-        config = load_checkpoint(args.start)["metadata"].get("config")
-        start_epochs = config.get("epochs") if isinstance(config, dict) else None
+        start_epochs = start_config.get("epochs")
         if args.scratch_keep and start_epochs is None:
             parser.error(f"{args.start} does not record its training epochs: give --scratch-epochs")
         args.scratch_epochs = (start_epochs or 0) + args.epochs
@@ -298,7 +305,7 @@ def main() -> None:
                 model = prune_detector(model, float(value), criterion="bn")
             before[name].append(score(model.to(device).eval()))
             if kind == "scratch":
-                model = train_from_scratch(model, loader, args.scratch_epochs, device)
+                model = train_from_scratch(model, loader, args.scratch_epochs, args.scratch_lr, device)
             else:
                 model = finetune(model, loader, args.epochs - args.epochs // 2 if kind == "iterative" else args.epochs,
                                  args.lr, device, hooks)

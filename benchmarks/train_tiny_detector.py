@@ -10,8 +10,10 @@ every compression method fine-tunes its model for 6 more epochs (AdamW, cosine
 from 2e-3: ``make_finetune_optimizer``, as in ``prune_sweep.py``). Give the kept
 model exactly that extra training without compression (``--check-epochs``,
 ``--check-lr``, seeds ``--check-seeds``): it has plateaued when the extra epochs
-add less than ``--plateau`` val mAP on average. A baseline that still gains
-there would hand its gain to whatever method is compared with it.
+add less than ``--plateau`` val mAP on average (the JSON also gives the one-sided
+95 % upper bound of that gain). A baseline that still gains there would hand its
+gain to whatever method is compared with it -- which is why every comparison also
+gives its baseline the same extra training.
 
 Every curve, the rule and the check's numbers go into the JSON;
 ``--check-only`` re-runs the check on an existing ``<name>.pt``/``<name>.json``.
@@ -47,6 +49,7 @@ from course_utils.metrics import seed_summary
 from course_utils.train import make_finetune_optimizer, make_optimizer, predict
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
 
 
 def train_schedule(args: argparse.Namespace, epochs: int, train_set, val_loader, device) -> tuple[TinyDetector, dict]:
@@ -79,7 +82,7 @@ def choose_plateau(runs: list[dict], min_gain: float) -> tuple[int, str]:
 
 def plateau_check(model: TinyDetector, train_set, val_loader, args: argparse.Namespace, device) -> dict:
     """Fine-tune copies of ``model`` as every compression method does; how much do the extra epochs add?"""
-    start = evaluate(model.to(device), val_loader, device)["map"]
+    start = evaluate(model.cpu(), val_loader, CPU)["map"]
     after, curves = [], []
     for seed in args.check_seeds:
         seed_everything(seed)
@@ -89,15 +92,40 @@ def plateau_check(model: TinyDetector, train_set, val_loader, args: argparse.Nam
         tuned.load_state_dict(model.state_dict())
         optimizer, scheduler = make_finetune_optimizer(tuned, args.check_lr, total_steps=args.check_epochs * len(loader))
         history = fit(tuned, loader, optimizer, args.check_epochs, device=device, scheduler=scheduler, val_loader=val_loader)
-        after.append(history["map"][-1])
+        after.append(evaluate(tuned.cpu(), val_loader, CPU)["map"])  # recorded numbers: on the CPU, on any machine
         curves.append(history["map"])
         print(f"plateau check, seed {seed}: {start:.4f} -> {after[-1]:.4f}", flush=True)
     summary = seed_summary(after)
     gain = summary["mean"] - start
+    # one-sided 95 % upper bound of the mean gain over the seeds (Student's t, n - 1 degrees of freedom)
+    upper = gain + T_95_ONE_SIDED[len(after) - 1] * summary["std"] / len(after) ** 0.5 if len(after) > 1 else gain
     return {"recipe": f"{args.check_epochs} epochs of make_finetune_optimizer (AdamW, cosine from {args.check_lr:g}), "
                       f"seeds {list(args.check_seeds)}",
             "val_map_before": start, "val_map_after": summary, "val_map_curves": curves, "gain": gain,
-            "reached": gain < args.plateau}
+            "gain_upper95": upper, "reached": gain < args.plateau}
+
+
+#: one-sided 95 % quantiles of Student's t for 1..9 degrees of freedom
+T_95_ONE_SIDED = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833}
+
+
+def plateau_fields(runs: list[dict], args: argparse.Namespace, check: dict) -> dict:
+    """The JSON's ``plateau`` entry: the rule in words, which schedule was kept and why, and the check."""
+    chosen, verdict = choose_plateau(runs, args.plateau)
+    rule = (f"kept: the shortest schedule whose successor (at least twice as long, same recipe) adds less than "
+            f"{100 * args.plateau:.1f} val mAP points, else the longest. Plateaued: the check's extra fine-tuning "
+            f"(the recipe every compression method gets) adds less than {100 * args.plateau:.1f} points on average "
+            f"over its seeds; gain_upper95 is the one-sided 95 % upper bound of that mean (Student's t): how much "
+            f"gain the seeds cannot exclude")
+    return {"rule": rule, "min_gain": args.plateau, "verdict": verdict, "epochs": runs[chosen]["epochs"],
+            "check": check, "reached": check["reached"]}
+
+
+def description(args: argparse.Namespace) -> str:
+    return (f"TinyDetector(width={args.width:g}) trained with the standard recipe (AdamW, one-cycle, "
+            f"{args.train_images} synthetic images, seed {args.seed}) for schedules of {args.epochs} epochs; "
+            "the kept checkpoint and the plateau check are described under 'plateau'. Recorded mAPs are "
+            "measured on the CPU. Made by benchmarks/train_tiny_detector.py.")
 
 
 def main() -> None:
@@ -125,6 +153,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = get_device(args.device)
+    json_path, ckpt_path = args.out / f"{args.name}.json", args.out / f"{args.name}.pt"
+    if args.check_only:  # the model and data the file was made with
+        result = json.loads(json_path.read_text())
+        for key in ("width", "depth", "batch_size", "seed", "train_images"):
+            setattr(args, key, result["config"][key])
+        args.epochs = result["schedules"]
     start = time.perf_counter()
     train_set = materialize(SyntheticShapes(args.train_images, seed=args.seed))
     render_s = time.perf_counter() - start
@@ -133,13 +167,14 @@ def main() -> None:
     val_loader = DataLoader(val, batch_size=50, collate_fn=collate_detection)
     test_loader = DataLoader(test, batch_size=50, collate_fn=collate_detection)
 
-    json_path, ckpt_path = args.out / f"{args.name}.json", args.out / f"{args.name}.pt"
     if args.check_only:
-        result = json.loads(json_path.read_text())
         model = TinyDetector(width=args.width, depth=args.depth)
         load_checkpoint(ckpt_path, model)
-        result["plateau"]["check"] = plateau_check(model, train_set, val_loader, args, device)
-        result["plateau"]["reached"] = result["plateau"]["check"]["reached"]
+        fields = plateau_fields(result["runs"], args, plateau_check(model, train_set, val_loader, args, device))
+        if fields["epochs"] != result["config"]["epochs"]:
+            raise ValueError(f"{json_path}: the stored runs pick {fields['epochs']} epochs under --plateau "
+                             f"{args.plateau}, but the checkpoint has {result['config']['epochs']}; retrain")
+        result["plateau"], result["description"] = fields, description(args)
         json_path.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result["plateau"]["check"] | {"val_map_curves": "..."}, indent=2))
         return
@@ -156,17 +191,16 @@ def main() -> None:
 
     model.to(device)
     check = plateau_check(model, train_set, val_loader, args, device)
-    val_metrics = evaluate(model, val_loader, device)
-    test_metrics = evaluate(model, test_loader, device)
-    val_ci = bootstrap_map(*predict(model, val_loader, device))
-    test_ci = bootstrap_map(*predict(model, test_loader, device))
+    model.cpu()  # recorded numbers are CPU numbers (a test re-evaluates them to 1e-6 on the CPU)
+    val_metrics = evaluate(model, val_loader, CPU)
+    test_metrics = evaluate(model, test_loader, CPU)
+    val_ci = bootstrap_map(*predict(model, val_loader, CPU))
+    test_ci = bootstrap_map(*predict(model, test_loader, CPU))
     args.out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "out"}
     config["epochs"] = runs[chosen]["epochs"]
     result = {
-        "description": ("The course detector trained with the standard recipe (AdamW, one-cycle, 2000 synthetic "
-                        "images, seed 0) for several schedule lengths; the shipped checkpoint is the shortest "
-                        "schedule that has plateaued (see 'plateau'). Made by benchmarks/train_tiny_detector.py."),
+        "description": description(args),
         "config": config,
         "schedules": args.epochs,
         "device": str(device),
@@ -176,12 +210,7 @@ def main() -> None:
         "parameters": count_parameters(model),
         "render_seconds": round(render_s, 2),
         "runs": runs,
-        "plateau": {"rule": (f"kept: the shortest schedule whose successor (at least twice as long, same recipe) adds "
-                             f"less than {100 * args.plateau:.1f} val mAP points, else the longest. Plateaued: the "
-                             f"check's extra fine-tuning (the recipe every compression method gets) adds less than "
-                             f"{100 * args.plateau:.1f} points on average over its seeds"),
-                    "min_gain": args.plateau, "verdict": verdict, "epochs": runs[chosen]["epochs"],
-                    "check": check, "reached": check["reached"]},
+        "plateau": plateau_fields(runs, args, check),
         "train_seconds": runs[chosen]["seconds"],
         "val_map": val_metrics["map"],
         "val_map_ci95": [val_ci["low"], val_ci["high"]],

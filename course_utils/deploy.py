@@ -131,11 +131,13 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
     return strip_onnx_debug_info(int8_path)
 
 
-def ort_session(path: str | Path, threads: int = 2) -> Any:
+def ort_session(path: str | Path, threads: int = 2, spin: bool = True) -> Any:
     """An ONNX Runtime CPU session with ``threads`` intra-op threads and all graph optimisations.
 
-    ONNX Runtime's worker threads spin while waiting for work; time it on its own,
-    not interleaved with another runtime.
+    By default ONNX Runtime's worker threads spin for a while after each call,
+    waiting for more work: fastest for one session, but they tax whatever runs
+    next in the same process. ``spin=False`` lets them sleep -- use it when
+    several sessions (or PyTorch) are timed in turn in one process.
     """
     import onnxruntime as ort
 
@@ -144,6 +146,8 @@ def ort_session(path: str | Path, threads: int = 2) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

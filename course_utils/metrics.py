@@ -270,6 +270,27 @@ def bootstrap_interval(samples: np.ndarray, value: float, confidence: float, met
     return float(low), float(high)
 
 
+def _bootstrap_scores(
+    models: list[list[dict[str, Any]]], targets: list[dict[str, Any]], n_boot: int, seed: int, metric: str,
+    max_detections: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Point scores (M,) and scores on the same ``n_boot`` image resamples (B, M) of M models' predictions."""
+    if any(len(preds) != len(targets) for preds in models):
+        raise ValueError(f"got {[len(p) for p in models]} predictions for {len(targets)} targets; "
+                         "score every model on the same images, one dict per image")
+    if len(targets) == 0:
+        raise ValueError("no images to bootstrap: preds and targets are empty")
+    matches = [match_per_image(preds, targets, max_detections)[1] for preds in models]
+    score, n = _METRICS[metric], len(targets)
+    rng = np.random.default_rng(seed)
+    resamples = [rng.integers(0, n, n) for _ in range(n_boot)]
+    samples = np.array([[score(precision_from_matches(m, idx)) for m in matches] for idx in resamples])
+    if (samples < 0).any():
+        raise ValueError("some resamples contain no ground-truth box at all (mAP undefined there): "
+                         "bootstrap a set with ground truth in most images")
+    return np.array([score(precision_from_matches(m)) for m in matches]), samples
+
+
 def bootstrap_map(
     preds: list[dict[str, Any]],
     targets: list[dict[str, Any]],
@@ -284,7 +305,7 @@ def bootstrap_map(
 
     The val and test splits have 200 images each, so an mAP measured on them
     carries sampling noise. Resample the images B = ``n_boot`` times with
-    replacement, score each resample, and read the percentile interval::
+    replacement, score each resample, and read off an interval::
 
         I_b = (i_1, ..., i_n),  i_j ~ Uniform{1..n}          b = 1..B
         m_b = mAP(images I_b)         (duplicated images count twice)
@@ -309,17 +330,11 @@ def bootstrap_map(
     ``value`` is the point estimate on all images (equal to :func:`mean_average_precision`).
     """
     _check_bootstrap_args(n_boot, confidence, metric, method)
-    _, matches = match_per_image(preds, targets, max_detections)
-    score = _METRICS[metric]
-    n = len(targets)
-    if n == 0:
-        raise ValueError("no images to bootstrap: preds and targets are empty")
-    rng = np.random.default_rng(seed)
-    samples = np.array([score(precision_from_matches(matches, rng.integers(0, n, n))) for _ in range(n_boot)])
-    value = score(precision_from_matches(matches))
+    values, samples = _bootstrap_scores([preds], targets, n_boot, seed, metric, max_detections)
+    value, samples = float(values[0]), samples[:, 0]
     low, high = bootstrap_interval(samples, value, confidence, method)
-    return {"value": value, "low": low, "high": high,
-            "std": float(np.std(samples, ddof=1)), "n_boot": n_boot, "confidence": float(confidence), "num_images": n}
+    return {"value": value, "low": low, "high": high, "std": float(np.std(samples, ddof=1)),
+            "n_boot": n_boot, "confidence": float(confidence), "num_images": len(targets)}
 
 
 def paired_bootstrap_map(
@@ -351,22 +366,12 @@ def paired_bootstrap_map(
     if len(preds_a) != len(preds_b):
         raise ValueError(f"model a has {len(preds_a)} predictions but model b has {len(preds_b)}; "
                          "score both on the same images")
-    _, matches_a = match_per_image(preds_a, targets, max_detections)
-    _, matches_b = match_per_image(preds_b, targets, max_detections)
-    score = _METRICS[metric]
-    n = len(targets)
-    if n == 0:
-        raise ValueError("no images to bootstrap: preds and targets are empty")
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        diffs.append(score(precision_from_matches(matches_a, idx)) - score(precision_from_matches(matches_b, idx)))
-    samples = np.array(diffs)
-    value = score(precision_from_matches(matches_a)) - score(precision_from_matches(matches_b))
-    low, high = bootstrap_interval(samples, value, confidence, method)
-    return {"value": value, "low": low, "high": high, "std": float(np.std(samples, ddof=1)),
-            "within_noise": bool(low <= 0 <= high), "n_boot": n_boot, "confidence": float(confidence), "num_images": n}
+    values, samples = _bootstrap_scores([preds_a, preds_b], targets, n_boot, seed, metric, max_detections)
+    value, diffs = float(values[0] - values[1]), samples[:, 0] - samples[:, 1]
+    low, high = bootstrap_interval(diffs, value, confidence, method)
+    return {"value": value, "low": low, "high": high, "std": float(np.std(diffs, ddof=1)),
+            "within_noise": bool(low <= 0 <= high), "n_boot": n_boot, "confidence": float(confidence),
+            "num_images": len(targets)}
 
 
 def seed_summary(values: list[float]) -> dict[str, Any]:

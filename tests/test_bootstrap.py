@@ -115,8 +115,9 @@ def test_paired_difference_sees_a_real_gap_and_is_narrower_than_separate_interva
     targets = _random_targets(80, seed=7)
     good = simulate_detections(targets, num_classes=3, seed=7, jitter=0.04)
     worse = [{k: v.clone() for k, v in p.items()} for p in good]
+    noise = np.random.default_rng(0)
     for p in worse:  # the same detector with noisier boxes: correlated errors, as for two real models
-        p["boxes"] = p["boxes"] + torch.from_numpy(np.random.default_rng(0).normal(0, 1.5, p["boxes"].shape)).float()
+        p["boxes"] = p["boxes"] + torch.from_numpy(noise.normal(0, 1.5, p["boxes"].shape)).float()
     result = paired_bootstrap_map(good, worse, targets, n_boot=200)
     assert result["value"] > 0 and result["low"] > 0 and not result["within_noise"]
     sep_a, sep_b = bootstrap_map(good, targets, n_boot=200), bootstrap_map(worse, targets, n_boot=200)

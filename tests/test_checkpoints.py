@@ -60,13 +60,15 @@ def test_converged_baselines_reached_a_plateau_and_the_floor(name, floor):
     index, verdict = _plateau_module().choose_plateau(runs, result["plateau"]["min_gain"])
     assert runs[index]["epochs"] == result["plateau"]["epochs"] == result["config"]["epochs"]
     assert verdict == result["plateau"]["verdict"]
-    assert result["val_map"] == pytest.approx(runs[index]["val_map"], abs=1e-6)
+    # (the curves are scored on the training device; the recorded numbers always on the CPU)
+    assert result["val_map"] == pytest.approx(runs[index]["val_map"], abs=1e-6 if result["device"] == "cpu" else 1e-2)
     # the plateau check: the compression methods' extra fine-tuning no longer pays off
     check = result["plateau"]["check"]
     assert check["val_map_before"] == pytest.approx(result["val_map"], abs=1e-6)
     assert len(check["val_map_after"]["runs"]) >= 3 and check["val_map_after"]["std"] is not None
     assert check["gain"] == pytest.approx(check["val_map_after"]["mean"] - check["val_map_before"])
-    assert check["gain"] < result["plateau"]["min_gain"] and check["reached"] and result["plateau"]["reached"]
+    assert check["gain"] < result["plateau"]["min_gain"] and check["gain"] <= check["gain_upper95"]
+    assert check["reached"] and result["plateau"]["reached"]
     low, high = result["val_map_ci95"]
     assert low < result["val_map"] < high
 

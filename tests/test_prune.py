@@ -460,6 +460,8 @@ def test_reset_parameters_reproduces_a_fresh_detector(batch_norm: bool) -> None:
     with torch.no_grad():
         for p in trained.parameters():
             p.add_(1.0)
+        for b in trained.buffers():
+            b.add_(1)
     torch.manual_seed(3)
     trained.reset_parameters()
     for key, value in fresh.state_dict().items():
