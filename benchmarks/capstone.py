@@ -7,8 +7,7 @@ Variants, each scored on val and measured the same way:
 3. ``distilled``          -- the same student architecture trained from scratch with the
                              teacher's three distillation terms (``Distiller``), same recipe;
 4. ``pruned``             -- ``distilled`` with ``--keep`` of every channel group kept
-                             (L1 filter norms, counts rounded to ``--multiple-of``: by default
-                             ONNX Runtime's channel block on this CPU), fine-tuned
+                             (L1 filter norms, counts rounded to ``--multiple-of``, default 8), fine-tuned
                              6 more epochs as in ``prune_sweep.py``;
 5. ``int8``               -- ``pruned`` after 2 epochs of 8-bit QAT (``prepare_qat`` + ``QATSchedule``,
                              teacher attached), BN folded, exported to ONNX and converted to
@@ -78,9 +77,9 @@ def time_sessions(sessions: dict, images: torch.Tensor, runs: int, rounds: int =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--multiple-of", type=int, default=ort_nchwc_block_size(),
-                        help="round kept channel counts to multiples of this (default: ONNX Runtime's channel block "
-                             "on this CPU, 16 with AVX-512, 8 with AVX2: %(default)s)")
+    parser.add_argument("--multiple-of", type=int, default=8,
+                        help="round kept channel counts to multiples of this (default 8 on every CPU; ONNX Runtime's "
+                             f"block here is {ort_nchwc_block_size()}, but ort_block_size.py measured no gain from it)")
     parser.add_argument("--keep", type=float, default=0.75, help="fraction of every channel group kept by pruning (notebook 08 §3 discusses 0.5)")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs of the distilled student")
     parser.add_argument("--finetune-epochs", type=int, default=6, help="fine-tuning epochs after pruning (as prune_sweep.py)")

@@ -24,9 +24,9 @@ Starts from the trained fp32 detector (``tiny_detector.pt``) and, for each seed
                            epochs, keep K, fine-tune the other half (same total training).
 
 ``--start`` picks the starting checkpoint (default: the course detector); ``--multiple-of M``
-rounds the structured variants' channel counts to multiples of M; the default is the channel
-block of ONNX Runtime's convolution kernels on this CPU (16 with AVX-512, 8 with AVX2:
-``course_utils.deploy.ort_nchwc_block_size``, notebook 07).
+rounds the structured variants' channel counts to multiples of M (default 8 on every machine, so
+that runs made on different CPUs can be merged; ``ort_block_size.py`` found multiples of 8 as fast
+as multiples of ONNX Runtime's block of 16 on an AVX-512 CPU, notebook 07).
 ``--save-models DIR`` keeps the seed-0 models; ``--merge A.json B.json ...`` combines the
 ``val_map`` entries of several runs (e.g. one variant per process) into one file.
 
@@ -213,9 +213,10 @@ def main() -> None:
                         help="for every --keep ratio also run bnscale_K, folded_K, random_K and scratch_K")
     parser.add_argument("--scratch-epochs", type=int, default=None,
                         help="training epochs of scratch_K (default: the start checkpoint's epochs + --epochs)")
-    parser.add_argument("--multiple-of", type=int, default=ort_nchwc_block_size(),
-                        help="round structured channel counts to multiples of this (default: ONNX Runtime's channel "
-                             "block on this CPU, %(default)s)")
+    parser.add_argument("--multiple-of", type=int, default=8,
+                        help="round structured channel counts to multiples of this (default 8, the same on every CPU: "
+                             "ort_block_size.py measured multiples of 8 as fast as multiples of ONNX Runtime's block of "
+                             f"{ort_nchwc_block_size()} on this CPU, which pads multiples of 4 up to its block)")
     parser.add_argument("--start", type=Path, default=ROOT / "benchmarks" / "results" / "tiny_detector.pt",
                         help="starting checkpoint (a TinyDetector state dict of width --width)")
     parser.add_argument("--width", type=float, default=1.0, help="width of the starting TinyDetector (2.0: the teacher)")
