@@ -6,7 +6,7 @@
 # 3. merge the per-process files.
 #
 #   bash benchmarks/prune_converged.sh                  # CPU, one process at a time: ~30 min on 2 cores
-#   DEVICE=cuda PARALLEL=1 bash benchmarks/prune_converged.sh   # all 18 at once (~5 min on one H100, 16 CPU cores)
+#   DEVICE=cuda PARALLEL=1 bash benchmarks/prune_converged.sh   # all 18 at once (~5 min on one data-centre GPU with 16 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}

@@ -121,7 +121,7 @@ def checkpoint_bytes(model: torch.nn.Module) -> tuple[int, int]:
 def latencies(models: dict[str, TinyDetector], runs: int, rounds: int = 3) -> dict[str, dict[str, dict[str, float]]]:
     """fp32 network latency (BN folded) at batch 1 and 16: ONNX Runtime for every model first, then eager PyTorch.
 
-    Each runtime times all models in ``rounds`` interleaved rounds (a slow moment of this shared machine then
+    Each runtime times all models in ``rounds`` interleaved rounds (a slow moment of the machine then
     hits every variant alike) and keeps the median round; each measurement runs >= ``runs`` calls and >= 0.5 s.
     """
     batches = {b: torch.rand(b, 3, 128, 128) for b in (1, 16)}

@@ -1,6 +1,6 @@
 """Mean average precision, the COCO way, written out step by step.
 
-Taught in: 01_detection_basics.
+Taught in: 01_detection_basics (the bootstrap confidence intervals: 02_training_a_tiny_detector).
 
 :func:`mean_average_precision` follows ``pycocotools.cocoeval.COCOeval`` for
 bounding boxes with area range "all" and up to 100 detections per image and
