@@ -303,7 +303,7 @@ def main() -> None:
             else:  # slim: sparsify the BN scales first, then prune by |γ|
                 model = finetune(copy.deepcopy(base), loader, args.epochs, args.lr, device,
                                  [SlimmingPenalty(args.slim_strength)])
-                model = prune_detector(model, float(value), criterion="bn")
+                model = prune_detector(model, float(value), criterion="bn", multiple_of=args.multiple_of)
             before[name].append(score(model.to(device).eval()))
             if kind == "scratch":
                 model = train_from_scratch(model, loader, args.scratch_epochs, args.scratch_lr, device)
