@@ -251,7 +251,10 @@ def ort_nchwc_block_size(cpuinfo: str | Path = "/proc/cpuinfo") -> int:
     The int8 path (QLinearConv) does not use this layout. Returns 16, 8, or 1 (no
     NCHWc kernels: any count).
     """
-    features = cpu_int8_features(cpuinfo)
+    return _block_size(cpu_int8_features(cpuinfo))
+
+
+def _block_size(features: dict[str, bool]) -> int:
     return 16 if features["avx512f"] else 8 if features["avx2"] else 1
 
 
@@ -266,7 +269,7 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     except OSError:
         text = ""
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    features = cpu_int8_features(cpuinfo)
     return {"model": model, "logical_cpus": sum(line.startswith("processor") for line in text.splitlines()) or os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "features": cpu_int8_features(cpuinfo),
-            "ort_nchwc_block": ort_nchwc_block_size(cpuinfo)}
+            "torch_threads": torch.get_num_threads(), "features": features, "ort_nchwc_block": _block_size(features)}
 
