@@ -19,7 +19,9 @@ Starts from the trained fp32 detector (``tiny_detector.pt``) and, for each seed
                            the start model's epochs + ``--epochs``, the pruned model's total): does
                            pruning a trained model beat training the small shape (Liu et al. 2019)?
 * ``slim_K``            -- network slimming: fine-tune with an L1 penalty on the BN
-                           scales first, prune by ``|γ|`` to K, then fine-tune;
+                           scales first, prune by ``|γ|`` to K, then fine-tune (2 × ``--epochs`` in all);
+* ``dense2x_ft``        -- slimming's equal-budget control: the dense model fine-tuned for
+                           2 × ``--epochs`` (added whenever ``--slim-keep`` is given);
 * ``iterative_K``       -- structured in two rounds: keep (1 + K) / 2, fine-tune half the
                            epochs, keep K, fine-tune the other half (same total training).
 
@@ -30,7 +32,8 @@ as multiples of ONNX Runtime's block of 16 on an AVX-512 CPU, notebook 07).
 ``--save-models DIR`` keeps the seed-0 models; ``--merge A.json B.json ...`` combines the
 ``val_map`` entries of several runs (e.g. one variant per process) into one file.
 
-Every variant is scored on val before and after fine-tuning. For seed 0 it also
+Every variant is scored on val before and after fine-tuning; ``total_epochs`` in the JSON gives each
+variant's training epochs in all (the start model's plus its own). For seed 0 it also
 measures, per variant: parameters, multiply-accumulates, checkpoint size (raw and
 gzip-compressed), and the fp32 network's latency at batch 1 and 16 (BN folded;
 eager PyTorch and ONNX Runtime, each timed on its own, ONNX Runtime first, the variants in
@@ -152,7 +155,7 @@ def latencies(models: dict[str, TinyDetector], runs: int, rounds: int = 3) -> di
 def untrained_variant(base: TinyDetector, name: str, multiple_of: int) -> TinyDetector:
     """A variant's shape (and zeros) without any fine-tuning -- enough for size and latency, which do not depend on training."""
     kind, _, value = name.partition("_")
-    if kind == "dense":
+    if kind in ("dense", "dense2x"):
         return copy.deepcopy(base)
     if kind == "unstructured":
         model = copy.deepcopy(base)
@@ -163,6 +166,16 @@ def untrained_variant(base: TinyDetector, name: str, multiple_of: int) -> TinyDe
     if kind == "global":
         return prune_detector(base, float(value), criterion="l1", scope="global", multiple_of=multiple_of)
     raise ValueError(f"{name}: its shape depends on training (slimming); run without --latency-only")
+
+
+def total_epochs(name: str, start_epochs: int | None, args: argparse.Namespace) -> int | None:
+    """Training epochs in all of one variant: the start model's plus its own (None if the start's are unknown)."""
+    kind = name.partition("_")[0]
+    if kind == "scratch":
+        return args.scratch_epochs
+    if start_epochs is None:
+        return None
+    return start_epochs + (2 * args.epochs if kind in ("slim", "dense2x") else args.epochs)
 
 
 def merge(paths: list[Path], out: Path, description: str | None = None) -> None:
@@ -189,6 +202,7 @@ def merge(paths: list[Path], out: Path, description: str | None = None) -> None:
                     result["val_map"][name][stage] = seed_summary(pooled)
             else:
                 result["val_map"][name] = entry
+        result.setdefault("total_epochs", {}).update(other.get("total_epochs", {}))
         for name, entry in other.get("cost_seed0", {}).items():  # prefer entries that carry latencies
             if name not in result["cost_seed0"] or ("latency_ms" in entry and "latency_ms" not in result["cost_seed0"][name]):
                 result["cost_seed0"][name] = entry
@@ -264,7 +278,7 @@ def main() -> None:
         if args.scratch_keep and start_epochs is None:
             parser.error(f"{args.start} does not record its training epochs: give --scratch-epochs")
         args.scratch_epochs = (start_epochs or 0) + args.epochs
-    names = ([] if args.no_dense else ["dense_ft"]) + ([f"unstructured_{s:g}" for s in args.sparsities] + [f"structured_{k:g}" for k in args.keep]
+    names = ([] if args.no_dense else ["dense_ft"]) + (["dense2x_ft"] if args.slim_keep else []) + ([f"unstructured_{s:g}" for s in args.sparsities] + [f"structured_{k:g}" for k in args.keep]
              + [f"global_{k:g}" for k in args.global_keep] + [f"slim_{k:g}" for k in args.slim_keep]
              + [f"iterative_{k:g}" for k in args.iterative_keep] + [f"bnscale_{k:g}" for k in args.bnscale_keep]
              + [f"folded_{k:g}" for k in args.folded_keep] + [f"random_{k:g}" for k in args.random_keep]
@@ -280,7 +294,7 @@ def main() -> None:
             t0 = time.perf_counter()
             kind, _, value = name.partition("_")
             hooks = []
-            if kind == "dense":
+            if kind in ("dense", "dense2x"):
                 model = copy.deepcopy(base)
             elif kind == "unstructured":
                 model = copy.deepcopy(base)
@@ -308,10 +322,10 @@ def main() -> None:
             if kind == "scratch":
                 model = train_from_scratch(model, loader, args.scratch_epochs, args.scratch_lr, device)
             else:
-                model = finetune(model, loader, args.epochs - args.epochs // 2 if kind == "iterative" else args.epochs,
-                                 args.lr, device, hooks)
+                epochs = {"iterative": args.epochs - args.epochs // 2, "dense2x": 2 * args.epochs}.get(kind, args.epochs)
+                model = finetune(model, loader, epochs, args.lr, device, hooks)
             after[name].append(score(model))
-            extra = f", {sum(channel_counts(model).values())} channels" if kind not in ("dense", "unstructured") else ""
+            extra = f", {sum(channel_counts(model).values())} channels" if kind not in ("dense", "dense2x", "unstructured") else ""
             extra += f", sparsity {sparsity(model, hidden_layers):.3f}" if kind == "unstructured" else ""
             print(f"seed {seed} {name:>18}: {count_parameters(model):>7,} params, val mAP {before[name][-1]:.4f} -> "
                   f"{after[name][-1]:.4f} after fine-tuning ({time.perf_counter() - t0:.0f} s{extra})", flush=True)
@@ -345,6 +359,7 @@ def main() -> None:
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
         "dense": {"val_map": base_map, "start": str(args.start.resolve().relative_to(ROOT)) if args.start.resolve().is_relative_to(ROOT) else str(args.start)},
         "val_map": summary,
+        "total_epochs": {n: total_epochs(n, start_config.get("epochs"), args) for n in names},
         "cost_seed0": cost,
     }
     (args.out / args.name).write_text(json.dumps(result, indent=2) + "\n")

@@ -1,11 +1,14 @@
 """PTQ vs QAT at 8 and 4 bits for the course detector, over several seeds.
 
-Starts from the fp32 checkpoint of ``train_tiny_detector.py --epochs 6 --name tiny_detector`` and measures val
-mAP@[.5:.95] for:
+Starts from the converged fp32 checkpoint of ``train_tiny_detector.py`` (48 epochs,
+``tiny_detector_converged.pt``) and measures val mAP@[.5:.95] for:
 
-* ``fp32``        -- the checkpoint as it is;
-* ``fp32_ft``     -- fine-tuned in float with the QAT-8 recipe (so QAT's gain is
-  not mistaken for the effect of extra training);
+* ``fp32``        -- the checkpoint as it is (its 95 % image-bootstrap CI is recorded too);
+* ``fp32_ft8``, ``fp32_ft4`` -- the equal-budget controls: fine-tuned in float with
+  exactly the QAT-8 / QAT-4 recipe (same epochs, learning rate, schedule, data
+  order), so QAT's gain is not mistaken for the effect of extra training. Each
+  QAT variant with another learning rate gets its own control too
+  (``fp32_ft4_lr_x0.1``, ``fp32_ft4_lr_x3``);
 * ``ptq8``, ``ptq4`` -- post-training quantization, W8A8 / W4A4 (weights per
   channel, min-max; activations per tensor, percentile observer), calibrated on
   ``--calib-images`` training images chosen by the seed;
@@ -21,7 +24,10 @@ and ×3, and never freezing BN statistics -- and adds them to the same JSON
 Writes ``benchmarks/results/qat_sweep.json`` and the seed-0 QAT checkpoints
 ``qat8.pt`` / ``qat4.pt`` that notebook 05 loads.
 
-    python benchmarks/qat_sweep.py --variants      # 3 seeds, about 20 min on 2 CPU cores
+Every entry of ``epochs`` in the JSON is the variant's total training epochs
+(the start's 48 plus its fine-tuning); ``control`` names each QAT variant's float control.
+
+    python benchmarks/qat_sweep.py --variants      # 3 seeds, about 30 min on 2 CPU cores
     python benchmarks/qat_sweep.py --seeds 0 --out /tmp/q   # a quick try
 """
 
@@ -42,8 +48,8 @@ from course_utils import (
     materialize, save_checkpoint, seed_everything,
 )
 from course_utils.quant import QATSchedule, calibrate, post_training_quantize, prepare_qat
-from course_utils.metrics import seed_summary
-from course_utils.train import make_finetune_optimizer
+from course_utils.metrics import bootstrap_map, seed_summary
+from course_utils.train import make_finetune_optimizer, predict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +78,7 @@ def main() -> None:
     parser.add_argument("--lr-4", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--checkpoint", type=Path, default=ROOT / "benchmarks" / "results" / "tiny_detector.pt")
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "benchmarks" / "results" / "tiny_detector_converged.pt")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--variants", action="store_true", help="also QAT-4 with other learning rates / no BN freeze")
     parser.add_argument("--variants-only", action="store_true", help="run only the variants; keep the rest of the JSON")
@@ -82,7 +88,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = get_device(args.device)
     fp32 = TinyDetector()
-    load_checkpoint(args.checkpoint, fp32)
+    start_epochs = load_checkpoint(args.checkpoint, fp32)["metadata"].get("epochs")
+    if start_epochs is None:
+        raise ValueError(f"{args.checkpoint} records no 'epochs' in its metadata; write it with "
+                         "benchmarks/train_tiny_detector.py so the sweep can count every variant's total epochs")
     fp32.eval()
     train_set = materialize(SyntheticShapes(args.train_images, seed=0))  # the fp32 model's training data
     val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json")), batch_size=50,
@@ -90,6 +99,11 @@ def main() -> None:
 
     def val_map(model: torch.nn.Module) -> float:
         return evaluate(model, val_loader, device)["map"]
+
+    def loader_for(seed: int) -> DataLoader:
+        """A fresh loader per run: every run of one seed sees the same batches in the same order."""
+        return DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
+                          generator=torch.Generator().manual_seed(seed))
 
     runs: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
@@ -100,6 +114,17 @@ def main() -> None:
         print(f"  {name:>8}: val mAP {value:.4f}  ({secs:.0f} s)", flush=True)
 
     fp32_map = val_map(fp32.to(device))
+    fp32_ci = bootstrap_map(*predict(fp32, val_loader, device))
+    variants = {"qat4_lr_x0.1": (args.lr_4 / 10, True), "qat4_lr_x3": (args.lr_4 * 3, True),
+                "qat4_no_bn_freeze": (args.lr_4, False)}
+    epochs = {"fp32": start_epochs, "ptq8": start_epochs, "ptq4": start_epochs, "ptq4_w": start_epochs,
+              "fp32_ft8": start_epochs + args.epochs_8, "qat8": start_epochs + args.epochs_8,
+              "fp32_ft4": start_epochs + args.epochs_4, "qat4": start_epochs + args.epochs_4}
+    control = {"qat8": "fp32_ft8", "qat4": "fp32_ft4", "qat4_lr_x0.1": "fp32_ft4_lr_x0.1",
+               "qat4_lr_x3": "fp32_ft4_lr_x3", "qat4_no_bn_freeze": "fp32_ft4"}
+    for name in variants:
+        epochs[name] = epochs[f"fp32_ft4{name[4:]}"] = start_epochs + args.epochs_4
+    epochs.pop("fp32_ft4_no_bn_freeze")
     quant = {"weight_observer": "minmax", "act_observer": "percentile"}
     for seed in args.seeds:
         print(f"seed {seed}", flush=True)
@@ -107,8 +132,6 @@ def main() -> None:
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
         calib_images = torch.stack([train_set[int(i)][0] for i in order[: args.calib_images]]).to(device)
         calib = list(calib_images.split(32))
-        loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
-                            generator=torch.Generator().manual_seed(seed))
         if not args.variants_only:
             record("fp32", fp32_map)
             for bits in (8, 4):
@@ -119,26 +142,29 @@ def main() -> None:
             record("ptq4_w", val_map(post_training_quantize(fp32, calib, forward_raw, weight_bits=4, act_bits=None)),
                    time.perf_counter() - start)
 
-            ft = copy.deepcopy(fp32)
-            secs = finetune(ft, loader, args.epochs_8, args.lr_8, device)
-            record("fp32_ft", val_map(ft), secs)
-            for bits, epochs, lr in ((8, args.epochs_8, args.lr_8), (4, args.epochs_4, args.lr_4)):
+            for bits, n_epochs, lr in ((8, args.epochs_8, args.lr_8), (4, args.epochs_4, args.lr_4)):
+                ft = copy.deepcopy(fp32)  # the equal-budget float control: same recipe, no quantizer
+                secs = finetune(ft, loader_for(seed), n_epochs, lr, device)
+                record(f"fp32_ft{bits}", val_map(ft), secs)
                 qat = calibrate(prepare_qat(fp32, weight_bits=bits, act_bits=bits, act_observer="moving_average"), calib, forward_raw)
-                last = max(1, epochs - 1)
-                secs = finetune(qat, loader, epochs, lr, device, hooks=[QATSchedule(freeze_bn_epoch=last, freeze_observer_epoch=last)])
+                last = max(1, n_epochs - 1)
+                secs = finetune(qat, loader_for(seed), n_epochs, lr, device,
+                                hooks=[QATSchedule(freeze_bn_epoch=last, freeze_observer_epoch=last)])
                 record(f"qat{bits}", val_map(qat), secs)
                 if seed == args.seeds[0]:
-                    save_checkpoint(args.out / f"qat{bits}.pt", qat.cpu(), bits=bits, epochs=epochs, lr=lr, seed=seed,
-                                    val_map=runs[f"qat{bits}"][-1])
+                    save_checkpoint(args.out / f"qat{bits}.pt", qat.cpu(), bits=bits, epochs=start_epochs + n_epochs,
+                                    finetune_epochs=n_epochs, lr=lr, seed=seed, val_map=runs[f"qat{bits}"][-1])
                     qat.to(device)
         if args.variants:
-            variants = {"qat4_lr_x0.1": (args.lr_4 / 10, True), "qat4_lr_x3": (args.lr_4 * 3, True),
-                        "qat4_no_bn_freeze": (args.lr_4, False)}
             for name, (lr, freeze) in variants.items():
+                if name != "qat4_no_bn_freeze":  # that one shares fp32_ft4's recipe
+                    ft = copy.deepcopy(fp32)
+                    secs = finetune(ft, loader_for(seed), args.epochs_4, lr, device)
+                    record(control[name], val_map(ft), secs)
                 qat = calibrate(prepare_qat(fp32, weight_bits=4, act_bits=4, act_observer="moving_average"), calib, forward_raw)
                 last = max(1, args.epochs_4 - 1)
                 hook = QATSchedule(freeze_bn_epoch=last if freeze else None, freeze_observer_epoch=last)
-                secs = finetune(qat, loader, args.epochs_4, lr, device, hooks=[hook])
+                secs = finetune(qat, loader_for(seed), args.epochs_4, lr, device, hooks=[hook])
                 record(name, val_map(qat), secs)
 
     summary = {name: seed_summary(v) for name, v in runs.items()}
@@ -150,7 +176,9 @@ def main() -> None:
         variants_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
         args = argparse.Namespace(**{**vars(args), **{k: v for k, v in old["config"].items() if k != "checkpoint"}})
         args.variants_run = variants_config
-    lost4 = summary["fp32"]["mean"] - summary["ptq4"]["mean"]
+    # the share of PTQ-4's loss QAT-4 wins back, measured against its own float control:
+    # (qat4 - ptq4) / (fp32_ft4 - ptq4)
+    lost4 = summary["fp32_ft4"]["mean"] - summary["ptq4"]["mean"]
     recovered4 = (summary["qat4"]["mean"] - summary["ptq4"]["mean"]) / lost4 if lost4 > 0 else float("nan")
     result = {
         "config": {k: (str(v.relative_to(ROOT)) if isinstance(v, Path) and v.is_relative_to(ROOT) else str(v) if isinstance(v, Path) else v)
@@ -159,9 +187,14 @@ def main() -> None:
                       "ptq_act_observer": "percentile 99.99", "qat_act_observer": "moving-average min-max"},
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
         "val_map": summary,
+        "fp32_bootstrap_ci": fp32_ci,
+        "epochs": epochs,
+        "control": {k: v for k, v in control.items() if k in summary},
         "train_seconds": seconds,
         "checks": {
             "qat8_minus_fp32": summary["qat8"]["mean"] - summary["fp32"]["mean"],
+            "qat8_minus_fp32_ft8": summary["qat8"]["mean"] - summary["fp32_ft8"]["mean"],
+            "qat4_minus_fp32_ft4": summary["qat4"]["mean"] - summary["fp32_ft4"]["mean"],
             "ptq8_minus_fp32": summary["ptq8"]["mean"] - summary["fp32"]["mean"],
             "qat4_recovers_fraction_of_ptq4_loss": recovered4,
         },

@@ -24,7 +24,7 @@ module                    what                                        taught in
 from .boxes import batched_nms, box_area, box_convert, box_iou, decode_boxes, encode_boxes, make_anchors, nms
 from .clipping import GradientClipping, GradNormMonitor, adaptive_clip_grad_, clip_grad_norm_, clip_grad_value_
 from .data import CATEGORIES, CocoDetection, DatasetError, SyntheticShapes, collate_detection, materialize, render_scene
-from .metrics import bootstrap_map, mean_average_precision, paired_bootstrap_map, seed_summary
+from .metrics import bootstrap_map, mean_average_precision, paired_bootstrap_map, seed_difference, seed_summary
 from .models import TinyDetector, build_torchvision_detector, count_parameters
 from .distill import Distiller, kd_loss
 from .prune import count_flops, magnitude_masks, prune_detector
@@ -51,6 +51,6 @@ __all__ = [
     "kd_loss", "count_flops", "magnitude_masks", "prune_detector",
     "clip_grad_norm_", "clip_grad_value_", "collate_detection", "count_parameters", "decode_boxes", "encode_boxes", "evaluate", "fit", "get_device",
     "load_checkpoint", "make_anchors", "materialize", "mean_average_precision", "nms", "predict",
-    "bootstrap_map", "paired_bootstrap_map", "seed_summary",
+    "bootstrap_map", "paired_bootstrap_map", "seed_summary", "seed_difference",
     "render_scene", "save_checkpoint", "seed_everything",
 ]

@@ -44,6 +44,7 @@ __all__ = [
     "paired_bootstrap_map",
     "bootstrap_interval",
     "seed_summary",
+    "seed_difference",
     "mean_average_precision",
     "count_errors",
     "pycocotools_map",
@@ -388,6 +389,51 @@ def seed_summary(values: list[float]) -> dict[str, Any]:
         raise ValueError(f"seed_summary got non-finite values {runs}: a run diverged or was not scored")
     return {"mean": float(np.mean(runs)), "std": float(np.std(runs, ddof=1)) if len(runs) > 1 else None,
             "n": len(runs), "runs": runs}
+
+
+def seed_difference(a: list[float], b: list[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Is method a better than control b, given their seed-to-seed spread? Welch's t interval.
+
+    With ``n_a`` and ``n_b`` runs (seeds), sample means ``m_a, m_b`` and sample
+    variances ``s_a², s_b²`` (ddof = 1)::
+
+        d   = m_a - m_b
+        se  = sqrt(s_a² / n_a + s_b² / n_b)
+        df  = se⁴ / ((s_a²/n_a)² / (n_a - 1) + (s_b²/n_b)² / (n_b - 1))     (Welch–Satterthwaite)
+        CI  = d ± t_{(1 + confidence)/2, df} · se
+
+    ``within_noise`` is True when the interval contains 0: then the seeds do not
+    show a difference, and the course calls it "within noise", not a gain or a
+    loss. A deterministic result (the same value every seed, e.g. an
+    un-fine-tuned start model) has variance 0 and only the other side's spread
+    counts; if both are deterministic the interval is the point ``d``.
+    Equal to ``scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval()``.
+
+    Returns ``{"difference", "std_error", "low", "high", "df", "within_noise",
+    "confidence", "n_a", "n_b"}``.
+    """
+    from scipy import stats
+
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_arr.ndim != 1 or b_arr.ndim != 1 or len(a_arr) < 2 or len(b_arr) < 2:
+        raise ValueError(f"seed_difference needs two lists of >= 2 runs each, got {len(np.atleast_1d(a_arr))} and "
+                         f"{len(np.atleast_1d(b_arr))}: run more seeds (the course uses >= 3)")
+    if not (np.isfinite(a_arr).all() and np.isfinite(b_arr).all()):
+        raise ValueError(f"seed_difference got non-finite values {a_arr.tolist()} / {b_arr.tolist()}: a run diverged or was not scored")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence}")
+    va, vb = a_arr.var(ddof=1) / len(a_arr), b_arr.var(ddof=1) / len(b_arr)
+    d, se = float(a_arr.mean() - b_arr.mean()), float(np.sqrt(va + vb))
+    if se == 0.0:
+        low = high = d
+        df = float("inf")
+    else:
+        df = float((va + vb) ** 2 / (va**2 / (len(a_arr) - 1) + vb**2 / (len(b_arr) - 1)))
+        half = float(stats.t.ppf((1 + confidence) / 2, df)) * se
+        low, high = d - half, d + half
+    return {"difference": d, "std_error": se, "low": low, "high": high, "df": df,
+            "within_noise": bool(low <= 0 <= high), "confidence": float(confidence),
+            "n_a": len(a_arr), "n_b": len(b_arr)}
 
 
 def pycocotools_map(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, Any]:

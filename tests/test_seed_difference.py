@@ -1,0 +1,44 @@
+"""Welch's t interval for "method minus control" over seeds (course_utils.metrics.seed_difference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from course_utils import seed_difference
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("n_a, n_b", [(3, 3), (3, 5), (6, 2)])
+def test_equals_scipy_welch(seed, n_a, n_b):
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(0.80, 0.01, n_a), rng.normal(0.79, 0.02, n_b)
+    ours = seed_difference(list(a), list(b), confidence=0.9)
+    ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence_level=0.9)
+    assert ours["difference"] == pytest.approx(a.mean() - b.mean())
+    assert (ours["low"], ours["high"]) == pytest.approx((ref.low, ref.high), rel=1e-9)
+    assert ours["within_noise"] == (ref.low <= 0 <= ref.high)
+
+
+def test_deterministic_control_and_exact_ties():
+    # a start model scored three times gives the same number: only the method's spread counts
+    out = seed_difference([0.85, 0.86, 0.87], [0.80, 0.80, 0.80])
+    half = stats.t.ppf(0.975, 2) * np.std([0.85, 0.86, 0.87], ddof=1) / np.sqrt(3)
+    assert (out["low"], out["high"]) == pytest.approx((0.06 - half, 0.06 + half))
+    assert not out["within_noise"]
+    tie = seed_difference([0.5, 0.5], [0.5, 0.5])
+    assert tie["low"] == tie["high"] == 0.0 and tie["within_noise"]
+
+
+def test_within_noise_when_spread_swamps_the_difference():
+    assert seed_difference([0.70, 0.75, 0.80], [0.74, 0.76, 0.72])["within_noise"]
+    assert not seed_difference([0.90, 0.91, 0.92], [0.70, 0.71, 0.72])["within_noise"]
+
+
+@pytest.mark.parametrize("a, b, match", [([0.5], [0.5, 0.6], ">= 2 runs"), ([0.5, float("nan")], [0.5, 0.6], "non-finite")])
+def test_bad_input_names_the_problem(a, b, match):
+    with pytest.raises(ValueError, match=match):
+        seed_difference(a, b)
+    with pytest.raises(ValueError, match="confidence"):
+        seed_difference([0.1, 0.2], [0.1, 0.2], confidence=95)
