@@ -184,7 +184,7 @@ def write_scores_only(path: Path, sizes: dict, maps: dict) -> None:
         "int8_ort_minus_fake_quant_map": maps["int8_ort"] - maps["qat8_fake_quant"],
         "scores_only_update": ("file_bytes and val_map re-measured with the current checkpoints "
                                "(tiny_detector_converged.pt, qat8.pt); latency_ms kept from the timing run "
-                               "(same network shapes; latency does not depend on the weights' values)"),
+                               "(same network shapes; latency depends on the shapes, not on the weights' values -- up to effects such as denormal floats, which neither runtime flushes by default)"),
     })
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("val_map", "file_bytes")}, indent=1))

@@ -67,6 +67,19 @@ def finetune(model: torch.nn.Module, loader: DataLoader, epochs: int, lr: float,
     return time.perf_counter() - start
 
 
+def recipes(args: argparse.Namespace) -> dict[str, dict]:
+    """Every fine-tuned entry's recipe: epochs, peak lr (AdamW, cosine), bits (None: float), BN frozen for the last epoch."""
+    out = {"fp32_ft8": {"epochs": args.epochs_8, "lr": args.lr_8, "bits": None, "freeze_bn": False},
+           "qat8": {"epochs": args.epochs_8, "lr": args.lr_8, "bits": 8, "freeze_bn": True},
+           "fp32_ft4": {"epochs": args.epochs_4, "lr": args.lr_4, "bits": None, "freeze_bn": False},
+           "qat4": {"epochs": args.epochs_4, "lr": args.lr_4, "bits": 4, "freeze_bn": True},
+           "qat4_no_bn_freeze": {"epochs": args.epochs_4, "lr": args.lr_4, "bits": 4, "freeze_bn": False}}
+    for suffix, factor in (("_lr_x0.1", 0.1), ("_lr_x3", 3.0)):
+        out[f"fp32_ft4{suffix}"] = {**out["fp32_ft4"], "lr": args.lr_4 * factor}
+        out[f"qat4{suffix}"] = {**out["qat4"], "lr": args.lr_4 * factor}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -190,6 +203,7 @@ def main() -> None:
         "fp32_bootstrap_ci": fp32_ci,
         "epochs": epochs,
         "control": {k: v for k, v in control.items() if k in summary},
+        "recipes": {k: v for k, v in recipes(args).items() if k in summary},
         "train_seconds": seconds,
         "checks": {
             "qat8_minus_fp32": summary["qat8"]["mean"] - summary["fp32"]["mean"],

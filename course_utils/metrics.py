@@ -387,8 +387,9 @@ def seed_summary(values: list[float]) -> dict[str, Any]:
         raise ValueError("seed_summary needs at least one value")
     if not all(np.isfinite(runs)):
         raise ValueError(f"seed_summary got non-finite values {runs}: a run diverged or was not scored")
-    return {"mean": float(np.mean(runs)), "std": float(np.std(runs, ddof=1)) if len(runs) > 1 else None,
-            "n": len(runs), "runs": runs}
+    # identical runs (a model scored again, nothing trained) have no spread: 0.0, not a rounding residue like 1e-32
+    std = (0.0 if np.ptp(runs) == 0 else float(np.std(runs, ddof=1))) if len(runs) > 1 else None
+    return {"mean": float(np.mean(runs)), "std": std, "n": len(runs), "runs": runs}
 
 
 def seed_difference(a: list[float], b: list[float], confidence: float = 0.95) -> dict[str, Any]:
@@ -406,7 +407,9 @@ def seed_difference(a: list[float], b: list[float], confidence: float = 0.95) ->
     show a difference, and the course calls it "within noise", not a gain or a
     loss. A deterministic result (the same value every seed, e.g. an
     un-fine-tuned start model) has variance 0 and only the other side's spread
-    counts; if both are deterministic the interval is the point ``d``.
+    counts. If *both* sides are deterministic there is no seed noise to judge
+    by, and the function refuses: compare the two models on the same images
+    with :func:`paired_bootstrap_map` instead (the images are a sample too).
     Equal to ``scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval()``.
 
     Returns ``{"difference", "std_error", "low", "high", "df", "within_noise",
@@ -422,15 +425,16 @@ def seed_difference(a: list[float], b: list[float], confidence: float = 0.95) ->
         raise ValueError(f"seed_difference got non-finite values {a_arr.tolist()} / {b_arr.tolist()}: a run diverged or was not scored")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence}")
-    va, vb = a_arr.var(ddof=1) / len(a_arr), b_arr.var(ddof=1) / len(b_arr)
+    # identical runs have exactly zero variance (np.var would leave a rounding residue such as 1e-32)
+    va, vb = ((0.0 if np.ptp(x) == 0 else x.var(ddof=1)) / len(x) for x in (a_arr, b_arr))
+    if va == 0.0 and vb == 0.0:
+        raise ValueError(f"both sides are the same on every seed ({a_arr[0]} and {b_arr[0]}): the seeds carry no noise "
+                         "to judge the difference by; compare the two models on the same images with "
+                         "course_utils.paired_bootstrap_map instead")
     d, se = float(a_arr.mean() - b_arr.mean()), float(np.sqrt(va + vb))
-    if se == 0.0:
-        low = high = d
-        df = float("inf")
-    else:
-        df = float((va + vb) ** 2 / (va**2 / (len(a_arr) - 1) + vb**2 / (len(b_arr) - 1)))
-        half = float(stats.t.ppf((1 + confidence) / 2, df)) * se
-        low, high = d - half, d + half
+    df = float((va + vb) ** 2 / (va**2 / (len(a_arr) - 1) + vb**2 / (len(b_arr) - 1)))
+    half = float(stats.t.ppf((1 + confidence) / 2, df)) * se
+    low, high = d - half, d + half
     return {"difference": d, "std_error": se, "low": low, "high": high, "df": df,
             "within_noise": bool(low <= 0 <= high), "confidence": float(confidence),
             "n_a": len(a_arr), "n_b": len(b_arr)}

@@ -35,12 +35,16 @@ def test_qat_sweep_every_qat_run_has_an_equally_trained_float_control():
     vm, epochs = sweep["val_map"], sweep["epochs"]
     for entry in vm.values():
         _check_summary(entry)
-    assert {"qat8", "qat4"} <= set(sweep["control"])
+    qat_runs = {name for name in vm if name.startswith("qat")}
+    assert {"qat8", "qat4"} <= qat_runs and qat_runs == set(sweep["control"])  # no QAT result without its control
     for method, control in sweep["control"].items():
         assert control.startswith("fp32_ft") and control in vm, method
         assert epochs[method] == epochs[control] > epochs["fp32"], method  # same extra training, from the same start
-    start = sweep["fp32_bootstrap_ci"]
-    assert start["low"] < vm["fp32"]["mean"] < start["high"]
+        # the same recipe: epochs and learning rate equal; only the quantizer (and its BN freeze) differ
+        same = {k: v for k, v in sweep["recipes"][method].items() if k not in ("bits", "freeze_bn")}
+        assert same == {k: v for k, v in sweep["recipes"][control].items() if k not in ("bits", "freeze_bn")}, method
+        assert sweep["recipes"][control]["bits"] is None and sweep["recipes"][method]["bits"] in (4, 8), method
+    assert sweep["fp32_bootstrap_ci"]["num_images"] == 200 and sweep["fp32_bootstrap_ci"]["n_boot"] >= 1000
     lost = vm["fp32_ft4"]["mean"] - vm["ptq4"]["mean"]
     assert sweep["checks"]["qat4_recovers_fraction_of_ptq4_loss"] == pytest.approx((vm["qat4"]["mean"] - vm["ptq4"]["mean"]) / lost)
     assert sweep["checks"]["qat4_minus_fp32_ft4"] == pytest.approx(vm["qat4"]["mean"] - vm["fp32_ft4"]["mean"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from course_utils import seed_difference
+from course_utils import seed_difference, seed_summary
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -27,8 +27,14 @@ def test_deterministic_control_and_exact_ties():
     half = stats.t.ppf(0.975, 2) * np.std([0.85, 0.86, 0.87], ddof=1) / np.sqrt(3)
     assert (out["low"], out["high"]) == pytest.approx((0.06 - half, 0.06 + half))
     assert not out["within_noise"]
-    tie = seed_difference([0.5, 0.5], [0.5, 0.5])
-    assert tie["low"] == tie["high"] == 0.0 and tie["within_noise"]
+    # identical floats whose mean does not round-trip still count as deterministic (np.var gives ~1e-32 there)
+    same = [0.7487766124524613] * 3
+    assert np.var(same, ddof=1) != 0.0
+    assert seed_summary(same)["std"] == 0.0
+    ref = seed_difference([0.70, 0.71, 0.72], same)
+    assert ref["df"] == pytest.approx(2.0)  # only the method's spread counts: n - 1 degrees of freedom
+    with pytest.raises(ValueError, match="paired_bootstrap_map"):
+        seed_difference(same, [0.5, 0.5, 0.5])
 
 
 def test_within_noise_when_spread_swamps_the_difference():
