@@ -130,14 +130,11 @@ def main() -> None:
     fp32_ci = bootstrap_map(*predict(fp32, val_loader, device))
     variants = {"qat4_lr_x0.1": (args.lr_4 / 10, True), "qat4_lr_x3": (args.lr_4 * 3, True),
                 "qat4_no_bn_freeze": (args.lr_4, False)}
-    epochs = {"fp32": start_epochs, "ptq8": start_epochs, "ptq4": start_epochs, "ptq4_w": start_epochs,
-              "fp32_ft8": start_epochs + args.epochs_8, "qat8": start_epochs + args.epochs_8,
-              "fp32_ft4": start_epochs + args.epochs_4, "qat4": start_epochs + args.epochs_4}
+    # total epochs: the start's, plus the fine-tuning of the entries that have a recipe
+    epochs = {name: start_epochs for name in ("fp32", "ptq8", "ptq4", "ptq4_w")}
+    epochs |= {name: start_epochs + recipe["epochs"] for name, recipe in recipes(args).items()}
     control = {"qat8": "fp32_ft8", "qat4": "fp32_ft4", "qat4_lr_x0.1": "fp32_ft4_lr_x0.1",
                "qat4_lr_x3": "fp32_ft4_lr_x3", "qat4_no_bn_freeze": "fp32_ft4"}
-    for name in variants:
-        epochs[name] = epochs[f"fp32_ft4{name[4:]}"] = start_epochs + args.epochs_4
-    epochs.pop("fp32_ft4_no_bn_freeze")
     quant = {"weight_observer": "minmax", "act_observer": "percentile"}
     for seed in args.seeds:
         print(f"seed {seed}", flush=True)
@@ -201,7 +198,7 @@ def main() -> None:
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
         "val_map": summary,
         "fp32_bootstrap_ci": fp32_ci,
-        "epochs": epochs,
+        "epochs": {k: v for k, v in epochs.items() if k in summary},
         "control": {k: v for k, v in control.items() if k in summary},
         "recipes": {k: v for k, v in recipes(args).items() if k in summary},
         "train_seconds": seconds,

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from scipy import stats
 from torch.utils.data import DataLoader
 
 from course_utils import (
@@ -98,15 +99,11 @@ def plateau_check(model: TinyDetector, train_set, val_loader, args: argparse.Nam
     summary = seed_summary(after)
     gain = summary["mean"] - start
     # one-sided 95 % upper bound of the mean gain over the seeds (Student's t, n - 1 degrees of freedom)
-    upper = gain + T_95_ONE_SIDED[len(after) - 1] * summary["std"] / len(after) ** 0.5 if len(after) > 1 else gain
+    upper = gain + stats.t.ppf(0.95, len(after) - 1) * summary["std"] / len(after) ** 0.5 if len(after) > 1 else gain
     return {"recipe": f"{args.check_epochs} epochs of make_finetune_optimizer (AdamW, cosine from {args.check_lr:g}), "
                       f"seeds {list(args.check_seeds)}",
             "val_map_before": start, "val_map_after": summary, "val_map_curves": curves, "gain": gain,
             "gain_upper95": upper, "reached": gain < args.plateau}
-
-
-#: one-sided 95 % quantiles of Student's t for 1..9 degrees of freedom
-T_95_ONE_SIDED = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833}
 
 
 def plateau_fields(runs: list[dict], args: argparse.Namespace, check: dict) -> dict:
