@@ -1,28 +1,45 @@
-"""The capstone: walk one detector down the whole path and measure every step.
+"""The capstone: walk the converged detector down the whole path, and judge every step against its control.
 
-Variants, each scored on val and measured the same way:
+Start from the two converged checkpoints:
 
-1. ``teacher``            -- ``TinyDetector(width=2)``, ``teacher.pt`` (fp32);
-2. ``student``            -- ``TinyDetector(width=1)``, ``tiny_detector.pt`` (fp32, trained alone);
-3. ``distilled``          -- the same student architecture trained from scratch with the
-                             teacher's three distillation terms (``Distiller``), same recipe;
-4. ``pruned``             -- ``distilled`` with ``--keep`` of every channel group kept
-                             (L1 filter norms, counts rounded to ``--multiple-of``, default 8), fine-tuned
-                             6 more epochs as in ``prune_sweep.py``;
-5. ``int8``               -- ``pruned`` after 2 epochs of 8-bit QAT (``prepare_qat`` + ``QATSchedule``,
-                             teacher attached), BN folded, exported to ONNX and converted to
-                             int8 by ONNX Runtime (static QDQ; notebook 05's path).
+* ``teacher`` -- ``TinyDetector(width=2)``, ``teacher_converged.pt`` (24 epochs; the model to beat);
+* ``student`` -- ``TinyDetector(width=1)``, ``tiny_detector_converged.pt`` (48 epochs).
 
-Recorded per variant: val and test mAP@[.5:.95], parameters, multiply-adds, file
-size (the deployable ONNX file), and the network's median latency at batch 1 and
-16 (2 threads, BN folded; fp32 variants timed in eager PyTorch and ONNX Runtime,
-the faster one reported as the "fastest fp32" baseline; int8 in ONNX Runtime; the
-ONNX Runtime sessions timed in 3 interleaved rounds, median).
-Post-processing (decode + NMS) is the same float code for all and is timed once.
-Writes ``benchmarks/results/capstone.json`` and the ``pruned`` variant's
-checkpoint (``capstone_pruned.pt``).
+Then three steps, each starting from the previous step's model, on the same 2,000 training images
+with the same fine-tuning recipe (AdamW, cosine decay from ``--lr``, no warm-up), and each with an
+**equal-budget control** -- the same extra epochs from the same start, without the step's method:
 
-    python benchmarks/capstone.py            # about 8 min on 2 CPU cores
+=============  ===================================================  =======================================
+step           method                                               control (same epochs, same start)
+=============  ===================================================  =======================================
+1 distill      +E epochs with the teacher's three KD terms          ``distill_control``: +E epochs, no teacher
+2 prune        keep ``--keep`` of every channel group (L1, counts   ``prune_control``: +E epochs with KD,
+               rounded to ``--multiple-of``), +E epochs with KD     unpruned
+3 quantize     +Q epochs of 8-bit QAT with KD, then int8 ONNX       ``qat_control``: +Q float epochs with KD;
+               Runtime (``int8``)                                   ``ptq_int8`` is that control converted
+                                                                    to int8 without QAT
+=============  ===================================================  =======================================
+
+E = ``--epochs`` (6), Q = ``--qat-epochs`` (2). Every variant's total epochs are recorded. Two shortcuts are
+measured beside the path: ``distilled_int8`` (the distilled model converted to int8 without pruning or QAT)
+and ``student_int8`` (the converged student converted directly).
+
+Two stages, so the training can run one seed per process and the timing on a quiet machine:
+
+* ``train --seed S`` runs the three steps for one seed (data order; pruning and quantization are
+  deterministic) and scores every variant on val and test (``capstone_seed{S}.json``); seed 0 also
+  saves its models (``capstone_distilled.pt``, ``capstone_pruned.pt``, ``capstone_int8.onnx``).
+* ``measure`` merges the seeds (mean, std with ddof = 1, Welch interval of every step against its
+  control), adds an image-level bootstrap CI for seed 0's models and a paired one against the teacher,
+  measures size (the deployable ONNX file), parameters, multiply-adds, and latency end to end
+  (network + decode + NMS) and of the network alone, at batch 1 and 16, every model and runtime in
+  interleaved rounds (median round, with p10/p90), and judges the goals: >= 10x smaller on disk,
+  >= 5x faster end to end at batch 16 than the fastest fp32 teacher, <= 3 val mAP points below it.
+  Writes ``capstone.json``.
+
+    python benchmarks/capstone.py                      # all seeds, then measure: about 40 min on 2 CPU cores
+    python benchmarks/capstone.py train --seed 1 --threads 1
+    python benchmarks/capstone.py measure --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -30,7 +47,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import tempfile
 import time
 import warnings
@@ -39,150 +55,317 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from course_utils import (
-    CocoDetection, SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, fit, get_device,
-    load_checkpoint, materialize, save_checkpoint, seed_everything,
-)
-from course_utils.deploy import (
-    DetectorNetwork, OrtDetector, export_onnx, file_size, measure_interleaved, measure_latency, ort_session, ort_nchwc_block_size, quantize_onnx,
-)
+from course_utils import SyntheticShapes, TinyDetector, collate_detection, count_parameters, get_device, load_checkpoint, materialize, \
+    save_checkpoint, seed_everything
+from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_interleaved, ort_session, quantize_onnx
 from course_utils.distill import Distiller, cache_teacher_outputs
-from course_utils.prune import count_flops, prune_detector
+from course_utils.metrics import bootstrap_map, mean_average_precision, paired_bootstrap_map, seed_difference, seed_summary
+from course_utils.prune import count_flops, prune_detector, shrink_to_state_dict
 from course_utils.quant import QATSchedule, calibrate, fuse_conv_bn, prepare_qat, to_float_folded
-from course_utils.train import make_finetune_optimizer, make_optimizer
+from course_utils.train import predict
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from harness import RESULTS, finetune, run_info, split_loader, write_json
+
+TEACHER_EPOCHS, STUDENT_EPOCHS = 24, 48  # the converged checkpoints' schedules (train_tiny_detector.py)
+KD_ALL = {"cls": 1.0, "box": 1.0, "feature": 1.0}
+KD_OUTPUTS = {"cls": 1.0, "box": 1.0}  # QAT: the feature term would need a new adapter for the quantized features
+#: variant -> (what it is, the step's control or None)
+VARIANTS = {
+    "teacher": ("width-2 detector, fp32", None),
+    "student": ("width-1 detector, fp32", None),
+    "distill_control": ("student + E epochs, no teacher", None),
+    "distilled": ("student + E epochs with the teacher's KD terms", "distill_control"),
+    "prune_control": ("distilled + E epochs with KD, unpruned", None),
+    "pruned": ("distilled, channels pruned, + E epochs with KD", "prune_control"),
+    "qat_control": ("pruned + Q float epochs with KD (fp32)", None),
+    "ptq_int8": ("qat_control converted to int8 (ONNX Runtime, no QAT)", None),
+    "int8": ("pruned + Q epochs of 8-bit QAT with KD, int8 ONNX Runtime", "qat_control"),
+    "distilled_int8": ("distilled converted to int8 (ONNX Runtime, no QAT): the path without pruning", None),
+}
 
 
-def train(model, loader, epochs, lr, device, hooks=(), one_cycle=True):
-    build = make_optimizer if one_cycle else make_finetune_optimizer  # fine-tuning: no warm-up, cosine from lr
-    optimizer, scheduler = build(model, lr=lr, total_steps=epochs * len(loader))
-    fit(model, loader, optimizer, epochs, device=device, hooks=list(hooks), scheduler=scheduler, progress=False)
-    return model.eval()
+def total_epochs(args: argparse.Namespace) -> dict[str, int]:
+    e, q = args.epochs, args.qat_epochs
+    return {"teacher": TEACHER_EPOCHS, "student": STUDENT_EPOCHS, "distill_control": STUDENT_EPOCHS + e, "distilled": STUDENT_EPOCHS + e,
+            "prune_control": STUDENT_EPOCHS + 2 * e, "pruned": STUDENT_EPOCHS + 2 * e,
+            "qat_control": STUDENT_EPOCHS + 2 * e + q, "ptq_int8": STUDENT_EPOCHS + 2 * e + q, "int8": STUDENT_EPOCHS + 2 * e + q,
+            "distilled_int8": STUDENT_EPOCHS + e}
 
 
-def time_sessions(sessions: dict, images: torch.Tensor, runs: int, rounds: int = 3) -> dict[str, dict[str, float]]:
-    """Median ms per session and batch size, in ``rounds`` interleaved rounds (``measure_interleaved``);
-    each measurement runs >= ``runs`` calls and >= 1 s."""
-    time.sleep(1.0)  # PyTorch's worker threads, busy a moment ago, must be idle: they would compete with ONNX Runtime's
-    feeds = {(name, b): {s.get_inputs()[0].name: images[:b].numpy()} for name, s in sessions.items() for b in (1, 16)}
-    timed = measure_interleaved({key: (lambda s=sessions[key[0]], f=feed: s.run(None, f)) for key, feed in feeds.items()},
-                                rounds, runs, min_seconds=1.0)
-    out: dict[str, dict[str, float]] = {name: {} for name in sessions}
-    for (name, b), result in timed.items():
-        out[name][f"batch{b}"] = result["median_ms"]
-    return out
+def load_start(device: torch.device) -> tuple[TinyDetector, TinyDetector]:
+    teacher, student = TinyDetector(width=2.0), TinyDetector(width=1.0)
+    load_checkpoint(RESULTS / "teacher_converged.pt", teacher)
+    load_checkpoint(RESULTS / "tiny_detector_converged.pt", student)
+    return teacher.to(device).eval(), student.to(device).eval()
+
+
+def calibration_images() -> torch.Tensor:
+    """64 training-distribution scenes, disjoint from the training set's seed: what int8 calibrates on."""
+    return torch.stack([img for img, _ in materialize(SyntheticShapes(64, seed=123), progress=False)])
+
+
+def export_int8(float_model: torch.nn.Module, path: Path) -> Path:
+    """BN-folded float model -> ONNX -> ONNX Runtime static int8 (notebook 05's path)."""
+    calib = calibration_images()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fp32 = export_onnx(DetectorNetwork(float_model.cpu().eval()), calib[:2], Path(tmp) / "fp32.onnx")
+        return quantize_onnx(fp32, path, calib)
+
+
+def export_fp32(model: TinyDetector, path: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return export_onnx(DetectorNetwork(fuse_conv_bn(copy.deepcopy(model).cpu().eval())).eval(), calibration_images()[:2], path)
+
+
+def train_seed(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    device = get_device(args.device)
+    teacher, student = load_start(device)
+    train_set = cache_teacher_outputs(teacher, materialize(SyntheticShapes(2000, seed=0), progress=False), device=device)
+    splits = {"val": split_loader("val"), "test": split_loader("test")}
+    e, q, seed = args.epochs, args.qat_epochs, args.seed
+
+    def loader() -> DataLoader:  # the same data order for a method and its control
+        return DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
+                          generator=torch.Generator().manual_seed(seed))
+
+    def step(start: torch.nn.Module, epochs: int, lr: float, kd: dict[str, float] | None, extra_hooks=()) -> torch.nn.Module:
+        seed_everything(seed)
+        hooks = list(extra_hooks) + ([Distiller(teacher, kd, temperature=2.0)] if kd else [])
+        return finetune(copy.deepcopy(start).to(device), loader(), epochs, lr, device, hooks)
+
+    def score(model: torch.nn.Module) -> dict[str, float]:
+        return {f"{split}_map": predict_map(model, data, device) for split, data in splits.items()}
+
+    models: dict[str, torch.nn.Module] = {}
+    scores: dict[str, dict[str, float]] = {}
+    seconds: dict[str, float] = {}
+
+    def record(name: str, model: torch.nn.Module, t0: float) -> None:
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        models[name], scores[name] = model, score(model)
+        print(f"seed {seed} {name:>16}: val {scores[name]['val_map']:.4f}  test {scores[name]['test_map']:.4f}  "
+              f"({seconds[name]:.0f} s)", flush=True)
+
+    t0 = time.perf_counter(); record("distill_control", step(student, e, args.lr, None), t0)
+    t0 = time.perf_counter(); record("distilled", step(student, e, args.lr, KD_ALL), t0)
+    work = Path(tempfile.mkdtemp(prefix="capstone_"))
+
+    def to_int8(name: str, source: str) -> None:
+        t0 = time.perf_counter()
+        path = export_int8(fuse_conv_bn(copy.deepcopy(models[source]).cpu().eval()), work / f"{name}.onnx")
+        record(name, OrtDetector(ort_session(path, threads=args.threads), models[source].cpu()), t0)
+
+    to_int8("distilled_int8", "distilled")
+    if args.add_shortcut:  # an older seed file: add the shortcut, after checking this rerun reproduced its distilled model
+        path = args.out / f"capstone_seed{seed}.json"
+        old = json.loads(path.read_text())
+        if old["scores"]["distilled"] != scores["distilled"]:
+            raise SystemExit(f"seed {seed}: the rerun's distilled model scores {scores['distilled']}, the file says "
+                             f"{old['scores']['distilled']}: training is not reproducible here, re-run the whole seed")
+        old["scores"]["distilled_int8"] = scores["distilled_int8"]
+        old["train_seconds"]["distilled_int8"] = seconds["distilled_int8"]
+        write_json(path, old)
+        return
+    t0 = time.perf_counter(); record("prune_control", step(models["distilled"], e, args.lr, KD_ALL), t0)
+    t0 = time.perf_counter()
+    cut = prune_detector(copy.deepcopy(models["distilled"]).cpu(), args.keep, criterion="l1", multiple_of=args.multiple_of)
+    record("pruned", step(cut, e, args.lr, KD_ALL), t0)
+    t0 = time.perf_counter(); record("qat_control", step(models["pruned"], q, args.qat_lr, KD_OUTPUTS), t0)
+
+    t0 = time.perf_counter()
+    calib = calibration_images().to(device)
+    qat = calibrate(prepare_qat(copy.deepcopy(models["pruned"]).to(device), weight_bits=8, act_bits=8),
+                    [calib[i:i + 16] for i in range(0, len(calib), 16)], lambda m, b: m.forward_raw(b))
+    qat = step(qat, q, args.qat_lr, KD_OUTPUTS, [QATSchedule(freeze_bn_epoch=1, freeze_observer_epoch=1)])
+    int8_path = export_int8(to_float_folded(qat), (args.out if seed == 0 else work) / ("capstone_int8.onnx" if seed == 0 else "int8.onnx"))
+    record("int8", OrtDetector(ort_session(int8_path, threads=args.threads), models["pruned"].cpu()), t0)
+    to_int8("ptq_int8", "qat_control")
+
+    if seed == 0:
+        for name in ("distilled", "pruned"):
+            save_checkpoint(args.out / f"capstone_{name}.pt", models[name].cpu(), seed=seed, val_map=scores[name]["val_map"],
+                            keep_ratio=args.keep if name == "pruned" else 1.0, total_epochs=total_epochs(args)[name])
+    write_json(args.out / f"capstone_seed{seed}.json",
+               {"seed": seed, "scores": scores, "train_seconds": seconds, "config": config_of(args), **run_info(device)})
+
+
+def predict_map(model: torch.nn.Module, data: DataLoader, device: torch.device) -> float:
+    on_cpu = isinstance(model, OrtDetector)
+    return mean_average_precision(*predict(model, data, torch.device("cpu") if on_cpu else device))["map"]
+
+
+def config_of(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if k in ("keep", "multiple_of", "epochs", "qat_epochs", "lr", "qat_lr")}
+
+
+def measure(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")  # deployment target: the CPU
+    teacher, student = load_start(device)
+    per_seed = [json.loads((args.out / f"capstone_seed{s}.json").read_text()) for s in args.seeds]
+    for run in per_seed:
+        if run["config"] != config_of(args):
+            raise SystemExit(f"capstone_seed{run['seed']}.json was trained with {run['config']}, not {config_of(args)}: "
+                             "re-run its train stage with the same options")
+    state = load_checkpoint(args.out / "capstone_pruned.pt")["model"]
+    pruned = shrink_to_state_dict(TinyDetector(width=1.0), state)
+    pruned.load_state_dict(state)
+    distilled = TinyDetector(width=1.0)
+    load_checkpoint(args.out / "capstone_distilled.pt", distilled)
+    fp32 = {"teacher": teacher, "student": student, "distilled": distilled.eval(), "pruned": pruned.eval()}
+    val = split_loader("val")
+    epochs = total_epochs(args)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        onnx = {name: export_fp32(model, work / f"{name}.onnx") for name, model in fp32.items()}
+        onnx["int8"] = args.out / "capstone_int8.onnx"
+        onnx["student_int8"] = export_int8(fuse_conv_bn(copy.deepcopy(student).eval()), work / "student_int8.onnx")
+        onnx["distilled_int8"] = export_int8(fuse_conv_bn(copy.deepcopy(distilled).eval()), work / "distilled_int8.onnx")
+        arch = {**fp32, "int8": pruned, "student_int8": student, "distilled_int8": distilled}  # the architecture each int8 model runs
+        sessions = {name: ort_session(path, threads=args.threads) for name, path in onnx.items()}
+
+        # accuracy of the deployable models (seed 0): bootstrap CI per model, paired against the teacher
+        preds = {}
+        for name in onnx:
+            model = OrtDetector(sessions[name], arch[name]) if name.endswith("int8") else arch[name]
+            preds[name], targets = predict(model, val, device)
+        variants: dict[str, dict] = {}
+        for name in onnx:
+            variants[name] = {
+                "parameters": count_parameters(arch[name]), "macs": count_flops(arch[name]), "onnx_bytes": file_size(onnx[name]),
+                "val_map_seed0": mean_average_precision(preds[name], targets)["map"],
+                "val_bootstrap": bootstrap_map(preds[name], targets, n_boot=args.n_boot),
+                "vs_teacher_paired": None if name == "teacher" else paired_bootstrap_map(preds[name], preds["teacher"], targets, n_boot=args.n_boot),
+            }
+        test_preds = predict(OrtDetector(sessions["student_int8"], student), split_loader("test"), device)
+        variants["student_int8"].update(description="student converted to int8 (ONNX Runtime, no QAT, unpruned)",
+                                        total_epochs=STUDENT_EPOCHS, control=None, val_map=variants["student_int8"]["val_map_seed0"],
+                                        test_map=mean_average_precision(*test_preds)["map"])
+
+        # latency: end to end (network + decode + NMS) and the network alone, every model and runtime interleaved
+        images = torch.stack([img for img, _ in materialize(SyntheticShapes(16, seed=7), progress=False)])
+        fns = {}
+        for name in onnx:
+            for b in (1, 16):
+                feed = {"images": images[:b].numpy()}
+                fns[name, "ort", "network", b] = lambda s=sessions[name], f=feed: s.run(None, f)
+                fns[name, "ort", "end_to_end", b] = lambda m=OrtDetector(sessions[name], arch[name]), x=images[:b]: m(x)
+        eager = {name: fuse_conv_bn(copy.deepcopy(m)).eval() for name, m in fp32.items()}
+        for name, model in eager.items():
+            for b in (1, 16):
+                fns[name, "eager", "network", b] = lambda m=model, x=images[:b]: m.forward_raw(x)
+                fns[name, "eager", "end_to_end", b] = lambda m=model, x=images[:b]: m(x)
+        time.sleep(1.0)  # let the worker threads that scored the models go idle
+        with torch.inference_mode():
+            timed = measure_interleaved(fns, rounds=args.rounds, runs=args.runs, min_seconds=1.0)
+
+    for (name, runtime, what, b), t in timed.items():
+        variants[name].setdefault(f"{runtime}_ms", {}).setdefault(what, {})[f"batch{b}"] = {k: round(v, 4) for k, v in t.items()}
+    for name, entry in variants.items():  # fp32: the faster runtime per batch size and measure; int8: ONNX Runtime
+        entry["fastest_ms"] = {what: {b: min((entry[r][what][b] for r in ("ort_ms", "eager_ms") if r in entry),
+                                             key=lambda t: t["median_ms"]) for b in ("batch1", "batch16")}
+                               for what in ("network", "end_to_end")}
+        entry["fastest_runtime"] = {what: {b: min((r for r in ("ort_ms", "eager_ms") if r in entry),
+                                                  key=lambda r: entry[r][what][b]["median_ms"]).removesuffix("_ms") for b in ("batch1", "batch16")}
+                                    for what in ("network", "end_to_end")}
+
+    # the seeds: every variant's spread, every step against its control
+    for name in VARIANTS:
+        runs = {split: [run["scores"][name][f"{split}_map"] for run in per_seed] if name not in ("teacher", "student") else None
+                for split in ("val", "test")}
+        entry = variants.setdefault(name, {})
+        entry.update(description=VARIANTS[name][0].replace("E epochs", f"{args.epochs} epochs").replace("Q", str(args.qat_epochs)),
+                     total_epochs=epochs[name], control=VARIANTS[name][1])
+        if runs["val"] is None:  # a shipped checkpoint: one model, its noise is the bootstrap CI
+            entry.update(val_map=entry["val_map_seed0"], test_map=mean_average_precision(*predict(fp32[name], split_loader("test"), device))["map"])
+        else:
+            entry.update(val_map=seed_summary(runs["val"])["mean"], test_map=seed_summary(runs["test"])["mean"],
+                         val_seeds=seed_summary(runs["val"]), test_seeds=seed_summary(runs["test"]))
+    for name, (_, control) in VARIANTS.items():
+        if control and len(args.seeds) > 1:
+            variants[name]["vs_control"] = seed_difference(variants[name]["val_seeds"]["runs"], variants[control]["val_seeds"]["runs"])
+    if len(args.seeds) > 1:
+        variants["ptq_int8"]["vs_int8"] = seed_difference(variants["ptq_int8"]["val_seeds"]["runs"], variants["int8"]["val_seeds"]["runs"])
+
+    if len(args.seeds) > 1:
+        variants["distilled_int8"]["vs_distilled"] = seed_difference(variants["distilled_int8"]["val_seeds"]["runs"],
+                                                                     variants["distilled"]["val_seeds"]["runs"])
+    goals = {name: judge_goals(variants["teacher"], variants[name]) for name in ("int8", "distilled_int8", "student_int8")}
+    result = {
+        "description": ("The capstone from the converged detectors: each step (distillation, channel pruning, 8-bit QAT + int8) "
+                        "starts from the previous step's model and is compared with its equal-budget control (same extra epochs "
+                        f"from the same start); {len(args.seeds)} seeds per trained variant (val_seeds, ddof = 1; vs_control: Welch "
+                        "interval of the difference), and an image-level bootstrap CI of seed 0's deployable model (val_bootstrap; "
+                        "vs_teacher_paired: paired against the teacher). Sizes are the ONNX files; latency is measured end to end "
+                        "(network + decode + NMS) and for the network alone, all models and runtimes in interleaved rounds (median "
+                        "round, p10/p90 inside it); fastest_ms takes the faster of eager PyTorch and ONNX Runtime for fp32 models."),
+        "variants": {name: variants[name] for name in list(VARIANTS) + ["student_int8"]},
+        "deployable": list(onnx),
+        "goals": goals["int8"],
+        "goals_other_paths": {name: g for name, g in goals.items() if name != "int8"},
+        "seeds": args.seeds,
+        "config": {**config_of(args), "threads": args.threads, "runs": args.runs, "rounds": args.rounds, "n_boot": args.n_boot},
+        "train_seconds": {run["seed"]: run["train_seconds"] for run in per_seed},
+        **run_info(device),
+    }
+    write_json(args.out / "capstone.json", result)
+    for name, e in result["variants"].items():
+        ms = e["fastest_ms"]["end_to_end"]["batch16"]["median_ms"] if "fastest_ms" in e else float("nan")
+        print(f"{name:>16}: val {e['val_map']:.4f}  {e.get('total_epochs', '')!s:>3} ep  b16 end to end {ms:7.2f} ms")
+    print(json.dumps(goals, indent=1))
+
+
+def judge_goals(teacher: dict, final: dict) -> dict:
+    """The capstone's three goals for one deployable model, against the fp32 teacher."""
+    smaller = teacher["onnx_bytes"] / final["onnx_bytes"]
+    faster = {b: teacher["fastest_ms"]["end_to_end"][b]["median_ms"] / final["fastest_ms"]["end_to_end"][b]["median_ms"]
+              for b in ("batch1", "batch16")}
+    lost = (teacher["val_map"] - final["val_map"]) * 100
+    paired = final["vs_teacher_paired"]
+    std = final.get("val_seeds", {}).get("std")
+    return {
+        "smaller_10x": {"value": smaller, "met": smaller >= 10},
+        "faster_5x_end_to_end_batch16": {"value": faster["batch16"], "met": faster["batch16"] >= 5, "batch1": faster["batch1"]},
+        "within_3_points": {"value": lost, "met": lost <= 3, "seed_std_points": None if std is None else std * 100,
+                            "seed0_paired_ci_points": [-paired["high"] * 100, -paired["low"] * 100]},
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", nargs="?", default="all", choices=("all", "train", "measure"))
+    parser.add_argument("--seed", type=int, default=0, help="train: the seed to run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="all / measure: the seeds to run or merge")
+    parser.add_argument("--keep", type=float, default=0.75, help="fraction of every channel group kept by pruning")
     parser.add_argument("--multiple-of", type=int, default=8,
-                        help="round kept channel counts to multiples of this (default 8 on every CPU; ONNX Runtime's "
-                             f"block here is {ort_nchwc_block_size()}, but ort_block_size.py measured no gain from it)")
-    parser.add_argument("--keep", type=float, default=0.75, help="fraction of every channel group kept by pruning (notebook 08 §3 discusses 0.5)")
-    parser.add_argument("--epochs", type=int, default=6, help="training epochs of the distilled student")
-    parser.add_argument("--finetune-epochs", type=int, default=6, help="fine-tuning epochs after pruning (as prune_sweep.py)")
-    parser.add_argument("--qat-epochs", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+                        help="round kept channel counts to multiples of this (ort_block_size.py measured no gain from 16 on this model)")
+    parser.add_argument("--epochs", type=int, default=6, help="E: extra epochs of the distillation and pruning steps")
+    parser.add_argument("--qat-epochs", type=int, default=2, help="Q: extra epochs of the quantization step")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the distillation and pruning steps")
+    parser.add_argument("--qat-lr", type=float, default=5e-4)
+    parser.add_argument("--runs", type=int, default=30, help="timed calls per measurement (and >= 1 s)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--add-shortcut", action="store_true",
+                        help="train: re-run only the distillation step of an existing seed file (checking it reproduces) "
+                             "and add distilled_int8 to it")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the per-seed results, models and capstone.json go")
     args = parser.parse_args()
-
-    torch.set_num_threads(args.threads)
-    device = get_device(args.device)
-    val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json")), batch_size=50,
-                            collate_fn=collate_detection)
-    test_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "test" / "annotations.json")), batch_size=50,
-                             collate_fn=collate_detection)
-    teacher, student = TinyDetector(width=2.0), TinyDetector(width=1.0)
-    load_checkpoint(RESULTS / "teacher.pt", teacher)
-    load_checkpoint(RESULTS / "tiny_detector.pt", student)
-    teacher, student = teacher.to(device).eval(), student.to(device).eval()
-
-    train_set = cache_teacher_outputs(teacher, materialize(SyntheticShapes(2000, seed=0)), device=device)
-    loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
-                        generator=torch.Generator().manual_seed(args.seed))
-    seconds = {}
-
-    seed_everything(args.seed)
-    t0 = time.perf_counter()
-    distilled = train(TinyDetector(width=1.0), loader, args.epochs, 4e-3, device,
-                      [Distiller(teacher, {"cls": 1.0, "box": 1.0, "feature": 1.0}, temperature=2.0)])
-    seconds["distill"] = time.perf_counter() - t0
-    print(f"distilled: val {evaluate(distilled, val_loader, device)['map']:.4f} ({seconds['distill']:.0f} s)", flush=True)
-
-    seed_everything(args.seed)
-    t0 = time.perf_counter()
-    pruned = prune_detector(distilled.cpu(), args.keep, criterion="l1", multiple_of=args.multiple_of).to(device)  # kernel-friendly counts (nb07)
-    pruned = train(pruned, loader, args.finetune_epochs, 2e-3, device, one_cycle=False)
-    seconds["prune_finetune"] = time.perf_counter() - t0
-    print(f"pruned: val {evaluate(pruned, val_loader, device)['map']:.4f} ({seconds['prune_finetune']:.0f} s)", flush=True)
-    save_checkpoint(args.out / "capstone_pruned.pt", pruned.cpu(), keep_ratio=args.keep)
-
-    seed_everything(args.seed)
-    t0 = time.perf_counter()
-    calib = torch.stack([img for img, _ in materialize(SyntheticShapes(64, seed=123), progress=False)])
-    qat = calibrate(prepare_qat(pruned.to(device), weight_bits=8, act_bits=8), [calib[i:i + 16].to(device) for i in range(0, 64, 16)],
-                    lambda m, b: m.forward_raw(b))
-    qat = train(qat, loader, args.qat_epochs, 5e-4, device,
-                [QATSchedule(freeze_bn_epoch=1, freeze_observer_epoch=1),
-                 Distiller(teacher, {"cls": 1.0, "box": 1.0}, temperature=2.0)], one_cycle=False)
-    seconds["qat"] = time.perf_counter() - t0
-
-    variants = {"teacher": teacher, "student": student, "distilled": distilled, "pruned": pruned}
-    images = torch.stack([img for img, _ in materialize(SyntheticShapes(16, seed=7), progress=False)])
-    result: dict = {"variants": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        sessions = {}
-        for name, model in variants.items():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                sessions[name] = export_onnx(DetectorNetwork(fuse_conv_bn(copy.deepcopy(model).cpu().eval())), images[:2],
-                                             work / f"{name}.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            export_onnx(DetectorNetwork(to_float_folded(qat).cpu()), images[:2], work / "qat_float.onnx")
-        quantize_onnx(work / "qat_float.onnx", work / "int8.onnx", calib)
-        sessions["int8"] = work / "int8.onnx"
-        for name, path in sessions.items():  # accuracy first: scoring runs PyTorch's post-processing
-            model = variants.get(name, pruned).cpu()  # int8: the pruned architecture (also supplies anchors + post-processing)
-            ort_model = OrtDetector(ort_session(path, threads=args.threads), model)
-            result["variants"][name] = {"onnx_bytes": file_size(path), "parameters": count_parameters(model), "macs": count_flops(model),
-                                        "val_map": evaluate(ort_model, val_loader, torch.device("cpu"))["map"],
-                                        "test_map": evaluate(ort_model, test_loader, torch.device("cpu"))["map"]}
-            del ort_model
-        runners = {name: ort_session(path, threads=args.threads) for name, path in sessions.items()}
-        for name, ms in time_sessions(runners, images, args.runs).items():  # then timing, ONNX Runtime alone
-            result["variants"][name]["ort_ms"] = ms
-            print(name, result["variants"][name], flush=True)
-        del runners
-        with torch.inference_mode():
-            for name, model in variants.items():
-                net = DetectorNetwork(fuse_conv_bn(copy.deepcopy(model).cpu().eval())).eval()
-                result["variants"][name]["eager_ms"] = {f"batch{b}": measure_latency(lambda: net(images[:b]), runs=args.runs, min_seconds=1.0)["median_ms"]
-                                                        for b in (1, 16)}
-                torch.save({k: v.cpu() for k, v in model.state_dict().items()}, work / f"{name}.pt")
-                result["variants"][name]["checkpoint_bytes"] = file_size(work / f"{name}.pt")
-            raw = student.cpu().eval().forward_raw(images)
-            result["postprocess_ms"] = {f"batch{b}": measure_latency(
-                lambda: student.postprocess({k: v[:b] if k != "anchors" else v for k, v in raw.items()}, (128, 128)),
-                runs=args.runs)["median_ms"] for b in (1, 16)}
-    for name, entry in result["variants"].items():
-        fastest = entry["ort_ms"] if "eager_ms" not in entry else {b: min(entry["ort_ms"][b], entry["eager_ms"][b]) for b in entry["ort_ms"]}
-        entry["fastest_ms"] = fastest
-    result.update(config={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
-                  device=str(device), torch=torch.__version__, machine=platform.machine(), train_seconds=seconds)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "capstone.json").write_text(json.dumps(result, indent=2) + "\n")
-    t = result["variants"]["teacher"]
-    for name, e in result["variants"].items():
-        print(f"{name:>10}: val {e['val_map']:.4f}  {e['onnx_bytes'] / 1e3:7.0f} kB ({t['onnx_bytes'] / e['onnx_bytes']:5.1f}x smaller)  "
-              f"b1 {e['fastest_ms']['batch1']:.2f} ms  b16 {e['fastest_ms']['batch16']:.2f} ms "
-              f"({t['fastest_ms']['batch16'] / e['fastest_ms']['batch16']:.1f}x faster)")
+    if not 0 < args.keep < 1:
+        parser.error(f"--keep must be in (0, 1), got {args.keep}")
+    if args.stage == "train":
+        train_seed(args)
+        return
+    if args.stage == "all":
+        for seed in args.seeds:
+            train_seed(argparse.Namespace(**{**vars(args), "seed": seed}))
+    measure(args)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gzip
-import io
 import json
 import platform
 import tempfile
@@ -75,13 +73,15 @@ from course_utils import (
     CocoDetection, SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, fit, get_device,
     load_checkpoint, materialize, save_checkpoint, seed_everything,
 )
-from course_utils.deploy import DetectorNetwork, export_onnx, measure_interleaved, ort_nchwc_block_size, ort_session
+from course_utils.deploy import DetectorNetwork, checkpoint_bytes, export_onnx, measure_interleaved, ort_nchwc_block_size, ort_session
 from course_utils.prune import (
     MaskHook, SlimmingPenalty, channel_counts, count_flops, magnitude_masks, prune_detector, sparsity,
 )
 from course_utils.quant import fuse_conv_bn
 from course_utils.metrics import seed_summary
-from course_utils.train import make_finetune_optimizer, make_optimizer
+from course_utils.train import make_optimizer
+
+from harness import finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_LAYERS = ("cls_out", "box_out")
@@ -90,15 +90,6 @@ OUTPUT_LAYERS = ("cls_out", "box_out")
 def hidden_layers(name: str, module: torch.nn.Module) -> bool:
     """Unstructured pruning acts on every Conv2d except the two output layers (tiny, and they set the predictions)."""
     return isinstance(module, torch.nn.Conv2d) and name not in OUTPUT_LAYERS
-
-
-def finetune(model: TinyDetector, loader: DataLoader, epochs: int, lr: float, device: torch.device, hooks=()) -> TinyDetector:
-    """AdamW with cosine decay from ``lr``, no warm-up (the weights are trained already). Measured on the
-    60 % model, seed 0: 6 epochs this way reached val mAP 0.765; our first recipe, 3 epochs of the
-    training schedule (one-cycle, peak 1e-3), only 0.697."""
-    optimizer, scheduler = make_finetune_optimizer(model, lr, total_steps=epochs * len(loader))
-    fit(model, loader, optimizer, epochs, device=device, hooks=list(hooks), scheduler=scheduler, progress=False)
-    return model.eval()
 
 
 def train_from_scratch(model: TinyDetector, loader: DataLoader, epochs: int, lr: float, device: torch.device) -> TinyDetector:
@@ -111,14 +102,6 @@ def train_from_scratch(model: TinyDetector, loader: DataLoader, epochs: int, lr:
 
 #: structured variants that differ from ``structured_K`` only in how channels are ranked
 RANKINGS = {"bnscale": "bn", "folded": "l1_folded", "random": "random"}
-
-
-def checkpoint_bytes(model: torch.nn.Module) -> tuple[int, int]:
-    """Size of the state dict as torch.save writes it, and gzip-compressed (zeros compress; dense kernels don't care)."""
-    buffer = io.BytesIO()
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buffer)
-    raw = buffer.getvalue()
-    return len(raw), len(gzip.compress(raw, compresslevel=6))
 
 
 def latencies(models: dict[str, TinyDetector], runs: int, rounds: int = 3) -> dict[str, dict[str, dict[str, float]]]:

@@ -43,6 +43,8 @@ __all__ = [
     "cpu_int8_features",
     "ort_nchwc_block_size",
     "cpu_info",
+    "ort_network_runner",
+    "checkpoint_bytes",
 ]
 
 
@@ -273,3 +275,43 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     return {"model": model, "logical_cpus": sum(line.startswith("processor") for line in text.splitlines()) or os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "features": features, "ort_nchwc_block": _block_size(features)}
 
+
+
+def ort_network_runner(model: nn.Module, batch: int = 16, threads: int = 2, image_size: int = 128) -> Callable[[], Any]:
+    """A function of no arguments that runs ``model``'s fp32 network once in ONNX Runtime: what to time.
+
+    The network is the detector with batch norm folded (:func:`course_utils.quant.fuse_conv_bn`),
+    without post-processing (:class:`DetectorNetwork`), exported to ONNX, in a session with
+    ``threads`` intra-op threads, fed one fixed random batch of shape (``batch``, 3, S, S),
+    S = ``image_size``. ``model`` itself is not changed. Pass several to :func:`measure_interleaved`.
+    """
+    import copy
+    import tempfile
+    import warnings
+
+    from .quant import fuse_conv_bn
+
+    if batch < 1 or image_size < 1:
+        raise ValueError(f"batch and image_size must be >= 1, got batch={batch}, image_size={image_size}")
+    net = DetectorNetwork(fuse_conv_bn(copy.deepcopy(model).cpu().eval())).eval()
+    x = torch.rand(batch, 3, image_size, image_size)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes
+        session = ort_session(export_onnx(net, x[:1], Path(tmp) / "net.onnx"), threads=threads)
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def checkpoint_bytes(model: nn.Module) -> tuple[int, int]:
+    """Size of ``model``'s state dict as ``torch.save`` writes it, and gzip-compressed (level 6).
+
+    Zeros compress, so the second number is what unstructured sparsity can save on disk; dense
+    kernels (and the runtime) do not see it.
+    """
+    import gzip
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    raw = buffer.getvalue()
+    return len(raw), len(gzip.compress(raw, compresslevel=6))

@@ -109,3 +109,32 @@ def test_ort_block_size_follows_the_vector_width(tmp_path) -> None:
         assert info["features"] == cpu_int8_features(fake)
     assert ort_nchwc_block_size(tmp_path / "missing") == 1
     assert cpu_info(tmp_path / "missing")["model"] == "unknown"
+
+
+def test_ort_network_runner_runs_the_folded_network_and_leaves_the_model_alone() -> None:
+    from course_utils.deploy import ort_network_runner
+
+    torch.manual_seed(0)
+    model = TinyDetector(width=0.5).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    logits, deltas = ort_network_runner(model, batch=3, threads=1, image_size=64)()
+    h = 64 // model.stride
+    assert logits.shape == (3, h * h, model.num_classes) and deltas.shape == (3, h * h, 4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN folded in a copy only
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with pytest.raises(ValueError, match="batch"):
+        ort_network_runner(model, batch=0)
+
+
+def test_checkpoint_bytes_counts_what_torch_save_writes_and_zeros_compress(tmp_path) -> None:
+    from course_utils.deploy import checkpoint_bytes
+
+    model = TinyDetector(width=0.5)
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp_path / "m.pt")
+    raw, packed = checkpoint_bytes(model)
+    assert abs(raw - (tmp_path / "m.pt").stat().st_size) < 0.02 * raw  # the archive's record names follow the file name
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    raw_zero, packed_zero = checkpoint_bytes(model)
+    assert raw_zero == raw and packed_zero < packed / 5

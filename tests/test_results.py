@@ -73,3 +73,59 @@ def test_clipping_lab_has_a_working_baseline_a_divergence_and_states_its_goal_tr
     assert goal["met"] == (best50 >= 0.5 or (base > 0 and best50 >= 0.8 * base))
     # every run has the same step budget unless it diverged to NaN
     assert all(r["steps"] == lab["steps_per_run"] for rs in runs.values() for r in rs if not r["nonfinite"])
+
+
+def test_capstone_judges_every_step_against_an_equal_budget_control_and_states_its_goals_truthfully():
+    from course_utils import seed_difference
+
+    cap = _load("capstone.json")
+    v = cap["variants"]
+    assert v["teacher"]["val_map"] == pytest.approx(_load("teacher_converged.json")["val_map"], abs=1e-6)  # the converged teacher
+    assert v["student"]["val_map"] == pytest.approx(_load("tiny_detector_converged.json")["val_map"], abs=1e-6)
+    chain = ["distilled", "pruned", "int8"]
+    for name in chain:
+        control = v[name]["control"]
+        assert control in v and v[control]["control"] is None, name
+        assert v[name]["total_epochs"] == v[control]["total_epochs"], name  # same extra training from the same start
+        fresh = seed_difference(v[name]["val_seeds"]["runs"], v[control]["val_seeds"]["runs"])
+        assert v[name]["vs_control"]["difference"] == pytest.approx(fresh["difference"])
+        assert v[name]["vs_control"]["within_noise"] == fresh["within_noise"], name
+    assert v["student"]["total_epochs"] < v["distilled"]["total_epochs"] < v["pruned"]["total_epochs"] < v["int8"]["total_epochs"]
+    for name, entry in v.items():
+        if "val_seeds" in entry:
+            _check_summary(entry["val_seeds"])
+            _check_summary(entry["test_seeds"])
+            assert entry["val_map"] == pytest.approx(entry["val_seeds"]["mean"])
+        if "fastest_ms" in entry:  # the fastest runtime of those measured, per batch size
+            for what in ("network", "end_to_end"):
+                for b in ("batch1", "batch16"):
+                    medians = [entry[r][what][b]["median_ms"] for r in ("ort_ms", "eager_ms") if r in entry]
+                    assert entry["fastest_ms"][what][b]["median_ms"] == min(medians), (name, what, b)
+                    t = entry["fastest_ms"][what][b]
+                    assert t["p10_ms"] <= t["median_ms"] <= t["p90_ms"]
+        if "val_bootstrap" in entry:
+            assert entry["val_bootstrap"]["low"] <= entry["val_map_seed0"] <= entry["val_bootstrap"]["high"]
+    goals, t, final = cap["goals"], v["teacher"], v["int8"]
+    smaller = t["onnx_bytes"] / final["onnx_bytes"]
+    faster = t["fastest_ms"]["end_to_end"]["batch16"]["median_ms"] / final["fastest_ms"]["end_to_end"]["batch16"]["median_ms"]
+    lost = (t["val_map"] - final["val_map"]) * 100
+    assert goals["smaller_10x"] == {"value": pytest.approx(smaller), "met": smaller >= 10}
+    assert goals["faster_5x_end_to_end_batch16"]["value"] == pytest.approx(faster)
+    assert goals["faster_5x_end_to_end_batch16"]["met"] == (faster >= 5)
+    assert goals["within_3_points"]["value"] == pytest.approx(lost) and goals["within_3_points"]["met"] == (lost <= 3)
+
+
+@pytest.mark.parametrize("name", ["distill_sweep.json", "distill_sweep_24ep.json", "distill_sweep_labeled300.json"])
+def test_distillation_sweeps_give_every_setting_the_student_alones_budget(name):
+    sweep = _load(name)
+    vm, cfg = sweep["val_map"], sweep["config"]
+    assert "student" in vm and len(vm) >= 2  # the control: the same student, trained as long, without the teacher
+    assert "converged" in sweep["config"]["teacher"]
+    budget = cfg["epochs"] * cfg["train_images"]  # image-steps of the full recipe
+    for setting, entry in vm.items():
+        _check_summary(entry)
+        images = cfg["train_images"] if cfg["labeled"] is None or setting.startswith("pseudo") else cfg["labeled"]
+        assert abs(sweep["epochs"][setting] * images - budget) <= images / 2, setting  # equal image-steps, up to rounding
+    for setting, closed in sweep.get("gap_closed", {}).items():
+        gap = sweep["teacher"]["val_map"] - vm["student"]["mean"]
+        assert closed == pytest.approx((vm[setting]["mean"] - vm["student"]["mean"]) / gap), setting
