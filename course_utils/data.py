@@ -350,7 +350,8 @@ def _image_path(img: dict[str, Any], where: str, ann_file: Path, image_dir: Path
         inside = path.resolve().is_relative_to(root)
         is_file, is_dir = path.is_file(), path.is_dir()
     except (OSError, ValueError, RuntimeError) as err:  # name too long, symlink loop, ...
-        raise DatasetError(f"{where}: cannot access 'file_name' {name!r} ({err}). Fix the name.") from err
+        reason = getattr(err, "strerror", None) or err
+        raise DatasetError(f"{where}: cannot access 'file_name' {_show(name)} ({reason}). Fix the name.") from err
     if not inside:
         raise DatasetError(f"{where}: 'file_name' {name!r} points outside the image folder {image_dir}. Give a path "
                            "relative to that folder, without a leading '/' or '..' leading out of it (nor a symlink that does).")

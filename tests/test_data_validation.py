@@ -346,6 +346,10 @@ def test_file_names_in_subfolders_still_load(tmp_path):
     assert len(ds) == 2 and ds[1][0].shape == (3, 32, 32)
 
 
+def test_file_name_too_long_for_the_file_system(tmp_path):
+    assert_says(error_of(mk(tmp_path, images=[I(file_name="x" * 300)])), "'file_name'", "too long", "fix the name")
+
+
 def test_file_name_that_is_a_folder(tmp_path):
     ann = mk(tmp_path, files={"a.png": (32, 32), "sub/b.png": (32, 32)}, images=[I(file_name="sub")])
     assert_says(error_of(ann), "sub", "not a file")
