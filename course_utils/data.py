@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -94,11 +94,13 @@ class SceneConfig:
         for name, low in (("image_size", 1), ("min_objects", 0), ("max_objects", 0), ("clutter_lines", 0), ("supersample", 1)):
             value = getattr(self, name)
             if not _is_int(value) or value < low:
-                raise ValueError(f"SceneConfig: {name}={value!r}; it must be an integer >= {low}, e.g. {name}={getattr(SceneConfig, name)}.")
+                raise ValueError(f"SceneConfig: {name}={value!r}; it must be an integer >= {low}, "
+                                 f"e.g. {name}={getattr(SceneConfig, name)}.")
         for name in ("min_size", "max_size", "max_overlap", "noise_std"):
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value):
-                raise ValueError(f"SceneConfig: {name}={value!r}; it must be a finite number, e.g. {name}={getattr(SceneConfig, name)}.")
+                raise ValueError(f"SceneConfig: {name}={value!r}; it must be a finite number, "
+                                 f"e.g. {name}={getattr(SceneConfig, name)}.")
         self._check_ranges()
 
     def _check_ranges(self) -> None:
@@ -374,7 +376,8 @@ def _check_images(images: list[Any], ann_file: Path, image_dir: Path, max_pixels
     for k, img in enumerate(images):
         where = f"{ann_file}: images[{k}]"
         if not isinstance(img, dict):
-            raise DatasetError(f"{where} is {_show(img)}; each image must be an object with 'id', 'file_name', 'width', 'height'.")
+            raise DatasetError(f"{where} is {_show(img)}; each image must be an object with "
+                               "'id', 'file_name', 'width', 'height'.")
         if not all(key in img for key in ("id", "file_name", "width", "height")):
             raise DatasetError(f"{ann_file}: image entry {_show(img, 200)} needs 'id', 'file_name', 'width', 'height'.")
         _check_id(img["id"], where, seen, "image")

@@ -324,7 +324,10 @@ def _check_metadata(value: Any, where: str, open_containers: set[int]) -> None:
     if type(value) in _PLAIN_TYPES or type(value) in _TENSOR_TYPES:
         return
     if type(value) not in _CONTAINER_TYPES:
-        text = repr(value)
+        try:
+            text = repr(value)
+        except Exception:  # a broken __repr__ must not hide the real problem
+            text = "unprintable"
         raise TypeError(
             f"save_checkpoint: metadata {where} is a {_type_name(value)} ({text if len(text) <= 40 else text[:37] + '...'}), "
             "which load_checkpoint (torch.load with weights_only=True) would refuse to read back. Allowed: str, int, float, "
@@ -361,7 +364,8 @@ def _remove_orphaned_temp_files(path: Path, started: float) -> None:
     pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
     for entry in os.scandir(path.parent):
         try:
-            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < started:
+            if (pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < started):
                 os.unlink(entry.path)
         except OSError:
             pass
@@ -476,12 +480,15 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_locati
         if isinstance(err, RuntimeError) and not any(w in str(err) for w in ("PytorchStreamReader", "inline_container")):
             raise  # not about the archive (e.g. map_location names a missing device): torch's message says so
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: cannot load -- the file is damaged or not a torch checkpoint ({first_line}). {expected}") from err
+        raise ValueError(
+            f"{path}: cannot load -- the file is damaged or not a torch checkpoint ({first_line}). {expected}"
+        ) from err
     found = _not_a_course_checkpoint(payload)
     if found is not None:
         raise ValueError(
-            f"{path}: not a course checkpoint (expected a dict with a 'model' state_dict, found {found}). Save one with "
-            "save_checkpoint(path, model); a bare state_dict loads with model.load_state_dict(torch.load(path, weights_only=True))."
+            f"{path}: not a course checkpoint (expected a dict with a 'model' state_dict, found {found}). Save one "
+            "with save_checkpoint(path, model); a bare state_dict loads with "
+            "model.load_state_dict(torch.load(path, weights_only=True))."
         )
     if model is not None:
         model.load_state_dict(payload["model"])

@@ -10,7 +10,6 @@ course checkpoint.
 from __future__ import annotations
 
 import collections
-import io
 import os
 import pathlib
 import pickle
