@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -59,9 +60,25 @@ class DatasetError(ValueError):
 # --------------------------------------------------------------------------- #
 # Rendering
 # --------------------------------------------------------------------------- #
+def _is_int(value: Any) -> bool:
+    """True for Python and numpy integers; False for bools (``True`` is an ``int`` in Python)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    """True for Python and numpy ints and floats; False for bools."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 @dataclass(frozen=True)
 class SceneConfig:
-    """Knobs of the synthetic scenes (defaults are the shipped dataset's)."""
+    """Knobs of the synthetic scenes (defaults are the shipped dataset's).
+
+    Checked on construction (``ValueError`` naming the value and the fix):
+    ``image_size``, ``supersample`` integers >= 1; ``min_objects <= max_objects``
+    integers >= 0; ``0 < min_size <= max_size <= image_size`` (finite numbers);
+    ``max_overlap`` in [0, 1]; ``noise_std >= 0``; ``clutter_lines`` integer >= 0.
+    """
 
     image_size: int = 128
     min_objects: int = 1
@@ -72,6 +89,36 @@ class SceneConfig:
     noise_std: float = 8.0  # Gaussian pixel noise, in 0..255 units
     clutter_lines: int = 6  # random thin lines: clutter that is not an object
     supersample: int = 4  # anti-aliasing factor
+
+    def __post_init__(self) -> None:
+        for name, low in (("image_size", 1), ("min_objects", 0), ("max_objects", 0), ("clutter_lines", 0), ("supersample", 1)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                raise ValueError(f"SceneConfig: {name}={value!r}; it must be an integer >= {low}, "
+                                 f"e.g. {name}={getattr(SceneConfig, name)}.")
+        for name in ("min_size", "max_size", "max_overlap", "noise_std"):
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value):
+                raise ValueError(f"SceneConfig: {name}={value!r}; it must be a finite number, "
+                                 f"e.g. {name}={getattr(SceneConfig, name)}.")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """The relations between the knobs (their types are already checked)."""
+        if self.min_objects > self.max_objects:
+            raise ValueError(f"SceneConfig: min_objects={self.min_objects} > max_objects={self.max_objects}; "
+                             "make min_objects <= max_objects.")
+        if not self.min_size > 0:
+            raise ValueError(f"SceneConfig: min_size={self.min_size!r}; object sides must be > 0 pixels.")
+        if self.min_size > self.max_size:
+            raise ValueError(f"SceneConfig: min_size={self.min_size!r} > max_size={self.max_size!r}; make min_size <= max_size.")
+        if self.max_size > self.image_size:
+            raise ValueError(f"SceneConfig: max_size={self.max_size!r} is larger than image_size={self.image_size}; "
+                             "objects must fit in the image: lower max_size or raise image_size.")
+        if not 0 <= self.max_overlap <= 1:
+            raise ValueError(f"SceneConfig: max_overlap={self.max_overlap!r} is a fraction of a box; it must lie in [0, 1].")
+        if self.noise_std < 0:
+            raise ValueError(f"SceneConfig: noise_std={self.noise_std!r}; a standard deviation must be >= 0.")
 
 
 def _random_color(rng: random.Random, background: float) -> tuple[int, int, int]:
@@ -111,7 +158,23 @@ def render_scene(seed: int, config: SceneConfig = SceneConfig()) -> tuple[np.nda
     Returns ``(image, objects)``: ``image`` is uint8 (H, W, 3); ``objects`` is a list
     of ``{"bbox": [x1, y1, x2, y2], "category_id": int}`` in drawing order (later
     objects may partly occlude earlier ones; at most ``max_overlap`` of either box).
+    ``seed`` must be an integer >= 0 and ``config`` a :class:`SceneConfig` (``ValueError``).
     """
+    _check_seeds([seed], "render_scene")
+    if not isinstance(config, SceneConfig):
+        raise ValueError(f"render_scene: config={config!r}; pass a SceneConfig(...), e.g. SceneConfig(image_size=64).")
+    return _render_scene(seed, config)
+
+
+def _check_seeds(seeds: Any, caller: str) -> None:
+    """Every seed an integer >= 0 (numpy's generator refuses negative seeds)."""
+    for seed in seeds:
+        if not _is_int(seed) or seed < 0:
+            raise ValueError(f"{caller}: seed={seed!r}; seeds must be integers >= 0.")
+
+
+def _render_scene(seed: int, config: SceneConfig) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """:func:`render_scene` without the argument checks (callers have done them)."""
     rng = random.Random(seed)
     size, ss = config.image_size, config.supersample
     # Background: a smooth random gradient ...
@@ -164,13 +227,16 @@ def write_coco_split(root: str | Path, seeds: list[int], config: SceneConfig = S
     """Render one image per seed into ``root/images/`` and write ``root/annotations.json``.
 
     Boxes are stored the COCO way, ``[x, y, width, height]``; ``area = w * h``.
-    Returns the annotation file's path.
+    Returns the annotation file's path. Seeds must be integers >= 0 (``ValueError``).
     """
+    _check_seeds(seeds, "write_coco_split")
+    if not isinstance(config, SceneConfig):
+        raise ValueError(f"write_coco_split: config={config!r}; pass a SceneConfig(...).")
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for image_id, seed in enumerate(seeds, start=1):
-        pixels, objects = render_scene(seed, config)
+        pixels, objects = _render_scene(seed, config)
         file_name = f"{image_id:05d}.jpg"
         Image.fromarray(pixels).save(root / "images" / file_name, quality=90, optimize=True)
         images.append({"id": image_id, "file_name": file_name, "width": pixels.shape[1], "height": pixels.shape[0], "seed": seed})
@@ -189,30 +255,152 @@ def write_coco_split(root: str | Path, seeds: list[int], config: SceneConfig = S
 # --------------------------------------------------------------------------- #
 # Loading any COCO-format folder
 # --------------------------------------------------------------------------- #
+#: Default of ``CocoDetection(max_pixels=...)``: 25 megapixels (a 6000x4000 photo). Its float32
+#: (3, H, W) tensor takes 12 bytes per pixel, 300 MB; larger images are refused before decoding.
+DEFAULT_MAX_PIXELS = 25_000_000
+
+#: Modes with 8-bit channels, converted exactly by PIL's ``convert("RGB")`` (alpha is dropped).
+_RGB_CONVERTIBLE_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "RGBX", "LA", "PA", "CMYK", "YCbCr", "LAB", "HSV"})
+#: 16-bit grey modes, any byte order: scaled by 1 / 65535.
+_UINT16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+#: Formats whose 32-bit integer ('I') images hold 16-bit samples: PGM/PPM with maxval > 255
+#: (PIL rescales them to 0..65535) and 16-bit PNGs (opened as 'I' by older Pillow).
+_UINT16_AS_I_FORMATS = frozenset({"PNG", "PPM"})
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a JSON value may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _as_float(value: int | float) -> float:
+    """``float(value)``; an int too large for a float becomes ``inf`` (caught as non-finite)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def _load_annotation_file(ann_file: Path) -> dict[str, Any]:
+    """Read the JSON; check it is an object holding the lists 'images', 'annotations', 'categories'."""
     if not ann_file.is_file():
         raise DatasetError(f"{ann_file}: annotation file not found. Pass the path of a COCO-format JSON file.")
     try:
         data = json.loads(ann_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{ann_file}: not valid JSON ({err}). Fix the file or regenerate it.") from err
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, int over 4300 digits, deep nesting
+        raise DatasetError(f"{ann_file}: not valid JSON ({type(err).__name__}: {err}). Fix the file or regenerate it.") from err
+    except OSError as err:
+        raise DatasetError(f"{ann_file}: cannot read the annotation file ({err}). Check its permissions.") from err
     if not isinstance(data, dict):
-        raise DatasetError(f"{ann_file}: expected a JSON object with keys 'images', 'annotations', 'categories'.")
+        raise DatasetError(f"{ann_file}: expected a JSON object with keys 'images', 'annotations', 'categories', "
+                           f"got a JSON {type(data).__name__}. Fix the file or regenerate it.")
     for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
+        if key not in data:
             raise DatasetError(f"{ann_file}: missing list '{key}'. A COCO file needs 'images', 'annotations' and 'categories'.")
+        if not isinstance(data[key], list):
+            raise DatasetError(f"{ann_file}: '{key}' is {_show(data[key])}, not a list. A COCO file needs lists "
+                               "'images', 'annotations' and 'categories' (each possibly empty: [])")
     return data
 
 
+def _check_id(value: Any, where: str, seen: set[int], kind: str) -> None:
+    """``value`` is an integer id not in ``seen`` (then added to it)."""
+    if not _is_int(value):
+        raise DatasetError(f"{where}: 'id' is {_show(value)}; COCO ids are integers: write 1, not \"1\", 1.0 or true.")
+    if value in seen:
+        raise DatasetError(f"{where}: duplicate {kind} id {value}. {kind.capitalize()} ids must be unique: "
+                           f"renumber or merge the {kind}s that share it.")
+    seen.add(value)
+
+
+def _check_categories(categories: list[Any], ann_file: Path) -> list[dict[str, Any]]:
+    """Each category is an object with a unique integer 'id'; returns them sorted by id."""
+    seen: set[int] = set()
+    for k, cat in enumerate(categories):
+        where = f"{ann_file}: categories[{k}]"
+        if not isinstance(cat, dict):
+            raise DatasetError(f'{where} is {_show(cat)}; each category must be an object like {{"id": 1, "name": "circle"}}.')
+        if "id" not in cat:
+            raise DatasetError(f"{where} has no 'id'; give every category a unique integer 'id'.")
+        _check_id(cat["id"], where, seen, "category")
+    return sorted(categories, key=lambda c: c["id"])
+
+
+def _check_size(img: dict[str, Any], where: str, max_pixels: int) -> None:
+    """'width' and 'height' are positive integers with ``width * height <= max_pixels``."""
+    for key in ("width", "height"):
+        if not _is_int(img[key]) or img[key] <= 0:
+            raise DatasetError(f"{where}: '{key}' is {_show(img[key])}; it must be a positive integer "
+                               f"(the image's size in pixels), e.g. 128.")
+    if img["width"] * img["height"] > max_pixels:
+        raise DatasetError(f"{where}: 'width' x 'height' = {_show(img['width'], 20)}x{_show(img['height'], 20)} pixels is more "
+                           f"than max_pixels={max_pixels}. Downscale the image (and its boxes), or pass a larger "
+                           "CocoDetection(..., max_pixels=...) if you have the memory (12 bytes per pixel).")
+
+
+def _image_path(img: dict[str, Any], where: str, ann_file: Path, image_dir: Path, root: Path) -> Path:
+    """``image_dir / file_name``, checked to be an existing file inside ``image_dir`` (``root``, resolved)
+    after resolving '..' and symlinks: an absolute path or one leading out of the folder is refused."""
+    name = img["file_name"]
+    if not isinstance(name, str) or not name or "\x00" in name:
+        problem = "empty" if name == "" else "with a null byte" if isinstance(name, str) else "not a string"
+        raise DatasetError(f"{where}: 'file_name' is {_show(name)} ({problem}); it must be the image's path "
+                           f"relative to the image folder {image_dir}, e.g. \"00001.jpg\".")
+    path = image_dir / name
+    try:
+        inside = path.resolve().is_relative_to(root)
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except (OSError, ValueError, RuntimeError) as err:  # name too long, symlink loop, ...
+        reason = getattr(err, "strerror", None) or err
+        raise DatasetError(f"{where}: cannot access 'file_name' {_show(name)} ({reason}). Fix the name.") from err
+    if not inside:
+        raise DatasetError(f"{where}: 'file_name' {name!r} points outside the image folder {image_dir}. Give a path "
+                           "relative to that folder, without a leading '/' or '..' leading out of it (nor a symlink that does).")
+    if is_dir:
+        raise DatasetError(f"{where}: 'file_name' {name!r} is a folder, not a file. Name the image file inside it.")
+    if not is_file:
+        raise DatasetError(f"{path}: image file listed in {ann_file.name} is missing. "
+                           f"Put it in {image_dir} or remove image id {img['id']} from the JSON.")
+    return path
+
+
+def _check_images(images: list[Any], ann_file: Path, image_dir: Path, max_pixels: int) -> list[Path]:
+    """Each image is an object with a unique integer 'id', a positive integer 'width' and 'height'
+    (at most ``max_pixels`` in all) and a 'file_name' naming a file inside ``image_dir``.
+    Returns the image files' paths, in order."""
+    if images and not image_dir.is_dir():
+        raise DatasetError(f"{image_dir}: image folder not found (for {ann_file.name}). "
+                           "Pass CocoDetection(ann_file, image_dir=...) naming the folder the 'file_name' entries are in.")
+    root, seen, paths = image_dir.resolve(), set(), []
+    for k, img in enumerate(images):
+        where = f"{ann_file}: images[{k}]"
+        if not isinstance(img, dict):
+            raise DatasetError(f"{where} is {_show(img)}; each image must be an object with "
+                               "'id', 'file_name', 'width', 'height'.")
+        if not all(key in img for key in ("id", "file_name", "width", "height")):
+            raise DatasetError(f"{ann_file}: image entry {_show(img, 200)} needs 'id', 'file_name', 'width', 'height'.")
+        _check_id(img["id"], where, seen, "image")
+        where = f"{ann_file}: image id {img['id']}"
+        _check_size(img, where, max_pixels)
+        paths.append(_image_path(img, where, ann_file, image_dir, root))
+    return paths
+
+
 def _check_box(ann: dict[str, Any], image: dict[str, Any], ann_file: Path) -> list[float]:
-    """Validate one COCO ``[x, y, w, h]`` box and return it as ``xyxy``."""
-    where = f"{ann_file}: annotation id {ann.get('id')} (image '{image['file_name']}')"
+    """Validate one COCO ``[x, y, w, h]`` box and return it as ``xyxy``.
+
+    Checked: four finite numbers (no bools); ``w, h > 0``; inside the image (1e-3 px
+    tolerance); and, stored as float32 like the targets, still a box with positive width,
+    height and area (``[2, 2, 1e-30, 1e-30]`` is not).
+    """
+    where = f"{ann_file}: annotation id {ann['id']} (image '{image['file_name']}')"
     bbox = ann.get("bbox")
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-        raise DatasetError(f"{where}: 'bbox' must be a list of 4 numbers [x, y, width, height], got {bbox!r}.")
-    x, y, w, h = (float(v) for v in bbox)
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_real(v) for v in bbox)):
+        raise DatasetError(f"{where}: 'bbox' must be a list of 4 numbers [x, y, width, height], got {_show(bbox)}.")
+    x, y, w, h = (_as_float(v) for v in bbox)
     if not all(math.isfinite(v) for v in (x, y, w, h)):
-        raise DatasetError(f"{where}: bbox {bbox} has a non-finite value. Fix or delete this annotation.")
+        raise DatasetError(f"{where}: bbox {_show(bbox)} has a non-finite value. Fix or delete this annotation.")
     if w <= 0 or h <= 0:
         raise DatasetError(
             f"{where}: degenerate box {bbox} (width and height must be > 0). "
@@ -224,7 +412,96 @@ def _check_box(ann: dict[str, Any], image: dict[str, Any], ann_file: Path) -> li
             f"{where}: box {bbox} lies outside the {image['width']}x{image['height']} image. "
             "Clip it to the image or fix the image's width/height."
         )
+    x1, y1, x2, y2 = np.array([x, y, x + w, y + h], dtype=np.float32)
+    if not (x2 > x1 and y2 > y1 and (x2 - x1) * (y2 - y1) > 0):
+        raise DatasetError(
+            f"{where}: box {bbox} is too small to store: in float32 (the targets' dtype) it becomes "
+            f"[{x1}, {y1}, {x2}, {y2}] (x1, y1, x2, y2), with zero width, height or area, which no detector can "
+            "learn from. Fix its width/height or delete this annotation."
+        )
     return [x, y, x + w, y + h]
+
+
+def _check_annotations(annotations: list[Any], ann_file: Path, by_id: dict[int, dict[str, Any]],
+                       cat_to_label: dict[int, int]) -> tuple[dict[int, list[list[float]]], dict[int, list[int]]]:
+    """Each annotation is an object with a unique integer 'id', the integer 'image_id' of a known
+    image, the integer 'category_id' of a known category and a valid 'bbox' (:func:`_check_box`).
+    Returns the xyxy boxes and the labels, per image id."""
+    boxes: dict[int, list[list[float]]] = {image_id: [] for image_id in by_id}
+    labels: dict[int, list[int]] = {image_id: [] for image_id in by_id}
+    seen: set[int] = set()
+    for k, ann in enumerate(annotations):
+        where = f"{ann_file}: annotations[{k}]"
+        if not isinstance(ann, dict):
+            raise DatasetError(f"{where} is {_show(ann)}; each annotation must be an object with "
+                               "'id', 'image_id', 'category_id', 'bbox'.")
+        if "id" not in ann:
+            raise DatasetError(f"{where} has no 'id'; give every annotation a unique integer 'id'.")
+        _check_id(ann["id"], where, seen, "annotation")
+        where = f"{ann_file}: annotation id {ann['id']}"
+        for key, known in (("image_id", by_id), ("category_id", cat_to_label)):
+            if not _is_int(ann.get(key)):
+                raise DatasetError(f"{where}: '{key}' is {_show(ann.get(key))}; it must be the integer id of an entry in "
+                                   f"'{'images' if key == 'image_id' else 'categories'}'.")
+        image = by_id.get(ann["image_id"])
+        if image is None:
+            raise DatasetError(
+                f"{where} refers to unknown image_id {ann['image_id']!r}. "
+                "Add the image to 'images' or remove this annotation (or fix its image_id)."
+            )
+        if ann["category_id"] not in cat_to_label:
+            raise DatasetError(
+                f"{where} has unknown category_id {ann['category_id']!r}; "
+                f"known ids are {sorted(cat_to_label)}. Add the category to 'categories' or fix the id."
+            )
+        boxes[image["id"]].append(_check_box(ann, image, ann_file))
+        labels[image["id"]].append(cat_to_label[ann["category_id"]])
+    return boxes, labels
+
+
+def _open_image(path: Path, json_size: str) -> Image.Image:
+    """``Image.open(path)``: reads the header only; any failure becomes a :class:`DatasetError`."""
+    try:
+        return Image.open(path)
+    except FileNotFoundError as err:
+        raise DatasetError(f"{path}: image file has disappeared since the dataset was built. Put it back.") from err
+    except Image.DecompressionBombError as err:  # PIL's own limit, checked while reading the header
+        raise DatasetError(f"{path}: refused before decoding: the JSON says {json_size} but PIL reports: {err} "
+                           "Replace the file with the real image, or downscale it.") from err
+    except MemoryError:
+        raise
+    except Exception as err:  # PIL's format plugins raise many types on a malformed header
+        raise DatasetError(f"{path}: cannot decode image ({err}). The file is corrupt or not an image; replace it.") from err
+
+
+def _decode(pil: Image.Image, path: Path) -> Tensor:
+    """The pixels as float32 (3, H, W) in [0, 1] (the modes: see :class:`CocoDetection`)."""
+    mode = pil.mode
+    try:
+        if mode in _RGB_CONVERTIBLE_MODES:
+            return torch.from_numpy(np.asarray(pil.convert("RGB")).copy()).permute(2, 0, 1).float() / 255.0
+        if mode in _UINT16_MODES or (mode == "I" and pil.format in _UINT16_AS_I_FORMATS):
+            unit = np.asarray(pil).astype(np.float32) / np.float32(65535)
+        elif mode == "F":
+            unit = np.array(pil, dtype=np.float32)  # a copy: torch wants a writable array
+        else:
+            unit = None
+    except MemoryError:
+        raise
+    except Exception as err:  # truncated or corrupt pixel data: OSError, SyntaxError, ValueError, ...
+        raise DatasetError(f"{path}: cannot decode image ({err}). The file is corrupt or not an image; replace it.") from err
+    if unit is None:
+        raise DatasetError(
+            f"{path}: image mode {mode!r} (format {pil.format}) has no defined range, so it cannot be scaled into [0, 1]. "
+            "Readable modes: 1, L, P, RGB, RGBA, RGBX, LA, PA, CMYK, YCbCr, LAB, HSV, 16-bit grey (I;16) and float (F) "
+            "in [0, 1]. Save it as an 8-bit (L/RGB) or 16-bit (I;16) PNG."
+        )
+    if unit.size and not (np.isfinite(unit).all() and unit.min() >= 0 and unit.max() <= 1):
+        raise DatasetError(
+            f"{path}: mode {mode!r} image has values outside [0, 1] (min {unit.min()}, max {unit.max()}); float "
+            "images are read as they are. Rescale it to [0, 1], or save it as an 8-bit or 16-bit PNG."
+        )
+    return torch.from_numpy(unit).unsqueeze(0).repeat(3, 1, 1)
 
 
 class CocoDetection(Dataset):
@@ -234,6 +511,8 @@ class CocoDetection(Dataset):
         ann_file: the COCO JSON file.
         image_dir: folder the ``file_name`` entries are relative to (default:
             ``images/`` beside ``ann_file``).
+        max_pixels: largest image accepted, ``width * height`` (default
+            :data:`DEFAULT_MAX_PIXELS`, 25 million: 300 MB as a float tensor).
 
     ``dataset[i]`` returns ``(image, target)`` with ``image`` float32 (3, H, W) in
     [0, 1] and ``target = {"boxes": (N, 4) xyxy float32, "labels": (N,) int64,
@@ -241,67 +520,74 @@ class CocoDetection(Dataset):
     category ids; ``dataset.categories[k - 1]`` is label ``k``'s record and
     ``dataset.label_to_category_id`` maps back to the file's ids.
 
-    Structure (JSON, ids, boxes, files present) is checked on construction;
-    image bytes are decoded, and checked, when a sample is read
-    (:meth:`verify_images` checks them all at once).
+    Checked on construction (a :class:`DatasetError` names the file, the entry and the fix):
+
+    * the JSON is an object with lists ``images``, ``annotations``, ``categories``;
+    * every entry is an object; ids (image, category, annotation, and the
+      ``image_id``/``category_id`` references) are integers -- not strings, floats or
+      bools -- unique within their list, and references point at existing entries;
+    * ``width``/``height`` are positive integers, at most ``max_pixels`` in all;
+    * ``file_name`` is a string naming an existing file *inside* ``image_dir``: absolute
+      paths, ``..`` leading out, and symlinks pointing out of the folder are refused;
+    * every box is 4 finite numbers ``[x, y, w, h]`` with ``w, h > 0``, inside its image,
+      and keeps positive width, height and area in float32 (the targets' dtype).
+
+    Checked when a sample is read (:meth:`verify_images` reads them all), from the image
+    file's header *before* its pixels are decoded: the size equals the JSON's
+    ``width``/``height`` and is at most ``max_pixels``. Then the pixels are scaled into
+    [0, 1] by mode: 8-bit modes (1, L, P, RGB, RGBX, CMYK, YCbCr, LAB, HSV, and with alpha
+    RGBA, LA, PA) through PIL's ``convert("RGB")`` divided by 255; 16-bit grey (I;16,
+    I;16B, I;16L, I;16N, and 'I' read from PNG or PGM/PPM, which hold 16-bit samples)
+    divided by 65535; float 'F' taken as is if all values are finite and in [0, 1].
+    Refused: 'F' outside [0, 1] or non-finite, 'I' from other formats (32-bit integers
+    with no defined range, e.g. TIFF), and any other mode. Grey images are repeated into
+    3 channels. **Alpha is dropped, not composited**: every pixel keeps its stored colour,
+    however transparent (composite onto a background yourself first if you need that).
     """
 
-    def __init__(self, ann_file: str | Path, image_dir: str | Path | None = None) -> None:
+    def __init__(self, ann_file: str | Path, image_dir: str | Path | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        if not _is_int(max_pixels) or max_pixels <= 0:
+            raise ValueError(f"CocoDetection: max_pixels={max_pixels!r}; it must be a positive integer, "
+                             f"e.g. {DEFAULT_MAX_PIXELS} (the default).")
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir) if image_dir is not None else self.ann_file.parent / "images"
+        self.max_pixels = int(max_pixels)
         data = _load_annotation_file(self.ann_file)
 
-        self.categories = sorted(data["categories"], key=lambda c: c["id"])
+        self.categories = _check_categories(data["categories"], self.ann_file)
         cat_to_label = {c["id"]: k for k, c in enumerate(self.categories, start=1)}
         self.label_to_category_id = {k: cid for cid, k in cat_to_label.items()}
 
-        self.images: list[dict[str, Any]] = []
-        by_id: dict[int, dict[str, Any]] = {}
-        for img in data["images"]:
-            if not all(k in img for k in ("id", "file_name", "width", "height")):
-                raise DatasetError(f"{self.ann_file}: image entry {img!r} needs 'id', 'file_name', 'width', 'height'.")
-            path = self.image_dir / img["file_name"]
-            if not path.is_file():
-                raise DatasetError(
-                    f"{path}: image file listed in {self.ann_file.name} is missing. "
-                    f"Put it in {self.image_dir} or remove image id {img['id']} from the JSON."
-                )
-            by_id[img["id"]] = img
-            self.images.append(img)
-
-        self._boxes: dict[int, list[list[float]]] = {img["id"]: [] for img in self.images}
-        self._labels: dict[int, list[int]] = {img["id"]: [] for img in self.images}
-        for ann in data["annotations"]:
-            image = by_id.get(ann.get("image_id"))
-            if image is None:
-                raise DatasetError(
-                    f"{self.ann_file}: annotation id {ann.get('id')} refers to unknown image_id {ann.get('image_id')!r}. "
-                    "Add the image to 'images' or remove this annotation (or fix its image_id)."
-                )
-            if ann.get("category_id") not in cat_to_label:
-                raise DatasetError(
-                    f"{self.ann_file}: annotation id {ann.get('id')} has unknown category_id {ann.get('category_id')!r}; "
-                    f"known ids are {sorted(cat_to_label)}. Add the category to 'categories' or fix the id."
-                )
-            self._boxes[image["id"]].append(_check_box(ann, image, self.ann_file))
-            self._labels[image["id"]].append(cat_to_label[ann["category_id"]])
+        self._paths = _check_images(data["images"], self.ann_file, self.image_dir, self.max_pixels)
+        self.images: list[dict[str, Any]] = list(data["images"])
+        by_id = {img["id"]: img for img in self.images}
+        self._boxes, self._labels = _check_annotations(data["annotations"], self.ann_file, by_id, cat_to_label)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def _read_image(self, img: dict[str, Any]) -> Tensor:
-        path = self.image_dir / img["file_name"]
-        try:
-            with Image.open(path) as pil:
-                pil = pil.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise DatasetError(f"{path}: cannot decode image ({err}). The file is corrupt or not an image; replace it.") from err
+    def _check_header(self, pil: Image.Image, img: dict[str, Any], path: Path) -> None:
+        """The size in the file's header (read without decoding) fits ``max_pixels`` and matches the JSON."""
+        width, height = pil.size
+        json_size = f"{img['width']}x{img['height']}"
+        if width * height > self.max_pixels:
+            raise DatasetError(
+                f"{path}: the file's header says {width}x{height} = {width * height:,} pixels ({self.ann_file.name} says "
+                f"{json_size}), more than max_pixels={self.max_pixels}; refused before decoding. Downscale the image, "
+                "or pass a larger CocoDetection(..., max_pixels=...) if you have the memory (12 bytes per pixel)."
+            )
         if pil.size != (img["width"], img["height"]):
             raise DatasetError(
-                f"{path}: image is {pil.size[0]}x{pil.size[1]} but {self.ann_file.name} says "
-                f"{img['width']}x{img['height']}. Fix 'width'/'height' in the JSON."
+                f"{path}: image is {width}x{height} but {self.ann_file.name} says "
+                f"{json_size}. Fix 'width'/'height' in the JSON."
             )
-        return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float() / 255.0
+
+    def _read_image(self, index: int) -> Tensor:
+        img, path = self.images[index], self._paths[index]
+        with _open_image(path, f"{img['width']}x{img['height']}") as pil:
+            self._check_header(pil, img, path)
+            return _decode(pil, path)
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         img = self.images[index]
@@ -310,12 +596,12 @@ class CocoDetection(Dataset):
             "labels": torch.tensor(self._labels[img["id"]], dtype=torch.int64),
             "image_id": int(img["id"]),
         }
-        return self._read_image(img), target
+        return self._read_image(index), target
 
     def verify_images(self) -> None:
         """Decode every image once; raise :class:`DatasetError` on the first bad one."""
-        for img in self.images:
-            self._read_image(img)
+        for index in range(len(self.images)):
+            self._read_image(index)
 
 
 class SyntheticShapes(Dataset):
@@ -327,9 +613,17 @@ class SyntheticShapes(Dataset):
     """
 
     def __init__(self, length: int, seed: int = 0, config: SceneConfig = SceneConfig()) -> None:
+        """Checks: ``length`` and ``seed`` integers >= 0 with ``seed + length <= 1_000_000``;
+        ``config`` a :class:`SceneConfig` (``ValueError`` naming the value and the fix)."""
+        for name, value in (("length", length), ("seed", seed)):
+            if not _is_int(value) or value < 0:
+                raise ValueError(f"SyntheticShapes: {name}={value!r}; it must be an integer >= 0.")
         if seed + length > 1_000_000:
-            raise ValueError("train seeds must stay below 1_000_000 (the val/test seeds start there)")
-        self.length, self.seed, self.config = length, seed, config
+            raise ValueError(f"SyntheticShapes: seed + length = {seed + length} > 1_000_000; train seeds must stay below "
+                             "1_000_000 (the val/test seeds start there): lower seed or length.")
+        if not isinstance(config, SceneConfig):
+            raise ValueError(f"SyntheticShapes: config={config!r}; pass a SceneConfig(...), e.g. SceneConfig(image_size=64).")
+        self.length, self.seed, self.config = int(length), int(seed), config
         self.categories = CATEGORIES
 
     def __len__(self) -> int:
@@ -338,7 +632,7 @@ class SyntheticShapes(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        pixels, objects = render_scene(self.seed + index, self.config)
+        pixels, objects = _render_scene(self.seed + index, self.config)
         image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
         target = {
             "boxes": torch.tensor([o["bbox"] for o in objects], dtype=torch.float32).reshape(-1, 4),

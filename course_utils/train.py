@@ -20,15 +20,18 @@ Each receives the :class:`StepState` of the current step.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import pickle
 import random
+import re
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -274,18 +277,122 @@ def evaluate(model: nn.Module, data_loader: Iterable, device: torch.device | Non
     return mean_average_precision(preds, targets)
 
 
+#: Types :func:`save_checkpoint` accepts in metadata: what ``torch.load(weights_only=True)``
+#: reads back (exact types: subclasses such as ``numpy.float64`` pickle as other classes).
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+_TENSOR_TYPES = (Tensor, nn.Parameter)
+_CONTAINER_TYPES = (list, tuple, dict, collections.OrderedDict)
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _metadata_fix(value: Any) -> str:
+    """How to turn ``value`` into something ``weights_only`` loading accepts."""
+    fixes: list[tuple[type | tuple[type, ...], str]] = [
+        (PurePath, "pass str(path) (and turn it back with Path(...) after loading)"),
+        (np.ndarray, "pass torch.from_numpy(array) or array.tolist()"),
+        (np.bool_, "pass bool(x)"), (np.integer, "pass int(x)"), (np.floating, "pass float(x)"), (np.generic, "pass x.item()"),
+        ((set, frozenset), "pass sorted(list(x))"),
+        (dict, "pass dict(x)"), ((list, tuple), "pass list(x)"),
+        ((torch.dtype, torch.device), "pass str(x)"),
+        (Tensor, "pass x.as_subclass(torch.Tensor)"),
+        (str, "pass str(x)"), (bool, "pass bool(x)"), (int, "pass int(x)"), (float, "pass float(x)"),
+    ]
+    return next((fix for kinds, fix in fixes if isinstance(value, kinds)),
+                "convert it to str, int, float, bool, None, a list/tuple/dict of those, or a tensor (e.g. str(x))")
+
+
+def _check_metadata_key(key: Any, where: str) -> None:
+    """A dict key in metadata: str, int, float, bool, None, or a tuple of those."""
+    if type(key) in _PLAIN_TYPES:
+        return
+    if type(key) is tuple:
+        for item in key:
+            _check_metadata_key(item, where)
+        return
+    raise TypeError(f"save_checkpoint: metadata {where} key {key!r} is a {_type_name(key)}; dict keys must be str, int, "
+                    f"float, bool, None or tuples of those, for load_checkpoint (weights_only=True) to read them. "
+                    f"Fix: {_metadata_fix(key)}.")
+
+
+def _check_metadata(value: Any, where: str, open_containers: set[int]) -> None:
+    """Raise ``TypeError`` naming ``where`` unless ``value`` is what ``weights_only=True`` loading
+    accepts: str, int, float, bool, None, tensors, and lists/tuples/dicts of those (no cycles)."""
+    if type(value) in _PLAIN_TYPES or type(value) in _TENSOR_TYPES:
+        return
+    if type(value) not in _CONTAINER_TYPES:
+        try:
+            text = repr(value)
+        except Exception:  # a broken __repr__ must not hide the real problem
+            text = "unprintable"
+        raise TypeError(
+            f"save_checkpoint: metadata {where} is a {_type_name(value)} ({text if len(text) <= 40 else text[:37] + '...'}), "
+            "which load_checkpoint (torch.load with weights_only=True) would refuse to read back. Allowed: str, int, float, "
+            f"bool, None, tensors, and lists/tuples/dicts of those. Fix: {_metadata_fix(value)}."
+        )
+    if id(value) in open_containers:
+        raise TypeError(f"save_checkpoint: metadata {where} contains itself (a reference cycle); pass a copy without the cycle.")
+    open_containers.add(id(value))
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(value, dict):
+            _check_metadata_key(key, where)
+        _check_metadata(item, f"{where}[{key!r}]", open_containers)
+    open_containers.discard(id(value))
+
+
+def _unmasked(err: BaseException) -> BaseException:
+    """The error torch.save's zip writer hid: when a write fails midway (an interrupt, a full disk),
+    the writer's clean-up raises ``RuntimeError: [enforce fail ...] unexpected pos``, with the
+    real error as its ``__context__``."""
+    while isinstance(err, RuntimeError) and "enforce fail" in str(err) and err.__context__ is not None:
+        err = err.__context__
+    return err
+
+
+def _remove_orphaned_temp_files(path: Path, started: float) -> None:
+    """Delete the temp files that earlier saves to ``path`` left when they were killed.
+
+    Only regular files (not folders or symlinks) named exactly as :func:`save_checkpoint`
+    names its temp files, ``.{path.name}.`` + 8 characters of ``tempfile``'s alphabet +
+    ``.tmp``, and last modified before this save ``started`` (so a concurrent save to the
+    same path, still writing, keeps its file). Best effort: a file that cannot be removed is left.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    for entry in os.scandir(path.parent):
+        try:
+            if (pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_mtime < started):
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, **metadata: Any) -> Path:
     """Save ``model.state_dict()`` plus plain ``metadata`` atomically.
 
     Written to a temporary file in the same folder, flushed to disk, then renamed
     over ``path``: a crash mid-write leaves the old checkpoint intact, never a
-    half-written one. ``metadata`` must hold only plain types (numbers, strings,
-    lists, dicts, tensors) so :func:`load_checkpoint` can read it with
-    ``weights_only=True``.
+    half-written one. Temp files that earlier, killed saves to the same ``path`` left
+    are removed once the new checkpoint is in place (only those: see
+    :func:`_remove_orphaned_temp_files`).
+
+    ``metadata`` must hold only what :func:`load_checkpoint` can read back with
+    ``weights_only=True``: str, int, float, bool, None, tensors, and lists/tuples/dicts
+    of those (exact types: no ``pathlib.Path``, numpy numbers or sets). Anything else
+    raises ``TypeError`` naming the key, the type and the fix, before anything is written.
+    An interrupt (Ctrl-C) during the save raises ``KeyboardInterrupt`` saying whether the
+    previous checkpoint is unchanged; the temp file is removed.
     """
     path = Path(path)
+    for key, value in metadata.items():
+        _check_metadata(value, repr(key), set())
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": model.state_dict(), "metadata": metadata}
+    existed, started = path.exists(), time.time()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -294,10 +401,47 @@ def save_checkpoint(path: str | Path, model: nn.Module, **metadata: Any) -> Path
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        replaced = not os.path.exists(tmp)
         Path(tmp).unlink(missing_ok=True)
+        cause = _unmasked(err)
+        if isinstance(cause, KeyboardInterrupt):
+            state = ("the new checkpoint was already written there" if replaced
+                     else "the previous checkpoint at it is unchanged" if existed else "nothing was written there")
+            raise KeyboardInterrupt(f"save_checkpoint interrupted; {state}: {path}") from None
+        if cause is not err:
+            raise cause from None
         raise
+    _remove_orphaned_temp_files(path, started)
     return path
+
+
+#: The first bytes of torch's pre-1.6 (non-zip) format: its pickled magic number.
+_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+
+
+def _not_a_checkpoint_because(path: Path) -> str | None:
+    """Why ``path`` cannot be a torch checkpoint, judged from its first bytes; ``None`` if it may be one."""
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if not head:
+        return "the file is empty (0 bytes), e.g. a save that was killed before it wrote anything"
+    if head.startswith(b"PK\x03\x04"):
+        return None if zipfile.is_zipfile(path) else "the zip archive is truncated or damaged (e.g. copied while being written)"
+    if head == _LEGACY_MAGIC:
+        return None
+    return f"it is not a torch checkpoint (it starts with {head[:8]!r}, not with a zip archive's b'PK')"
+
+
+def _not_a_course_checkpoint(payload: Any) -> str | None:
+    """What ``payload`` is instead of ``{"model": state_dict, ...}``; ``None`` if it is one."""
+    if not isinstance(payload, dict):
+        return f"a {type(payload).__name__}"
+    if "model" not in payload:
+        return f"a dict with keys {sorted(map(str, payload))[:10]}"
+    if not isinstance(payload["model"], dict):
+        return f"a dict whose 'model' is a {type(payload['model']).__name__}"
+    return None
 
 
 def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -306,19 +450,46 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_locati
     Uses ``torch.load(weights_only=True)``: tensors and plain containers only, so
     a file that smuggles pickled code is refused instead of executed. Loads the
     weights into ``model`` if given; returns ``{"model": state_dict, "metadata": ...}``.
+
+    Raises ``FileNotFoundError`` for a missing file; ``ValueError`` naming the file and
+    what was expected for an empty, truncated or non-torch file and for a torch file that
+    is not a course checkpoint (no ``"model"`` state_dict); ``pickle.UnpicklingError`` for
+    a file holding pickled objects other than tensors and plain containers.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint here. Train one first, or check the path.")
+    expected = ("Expected a checkpoint written by save_checkpoint (torch.save's zip format): re-save it with "
+                "save_checkpoint, or check that the path names the .pt file.")
+    problem = _not_a_checkpoint_because(path)
+    if problem is not None:
+        raise ValueError(f"{path}: cannot load -- {problem}. {expected}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if "Unsupported" in line), lines[-1] if lines else "").split(". ")[0]
         raise pickle.UnpicklingError(
-            f"{path}: refused to load -- the file contains pickled Python objects, not just tensors "
-            f"(weights_only=True). Only load checkpoints you trust, re-saved with save_checkpoint. Details: {err}"
+            f"{path}: refused to load -- besides tensors and plain containers the file holds pickled Python objects "
+            f"({detail}), which weights_only=True does not unpickle, since unpickling can run code. If you wrote the "
+            "file yourself (e.g. with an older save_checkpoint and a pathlib.Path or numpy number in its metadata), "
+            "load it once with torch.load(path, weights_only=False) and re-save it with save_checkpoint; never do "
+            "that with a file from elsewhere."
         ) from err
-    if not isinstance(payload, dict) or "model" not in payload:
-        raise ValueError(f"{path}: not a course checkpoint (expected a dict with a 'model' state_dict).")
+    except (EOFError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not any(w in str(err) for w in ("PytorchStreamReader", "inline_container")):
+            raise  # not about the archive (e.g. map_location names a missing device): torch's message says so
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"{path}: cannot load -- the file is damaged or not a torch checkpoint ({first_line}). {expected}"
+        ) from err
+    found = _not_a_course_checkpoint(payload)
+    if found is not None:
+        raise ValueError(
+            f"{path}: not a course checkpoint (expected a dict with a 'model' state_dict, found {found}). Save one "
+            "with save_checkpoint(path, model); a bare state_dict loads with "
+            "model.load_state_dict(torch.load(path, weights_only=True))."
+        )
     if model is not None:
         model.load_state_dict(payload["model"])
     return payload
