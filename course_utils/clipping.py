@@ -81,7 +81,9 @@ def clip_grad_value_(parameters: _Params, clip_value: float) -> None:
 
     ``g ← min(max(g, -c), c)`` elementwise. Changes the gradient's *direction*
     whenever some entries are cut and others are not. Same as
-    ``torch.nn.utils.clip_grad_value_``. Checked: ``clip_value`` finite and >= 0.
+    ``torch.nn.utils.clip_grad_value_`` (which raises for a ``clip_value`` beyond the
+    gradients' dtype, e.g. 1e300 for float32; here the bound is capped at the dtype's
+    largest value). Checked: ``clip_value`` finite and >= 0.
     """
     v = _real(clip_value)
     if v is None or not math.isfinite(v) or v < 0:
@@ -91,7 +93,9 @@ def clip_grad_value_(parameters: _Params, clip_value: float) -> None:
 
 def _clip_value(grads: list[Tensor], clip_value: float) -> None:
     for g in grads:
-        g.clamp_(min=-clip_value, max=clip_value)
+        # a bound beyond the dtype's range (1e300 for float32) clips nothing but ±inf; torch's clamp_ would raise
+        bound = min(float(clip_value), torch.finfo(g.dtype).max) if g.is_floating_point() else clip_value
+        g.clamp_(min=-bound, max=bound)
 
 
 def grad_norm(parameters: _Params, norm_type: float = 2.0) -> Tensor:
@@ -198,7 +202,8 @@ def _agc(parameters: _Params, clip_factor: float, eps: float = 1e-3) -> Tensor:
     for p in parameters:
         if p.grad is None:
             continue
-        w_norm = unitwise_norm(p.detach()).clamp(min=eps)
+        w_norm = unitwise_norm(p.detach())
+        w_norm = w_norm.clamp(min=min(float(eps), torch.finfo(w_norm.dtype).max))  # (an eps beyond float32 is capped)
         g_norm = unitwise_norm(p.grad.detach())
         max_norm = clip_factor * w_norm
         too_big = g_norm > max_norm

@@ -298,7 +298,7 @@ class TinyDetector(nn.Module):
             pred = decode_boxes(deltas[b, pos], anchors[pos])
             with torch.no_grad():
                 iou = box_iou(pred, gt).diagonal().clamp(min=0).to(quality.dtype)
-            quality[b, pos, target["labels"].to(pos.device)[match[pos]] - 1] = iou
+            quality[b, pos, target["labels"].to(pos.device, torch.int64)[match[pos]] - 1] = iou  # (uint8 would index as a mask)
             pos_pred.append(pred), pos_deltas.append(deltas[b, pos]), pos_gt.append(gt), pos_anchors.append(anchors[pos])
         num_pos = max(sum(len(p) for p in pos_pred), 1)
         loss_cls = quality_focal_loss(logits, quality) / num_pos

@@ -122,7 +122,8 @@ def calc_qparams(
     widened just enough that ``S (q_min - Z) <= x_min`` and ``S (q_max - Z) >= x_max``:
     the whole range is covered (torch's observers skip this last step and let
     one end clip by up to S/2). Returns ``(scale float32, zero_point int32)``,
-    both shaped like the inputs.
+    both shaped like the inputs. Checked: ``num_bits`` in 2..16, a finite range whose
+    end levels stay finite in float32 (else ValueError).
     """
     q_min, q_max = qrange(num_bits, signed)
     lo = torch.clamp(torch.as_tensor(x_min, dtype=torch.float32), max=0.0)
@@ -148,6 +149,10 @@ def calc_qparams(
         if not short.any():
             break
         scale = torch.where(short, torch.nextafter(scale, torch.full_like(scale, math.inf)), scale)
+    if not bool(torch.isfinite(scale * (q_max - zp)).all() & torch.isfinite(scale * (q_min - zp)).all()):
+        raise ValueError(f"calc_qparams: the range [{float(lo.min())}, {float(hi.max())}] is too wide for float32: its end "
+                         "levels S·(q − Z) overflow to inf; ranges this close to float32's limit (3.4e38) mean the "
+                         "observed tensor is broken")
     return scale, zp.to(torch.int32)
 
 
@@ -179,11 +184,18 @@ def _check_qparams(scale: Any, zero_point: Any, q_min: int | None = None, q_max:
         raise ValueError(f"scale and zero_point must be numbers or tensors, got {scale!r}, {zero_point!r}") from err
     if s.is_complex() or s.dtype == torch.bool or s.numel() == 0:
         raise ValueError(f"scale must be real numbers > 0, got {scale!r}")
+    s32 = s.to(torch.float32)  # the arithmetic runs in float32 and multiplies by 1 / S
     bad = ~(torch.isfinite(s.double()) & (s.double() > 0))
     if bool(bad.any()):
         value = s.double()[bad].flatten()[0].item()
         raise ValueError(f"scale must be finite and > 0 (S = range / (q_max - q_min), e.g. calc_qparams(x.min(), x.max())); "
                          f"got {value!r}" + ("" if s.numel() == 1 else f" in {int(bad.sum())} of {s.numel()} channels"))
+    tiny = ~(torch.isfinite(s32) & torch.isfinite(1.0 / s32) & (s32 > 0))
+    if bool(tiny.any()):
+        value = s.double()[tiny].flatten()[0].item()
+        raise ValueError(f"scale must be > 0 and finite in float32, and so must 1 / scale (use {float(1 / torch.finfo(torch.float32).max):.3g} "
+                         f"<= scale <= {float(torch.finfo(torch.float32).max):.3g}; calc_qparams never goes below {_EPS:.3g}); "
+                         f"got {value!r}")
     if z.is_complex() or z.dtype == torch.bool or z.numel() == 0:
         raise ValueError(f"zero_point must be integers, got {zero_point!r}")
     zd = z.double()

@@ -159,6 +159,12 @@ def test_loss_refuses_non_finite_or_malformed_targets() -> None:
     assert torch.isfinite(sum(_detector_loss(torch.tensor([3])).values()))  # K itself is fine
 
 
+def test_found_by_the_property_tests_uint8_labels_train() -> None:
+    """uint8 labels are integers, but torch reads a uint8 index as a boolean mask: the loss crashed (IndexError)."""
+    losses, reference = _detector_loss(torch.tensor([2], dtype=torch.uint8)), _detector_loss(torch.tensor([2]))
+    assert {k: v.item() for k, v in losses.items()} == {k: v.item() for k, v in reference.items()}
+
+
 # ------------------------------------------------------------------ 6. clipping thresholds
 def _params() -> list[nn.Parameter]:
     p = nn.Parameter(torch.randn(4, 3))
@@ -383,6 +389,30 @@ def test_affine_map_refuses_nan_input_and_bad_zero_point() -> None:
     with pytest.raises(ValueError) as info:
         fake_quantize(torch.ones(3), 0.1, 300, 0, 255)
     raised_here(info, "zero_point", "300", "0..255")
+
+
+def test_found_by_the_property_tests_quantization_edges() -> None:
+    """A float32-subnormal scale (1 / S = inf) made 0 fake-quantize to NaN (torch: 0); a range at float32's
+    limit gave an end level of inf. Both are refused now."""
+    from course_utils.quant import calc_qparams, fake_quantize
+
+    with pytest.raises(ValueError) as info:
+        fake_quantize(torch.zeros(3), torch.tensor(1e-45), 0, -128, 127)
+    raised_here(info, "scale", "1 / scale")
+    with pytest.raises(ValueError) as info:
+        calc_qparams(0.0, 3.402823364973241e38, 5)
+    raised_here(info, "too wide")
+
+
+def test_found_by_the_property_tests_clipping_bounds_beyond_float32() -> None:
+    """clip_value or AGC's eps beyond float32 (1e300) crashed inside torch's clamp_ (RuntimeError); they are
+    capped at float32's largest value, which clips nothing -- what such a bound means."""
+    params = _params()
+    before = params[0].grad.clone()
+    C.clip_grad_value_(params, 1e300)
+    assert torch.equal(params[0].grad, before)
+    C.adaptive_clip_grad_(params, 1.0, eps=1e300)
+    assert torch.equal(params[0].grad, before)
 
 
 # ------------------------------------------------------------------ 12. timing helpers
