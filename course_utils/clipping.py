@@ -11,11 +11,17 @@ model's size, its speed, or its detections directly.
 Brock et al. 2021, "High-Performance Large-Scale Image Recognition Without
 Normalization" (NFNets). :class:`GradNormMonitor` and :class:`GradientClipping`
 plug into :func:`course_utils.train.fit` as hooks.
+
+Thresholds are checked once, by each public function and by the hook's
+constructor: a negative ``max_norm`` would flip every gradient's sign and a NaN
+would turn them all into NaN, so both are refused with a ValueError that names
+the value and a typical range. For valid thresholds the results equal torch's.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,6 +46,29 @@ __all__ = [
 _Params = Tensor | Iterable[Tensor]
 
 
+def _real(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (or a one-element tensor), else None; bools are not numbers."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex() and value.dtype != torch.bool:
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def _check_positive(name: str, value: Any, typical: str) -> None:
+    """Refuse anything but a finite number > 0, naming ``name``, the value and a ``typical`` range."""
+    v = _real(value)
+    if v is None or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a finite number > 0 (typically {typical}); got {value!r}")
+
+
+def _check_norm_type(norm_type: Any) -> None:
+    v = _real(norm_type)
+    if v is None or math.isnan(v) or v < 1:
+        raise ValueError(f"norm_type must be a number >= 1 or math.inf (2.0: Euclidean, the usual; math.inf: "
+                         f"the largest |entry|); got {norm_type!r}")
+
+
 def _grads(parameters: _Params) -> list[Tensor]:
     """The ``.grad`` of every parameter that has one (parameters without grads are skipped)."""
     if isinstance(parameters, Tensor):
@@ -52,12 +81,21 @@ def clip_grad_value_(parameters: _Params, clip_value: float) -> None:
 
     ``g ← min(max(g, -c), c)`` elementwise. Changes the gradient's *direction*
     whenever some entries are cut and others are not. Same as
-    ``torch.nn.utils.clip_grad_value_``.
+    ``torch.nn.utils.clip_grad_value_`` (which raises for a ``clip_value`` beyond the
+    gradients' dtype, e.g. 1e300 for float32; here the bound is capped at the dtype's
+    largest value). Checked: ``clip_value`` finite and >= 0.
     """
-    if clip_value < 0:
-        raise ValueError(f"clip_value must be >= 0, got {clip_value}")
-    for g in _grads(parameters):
-        g.clamp_(min=-clip_value, max=clip_value)
+    v = _real(clip_value)
+    if v is None or not math.isfinite(v) or v < 0:
+        raise ValueError(f"clip_value must be a finite number >= 0 (typically 0.1 to 10); got {clip_value!r}")
+    _clip_value(_grads(parameters), clip_value)
+
+
+def _clip_value(grads: list[Tensor], clip_value: float) -> None:
+    for g in grads:
+        # a bound beyond the dtype's range (1e300 for float32) clips nothing but ±inf; torch's clamp_ would raise
+        bound = min(float(clip_value), torch.finfo(g.dtype).max) if g.is_floating_point() else clip_value
+        g.clamp_(min=-bound, max=bound)
 
 
 def grad_norm(parameters: _Params, norm_type: float = 2.0) -> Tensor:
@@ -65,7 +103,9 @@ def grad_norm(parameters: _Params, norm_type: float = 2.0) -> Tensor:
 
     ``‖g‖_p = ‖(‖g_1‖_p, ..., ‖g_n‖_p)‖_p`` over the n parameters (for p = inf: the
     largest |entry|). Returns ``tensor(0.)`` when no parameter has a gradient.
+    Checked: ``norm_type`` >= 1 or ``math.inf``.
     """
+    _check_norm_type(norm_type)
     return _total_norm(_grads(parameters), norm_type)
 
 
@@ -86,8 +126,14 @@ def clip_grad_norm_(
     If that norm is NaN or inf: raises ``RuntimeError`` when ``error_if_nonfinite``,
     otherwise scales by the non-finite factor anyway (so the gradients become
     NaN), exactly like ``torch.nn.utils.clip_grad_norm_``.
+    Checked: ``max_norm`` finite and > 0, ``norm_type`` >= 1 or ``math.inf``.
     """
-    grads = _grads(parameters)
+    _check_positive("max_norm", max_norm, "0.1 to 10")
+    _check_norm_type(norm_type)
+    return _clip_norm(_grads(parameters), max_norm, norm_type, error_if_nonfinite)
+
+
+def _clip_norm(grads: list[Tensor], max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False) -> Tensor:
     total_norm = _total_norm(grads, norm_type)
     if not grads:
         return total_norm
@@ -107,9 +153,16 @@ def clip_grad_norm_per_param_(parameters: _Params, max_norm: float, norm_type: f
 
     ``g_k ← g_k · min(1, max_norm / (‖g_k‖ + 1e-6))`` for every parameter k.
     Returns the per-parameter norms before clipping, shape (n,).
+    Checked: ``max_norm`` finite and > 0, ``norm_type`` >= 1 or ``math.inf``.
     """
+    _check_positive("max_norm", max_norm, "0.1 to 10")
+    _check_norm_type(norm_type)
+    return _clip_per_param(_grads(parameters), max_norm, norm_type)
+
+
+def _clip_per_param(grads: list[Tensor], max_norm: float, norm_type: float = 2.0) -> Tensor:
     norms = []
-    for g in _grads(parameters):
+    for g in grads:
         norm = torch.linalg.vector_norm(g.detach(), norm_type)
         g.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
         norms.append(norm)
@@ -135,14 +188,22 @@ def adaptive_clip_grad_(parameters: _Params, clip_factor: float = 0.01, eps: flo
     with λ = ``clip_factor``. The allowed gradient grows with the weights, so
     large layers are not throttled by a threshold tuned for small ones.
     Returns the fraction of units that were clipped (a 0-dim tensor).
+    Checked: ``clip_factor`` and ``eps`` finite and > 0.
     """
+    _check_positive("clip_factor", clip_factor, "0.01 to 0.16, as in NFNets")
+    _check_positive("eps", eps, "1e-3")
+    return _agc(parameters, clip_factor, eps)
+
+
+def _agc(parameters: _Params, clip_factor: float, eps: float = 1e-3) -> Tensor:
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     clipped, total = 0, 0
     for p in parameters:
         if p.grad is None:
             continue
-        w_norm = unitwise_norm(p.detach()).clamp(min=eps)
+        w_norm = unitwise_norm(p.detach())
+        w_norm = w_norm.clamp(min=min(float(eps), torch.finfo(w_norm.dtype).max))  # (an eps beyond float32 is capped)
         g_norm = unitwise_norm(p.grad.detach())
         max_norm = clip_factor * w_norm
         too_big = g_norm > max_norm
@@ -191,27 +252,33 @@ class GradientClipping(Hook):
     Records in ``state.history["clip_active"]`` whether the clip changed anything
     this step (1.0) or not (0.0), so you can see how often it bites: a threshold
     that is active on every step is really just a smaller learning rate.
+    Checked once, here: ``method`` is one of :data:`CLIP_METHODS` and, unless it is
+    ``"none"``, ``threshold`` is finite and > 0.
     """
 
+    #: what a sensible threshold looks like, per method (for error messages)
+    TYPICAL = {"value": "0.1 to 10", "norm": "0.1 to 10", "per_param": "0.1 to 10", "agc": "0.01 to 0.16, as in NFNets"}
+
     def __init__(self, method: str = "norm", threshold: float = 1.0) -> None:
-        if method not in CLIP_METHODS:
+        if not isinstance(method, str) or method not in CLIP_METHODS:
             raise ValueError(f"unknown clipping method {method!r}; choose one of {sorted(CLIP_METHODS)}")
-        if method != "none" and not threshold > 0:
-            raise ValueError(f"threshold must be > 0 for method {method!r}, got {threshold}")
+        if method != "none":
+            _check_positive(f"threshold for method {method!r}", threshold, self.TYPICAL[method])
         self.method, self.threshold = method, threshold
 
     def clip(self, parameters: list[nn.Parameter]) -> bool:
         """Apply the clipping rule; return whether it changed any gradient."""
         if self.method == "value":
-            active = any(bool((g.abs() > self.threshold).any()) for g in _grads(parameters))
-            clip_grad_value_(parameters, self.threshold)
+            grads = _grads(parameters)
+            active = any(bool((g.abs() > self.threshold).any()) for g in grads)
+            _clip_value(grads, self.threshold)
             return active
         if self.method == "norm":
-            return bool(clip_grad_norm_(parameters, self.threshold) > self.threshold)
+            return bool(_clip_norm(_grads(parameters), self.threshold) > self.threshold)
         if self.method == "per_param":
-            return bool((clip_grad_norm_per_param_(parameters, self.threshold) > self.threshold).any())
+            return bool((_clip_per_param(_grads(parameters), self.threshold) > self.threshold).any())
         if self.method == "agc":
-            return bool(adaptive_clip_grad_(parameters, self.threshold) > 0)
+            return bool(_agc(parameters, self.threshold) > 0)
         return False
 
     def after_backward(self, state: StepState) -> None:
@@ -234,16 +301,22 @@ def clip_lab_run(
     ``optimizer`` is ``"sgd"`` (momentum 0.9) or ``"adam"``. Never raises on
     divergence: returns ``{"loss", "grad_norm", "clip_active": per-step lists,
     "diverged": bool, "accuracy": test accuracy (nan if diverged)}``.
+    Checked up front: ``method``/``threshold`` (as :class:`GradientClipping`), ``lr`` > 0,
+    ``optimizer``, and ``steps``, ``batch_size`` positive ints (0 steps would report an
+    untrained model's accuracy as if it were a result).
     """
     from torch.utils.data import DataLoader
 
     from .data import collate_detection, load_digits
     from .models import DigitsCNN
 
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"learning rate must be a positive number, got {lr}")
+    _check_positive("learning rate lr", lr, "1e-3 to 0.1 here")
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    for name, value, typical in (("steps", steps, "150"), ("batch_size", batch_size, "64")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int (e.g. {typical}); got {value!r}")
+    clipping = GradientClipping(method, threshold)
     seed_everything(seed)
     device = get_device()
     model = DigitsCNN()
@@ -251,7 +324,7 @@ def clip_lab_run(
            else torch.optim.Adam(model.parameters(), lr=lr))
     loader = DataLoader(load_digits("train"), batch_size=batch_size, shuffle=True, collate_fn=collate_detection,
                         generator=torch.Generator().manual_seed(seed))
-    hooks = [GradNormMonitor(), GradientClipping(method, threshold)]
+    hooks = [GradNormMonitor(), clipping]
     diverged, epochs = False, math.ceil(steps / len(loader))
     try:
         history = fit(model, loader, opt, epochs, device=device, hooks=hooks, progress=False, max_steps=steps)

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
+import numbers
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,11 +181,29 @@ class OrtDetector(nn.Module):
         return self.detector.postprocess(raw, tuple(x.shape[-2:]))
 
 
+def _check_timing(warmup: int, runs: int, min_seconds: float) -> None:
+    """``warmup`` an int >= 0, ``runs`` an int >= 1, ``min_seconds`` a finite number >= 0."""
+    for name, value, low, typical in (("warmup", warmup, 0, "10"), ("runs", runs, 1, "50")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name} must be an int >= {low} (typically {typical}), got {value!r}")
+    if isinstance(min_seconds, bool) or not isinstance(min_seconds, numbers.Real) or not (
+            math.isfinite(min_seconds) and min_seconds >= 0):
+        raise ValueError(f"min_seconds must be a finite number >= 0 (e.g. 0.5), got {min_seconds!r}")
+
+
 def measure_latency(fn: Callable[[], Any], warmup: int = 10, runs: int = 50, min_seconds: float = 0.0) -> dict[str, float]:
     """Time ``fn()``: ``warmup`` untimed calls, then at least ``runs`` timed calls (and ``min_seconds``).
 
     Returns milliseconds: median (the number to report), p10, p90, and the run count.
+    Checked: ``fn`` callable, ``warmup >= 0``, ``runs >= 1`` (ints), ``min_seconds >= 0``.
     """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable (e.g. lambda: model(x)), got {type(fn).__name__}")
+    _check_timing(warmup, runs, min_seconds)
+    return _measure(fn, warmup, runs, min_seconds)
+
+
+def _measure(fn: Callable[[], Any], warmup: int, runs: int, min_seconds: float) -> dict[str, float]:
     for _ in range(warmup):
         fn()
     times: list[float] = []
@@ -204,14 +224,21 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 3, runs
     Round r times every ``fns[name]`` once with :func:`measure_latency`, so a slow
     moment of the machine (other load, a clock-speed change) hits all of them
     alike instead of one. Returns, per name, the :func:`measure_latency` result
-    of the round with the median ``median_ms``.
+    of the round with the median ``median_ms``. Checked up front: ``fns`` a non-empty
+    dict of callables, ``rounds`` and ``runs`` ints >= 1, ``min_seconds >= 0``.
     """
-    if rounds < 1:
+    if not isinstance(fns, Mapping) or not fns:
+        raise ValueError(f"fns must be a non-empty dict {{name: function}} to time, got {fns!r}")
+    not_callable = [name for name, fn in fns.items() if not callable(fn)]
+    if not_callable:
+        raise TypeError(f"fns[{not_callable[0]!r}] is not callable; give functions, e.g. {{'fp32': lambda: model(x)}}")
+    if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    _check_timing(10, runs, min_seconds)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            results[name].append(measure_latency(fn, runs=runs, min_seconds=min_seconds))
+            results[name].append(_measure(fn, 10, runs, min_seconds))
     return {name: sorted(r, key=lambda m: m["median_ms"])[len(r) // 2] for name, r in results.items()}
 
 

@@ -19,10 +19,28 @@ class, and is tested equal to it (``tests/test_metrics.py``). The steps:
    average: that is AP for (class, t).
 5. ``map`` averages AP over classes and thresholds; ``map_50`` and ``map_75``
    use one threshold. Classes without any ground truth are left out.
+
+Inputs are checked once, where they enter (:func:`match_per_image`, which
+:func:`mean_average_precision`, :func:`coco_precision` and the bootstrap share,
+and :func:`count_errors`); a ValueError names the image, the key and the fix:
+
+* every image's dict has ``boxes`` (N, 4) xyxy, ``labels`` (N,) integers and,
+  for predictions, ``scores`` (N,) -- numbers, tensors, arrays or lists;
+* boxes and scores are finite: a NaN box would otherwise count as a true
+  positive (``IoU < t`` is False for NaN; pycocotools does the same), so it is
+  refused, with a hint to check the model (a diverged run);
+* boxes are not inverted (``x1 <= x2``, ``y1 <= y2``: xywh passed as xyxy is the
+  usual cause) and their area is at most 1e10 px², the end of COCO's area range
+  "all" (pycocotools would silently ignore such boxes);
+* zero-area boxes are allowed and overlap nothing: IoU 0, even with each other
+  (pycocotools' rule too), so they are never a true positive.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Mapping
 from statistics import NormalDist
 from typing import Any
 
@@ -106,6 +124,111 @@ def _as_numpy(d: dict[str, Any], key: str, dtype: Any) -> np.ndarray:
     return np.asarray(value, dtype=dtype)
 
 
+#: COCO's area range "all" ends here (1e5² px²); pycocotools ignores boxes beyond it.
+MAX_BOX_AREA = 1e5**2
+
+_Image = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (N, 4) float64, labels (N,) int64, scores (N,) float64
+
+
+def _check_max_detections(max_detections: Any) -> None:
+    if isinstance(max_detections, bool) or not isinstance(max_detections, numbers.Integral) or max_detections < 1:
+        raise ValueError(f"max_detections={max_detections!r}: need a positive int, the detections kept per image "
+                         "and class (COCO uses 100)")
+
+
+def _array(where: str, key: str, value: Any, integer: bool) -> np.ndarray:
+    """``value`` as a numpy array of real numbers (integers if ``integer``), or a ValueError naming ``where[key]``."""
+    kind = "integer class ids" if integer else "real numbers"
+    if isinstance(value, Tensor):
+        value = value.detach().cpu()
+        if value.is_complex() or value.dtype == torch.bool or (integer and value.is_floating_point() and value.numel()):
+            raise ValueError(f"{where}[{key!r}] has dtype {value.dtype}; need {kind}"
+                             + (" (convert with .long())" if integer else ""))
+        value = value.double() if value.is_floating_point() else value  # float16/bfloat16 have no numpy twin
+        value = value.numpy()
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{where}[{key!r}] is not an array of {kind}: {err}") from None
+    if arr.size == 0:
+        return arr.astype(np.int64 if integer else np.float64)
+    if integer and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{where}[{key!r}] has dtype {arr.dtype}; need {kind} (e.g. torch.int64: convert with .long())")
+    if not integer and not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{where}[{key!r}] has dtype {arr.dtype}; need {kind} (a float tensor)")
+    if integer and arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{where}[{key!r}] holds a label above {np.iinfo(np.int64).max}; class ids must fit int64")
+    return arr.astype(np.int64 if integer else np.float64)
+
+
+def _checked_image(d: Any, where: str, is_pred: bool) -> _Image:
+    """One image's ``(boxes (N, 4), labels (N,), scores (N,))`` as float64/int64 arrays, after every check
+    listed in the module docstring (targets get ``scores`` of zeros)."""
+    keys = ("boxes", "scores", "labels") if is_pred else ("boxes", "labels")
+    if not isinstance(d, Mapping):
+        raise TypeError(f"{where} is a {type(d).__name__}, not a dict with keys {keys}")
+    for key in keys:
+        if key not in d:
+            hint = " -- e.g. what model.eval()(images) returns" if is_pred else ""
+            raise ValueError(f"{where} has no {key!r}: each dict needs {', '.join(map(repr, keys))}{hint}")
+    boxes = _array(where, "boxes", d["boxes"], integer=False)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{where}['boxes'] has shape {boxes.shape}; need (N, 4) xyxy, one row per box")
+    labels = _array(where, "labels", d["labels"], integer=True)
+    scores = _array(where, "scores", d["scores"], integer=False) if is_pred else np.zeros(len(boxes))
+    labels, scores = (arr.reshape(0) if arr.size == 0 else arr for arr in (labels, scores))
+    for key, arr in (("labels", labels), ("scores", scores)):
+        if arr.ndim != 1:
+            raise ValueError(f"{where}[{key!r}] has shape {arr.shape}; need 1-D (N,), one entry per box")
+        if len(arr) != len(boxes):
+            raise ValueError(f"{where}[{key!r}] has {len(arr)} entries for {len(boxes)} boxes; need one per box")
+    fix = ("check the model's outputs: a NaN usually means training diverged (lower the learning rate, or "
+           "clip gradients)") if is_pred else "fix the annotation or the data pipeline"
+    for key, arr in (("boxes", boxes), ("scores", scores)):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise ValueError(f"{where}[{key!r}] holds {int(bad.sum())} NaN or infinite values (first in entry {row}: "
+                             f"{arr[row].tolist()}); {fix}")
+    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    inverted = (width < 0) | (height < 0)
+    if inverted.any():
+        row = int(np.argmax(inverted))
+        raise ValueError(f"{where}['boxes'] row {row} = {boxes[row].tolist()} has x2 < x1 or y2 < y1: boxes must be xyxy "
+                         "with x1 <= x2 and y1 <= y2 (for xywh boxes use course_utils.box_convert(boxes, 'xywh', 'xyxy'))")
+    area = width * height
+    too_big = ~(area <= MAX_BOX_AREA)  # also catches inf widths (and inf * 0)
+    if too_big.any():
+        row = int(np.argmax(too_big))
+        raise ValueError(f"{where}['boxes'] row {row} = {boxes[row].tolist()} has area {area[row]:.3g} px², beyond "
+                         f"COCO's area range 'all' (up to {MAX_BOX_AREA:.0e} px², where pycocotools ignores boxes); "
+                         "boxes are in image pixels -- check the units")
+    return boxes, labels, scores
+
+
+def _checked_images(preds: Any, targets: Any) -> tuple[list[_Image], list[_Image]]:
+    """Every image of ``preds`` and ``targets``, checked (see :func:`_checked_image`)."""
+    for name, value in (("preds", preds), ("targets", targets)):
+        if isinstance(value, (Mapping, str, Tensor)) or not hasattr(value, "__len__"):
+            raise TypeError(f"{name} must be a list with one dict per image, got a {type(value).__name__}")
+    if len(preds) != len(targets):
+        raise ValueError(f"got {len(preds)} predictions but {len(targets)} targets; need one dict per image in each")
+    return ([_checked_image(p, f"preds[{i}]", True) for i, p in enumerate(preds)],
+            [_checked_image(t, f"targets[{i}]", False) for i, t in enumerate(targets)])
+
+
+def _iou(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """:func:`~course_utils.boxes.box_iou` of checked boxes, (D, 4) x (G, 4) -> (D, G), with 0/0 := 0.
+
+    Two zero-area boxes have intersection 0 and union 0; their IoU is 0 (pycocotools' rule), never NaN,
+    which the matching would take for a hit.
+    """
+    ious = box_iou(torch.from_numpy(det), torch.from_numpy(gt)).numpy()
+    return np.where(np.isnan(ious), 0.0, ious)
+
+
 def match_per_image(
     preds: list[dict[str, Any]], targets: list[dict[str, Any]], max_detections: int = 100
 ) -> tuple[list[int], list[list[tuple[np.ndarray, np.ndarray, int]]]]:
@@ -117,24 +240,21 @@ def match_per_image(
     number of ground truths. Pooling these over any list of image indices
     (:func:`precision_from_matches`) gives the precision table of that set of
     images, which is what the bootstrap (:func:`bootstrap_map`) resamples.
+    Checks the inputs (module docstring) and ``max_detections`` (a positive int).
     """
-    if len(preds) != len(targets):
-        raise ValueError(f"got {len(preds)} predictions but {len(targets)} targets; need one dict per image in each")
-    classes = sorted(
-        {int(c) for t in targets for c in _as_numpy(t, "labels", np.int64)}
-        | {int(c) for p in preds for c in _as_numpy(p, "labels", np.int64)}
-    )
+    _check_max_detections(max_detections)
+    pred_images, target_images = _checked_images(preds, targets)
+    classes = sorted({int(c) for _, labels, _ in target_images + pred_images for c in labels})
     matches: list[list[tuple[np.ndarray, np.ndarray, int]]] = []
     for cls in classes:
         per_image = []
-        for pred, target in zip(preds, targets):
-            gt = _as_numpy(target, "boxes", np.float64).reshape(-1, 4)[_as_numpy(target, "labels", np.int64) == cls]
-            mask = _as_numpy(pred, "labels", np.int64) == cls
-            det = _as_numpy(pred, "boxes", np.float64).reshape(-1, 4)[mask]
-            det_scores = _as_numpy(pred, "scores", np.float64)[mask]
+        for (det_all, det_labels, det_scores_all), (gt_all, gt_labels, _) in zip(pred_images, target_images):
+            gt = gt_all[gt_labels == cls]
+            mask = det_labels == cls
+            det, det_scores = det_all[mask], det_scores_all[mask]
             order = np.argsort(-det_scores, kind="mergesort")[:max_detections]  # step 1
             det, det_scores = det[order], det_scores[order]
-            ious = box_iou(torch.from_numpy(det), torch.from_numpy(gt)).numpy()
+            ious = _iou(det, gt)
             tps = np.stack([match_detections(ious, t) for t in IOU_THRESHOLDS]).reshape(len(IOU_THRESHOLDS), -1)
             per_image.append((det_scores, tps, len(gt)))
         matches.append(per_image)
@@ -184,19 +304,22 @@ def count_errors(
 
     Matching is COCO's (:func:`match_detections`), class by class: a detection is
     a TP if it claims an unclaimed ground truth of its class with IoU >=
-    ``iou_threshold``; FN = ground truths left unclaimed.
+    ``iou_threshold``; FN = ground truths left unclaimed. ``pred`` and ``target``
+    are checked as for :func:`mean_average_precision`; ``0 < iou_threshold <= 1``.
     """
-    keep = _as_numpy(pred, "scores", np.float64) >= score_threshold
-    det_boxes = _as_numpy(pred, "boxes", np.float64).reshape(-1, 4)[keep]
-    det_scores = _as_numpy(pred, "scores", np.float64)[keep]
-    det_labels = _as_numpy(pred, "labels", np.int64)[keep]
-    gt_boxes = _as_numpy(target, "boxes", np.float64).reshape(-1, 4)
-    gt_labels = _as_numpy(target, "labels", np.int64)
+    if isinstance(score_threshold, bool) or not isinstance(score_threshold, numbers.Real) or math.isnan(score_threshold):
+        raise ValueError(f"score_threshold={score_threshold!r}: need a number, e.g. 0.5")
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) or not 0 < iou_threshold <= 1:
+        raise ValueError(f"iou_threshold={iou_threshold!r}: need a number in (0, 1], e.g. 0.5")
+    det_boxes, det_labels, det_scores = _checked_image(pred, "pred", True)
+    gt_boxes, gt_labels, _ = _checked_image(target, "target", False)
+    keep = det_scores >= score_threshold
+    det_boxes, det_scores, det_labels = det_boxes[keep], det_scores[keep], det_labels[keep]
     tp = 0
     for cls in np.unique(gt_labels):
         d = det_labels == cls
         order = np.argsort(-det_scores[d], kind="mergesort")
-        ious = box_iou(torch.from_numpy(det_boxes[d][order]), torch.from_numpy(gt_boxes[gt_labels == cls])).numpy()
+        ious = _iou(det_boxes[d][order], gt_boxes[gt_labels == cls])
         tp += int(match_detections(ious, iou_threshold).sum())
     return tp, int(keep.sum()) - tp, len(gt_labels) - tp
 
@@ -214,10 +337,12 @@ def mean_average_precision(
     Args:
         preds: one dict per image with ``boxes`` (D, 4) xyxy, ``scores`` (D,), ``labels`` (D,).
         targets: one dict per image with ``boxes`` (G, 4) xyxy, ``labels`` (G,).
-        max_detections: detections kept per image and class, by score.
+        max_detections: detections kept per image and class, by score (a positive int).
 
     Returns ``{"map", "map_50", "map_75", "ap_per_class": {label: AP@[.5:.95]},
     "precision": (10, 101, K) array, "classes": [labels]}``; -1 where undefined.
+    Checked: the inputs' keys, shapes, dtypes, finiteness and box orientation (module
+    docstring); a NaN or infinite prediction is refused with ValueError, never scored.
     """
     precision, classes = coco_precision(preds, targets, max_detections)
     return {

@@ -221,13 +221,71 @@ class TinyDetector(nn.Module):
         best_cost, best = cost.min(dim=1)
         return torch.where(torch.isfinite(best_cost), best, torch.full_like(best, -1))
 
+    def check_targets(self, targets: list[dict[str, Tensor]], batch_size: int) -> None:
+        """Refuse targets the loss would silently misread, with a ValueError naming the image and the fix.
+
+        Labels must be integers in ``1..num_classes`` (``labels - 1`` indexes the class
+        logits, so a label 0 would train class K and a label K + 1 would crash); boxes
+        (G, 4) xyxy must be finite with ``x2 > x1`` and ``y2 > y1`` (the box targets
+        take ``log(w)``). One batched test in the common case (a single host sync).
+        """
+        if len(targets) != batch_size:
+            raise ValueError(f"got {len(targets)} targets for {batch_size} images; need one target dict per image")
+        for i, target in enumerate(targets):
+            if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
+                raise ValueError(f"targets[{i}] must be a dict with 'boxes' (G, 4) and 'labels' (G,); "
+                                 f"got {type(target).__name__} with keys {list(target) if isinstance(target, dict) else None}")
+            boxes, labels = target["boxes"], target["labels"]
+            if not isinstance(boxes, Tensor) or not isinstance(labels, Tensor):
+                raise ValueError(f"targets[{i}]: 'boxes' and 'labels' must be tensors, got "
+                                 f"{type(boxes).__name__} and {type(labels).__name__}")
+            if boxes.numel() and (boxes.ndim != 2 or boxes.shape[1] != 4):
+                raise ValueError(f"targets[{i}]['boxes'] has shape {tuple(boxes.shape)}; need (G, 4) xyxy")
+            if labels.numel() and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
+                raise ValueError(f"targets[{i}]['labels'] has dtype {labels.dtype}; need integer class ids "
+                                 f"1..{self.num_classes} (convert with .long())")
+            if labels.numel() != len(boxes.reshape(-1, 4)) or labels.ndim > 1:
+                raise ValueError(f"targets[{i}] has {labels.numel()} labels for {len(boxes.reshape(-1, 4))} boxes; "
+                                 "need one label per box, shape (G,)")
+        if not targets:
+            return
+        device = targets[0]["boxes"].device
+        boxes = torch.cat([t["boxes"].reshape(-1, 4).to(device, torch.float32) for t in targets])
+        labels = torch.cat([t["labels"].reshape(-1).to(device) for t in targets])
+        wh = boxes[:, 2:] - boxes[:, :2]
+        if not bool(torch.isfinite(boxes).all() & (wh > 0).all() & (labels >= 1).all() & (labels <= self.num_classes).all()):
+            self._explain_bad_targets(targets)
+
+    def _explain_bad_targets(self, targets: list[dict[str, Tensor]]) -> None:
+        """Find the first offending image of a batch that failed :meth:`check_targets` and say what is wrong."""
+        for i, target in enumerate(targets):
+            boxes, labels = target["boxes"].reshape(-1, 4).float(), target["labels"].reshape(-1)
+            bad_label = (labels < 1) | (labels > self.num_classes)
+            if bad_label.any():
+                label = int(labels[bad_label][0])
+                raise ValueError(f"targets[{i}] has label {label}; TinyDetector(num_classes={self.num_classes}) takes labels "
+                                 f"1..{self.num_classes} (0 is not background here: drop background boxes, or "
+                                 "renumber the classes from 1, or build the model with more classes)")
+            if not torch.isfinite(boxes).all():
+                raise ValueError(f"targets[{i}]['boxes'] holds NaN or infinite values ({boxes.tolist()}); "
+                                 "fix the annotation or the augmentation that produced it")
+            wh = boxes[:, 2:] - boxes[:, :2]
+            if not (wh > 0).all():
+                row = int((~(wh > 0)).any(1).nonzero()[0])
+                raise ValueError(f"targets[{i}]['boxes'] row {row} = {boxes[row].tolist()} has zero or negative width or "
+                                 "height: boxes must be xyxy with x2 > x1 and y2 > y1 (the box loss takes log(w)); "
+                                 "drop degenerate boxes, or convert xywh with course_utils.box_convert")
+
     def loss(self, raw: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Detection loss: QFL for classes + GIoU and L1 for boxes, per positive location.
 
         ``loss_cls = Σ QFL / N_pos``, ``loss_giou = Σ (1 - GIoU) / N_pos``,
         ``loss_l1 = Σ |δ - δ*|₁ / N_pos`` (δ* = :func:`encode_boxes` target).
+        Checked first (:meth:`check_targets`): one target per image, ``boxes`` (G, 4)
+        finite xyxy with positive width and height, ``labels`` (G,) integers in 1..K.
         """
         logits, deltas, anchors = raw["logits"], raw["deltas"], raw["anchors"]
+        self.check_targets(targets, len(logits))
         quality = torch.zeros_like(logits)
         pos_pred, pos_deltas, pos_gt, pos_anchors = [], [], [], []
         for b, target in enumerate(targets):
@@ -240,7 +298,7 @@ class TinyDetector(nn.Module):
             pred = decode_boxes(deltas[b, pos], anchors[pos])
             with torch.no_grad():
                 iou = box_iou(pred, gt).diagonal().clamp(min=0).to(quality.dtype)
-            quality[b, pos, target["labels"].to(pos.device)[match[pos]] - 1] = iou
+            quality[b, pos, target["labels"].to(pos.device, torch.int64)[match[pos]] - 1] = iou  # (uint8 would index as a mask)
             pos_pred.append(pred), pos_deltas.append(deltas[b, pos]), pos_gt.append(gt), pos_anchors.append(anchors[pos])
         num_pos = max(sum(len(p) for p in pos_pred), 1)
         loss_cls = quality_focal_loss(logits, quality) / num_pos

@@ -39,6 +39,7 @@ same outputs as the masked model (tested to 1e-5) with fewer parameters.
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from .models import TinyDetector, count_parameters
-from .train import Hook, StepState, fit, make_optimizer
+from .train import Hook, StepState, check_training_run, fit, make_optimizer
 
 __all__ = [
     "prunable_weights",
@@ -87,11 +88,25 @@ def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
 
 
 def _check_keep_ratio(keep_ratio: float) -> None:
-    if not 0 < keep_ratio <= 1:
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, numbers.Real) or not 0 < keep_ratio <= 1:
         raise ValueError(
             f"keep_ratio must be in (0, 1] -- the fraction of channels to KEEP in each group "
             f"(1.0 keeps everything; at least one channel always stays); got {keep_ratio}"
         )
+
+
+def _check_multiple_of(multiple_of: int, channels: dict[str, int]) -> None:
+    """``multiple_of`` is a positive int no larger than any group: a group of C < m channels could never be cut
+    (at least one multiple of m is kept), so ``prune_detector`` would silently leave it whole."""
+    if isinstance(multiple_of, bool) or not isinstance(multiple_of, numbers.Integral) or multiple_of < 1:
+        raise ValueError(f"multiple_of must be a positive int (1: no rounding; 8 or 16 for CPU kernels), got {multiple_of!r}")
+    too_small = {name: c for name, c in channels.items() if c < multiple_of}
+    if too_small:
+        name, c = min(too_small.items(), key=lambda item: item[1])
+        raise ValueError(f"multiple_of={multiple_of} is larger than group {name!r} ({c} channels; "
+                         f"{len(too_small)} group(s) this small): kept counts are rounded to multiples of "
+                         f"{multiple_of}, so nothing could be pruned there. Use multiple_of <= {min(channels.values())} "
+                         "(the smallest group), e.g. 8")
 
 
 def _keep_top(scores: Tensor, k: int) -> Tensor:
@@ -129,13 +144,27 @@ def magnitude_masks(
     * ``"layer"``: ``round(s · n_l)`` smallest in each layer of ``n_l`` weights.
 
     Returns ``{"<module>.weight": bool mask shaped like the weight}``.
+    Checked: ``0 <= sparsity < 1`` *after* rounding -- a sparsity so close to 1
+    that ``round(s · n)`` reaches ``n`` would zero a whole layer (``"layer"``) or the
+    whole network (``"global"``), which is refused with the largest sparsity that
+    still keeps a weight; the weights must be finite.
     """
-    if not 0 <= sparsity < 1:
-        raise ValueError(f"sparsity must be in [0, 1) -- the fraction of weights to ZERO (0.9 = keep 10%); got {sparsity}")
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1) -- the fraction of weights to ZERO (0.9 = keep 10%); got {sparsity!r}")
     _check_choice("scope", scope, SCOPES)
     weights = {name: w.detach() for name, w in prunable_weights(model, include).items()}
     if not weights:
         raise ValueError("no weights selected for pruning: the model has no Conv2d/Linear, or `include` rejects every module")
+    for name, w in weights.items():
+        if not bool(torch.isfinite(w).all()):
+            raise ValueError(f"{name} holds NaN or infinite weights: magnitudes cannot rank them (did training diverge?)")
+    sizes = {name: w.numel() for name, w in weights.items()} if scope == "layer" else {"all selected layers": sum(
+        w.numel() for w in weights.values())}
+    emptied = [(n, name) for name, n in sizes.items() if n - round(sparsity * n) < 1]
+    if emptied:
+        n, name = min(emptied)
+        raise ValueError(f"sparsity {sparsity!r} keeps 0 of {n} weights in {name} (round({sparsity!r} * {n}) = {n}); "
+                         f"use at most {(n - 1) / n:.6g} (keeps 1), or keep that layer out with `include`")
     if scope == "layer":
         return {name: _keep_top(w.abs().flatten(), w.numel() - round(sparsity * w.numel())).view_as(w) for name, w in weights.items()}
     flat = torch.cat([w.abs().flatten() for w in weights.values()])  # (N,)
@@ -351,11 +380,15 @@ def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", sc
       ``"random"`` scores are uniform everywhere. A group that
       would lose everything keeps its best channel, and a group without BN
       under ``"bn"`` (the neck) is pruned per layer.
+
+    Checked: ``0 < keep_ratio <= 1``; ``multiple_of`` a positive int no larger than
+    the smallest group (a group with fewer channels could never be cut).
     """
     _check_keep_ratio(keep_ratio)
     _check_choice("criterion", criterion, CRITERIA)
     _check_choice("scope", scope, SCOPES)
     groups = detector_channel_groups(model)
+    _check_multiple_of(multiple_of, {g.name: model.get_submodule(g.producers[0]).out_channels for g in groups})
     if criterion in ("bn", "l1_folded") and not any(g.norms for g in groups):
         raise ValueError(f"criterion={criterion!r} needs BatchNorm layers and this model has none (batch_norm=False); "
                          "use criterion='l1'")
@@ -606,14 +639,20 @@ def iterative_prune(
     steps let the network recover between cuts (Han et al. 2015; Li et al. 2017).
     Returns ``(pruned model, history)``: per round ``keep_ratio``, ``params``,
     ``macs``, ``loss`` (mean of the round) and ``score`` (if ``evaluate_fn``).
+    Checked before anything is pruned: the whole schedule, ``criterion``, ``scope``
+    and the training settings (:func:`course_utils.train.check_training_run`).
     """
     ratios = list(keep_ratios)
     if not ratios or any(b > a for a, b in zip([1.0] + ratios, ratios)):
         raise ValueError(f"keep_ratios must be a non-empty, non-increasing schedule in (0, 1], e.g. [0.75, 0.5]; got {ratios}")
+    for ratio in ratios:  # all of them before the first round trains, not after
+        _check_keep_ratio(ratio)
+    _check_choice("criterion", criterion, CRITERIA)
+    _check_choice("scope", scope, SCOPES)
+    check_training_run(train_loader, epochs, max_steps)
     history: dict[str, list[float]] = {"keep_ratio": [], "params": [], "macs": [], "loss": [], "score": []}
     previous = 1.0
     for ratio in ratios:
-        _check_keep_ratio(ratio)
         model = prune_detector(model, ratio / previous, criterion, scope)
         previous = ratio
         total = epochs * len(train_loader) if max_steps is None else min(max_steps, epochs * len(train_loader))

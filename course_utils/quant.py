@@ -23,12 +23,21 @@ Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference"):
 ``x % Q`` is *not* quantization (it wraps values around instead of rounding
 them to a grid), and there is no "sub-gradient method" in QAT: the STE below is
 the whole trick.
+
+Arguments are checked once, by the public functions (:func:`quantize`,
+:func:`dequantize`, :func:`fake_quantize`, :func:`fake_quantize_per_channel`,
+:func:`quantize_tensor`, :func:`qrange`): a scale must be finite and > 0, a zero
+point an integer inside ``[q_min, q_max]`` (as torch requires), ``q_min < q_max``
+integers, and the tensor to quantize free of NaN (torch's fake quantization
+silently maps NaN to the zero point; here it is an error). The modules call
+the same arithmetic without re-checking what their observers produced.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -89,8 +98,9 @@ def qrange(num_bits: int, signed: bool) -> tuple[int, int]:
     signed: ``[-2^(b-1), 2^(b-1) - 1]`` (int8: -128..127);
     unsigned: ``[0, 2^b - 1]`` (uint8: 0..255).
     """
-    if not isinstance(num_bits, int) or not 2 <= num_bits <= 16:
-        raise ValueError(f"num_bits must be an integer in 2..16, got {num_bits!r}")
+    if isinstance(num_bits, bool) or not isinstance(num_bits, numbers.Integral) or not 2 <= num_bits <= 16:
+        raise ValueError(f"num_bits must be an integer in 2..16 (8 for int8, 4 for int4), got {num_bits!r}")
+    num_bits = int(num_bits)
     if signed:
         return -(2 ** (num_bits - 1)), 2 ** (num_bits - 1) - 1
     return 0, 2**num_bits - 1
@@ -112,7 +122,8 @@ def calc_qparams(
     widened just enough that ``S (q_min - Z) <= x_min`` and ``S (q_max - Z) >= x_max``:
     the whole range is covered (torch's observers skip this last step and let
     one end clip by up to S/2). Returns ``(scale float32, zero_point int32)``,
-    both shaped like the inputs.
+    both shaped like the inputs. Checked: ``num_bits`` in 2..16, a finite range whose
+    end levels stay finite in float32 (else ValueError).
     """
     q_min, q_max = qrange(num_bits, signed)
     lo = torch.clamp(torch.as_tensor(x_min, dtype=torch.float32), max=0.0)
@@ -138,7 +149,63 @@ def calc_qparams(
         if not short.any():
             break
         scale = torch.where(short, torch.nextafter(scale, torch.full_like(scale, math.inf)), scale)
+    if not bool(torch.isfinite(scale * (q_max - zp)).all() & torch.isfinite(scale * (q_min - zp)).all()):
+        raise ValueError(f"calc_qparams: the range [{float(lo.min())}, {float(hi.max())}] is too wide for float32: its end "
+                         "levels S·(q − Z) overflow to inf; ranges this close to float32's limit (3.4e38) mean the "
+                         "observed tensor is broken")
     return scale, zp.to(torch.int32)
+
+
+def _check_tensor(x: Any, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+
+
+def _check_no_nan(x: Tensor, what: str) -> None:
+    if x.is_floating_point() and bool(torch.isnan(x).any()):
+        raise ValueError(f"{what} holds {int(torch.isnan(x).sum())} NaN values of {x.numel()}: NaN has no integer "
+                         "level; find where it comes from (a diverged model, a bad input) before quantizing")
+
+
+def _check_range(q_min: Any, q_max: Any) -> None:
+    for name, q in (("q_min", q_min), ("q_max", q_max)):
+        if isinstance(q, bool) or not isinstance(q, numbers.Integral):
+            raise ValueError(f"{name} must be an integer, got {q!r}; take both from qrange(num_bits, signed)")
+    if q_min >= q_max:
+        raise ValueError(f"need q_min < q_max, got {q_min}, {q_max}; take both from qrange(num_bits, signed)")
+
+
+def _check_qparams(scale: Any, zero_point: Any, q_min: int | None = None, q_max: int | None = None) -> None:
+    """Scale finite and > 0 everywhere; zero point integer-valued (and inside [q_min, q_max] when given)."""
+    try:
+        s = torch.as_tensor(scale).detach()
+        z = torch.as_tensor(zero_point).detach()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"scale and zero_point must be numbers or tensors, got {scale!r}, {zero_point!r}") from err
+    if s.is_complex() or s.dtype == torch.bool or s.numel() == 0:
+        raise ValueError(f"scale must be real numbers > 0, got {scale!r}")
+    s32 = s.to(torch.float32)  # the arithmetic runs in float32 and multiplies by 1 / S
+    bad = ~(torch.isfinite(s.double()) & (s.double() > 0))
+    if bool(bad.any()):
+        value = s.double()[bad].flatten()[0].item()
+        raise ValueError(f"scale must be finite and > 0 (S = range / (q_max - q_min), e.g. calc_qparams(x.min(), x.max())); "
+                         f"got {value!r}" + ("" if s.numel() == 1 else f" in {int(bad.sum())} of {s.numel()} channels"))
+    tiny = ~(torch.isfinite(s32) & torch.isfinite(1.0 / s32) & (s32 > 0))
+    if bool(tiny.any()):
+        value = s.double()[tiny].flatten()[0].item()
+        raise ValueError(f"scale must be > 0 and finite in float32, and so must 1 / scale (use {float(1 / torch.finfo(torch.float32).max):.3g} "
+                         f"<= scale <= {float(torch.finfo(torch.float32).max):.3g}; calc_qparams never goes below {_EPS:.3g}); "
+                         f"got {value!r}")
+    if z.is_complex() or z.dtype == torch.bool or z.numel() == 0:
+        raise ValueError(f"zero_point must be integers, got {zero_point!r}")
+    zd = z.double()
+    bad = ~(torch.isfinite(zd) & (zd == zd.round()))
+    if q_min is not None and q_max is not None:
+        bad |= ~((zd >= q_min) & (zd <= q_max))
+    if bool(bad.any()):
+        value = zd[bad].flatten()[0].item()
+        span = f"an integer in {q_min}..{q_max}" if q_min is not None else "an integer"
+        raise ValueError(f"zero_point must be {span} (the integer that real 0 maps to); got {value!r}")
 
 
 def _reciprocal(scale: Tensor | float) -> Tensor:
@@ -150,15 +217,22 @@ def quantize(x: Tensor, scale: Tensor | float, zero_point: Tensor | int, q_min: 
     """``q = clamp(round(x / S) + Z, q_min, q_max)`` as int32 (round half to even).
 
     ``scale``/``zero_point`` broadcast against ``x`` (a scalar, or shaped for
-    per-channel use). Shapes: x (...) -> q (...).
+    per-channel use). Shapes: x (...) -> q (...). Checked: ``q_min < q_max``, scale
+    finite and > 0, zero point an integer in ``[q_min, q_max]``, no NaN in ``x``.
     """
+    _check_tensor(x)
+    _check_range(q_min, q_max)
+    _check_qparams(scale, zero_point, q_min, q_max)
+    _check_no_nan(x, "the tensor to quantize")
     zp = torch.as_tensor(zero_point, device=x.device)
     q = torch.round(x * _reciprocal(scale).to(x.device)) + zp
     return torch.clamp(q, q_min, q_max).to(torch.int32)
 
 
 def dequantize(q: Tensor, scale: Tensor | float, zero_point: Tensor | int) -> Tensor:
-    """``r = S · (q − Z)`` in float32. Shapes: q (...) -> r (...)."""
+    """``r = S · (q − Z)`` in float32. Shapes: q (...) -> r (...). Checked: scale finite and > 0, zero point an integer."""
+    _check_tensor(q, "q")
+    _check_qparams(scale, zero_point)
     zp = torch.as_tensor(zero_point, device=q.device)
     return (q - zp).to(torch.float32) * torch.as_tensor(scale, dtype=torch.float32, device=q.device)
 
@@ -187,18 +261,26 @@ class _FakeQuantizeSTE(torch.autograd.Function):
         return grad_out * inside, None, None, None, None
 
 
-def _check_range(q_min: int, q_max: int) -> None:
-    if q_min >= q_max:
-        raise ValueError(f"need q_min < q_max, got {q_min}, {q_max}")
-
-
 def fake_quantize(x: Tensor, scale: Tensor | float, zero_point: Tensor | int, q_min: int, q_max: int) -> Tensor:
     """Per-tensor fake quantization with the STE (see :class:`_FakeQuantizeSTE`).
 
     Equal, forward and backward, to ``torch.fake_quantize_per_tensor_affine``.
-    Shapes: x (...) -> (...), same dtype.
+    Shapes: x (...) -> (...), same dtype. Checked: one scale, finite and > 0; the
+    zero point an integer in ``[q_min, q_max]``; no NaN in ``x`` (±inf saturate).
     """
+    _check_tensor(x)
     _check_range(q_min, q_max)
+    _check_qparams(scale, zero_point, q_min, q_max)
+    if torch.as_tensor(scale).numel() != 1 or torch.as_tensor(zero_point).numel() != 1:
+        raise ValueError(f"fake_quantize takes one scale and one zero point (per tensor), got "
+                         f"{torch.as_tensor(scale).numel()} and {torch.as_tensor(zero_point).numel()}; "
+                         "use fake_quantize_per_channel for one per channel")
+    _check_no_nan(x, "the tensor to fake-quantize")
+    return _fake_quantize(x, scale, zero_point, q_min, q_max)
+
+
+def _fake_quantize(x: Tensor, scale: Tensor | float, zero_point: Tensor | int, q_min: int, q_max: int) -> Tensor:
+    """:func:`fake_quantize` without the checks (for qparams from :func:`calc_qparams`)."""
     s = torch.as_tensor(scale, dtype=torch.float32, device=x.device).reshape(())
     z = torch.as_tensor(zero_point, device=x.device).reshape(()).to(torch.float32)
     return _FakeQuantizeSTE.apply(x, s, z, q_min, q_max)
@@ -218,13 +300,26 @@ def fake_quantize_per_channel(
 
     Same formula and STE as :func:`fake_quantize`; equal to
     ``torch.fake_quantize_per_channel_affine``. Shapes: x (..., C at axis, ...),
-    scale and zero_point (C,) -> like x.
+    scale and zero_point (C,) -> like x. Checked as :func:`fake_quantize`, per channel,
+    and ``-x.ndim <= axis < x.ndim``.
     """
+    _check_tensor(x)
+    _check_tensor(scale, "scale")
+    _check_tensor(zero_point, "zero_point")
     _check_range(q_min, q_max)
-    axis = axis % x.ndim
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -x.ndim <= axis < max(x.ndim, 1):
+        raise ValueError(f"axis={axis!r} is not a dimension of x (shape {tuple(x.shape)}); channels are usually axis 0")
+    axis = int(axis) % x.ndim
     if scale.numel() != x.shape[axis] or zero_point.numel() != x.shape[axis]:
         raise ValueError(f"need one scale and zero point per channel: x has {x.shape[axis]} along axis {axis}, "
                          f"got {scale.numel()} scales and {zero_point.numel()} zero points")
+    _check_qparams(scale, zero_point, q_min, q_max)
+    _check_no_nan(x, "the tensor to fake-quantize")
+    return _fake_quantize_per_channel(x, scale, zero_point, axis, q_min, q_max)
+
+
+def _fake_quantize_per_channel(x: Tensor, scale: Tensor, zero_point: Tensor, axis: int, q_min: int, q_max: int) -> Tensor:
+    """:func:`fake_quantize_per_channel` without the checks (``axis`` already in ``0..ndim-1``)."""
     s = _along(scale.to(torch.float32, copy=False).to(x.device), axis, x.ndim)
     z = _along(zero_point.to(x.device).to(torch.float32), axis, x.ndim)
     return _FakeQuantizeSTE.apply(x, s, z, q_min, q_max)
@@ -266,6 +361,8 @@ class Observer(nn.Module):
         self.register_buffer("max_val", torch.tensor([]))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.numel() == 0:
+            raise ValueError(f"{type(self).__name__} got an empty tensor (shape {tuple(x.shape)}): nothing to take a range from")
         x_d = x.detach().float()
         if not torch.isfinite(x_d).all():
             raise ValueError(f"{type(self).__name__} saw NaN or inf values; the model or its input is broken")
@@ -402,7 +499,7 @@ class MSEObserver(Observer):
         best = (self.min_val.clone(), self.max_val.clone())
         for a in self.alphas.tolist():
             s, z = calc_qparams(a * self.min_val, a * self.max_val, self.num_bits, self.symmetric, self.signed)
-            err = (x - fake_quantize_per_channel(x, s, z, 0, self.q_min, self.q_max)).pow(2).mean(1)
+            err = (x - _fake_quantize_per_channel(x, s, z, 0, self.q_min, self.q_max)).pow(2).mean(1)
             better = err < best_err
             best_err = torch.where(better, err, best_err)
             best = (torch.where(better, a * self.min_val, best[0]), torch.where(better, a * self.max_val, best[1]))
@@ -427,8 +524,19 @@ def make_observer(name: str, **kwargs: Any) -> Observer:
 
 # --------------------------------------------------------------------- LSQ
 def lsq_init_step(v: Tensor, q_p: int) -> Tensor:
-    """LSQ's initial step: ``s₀ = 2 · mean(|v|) / √Q_P`` (Esser et al. 2020, sec. 2)."""
-    return 2 * v.detach().abs().mean() / math.sqrt(q_p)
+    """LSQ's initial step: ``s₀ = max(2 · mean(|v|) / √Q_P, ε)`` (Esser et al. 2020, sec. 2).
+
+    ε is float32's machine epsilon (the smallest scale torch's observers use): an
+    all-zero ``v`` would otherwise give a step of 0, and ``v / 0`` NaN forever after.
+    Checked: ``v`` non-empty and finite, ``q_p`` a positive int.
+    """
+    _check_tensor(v, "v")
+    if isinstance(q_p, bool) or not isinstance(q_p, numbers.Integral) or q_p < 1:
+        raise ValueError(f"q_p must be a positive int (the top integer level, e.g. 7 for signed 4-bit), got {q_p!r}")
+    if v.numel() == 0 or not bool(torch.isfinite(v.detach()).all()):
+        raise ValueError(f"lsq_init_step needs a non-empty, finite tensor to size the step from; got shape "
+                         f"{tuple(v.shape)}" + ("" if v.numel() == 0 else " with NaN or inf values"))
+    return torch.clamp(2 * v.detach().abs().mean() / math.sqrt(q_p), min=_EPS)
 
 
 def _scale_grad(x: Tensor, g: float) -> Tensor:
@@ -466,7 +574,9 @@ def lsq_fake_quantize(v: Tensor, step: Tensor, q_n: int, q_p: int, grad_scale: f
 class LSQQuantizer(nn.Module):
     """A fake quantizer whose step is learned (see :func:`lsq_fake_quantize`).
 
-    The step is initialised from the first tensor it sees with :func:`lsq_init_step`.
+    The step is initialised with :func:`lsq_init_step` from the first tensor it sees
+    that is not all zeros (an all-zero tensor quantizes to zeros with any step, and
+    would say nothing about the scale; a dead ReLU layer at the start is common).
     """
 
     def __init__(self, num_bits: int = 4, signed: bool = True) -> None:
@@ -477,7 +587,7 @@ class LSQQuantizer(nn.Module):
         self.register_buffer("initialized", torch.tensor(False))
 
     def forward(self, v: Tensor) -> Tensor:
-        if not self.initialized:
+        if not self.initialized and bool((v.detach() != 0).any()):
             with torch.no_grad():
                 self.step.copy_(lsq_init_step(v, self.q_p))
                 self.initialized.fill_(True)
@@ -504,14 +614,28 @@ def quantize_tensor(x: Tensor, num_bits: int = 8, symmetric: bool = True, signed
     """Fake-quantize one tensor with a fresh observer: returns ``(x̂, scale, zero_point)``.
 
     ``ch_axis=None`` is per-tensor (scale shape ()), an int per-channel (scale (C,)).
-    ``signed`` defaults to ``symmetric``.
+    ``signed`` defaults to ``symmetric``. Checked: ``x`` a non-empty tensor without
+    NaN or inf, ``num_bits`` in 2..16, ``ch_axis`` None or a dimension of ``x``.
     """
+    _check_tensor(x)
+    if x.numel() == 0:
+        raise ValueError(f"quantize_tensor got an empty tensor (shape {tuple(x.shape)}): there is no range to quantize")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"quantize_tensor needs a real-valued tensor, got dtype {x.dtype}")
+    bad = ~torch.isfinite(x.detach())
+    if bool(bad.any()):
+        raise ValueError(f"quantize_tensor got {int(bad.sum())} NaN or infinite values of {x.numel()} (first: "
+                         f"{x.detach()[bad].flatten()[0].item()}); a range needs finite values -- find where they come from")
+    if ch_axis is not None and (isinstance(ch_axis, bool) or not isinstance(ch_axis, numbers.Integral)
+                                or not -x.ndim <= ch_axis < x.ndim):
+        raise ValueError(f"ch_axis={ch_axis!r} is not a dimension of x (shape {tuple(x.shape)}); use None for per-tensor "
+                         "or 0 for the output channels of a weight")
     obs = make_observer(observer, num_bits=num_bits, symmetric=symmetric, signed=signed, ch_axis=ch_axis)
     obs(x)
     scale, zp = obs.calculate_qparams()
     if ch_axis is None:
-        return fake_quantize(x, scale, zp, obs.q_min, obs.q_max), scale, zp
-    return fake_quantize_per_channel(x, scale, zp, ch_axis, obs.q_min, obs.q_max), scale, zp
+        return _fake_quantize(x, scale, zp, obs.q_min, obs.q_max), scale, zp
+    return _fake_quantize_per_channel(x, scale, zp, int(ch_axis) % x.ndim, obs.q_min, obs.q_max), scale, zp
 
 
 def range_tradeoff(x: Tensor, num_bits: int, tops: Iterable[float]) -> tuple[list[float], list[float]]:
@@ -520,12 +644,17 @@ def range_tradeoff(x: Tensor, num_bits: int, tops: Iterable[float]) -> tuple[lis
     For each top ``c``: ``S, Z = calc_qparams(0, c)``; the squared error ``(x − x̂)²``
     is split into values inside the range (rounding error) and above it (clamping
     error), each summed and divided by ``x.numel()`` (so the two add up to the MSE).
+    Checked: ``x`` a non-empty tensor without NaN, ``num_bits`` in 2..16.
     """
-    q_max = 2**num_bits - 1
+    _check_tensor(x)
+    _, q_max = qrange(num_bits, signed=False)
+    if x.numel() == 0:
+        raise ValueError("range_tradeoff got an empty tensor: there is no error to measure")
+    _check_no_nan(x, "x")
     rounding, clamping = [], []
     for c in tops:
         scale, zp = calc_qparams(0.0, float(c), num_bits)
-        err = (x - fake_quantize(x, scale, zp, 0, q_max)).pow(2)
+        err = (x - _fake_quantize(x, scale, zp, 0, q_max)).pow(2)
         inside = x <= float(scale) * (q_max - int(zp))
         rounding.append(float(err[inside].sum()) / x.numel())
         clamping.append(float(err[~inside].sum()) / x.numel())
@@ -578,7 +707,7 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval()
     for parent, a, b in conv_bn_pairs(model):
         parent._modules[a] = fold_bn(parent._modules[a], parent._modules[b])
-        parent._modules[b] = nn.Identity()
+        parent._modules[b] = nn.Identity().train(parent._modules[b].training)
     return model
 
 
@@ -609,11 +738,14 @@ class FakeQuantize(nn.Module):
         if not self.enabled:
             return x
         if self.scale.numel() == 0:
-            raise RuntimeError("FakeQuantize has no scale yet: calibrate with observing=True first")
+            why = "it is in eval mode, where quantizers never observe" if not self.training else "observing is off"
+            raise RuntimeError(f"FakeQuantize has no scale yet: it was never calibrated, and {why}. Run "
+                               "course_utils.quant.calibrate(model, batches) first (post_training_quantize does both "
+                               "steps), or load a calibrated checkpoint")
         q_min, q_max = self.observer.q_min, self.observer.q_max
         if self.observer.ch_axis is None:
-            return fake_quantize(x, self.scale, self.zero_point, q_min, q_max)
-        return fake_quantize_per_channel(x, self.scale, self.zero_point, self.observer.ch_axis, q_min, q_max)
+            return _fake_quantize(x, self.scale, self.zero_point, q_min, q_max)
+        return _fake_quantize_per_channel(x, self.scale, self.zero_point, self.observer.ch_axis % x.ndim, q_min, q_max)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         _resize_buffers_from(self, state_dict, prefix, ("scale", "zero_point"))
@@ -725,6 +857,7 @@ def _swap_layers(model: nn.Module, wrap: Callable[[str, nn.Module], nn.Module | 
                 continue
             new = wrap(full, child)
             if new is not None:
+                new.train(child.training)  # fresh modules start in training mode; take the replaced layer's
                 setattr(module, child_name, new)
                 count += 1
     return count
@@ -758,7 +891,10 @@ def quantize_model(
     ``symmetric_acts=True``: signed symmetric instead). Layers whose
     qualified name is in ``skip`` stay float (e.g. the first and last layer).
     BatchNorm is folded first (as an int8 deployment does), unless
-    ``fold_batch_norm=False``. Observers are live: run :func:`calibrate` next.
+    ``fold_batch_norm=False``. Every new module takes the mode of the layer it
+    replaces, so a folded copy is in eval mode through and through: its quantizers
+    do not observe what it sees, and using it before :func:`calibrate` raises
+    instead of silently calibrating on that data. Run :func:`calibrate` next.
     """
     skip = set(skip)
     _check_skip(model, skip)
@@ -790,8 +926,9 @@ def prepare_qat(
     per channel, signed symmetric, with ranges re-observed every step (they
     move while training); layer inputs unsigned asymmetric with a moving-average
     observer. Works on any model built from Conv/Linear/BN/ReLU blocks.
-    Calibrate once (:func:`calibrate`), then train with :func:`course_utils.train.fit`
-    and a :class:`QATSchedule` hook.
+    New modules take the mode of the layer they replace (a copy of an eval model
+    is in eval mode throughout). Calibrate once (:func:`calibrate`), then train
+    with :func:`course_utils.train.fit` and a :class:`QATSchedule` hook.
     """
     skip = set(skip)
     _check_skip(model, skip)
@@ -802,7 +939,7 @@ def prepare_qat(
         conv_name = f"{names[id(parent)]}.{a}" if names[id(parent)] else a
         if conv_name not in skip:
             paired[id(parent._modules[a])] = parent._modules[b]
-            parent._modules[b] = nn.Identity()
+            parent._modules[b] = nn.Identity().train(parent._modules[b].training)
 
     def wrap(name: str, layer: nn.Module) -> nn.Module:
         w_fq = _weight_fq(weight_bits, weight_observer, per_channel, symmetric=True, dynamic=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import math
+import numbers
 import os
 import pickle
 import random
@@ -50,6 +51,7 @@ __all__ = [
     "move_to",
     "train_one_epoch",
     "make_optimizer",
+    "check_training_run",
     "fit",
     "predict",
     "evaluate",
@@ -129,6 +131,49 @@ def _forward_losses(model: nn.Module, images: list[Tensor], targets: list[dict[s
     return model(images, targets), None  # torchvision detectors
 
 
+def _describe_loader(loader: Any) -> str:
+    """``len(dataset)=..., batch_size=..., drop_last=...`` for a DataLoader, the type and length otherwise."""
+    dataset = getattr(loader, "dataset", None)
+    if dataset is not None and hasattr(loader, "batch_size"):
+        try:
+            size = len(dataset)
+        except TypeError:
+            size = "?"
+        return f"len(dataset)={size}, batch_size={loader.batch_size}, drop_last={getattr(loader, 'drop_last', False)}"
+    try:
+        return f"a {type(loader).__name__} of length {len(loader)}"
+    except TypeError:
+        return f"a {type(loader).__name__}"
+
+
+def _no_batch_error(loader: Any, when: str) -> ValueError:
+    return ValueError(
+        f"the training loader yields no batch {when} ({_describe_loader(loader)}), so nothing would be trained. "
+        "Check that the dataset is not empty; with drop_last=True the batch size must not exceed it; "
+        "a one-shot iterator (a generator) is empty after the first epoch -- pass a DataLoader or a list")
+
+
+def check_training_run(train_loader: Iterable, epochs: int, max_steps: int | None = None) -> None:
+    """Refuse a training run that would train nothing, before it starts (:func:`fit` calls this).
+
+    ``epochs`` must be a positive int, ``max_steps`` None or a positive int, and a
+    loader that has a length must have at least one batch (a DataLoader with
+    ``drop_last=True`` and ``batch_size > len(dataset)`` has none). A ValueError
+    names the value, the loader's ``len(dataset)``, ``batch_size`` and ``drop_last``.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}: with no epoch nothing is trained "
+                         "(to stop early, pass max_steps)")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1):
+        raise ValueError(f"max_steps must be None (no limit) or a positive int, got {max_steps!r}")
+    try:
+        length = len(train_loader)  # type: ignore[arg-type]
+    except TypeError:  # an iterable without a length: checked as it runs (train_one_epoch)
+        return
+    if length == 0:
+        raise _no_batch_error(train_loader, "at all")
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -146,11 +191,14 @@ def train_one_epoch(
     Per step: forward -> losses (+ hooks' ``extra_losses``) -> guard against a
     non-finite loss -> backward -> (``scaler.unscale_``) -> hooks'
     ``after_backward`` -> ``optimizer.step()`` -> scheduler -> ``after_step``.
-    Appends each loss term and ``lr`` to ``state.history``.
+    Appends each loss term and ``lr`` to ``state.history``. Raises ValueError if
+    ``data_loader`` yields no batch at all (an empty epoch trains nothing).
     """
     model.train()
     bar = tqdm(data_loader, desc=f"epoch {state.epoch}", leave=False, disable=not progress)
+    batches = 0
     for images, targets in bar:
+        batches += 1
         if max_steps is not None and state.step >= max_steps:
             break
         images, targets = move_to(images, targets, device)
@@ -189,6 +237,8 @@ def train_one_epoch(
             state.history.setdefault(k, []).append(v)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         state.step += 1
+    if batches == 0:
+        raise _no_batch_error(data_loader, f"in epoch {state.epoch}")
 
 
 def make_optimizer(
@@ -236,7 +286,11 @@ def fit(
 
     Returns the history: per-step losses and ``lr``; per-epoch ``map``, ``map_50``
     (with a validation loader) and ``epoch_time`` in seconds.
+    Checked up front (:func:`check_training_run`): ``epochs`` a positive int, ``max_steps``
+    None or a positive int, a loader with at least one batch; an epoch in which the
+    loader yields nothing raises too, so a run never returns a history without a loss.
     """
+    check_training_run(train_loader, epochs, max_steps)
     device = device or get_device()
     model.to(device)
     state = StepState(model=model, optimizer=optimizer)
