@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,8 +341,9 @@ def _check_size(img: dict[str, Any], where: str, max_pixels: int) -> None:
 
 
 def _image_path(img: dict[str, Any], where: str, ann_file: Path, image_dir: Path, root: Path) -> Path:
-    """``image_dir / file_name``, checked to be an existing file inside ``image_dir`` (``root``, resolved)
-    after resolving '..' and symlinks: an absolute path or one leading out of the folder is refused."""
+    """``image_dir / file_name``, checked to be an existing file inside ``image_dir``: the *name* may not
+    lead out of the folder (an absolute path, or '..' past it, is refused). Symlinks inside the folder are
+    followed wherever they point: they are the dataset owner's choice (git-annex and DVC store images so)."""
     name = img["file_name"]
     if not isinstance(name, str) or not name or "\x00" in name:
         problem = "empty" if name == "" else "with a null byte" if isinstance(name, str) else "not a string"
@@ -349,14 +351,14 @@ def _image_path(img: dict[str, Any], where: str, ann_file: Path, image_dir: Path
                            f"relative to the image folder {image_dir}, e.g. \"00001.jpg\".")
     path = image_dir / name
     try:
-        inside = path.resolve().is_relative_to(root)
+        inside = Path(os.path.normpath(os.path.abspath(path))).is_relative_to(root)
         is_file, is_dir = path.is_file(), path.is_dir()
     except (OSError, ValueError, RuntimeError) as err:  # name too long, symlink loop, ...
         reason = getattr(err, "strerror", None) or err
         raise DatasetError(f"{where}: cannot access 'file_name' {_show(name)} ({reason}). Fix the name.") from err
     if not inside:
         raise DatasetError(f"{where}: 'file_name' {name!r} points outside the image folder {image_dir}. Give a path "
-                           "relative to that folder, without a leading '/' or '..' leading out of it (nor a symlink that does).")
+                           "relative to that folder, without a leading '/' or '..' leading out of it.")
     if is_dir:
         raise DatasetError(f"{where}: 'file_name' {name!r} is a folder, not a file. Name the image file inside it.")
     if not is_file:
@@ -372,7 +374,7 @@ def _check_images(images: list[Any], ann_file: Path, image_dir: Path, max_pixels
     if images and not image_dir.is_dir():
         raise DatasetError(f"{image_dir}: image folder not found (for {ann_file.name}). "
                            "Pass CocoDetection(ann_file, image_dir=...) naming the folder the 'file_name' entries are in.")
-    root, seen, paths = image_dir.resolve(), set(), []
+    root, seen, paths = Path(os.path.normpath(os.path.abspath(image_dir))), set(), []  # lexical: symlinks are followed, not judged
     for k, img in enumerate(images):
         where = f"{ann_file}: images[{k}]"
         if not isinstance(img, dict):
@@ -528,7 +530,7 @@ class CocoDetection(Dataset):
       bools -- unique within their list, and references point at existing entries;
     * ``width``/``height`` are positive integers, at most ``max_pixels`` in all;
     * ``file_name`` is a string naming an existing file *inside* ``image_dir``: absolute
-      paths, ``..`` leading out, and symlinks pointing out of the folder are refused;
+      paths and ``..`` leading out of the folder are refused (symlinks inside it are followed);
     * every box is 4 finite numbers ``[x, y, w, h]`` with ``w, h > 0``, inside its image,
       and keeps positive width, height and area in float32 (the targets' dtype).
 
