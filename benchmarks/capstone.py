@@ -246,25 +246,33 @@ def measure(args: argparse.Namespace) -> None:
                                         total_epochs=STUDENT_EPOCHS, control=None, val_map=variants["student_int8"]["val_map_seed0"],
                                         test_map=mean_average_precision(*test_preds)["map"])
 
-        # latency: end to end (network + decode + NMS) and the network alone, every model and runtime interleaved
+        # latency: end to end (network + decode + NMS) and the network alone, every model and runtime interleaved.
+        # Two thread pools on one small CPU fight: PyTorch's post-processing after an ONNX Runtime call runs with
+        # one thread (ONNX Runtime keeps its ``--threads``); eager PyTorch runs everything with ``--threads``.
+        # ``pitfall`` times the int8 pipeline once more with PyTorch's post-processing on ``--threads`` too.
         images = torch.stack([img for img, _ in materialize(SyntheticShapes(16, seed=7), progress=False)])
         fns = {}
         for name in onnx:
             for b in (1, 16):
                 feed = {"images": images[:b].numpy()}
-                fns[name, "ort", "network", b] = lambda s=sessions[name], f=feed: s.run(None, f)
-                fns[name, "ort", "end_to_end", b] = lambda m=OrtDetector(sessions[name], arch[name]), x=images[:b]: m(x)
+                fns[name, "ort", "network", b] = with_threads(1, lambda s=sessions[name], f=feed: s.run(None, f))
+                fns[name, "ort", "end_to_end", b] = with_threads(1, lambda m=OrtDetector(sessions[name], arch[name]), x=images[:b]: m(x))
+        fns["int8", "pitfall", "end_to_end", 16] = with_threads(args.threads, lambda m=OrtDetector(sessions["int8"], pruned), x=images: m(x))
         eager = {name: fuse_conv_bn(copy.deepcopy(m)).eval() for name, m in fp32.items()}
         for name, model in eager.items():
             for b in (1, 16):
-                fns[name, "eager", "network", b] = lambda m=model, x=images[:b]: m.forward_raw(x)
-                fns[name, "eager", "end_to_end", b] = lambda m=model, x=images[:b]: m(x)
+                fns[name, "eager", "network", b] = with_threads(args.threads, lambda m=model, x=images[:b]: m.forward_raw(x))
+                fns[name, "eager", "end_to_end", b] = with_threads(args.threads, lambda m=model, x=images[:b]: m(x))
         time.sleep(1.0)  # let the worker threads that scored the models go idle
         with torch.inference_mode():
             timed = measure_interleaved(fns, rounds=args.rounds, runs=args.runs, min_seconds=1.0)
+        torch.set_num_threads(args.threads)
 
+    pitfall = timed.pop(("int8", "pitfall", "end_to_end", 16))
     for (name, runtime, what, b), t in timed.items():
         variants[name].setdefault(f"{runtime}_ms", {}).setdefault(what, {})[f"batch{b}"] = {k: round(v, 4) for k, v in t.items()}
+    variants["int8"]["pitfall_torch_threads_ms"] = {"end_to_end": {"batch16": {k: round(v, 4) for k, v in pitfall.items()}},
+                                                    "torch_threads": args.threads}
     for name, entry in variants.items():  # fp32: the faster runtime per batch size and measure; int8: ONNX Runtime
         entry["fastest_ms"] = {what: {b: min((entry[r][what][b] for r in ("ort_ms", "eager_ms") if r in entry),
                                              key=lambda t: t["median_ms"]) for b in ("batch1", "batch16")}
@@ -302,13 +310,16 @@ def measure(args: argparse.Namespace) -> None:
                         "interval of the difference), and an image-level bootstrap CI of seed 0's deployable model (val_bootstrap; "
                         "vs_teacher_paired: paired against the teacher). Sizes are the ONNX files; latency is measured end to end "
                         "(network + decode + NMS) and for the network alone, all models and runtimes in interleaved rounds (median "
-                        "round, p10/p90 inside it); fastest_ms takes the faster of eager PyTorch and ONNX Runtime for fp32 models."),
+                        "round, p10/p90 inside it); fastest_ms takes the faster of eager PyTorch and ONNX Runtime for fp32 models. With "
+                        "ONNX Runtime, PyTorch's post-processing runs on one thread: with two thread pools on a 2-core CPU the "
+                        "pipeline is several times slower (int8.pitfall_torch_threads_ms)."),
         "variants": {name: variants[name] for name in list(VARIANTS) + ["student_int8"]},
         "deployable": list(onnx),
         "goals": goals["int8"],
         "goals_other_paths": {name: g for name, g in goals.items() if name != "int8"},
         "seeds": args.seeds,
-        "config": {**config_of(args), "threads": args.threads, "runs": args.runs, "rounds": args.rounds, "n_boot": args.n_boot},
+        "config": {**config_of(args), "threads": args.threads, "runs": args.runs, "rounds": args.rounds, "n_boot": args.n_boot,
+                   "torch_threads_with_onnxruntime": 1},
         "train_seconds": {run["seed"]: run["train_seconds"] for run in per_seed},
         **run_info(device),
     }
@@ -317,6 +328,14 @@ def measure(args: argparse.Namespace) -> None:
         ms = e["fastest_ms"]["end_to_end"]["batch16"]["median_ms"] if "fastest_ms" in e else float("nan")
         print(f"{name:>16}: val {e['val_map']:.4f}  {e.get('total_epochs', '')!s:>3} ep  b16 end to end {ms:7.2f} ms")
     print(json.dumps(goals, indent=1))
+
+
+def with_threads(n: int, fn):
+    """``fn`` with PyTorch's intra-op thread count set to ``n`` first (a no-op when it already is)."""
+    def run():
+        torch.set_num_threads(n)
+        return fn()
+    return run
 
 
 def judge_goals(teacher: dict, final: dict) -> dict:
