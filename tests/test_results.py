@@ -129,3 +129,13 @@ def test_distillation_sweeps_give_every_setting_the_student_alones_budget(name):
     for setting, closed in sweep.get("gap_closed", {}).items():
         gap = sweep["teacher"]["val_map"] - vm["student"]["mean"]
         assert closed == pytest.approx((vm[setting]["mean"] - vm["student"]["mean"]) / gap), setting
+
+
+def test_capstone_seed_files_are_the_runs_the_summary_reports():
+    cap = _load("capstone.json")
+    runs = [_load(f"capstone_seed{s}.json") for s in cap["seeds"]]
+    for name, entry in cap["variants"].items():
+        if "val_seeds" in entry:
+            assert entry["val_seeds"]["runs"] == [r["scores"][name]["val_map"] for r in runs], name
+            assert entry["test_seeds"]["runs"] == [r["scores"][name]["test_map"] for r in runs], name
+    assert all(r["config"] == runs[0]["config"] for r in runs)  # one recipe for every seed
