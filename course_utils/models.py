@@ -24,6 +24,7 @@ dict of losses; ``model(images)`` in eval mode returns a list of
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -52,6 +53,68 @@ class ConvBNReLU(nn.Sequential):
 def _channels(base: int, width: float) -> int:
     """``base * width`` rounded to a multiple of 8 (at least 8)."""
     return max(8, int(round(base * width / 8)) * 8)
+
+
+def _is_int(value: Any) -> bool:
+    """An int (numpy ints too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A finite real number (numpy floats too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_detector_args(num_classes: Any, width: Any, depth: Any, anchor_scale: Any, center_radius: Any,
+                         score_threshold: Any, nms_threshold: Any, detections_per_image: Any) -> None:
+    """Refuse constructor arguments that would build a broken detector or one that silently misbehaves."""
+    if not (_is_int(num_classes) and num_classes >= 1) or not (_is_real(width) and width > 0) or not (
+            _is_int(depth) and depth >= 0):
+        raise ValueError(f"need num_classes an int >= 1, width a finite number > 0, depth an int >= 0; "
+                         f"got {num_classes!r}, {width!r}, {depth!r}")
+    for name, value in (("anchor_scale", anchor_scale), ("center_radius", center_radius)):
+        if not (_is_real(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    for name, value in (("score_threshold", score_threshold), ("nms_threshold", nms_threshold)):
+        if not (_is_real(value) and 0 <= value <= 1):
+            raise ValueError(f"{name} must be a number in [0, 1] (an IoU / a probability), got {value!r}")
+    if not (_is_int(detections_per_image) and detections_per_image >= 1):
+        raise ValueError(f"detections_per_image must be an int >= 1 (e.g. 100), got {detections_per_image!r}")
+
+
+def check_images(x: Tensor) -> None:
+    """Refuse a batch the detector would silently misread: not a (B, 3, H, W) floating tensor in [0, 1] terms.
+
+    Checked: a tensor, 4-D; a floating dtype (uint8 images, e.g. from
+    ``torchvision.io.read_image``, must be converted with ``img.float() / 255``);
+    no NaN pixel (only outside training, where a NaN would otherwise silently
+    give zero detections -- in training it surfaces as a non-finite loss).
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"images must be a list of (3, H, W) tensors or a (B, 3, H, W) tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"images must be a list of (3, H, W) tensors or a (B, 3, H, W) tensor, got a tensor of shape "
+                         f"{tuple(x.shape)}; for one image pass [image] or image[None]")
+    if not x.is_floating_point():
+        raise TypeError(f"images must be floating point with values in [0, 1], got dtype {x.dtype}; "
+                        "convert with img.float() / 255")
+
+
+def _check_no_nan(x: Tensor) -> None:
+    if bool(torch.isnan(x).any()):
+        raise ValueError("images contain NaN pixels; every pixel must be a number in [0, 1] "
+                         "(check the loading / normalisation step, e.g. torch.nan_to_num)")
+
+
+def _stack_images(images: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+    """A (B, 3, H, W) batch from a list of images (or a batch tensor), with a clear error for an empty list."""
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError("images is an empty list: pass at least one (3, H, W) image")
+        if not all(isinstance(img, Tensor) for img in images):
+            raise TypeError("images must be a list of (3, H, W) tensors")
+        return torch.stack(list(images))
+    return images
 
 
 def quality_focal_loss(logits: Tensor, quality: Tensor, beta: float = 2.0) -> Tensor:
@@ -96,8 +159,9 @@ class TinyDetector(nn.Module):
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
-        if num_classes < 1 or width <= 0 or depth < 0:
-            raise ValueError(f"need num_classes >= 1, width > 0, depth >= 0; got {num_classes}, {width}, {depth}")
+        _check_detector_args(num_classes, width, depth, anchor_scale, center_radius, score_threshold, nms_threshold,
+                             detections_per_image)
+        num_classes, depth, detections_per_image = int(num_classes), int(depth), int(detections_per_image)
         self.num_classes = num_classes
         self.anchor_size = anchor_scale * self.stride
         self.center_radius = center_radius
@@ -180,9 +244,15 @@ class TinyDetector(nn.Module):
         """Raw network outputs (what distillation and quantization act on).
 
         Returns ``{"logits": (B, A, K), "deltas": (B, A, 4), "anchors": (A, 4),
-        "features": (B, C, h, w)}`` (``features``: the neck's output, A = h·w).
+        "features": (B, C, h, w)}`` (``features``: the neck's output, A = h·w,
+        h = ceil(H / 8), w = ceil(W / 8)). Checked (:func:`check_images`): a 4-D
+        floating batch (uint8 is refused: convert with ``img.float() / 255``) and,
+        in eval mode, no NaN pixel.
         """
-        x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
+        x = _stack_images(images)
+        check_images(x)
+        if not self.training:
+            _check_no_nan(x)
         feats = self.features(x)
         logits, deltas = self.head(feats)
         return {"logits": logits, "deltas": deltas, "anchors": self.anchors(tuple(feats.shape[-2:]), x.device), "features": feats}

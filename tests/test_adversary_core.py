@@ -1,0 +1,184 @@
+"""Regression tests for the adversarial review's findings in the core modules (issue 14).
+
+Each test names the finding it pins (see the review's IDs): data, models, train,
+metrics and deploy refuse inputs they used to misread silently, or crash on
+obscurely, with a course_utils error naming the value and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from course_utils.data import SceneConfig, SyntheticShapes, collate_detection
+from course_utils.metrics import bootstrap_map, seed_difference, seed_summary
+from course_utils.models import TinyDetector
+from course_utils.train import Hook, StepState, fit, make_finetune_optimizer, make_optimizer, train_one_epoch
+
+CFG = SceneConfig(image_size=32, min_size=6, max_size=16, max_objects=3)
+
+
+@pytest.fixture(scope="module")
+def loader() -> list:
+    data = [SyntheticShapes(4, config=CFG)[i] for i in range(4)]
+    return [collate_detection(data[:2]), collate_detection(data[2:])]
+
+
+def small(**kw) -> TinyDetector:
+    torch.manual_seed(0)
+    return TinyDetector(width=0.25, depth=0, **kw)
+
+
+def sgd(model: nn.Module, lr: float = 1e-2) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=lr)
+
+
+# ------------------------------------------------------------------ E23b: OrtDetector anchors
+def test_e23b_ort_detector_matches_pytorch_on_sizes_not_a_multiple_of_the_stride(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, ort_session
+    from course_utils.quant import fuse_conv_bn
+
+    model = small(score_threshold=0.5, detections_per_image=20)
+    with torch.no_grad():  # spread the scores so that detections come from all over the 13x13 map
+        model.cls_out.weight.normal_(0, 2.0, generator=torch.Generator().manual_seed(1))
+        model.cls_out.bias.zero_()
+        model.box_out.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(2))
+    model = fuse_conv_bn(model.eval())
+    x = torch.rand(2, 3, 100, 100, generator=torch.Generator().manual_seed(3))
+    onnx = export_onnx(DetectorNetwork(model), x[:1], tmp_path / "n.onnx")
+    ort = OrtDetector(ort_session(onnx, threads=1), model)
+    with torch.no_grad():
+        expected, got = model(x), ort(x)
+    assert sum(len(e["boxes"]) for e in expected) > 0
+    for e, g in zip(expected, got):
+        assert torch.equal(e["labels"], g["labels"])
+        assert torch.allclose(e["boxes"], g["boxes"], atol=1e-3) and torch.allclose(e["scores"], g["scores"], atol=1e-4)
+
+
+def test_e23b_ort_detector_refuses_a_network_of_another_size() -> None:
+    from course_utils.deploy import OrtDetector
+
+    class FakeSession:  # returns the 4x4 grid of a 32x32 network whatever the input
+        def run(self, _, feeds):
+            batch = feeds["images"].shape[0]
+            return np.zeros((batch, 16, 3), np.float32), np.zeros((batch, 16, 4), np.float32)
+
+    with pytest.raises(ValueError, match="16 locations.*6x6 = 36"):
+        OrtDetector(FakeSession(), small())(torch.rand(1, 3, 48, 48))
+
+
+# ------------------------------------------------------------------ M44: seed_summary of a dict
+def test_m44_seed_summary_refuses_a_dict() -> None:
+    with pytest.raises(TypeError, match=r"list\(d.values\(\)\)"):
+        seed_summary({0: 0.31, 1: 0.33, 2: 0.35})
+    with pytest.raises(TypeError, match=r"list\(d.values\(\)\)"):
+        seed_difference({0: 0.3, 1: 0.31}, {0: 0.32, 1: 0.35})
+    assert seed_summary(list({0: 0.31, 1: 0.33, 2: 0.35}.values()))["mean"] == pytest.approx(0.33)
+
+
+def test_m42_m43_m50_seed_values_must_be_numbers() -> None:
+    with pytest.raises(TypeError, match="list of per-seed values"):
+        seed_summary(0.31)
+    with pytest.raises(TypeError, match="list of per-seed values"):
+        seed_summary("0.31")
+    with pytest.raises(ValueError, match="entry 1 is 'n/a'"):
+        seed_summary(["0.31", "n/a"])
+    with pytest.raises(ValueError, match="entry 1 is 'x'"):
+        seed_difference(["0.3", "x"], [0.3, 0.31])
+    # still accepted: tuples, arrays, tensors, bools
+    assert seed_summary(torch.tensor([0.25, 0.75]))["mean"] == 0.5
+    assert seed_summary(np.array([1.0, 2.0]))["runs"] == [1.0, 2.0]
+    assert seed_summary([True, False])["mean"] == 0.5
+
+
+def test_m30_m32_bootstrap_accepts_numpy_ints_and_checks_the_seed() -> None:
+    preds = [{"boxes": [[0, 0, 9, 9]], "scores": [0.9], "labels": [1]}]
+    targets = [{"boxes": [[0, 0, 9, 9]], "labels": [1]}]
+    assert bootstrap_map(preds, targets, n_boot=np.int64(5))["n_boot"] == 5
+    with pytest.raises(ValueError, match="seed=-1"):
+        bootstrap_map(preds, targets, n_boot=5, seed=-1)
+
+
+# ------------------------------------------------------------------ T20: stale optimizer
+def test_t20_fit_refuses_an_optimizer_built_before_pruning(loader) -> None:
+    from course_utils.prune import prune_detector
+
+    model = small()
+    optimizer = sgd(model, 0.1)
+    model = prune_detector(model, 0.5)
+    with pytest.raises(ValueError, match="none of the optimizer's .* parameters belongs to the model.*after pruning"):
+        fit(model, loader, optimizer, 1, progress=False)
+
+
+def test_t20_fit_refuses_layers_replaced_after_the_optimizer(loader) -> None:
+    model = small()
+    optimizer = sgd(model)
+    model.cls_out = nn.Conv2d(model.cls_out.in_channels, 3, 1)  # replaced: the optimizer holds the old one
+    with pytest.raises(ValueError, match="misses 2 of the model's .*cls_out"):
+        fit(model, loader, optimizer, 1, progress=False)
+
+
+def test_t20_partial_optimizers_and_hook_parameters_still_train(loader) -> None:
+    model = small()
+    head_only = torch.optim.SGD(list(model.cls_out.parameters()) + list(model.box_out.parameters()), lr=1e-2)
+    before = model.cls_out.weight.clone()
+    fit(model, loader, head_only, 1, progress=False, max_steps=1)
+    assert not torch.equal(before, model.cls_out.weight)
+    extra = nn.Linear(2, 2)  # e.g. a distillation adapter an earlier run added to this optimizer
+    optimizer = sgd(model)
+    optimizer.add_param_group({"params": list(extra.parameters())})
+    fit(model, loader, optimizer, 1, progress=False, max_steps=1)
+
+
+def test_t19_t22_fit_refuses_no_optimizer_and_a_frozen_model(loader) -> None:
+    model = small()
+    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+        fit(model, loader, None, 1, progress=False)
+    optimizer = sgd(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        fit(model, loader, optimizer, 1, progress=False)
+
+
+# ------------------------------------------------------------------ X02 / X31: image dtype and NaN
+def test_x02_uint8_images_are_refused() -> None:
+    model = small().eval()
+    x8 = (torch.rand(3, 32, 32) * 255).to(torch.uint8)
+    for call in (model, model.forward_raw):
+        with pytest.raises(TypeError, match=r"img.float\(\) / 255"):
+            call([x8])
+    model.train()
+    with pytest.raises(TypeError, match=r"img.float\(\) / 255"):
+        model([x8], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}])
+
+
+def test_x31_nan_pixels_are_refused_in_eval() -> None:
+    x = torch.rand(3, 32, 32)
+    x[:, 5, 5] = float("nan")
+    with torch.no_grad(), pytest.raises(ValueError, match="NaN pixels"):
+        small(score_threshold=0.0).eval()([x])
+
+
+def test_x05_x08_empty_and_unbatched_inputs() -> None:
+    model = small().eval()
+    with pytest.raises(ValueError, match="empty list"):
+        model([])
+    with pytest.raises(ValueError, match=r"pass \[image\] or image\[None\]"):
+        model(torch.rand(3, 32, 32))
+
+
+def test_valid_inputs_give_the_same_outputs_as_before() -> None:
+    """Checks only refuse: for a valid float batch the outputs are the unchecked network's, bit for bit."""
+    model = small(score_threshold=0.0).eval()
+    x = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        raw = model.forward_raw(list(x))
+        logits, deltas = model.head(model.features(x))
+    assert torch.equal(raw["logits"], logits) and torch.equal(raw["deltas"], deltas)
+    assert raw["anchors"].shape == (25, 4)
