@@ -182,3 +182,183 @@ def test_valid_inputs_give_the_same_outputs_as_before() -> None:
         logits, deltas = model.head(model.features(x))
     assert torch.equal(raw["logits"], logits) and torch.equal(raw["deltas"], deltas)
     assert raw["anchors"].shape == (25, 4)
+
+
+# ------------------------------------------------------------------ X23-X28: constructor numbers
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(detections_per_image=-1), "detections_per_image"),
+    (dict(score_threshold=float("nan")), "score_threshold"),
+    (dict(nms_threshold=1.5), "nms_threshold"),
+    (dict(num_classes=2.5), "num_classes"),
+    (dict(num_classes="3"), "num_classes"),
+    (dict(width=float("nan")), "width"),
+    (dict(anchor_scale=0), "anchor_scale"),
+])
+def test_x23_x28_detector_constructor_refuses_bad_numbers(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        TinyDetector(**kwargs)
+
+
+def test_detector_constructor_accepts_numpy_numbers() -> None:
+    model = TinyDetector(num_classes=np.int64(2), width=np.float32(0.25), depth=np.int64(0),
+                         detections_per_image=np.int64(5))
+    assert type(model.num_classes) is int and type(model.detections_per_image) is int
+    assert model.cls_out.out_channels == 2
+
+
+# ------------------------------------------------------------------ fit's arguments (T06, T10-T12, T14, T15, T17, T18, T21)
+def test_t17_fit_accepts_a_device_string(loader) -> None:
+    model = small()
+    assert "loss" in fit(model, loader, sgd(model), 1, device="cpu", progress=False, max_steps=1)
+
+
+def test_t18_fit_refuses_a_single_hook(loader) -> None:
+    from course_utils.clipping import GradientClipping
+
+    model = small()
+    with pytest.raises(TypeError, match=r"hooks=\[GradientClipping\(...\)\]"):
+        fit(model, loader, sgd(model), 1, hooks=GradientClipping(), progress=False)
+
+
+def test_t06_scheduler_too_short_for_the_run_is_refused_up_front(loader) -> None:
+    model = small()
+    optimizer, scheduler = make_optimizer(model, 1e-3, total_steps=len(loader))
+    before = model.cls_out.weight.clone()
+    with pytest.raises(ValueError, match=r"total_steps=2.*epochs \* len\(loader\) = 2 \* 2"):
+        fit(model, loader, optimizer, 2, scheduler=scheduler, progress=False)
+    assert torch.equal(before, model.cls_out.weight)  # refused before training
+    fit(model, loader, optimizer, 2, scheduler=scheduler, progress=False, max_steps=2)  # fits with max_steps
+
+
+@pytest.mark.parametrize("make, kwargs, match", [
+    (make_optimizer, dict(lr=-1e-3, total_steps=10), "lr"),
+    (make_optimizer, dict(lr=1e-3, total_steps=0), "total_steps"),
+    (make_optimizer, dict(lr=1e-3, total_steps=10, warmup=15), "warmup"),
+    (make_finetune_optimizer, dict(lr=1e-3, total_steps=0), "total_steps"),
+    (make_finetune_optimizer, dict(lr="1e-3", total_steps=10), "lr"),
+])
+def test_t07_t11_optimizer_factories_check_their_numbers(make, kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        make(small(), **kwargs)
+
+
+@pytest.mark.parametrize("value, match", [
+    (None, "must return a dict"),
+    ({"loss_vec": torch.ones(3, requires_grad=True)}, r"shape \(3,\)"),
+    ({"loss_const": 0.1}, "got float"),
+])
+def test_t12_t14_t15_extra_losses_must_be_scalar_tensors(loader, value, match) -> None:
+    class Bad(Hook):
+        def extra_losses(self, state):
+            return value
+
+    model = small()
+    with pytest.raises(TypeError, match=f"Bad.extra_losses.*{match}"):
+        fit(model, loader, sgd(model), 1, hooks=[Bad()], progress=False)
+
+
+def test_t21_train_one_epoch_refuses_max_steps_zero(loader) -> None:
+    model = small()
+    state = StepState(model=model, optimizer=sgd(model))
+    with pytest.raises(ValueError, match="max_steps"):
+        train_one_epoch(model, state.optimizer, loader, torch.device("cpu"), state, max_steps=0, progress=False)
+
+
+# ------------------------------------------------------------------ data (D22, D73, D76b, D82-D84, D86, D87, D89, D92, D94)
+def test_d76b_d92_numpy_seeds_and_indices(tmp_path) -> None:
+    from torch.utils.data import Subset
+
+    from course_utils.data import render_scene, write_coco_split
+
+    pixels, objects = render_scene(np.int64(3), CFG)
+    expected = render_scene(3, CFG)
+    assert np.array_equal(pixels, expected[0]) and objects == expected[1]
+    ds = SyntheticShapes(10, config=CFG)
+    image, target = Subset(ds, np.arange(4))[2]
+    assert torch.equal(image, ds[2][0]) and type(target["image_id"]) is int
+    write_coco_split(tmp_path / "np", [np.int64(5)], CFG)  # json-serialisable seeds
+
+
+def test_d82_d84_synthetic_shapes_indexing() -> None:
+    ds = SyntheticShapes(5, config=CFG)
+    assert torch.equal(ds[-1][0], ds[4][0]) and ds[-1][1]["image_id"] == 4
+    with pytest.raises(IndexError, match="out of range"):
+        ds[5]
+    for bad in (1.5, slice(2, 4)):
+        with pytest.raises(TypeError, match="index must be an int"):
+            ds[bad]
+
+
+def test_d73_sub_pixel_objects_are_refused() -> None:
+    with pytest.raises(ValueError, match="min_size=0.001.*below one pixel"):
+        SceneConfig(min_size=0.001, max_size=0.004)
+    SceneConfig(image_size=1, min_size=1, max_size=1)  # a 1-pixel object is still fine
+
+
+def test_d94_write_coco_split_does_not_overwrite_a_dataset(tmp_path) -> None:
+    from course_utils.data import write_coco_split
+
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations.json").write_text('{"my": "labels"}')
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_coco_split(root, [5], CFG)
+    assert (root / "annotations.json").read_text() == '{"my": "labels"}'
+    write_coco_split(root, [5], CFG, overwrite=True)
+    write_coco_split(tmp_path / "fresh", [5], CFG)  # a new folder (or an empty one) needs no flag
+
+
+def test_d22_crowd_annotations_are_refused(tmp_path) -> None:
+    import json
+
+    from PIL import Image
+
+    from course_utils.data import CocoDetection, DatasetError
+
+    root = tmp_path / "crowd"
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (16, 16)).save(root / "images/a.png")
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 5, 5], "iscrowd": 1}
+    (root / "annotations.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 16, "height": 16}],
+                                                       "annotations": [ann], "categories": [{"id": 1}]}))
+    with pytest.raises(DatasetError, match="iscrowd=1.*not supported"):
+        CocoDetection(root / "annotations.json")
+
+
+def test_d86_d87_d89_collate_and_materialize_explain_bad_input() -> None:
+    from course_utils.data import materialize
+
+    with pytest.raises(ValueError, match="empty batch"):
+        collate_detection([])
+    with pytest.raises(ValueError, match=r"\(image, target\) pairs"):
+        collate_detection([torch.zeros(3, 8, 8), torch.zeros(3, 8, 8)])
+    with pytest.raises(TypeError, match="generator"):
+        materialize(x for x in range(3))
+
+
+# ------------------------------------------------------------------ deploy (E02, E03, E05, E08, E10, E31)
+def test_e02_e03_e05_e08_cpuinfo_parsing(tmp_path) -> None:
+    from course_utils.deploy import cpu_info, cpu_int8_features
+
+    p = tmp_path / "cpuinfo"
+    p.write_text("flags_ext\t: none\nflags\t\t: avx2 avx512f\n")
+    assert cpu_int8_features(p)["avx2"] and cpu_int8_features(p)["avx512f"]
+    for content in (b"\xff\xfe flags: avx2\n", b"flags avx2 avx512f\n", b"model name Intel\n"):
+        p.write_bytes(content)
+        assert not any(cpu_int8_features(p).values())
+        assert cpu_info(p)["model"] == "unknown"
+
+
+def test_e10_e31_file_size_and_ort_threads(tmp_path) -> None:
+    from course_utils.deploy import file_size, ort_session
+
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(FileNotFoundError, match="is a folder"):
+        file_size(tmp_path / "dir")
+    (tmp_path / "f.bin").write_bytes(b"1234")
+    assert file_size(tmp_path / "f.bin") == 4
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match="threads"):
+        ort_session(tmp_path / "f.bin", threads=-1)
+    with pytest.raises(FileNotFoundError, match="export_onnx"):
+        ort_session(tmp_path / "missing.onnx")
