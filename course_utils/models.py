@@ -98,6 +98,9 @@ def check_images(x: Tensor) -> None:
     if not x.is_floating_point():
         raise TypeError(f"images must be floating point with values in [0, 1], got dtype {x.dtype}; "
                         "convert with img.float() / 255")
+    if x.shape[1] != 3:
+        raise ValueError(f"images must have 3 (RGB) channels, got {x.shape[1]} (shape {tuple(x.shape)}); "
+                         "for grey images repeat the channel: img.expand(3, -1, -1)")
 
 
 def _check_no_nan(x: Tensor) -> None:
@@ -113,6 +116,10 @@ def _stack_images(images: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
             raise ValueError("images is an empty list: pass at least one (3, H, W) image")
         if not all(isinstance(img, Tensor) for img in images):
             raise TypeError("images must be a list of (3, H, W) tensors")
+        sizes = {tuple(img.shape) for img in images}
+        if len(sizes) > 1:
+            raise ValueError(f"images in one batch must have the same shape, got {sorted(sizes)}; resize them to one "
+                             "size (the course's loaders do) or run them one at a time")
         return torch.stack(list(images))
     return images
 
@@ -240,6 +247,14 @@ class TinyDetector(nn.Module):
         # make_anchors centres anchors on cell corners (torchvision); shift to centres.
         return (make_anchors(feature_size, self.stride, [self.anchor_size]) + self.stride / 2).to(device)
 
+    def _check_dtype(self, x: Tensor) -> None:
+        """Outside autocast, the images' dtype must be the weights' (a float64 image in a float32 model is refused)."""
+        weight = next(self.parameters(), None)
+        if weight is not None and weight.is_floating_point() and x.dtype != weight.dtype and not torch.is_autocast_enabled(
+                x.device.type):
+            raise TypeError(f"images are {x.dtype} but the model's weights are {weight.dtype}; convert the images with "
+                            f"img.to({weight.dtype}) (or the model with model.to(dtype))")
+
     def forward_raw(self, images: Tensor | list[Tensor]) -> dict[str, Tensor]:
         """Raw network outputs (what distillation and quantization act on).
 
@@ -251,6 +266,7 @@ class TinyDetector(nn.Module):
         """
         x = _stack_images(images)
         check_images(x)
+        self._check_dtype(x)
         if not self.training:
             _check_no_nan(x)
         feats = self.features(x)
@@ -291,13 +307,20 @@ class TinyDetector(nn.Module):
         best_cost, best = cost.min(dim=1)
         return torch.where(torch.isfinite(best_cost), best, torch.full_like(best, -1))
 
-    def check_targets(self, targets: list[dict[str, Tensor]], batch_size: int) -> None:
+    def _grid_extent(self, anchors: Tensor) -> Tensor:
+        """(2,) the right and bottom edges of the anchor grid (>= the image's width and height), on the anchors' device."""
+        centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+        return centres.amax(0) + self.stride / 2
+
+    def check_targets(self, targets: list[dict[str, Tensor]], batch_size: int, extent: Tensor | None = None) -> None:
         """Refuse targets the loss would silently misread, with a ValueError naming the image and the fix.
 
         Labels must be integers in ``1..num_classes`` (``labels - 1`` indexes the class
         logits, so a label 0 would train class K and a label K + 1 would crash); boxes
         (G, 4) xyxy must be finite with ``x2 > x1`` and ``y2 > y1`` (the box targets
-        take ``log(w)``). One batched test in the common case (a single host sync).
+        take ``log(w)``); with ``extent`` (the grid's (W, H)), every box must overlap
+        ``[0, W] x [0, H]`` -- one entirely outside gets no location and would be dropped
+        silently. One batched test in the common case (a single host sync).
         """
         if len(targets) != batch_size:
             raise ValueError(f"got {len(targets)} targets for {batch_size} images; need one target dict per image")
@@ -323,10 +346,14 @@ class TinyDetector(nn.Module):
         boxes = torch.cat([t["boxes"].reshape(-1, 4).to(device, torch.float32) for t in targets])
         labels = torch.cat([t["labels"].reshape(-1).to(device) for t in targets])
         wh = boxes[:, 2:] - boxes[:, :2]
-        if not bool(torch.isfinite(boxes).all() & (wh > 0).all() & (labels >= 1).all() & (labels <= self.num_classes).all()):
-            self._explain_bad_targets(targets)
+        ok = torch.isfinite(boxes).all() & (wh > 0).all() & (labels >= 1).all() & (labels <= self.num_classes).all()
+        if extent is not None and len(boxes):
+            extent = extent.to(device)
+            ok = ok & ((boxes[:, :2] < extent).all() & (boxes[:, 2:] > 0).all())
+        if not bool(ok):
+            self._explain_bad_targets(targets, extent)
 
-    def _explain_bad_targets(self, targets: list[dict[str, Tensor]]) -> None:
+    def _explain_bad_targets(self, targets: list[dict[str, Tensor]], extent: Tensor | None = None) -> None:
         """Find the first offending image of a batch that failed :meth:`check_targets` and say what is wrong."""
         for i, target in enumerate(targets):
             boxes, labels = target["boxes"].reshape(-1, 4).float(), target["labels"].reshape(-1)
@@ -345,6 +372,14 @@ class TinyDetector(nn.Module):
                 raise ValueError(f"targets[{i}]['boxes'] row {row} = {boxes[row].tolist()} has zero or negative width or "
                                  "height: boxes must be xyxy with x2 > x1 and y2 > y1 (the box loss takes log(w)); "
                                  "drop degenerate boxes, or convert xywh with course_utils.box_convert")
+            if extent is not None and len(boxes):
+                ext = extent.to(boxes)
+                outside = ((boxes[:, :2] >= ext) | (boxes[:, 2:] <= 0)).any(1)
+                if outside.any():
+                    row = int(outside.nonzero()[0])
+                    raise ValueError(f"targets[{i}]['boxes'] row {row} = {boxes[row].tolist()} lies entirely outside the "
+                                     f"image (about {ext[0].item():g}x{ext[1].item():g} px): no location would learn it. "
+                                     "Boxes are in pixels of this image: drop it, or check the resize/augmentation")
 
     def loss(self, raw: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Detection loss: QFL for classes + GIoU and L1 for boxes, per positive location.
@@ -352,10 +387,10 @@ class TinyDetector(nn.Module):
         ``loss_cls = Σ QFL / N_pos``, ``loss_giou = Σ (1 - GIoU) / N_pos``,
         ``loss_l1 = Σ |δ - δ*|₁ / N_pos`` (δ* = :func:`encode_boxes` target).
         Checked first (:meth:`check_targets`): one target per image, ``boxes`` (G, 4)
-        finite xyxy with positive width and height, ``labels`` (G,) integers in 1..K.
+        finite xyxy with positive width and height, overlapping the image, ``labels`` (G,) integers in 1..K.
         """
         logits, deltas, anchors = raw["logits"], raw["deltas"], raw["anchors"]
-        self.check_targets(targets, len(logits))
+        self.check_targets(targets, len(logits), extent=self._grid_extent(anchors))
         quality = torch.zeros_like(logits)
         pos_pred, pos_deltas, pos_gt, pos_anchors = [], [], [], []
         for b, target in enumerate(targets):

@@ -362,3 +362,24 @@ def test_e10_e31_file_size_and_ort_threads(tmp_path) -> None:
         ort_session(tmp_path / "f.bin", threads=-1)
     with pytest.raises(FileNotFoundError, match="export_onnx"):
         ort_session(tmp_path / "missing.onnx")
+
+
+# ------------------------------------------------------------------ X20: a target box outside the image
+def test_x20_a_box_entirely_outside_the_image_is_refused() -> None:
+    model = small().train()
+    far = {"boxes": torch.tensor([[500.0, 500, 600, 600]]), "labels": torch.tensor([1])}
+    with pytest.raises(ValueError, match="row 0 .* entirely outside the image"):
+        model([torch.rand(3, 32, 32)], [far])
+    partly = {"boxes": torch.tensor([[-5.0, -5, 6, 6], [30.0, 30, 40, 40]]), "labels": torch.tensor([1, 2])}
+    assert torch.isfinite(sum(model([torch.rand(3, 32, 32)], [partly]).values()))  # overlapping the edge is fine
+
+
+def test_x01_x03_x04_grey_float64_and_mixed_size_images() -> None:
+    model = small().eval()
+    with pytest.raises(ValueError, match="3 \\(RGB\\) channels.*expand"):
+        model([torch.rand(1, 32, 32)])
+    with pytest.raises(TypeError, match="torch.float64.*img.to"):
+        model([torch.rand(3, 32, 32).double()])
+    with pytest.raises(ValueError, match="same shape"):
+        model([torch.rand(3, 32, 32), torch.rand(3, 40, 40)])
+    assert len(model.double()([torch.rand(3, 32, 32).double()])) == 1  # a float64 model takes float64 images
