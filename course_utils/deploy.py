@@ -82,12 +82,26 @@ def strip_onnx_debug_info(path: str | Path) -> Path:
     return Path(path)
 
 
+def _check_example(network: nn.Module, example: Any) -> None:
+    """``example`` a floating 4-D tensor whose channel count fits the network's first Conv2d."""
+    if not isinstance(example, Tensor) or example.ndim != 4 or not example.is_floating_point():
+        what = f"shape {tuple(example.shape)}, dtype {example.dtype}" if isinstance(example, Tensor) else type(example).__name__
+        raise ValueError(f"example must be a floating (B, 3, H, W) batch such as torch.rand(1, 3, 128, 128), got {what}")
+    first = next((m for m in network.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and example.shape[1] != first.in_channels:
+        raise ValueError(f"example has {example.shape[1]} channels but the network's first convolution takes "
+                         f"{first.in_channels}: use e.g. torch.rand(1, {first.in_channels}, 128, 128)")
+
+
 def export_onnx(network: nn.Module, example: Tensor, path: str | Path) -> Path:
     """Export ``network`` (one image batch in, a tuple of tensors out) to ONNX with a dynamic batch axis.
 
     Uses PyTorch's ``torch.export``-based exporter (``dynamo=True``). Input name
     ``images``; outputs ``logits``, ``deltas``. Debug info is stripped.
+    Checked: ``example`` a floating (B, C, H, W) tensor with the channels the network's
+    first convolution takes (a clear error instead of torch.export's report).
     """
+    _check_example(network, example)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     network = network.eval()
@@ -111,6 +125,13 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    if not isinstance(calibration_images, Tensor):
+        raise TypeError(f"calibration_images must be one (N, 3, H, W) tensor, got {type(calibration_images).__name__}; "
+                        "for a list of images use torch.stack(images)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1 (e.g. 16), got {batch_size!r}")
+    if not Path(fp32_path).is_file():
+        raise FileNotFoundError(f"no ONNX file at {str(fp32_path)!r} (export one with export_onnx)")
     if calibration_images.ndim != 4 or len(calibration_images) == 0:
         raise ValueError(f"calibration_images must be a non-empty (N, 3, H, W) batch, got shape {tuple(calibration_images.shape)}")
 
@@ -356,8 +377,11 @@ def ort_network_runner(model: nn.Module, batch: int = 16, threads: int = 2, imag
 
     from .quant import fuse_conv_bn
 
-    if batch < 1 or image_size < 1:
-        raise ValueError(f"batch and image_size must be >= 1, got batch={batch}, image_size={image_size}")
+    for name, value in (("batch", batch), ("image_size", image_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1 (image_size: one side S of the square S x S input), "
+                             f"got {name}={value!r}")
+    batch, image_size = int(batch), int(image_size)
     net = DetectorNetwork(fuse_conv_bn(copy.deepcopy(model).cpu().eval())).eval()
     x = torch.rand(batch, 3, image_size, image_size)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

@@ -423,13 +423,25 @@ def fit(
     return state.history
 
 
+def _unpack_batch(batch: Any) -> tuple[Any, Any]:
+    """A loader's batch as ``(images, targets)``; a ValueError for a batch of bare images."""
+    if isinstance(batch, (list, tuple)) and len(batch) == 2:
+        images = batch[0]
+        if not isinstance(images, Tensor) or images.ndim == 4:  # a list of images, or one (B, 3, H, W) tensor
+            return images, batch[1]
+    raise ValueError("each batch must be (images, targets), as DataLoader(..., collate_fn=collate_detection) yields; "
+                     f"got a {type(batch).__name__} of {len(batch) if hasattr(batch, '__len__') else '?'} items "
+                     "(for bare images call model.eval(); model(images) directly)")
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, data_loader: Iterable, device: torch.device | None = None) -> tuple[list[dict[str, Tensor]], list[dict[str, Any]]]:
     """Run the model in eval mode over a loader; return (predictions, targets) on CPU."""
     device = device or next(model.parameters()).device
     model.eval()
     preds, targets_all = [], []
-    for images, targets in data_loader:
+    for batch in data_loader:
+        images, targets = _unpack_batch(batch)
         outputs = model([img.to(device) for img in images])
         preds += [{k: v.cpu() for k, v in out.items()} for out in outputs]
         targets_all += list(targets)
@@ -553,8 +565,17 @@ def save_checkpoint(path: str | Path, model: nn.Module, **metadata: Any) -> Path
     previous checkpoint is unchanged; the temp file is removed.
     """
     path = Path(path)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save_checkpoint needs the model (an nn.Module), got {type(model).__name__}; "
+                        "pass save_checkpoint(path, model), not model.state_dict()")
+    if path.is_dir():
+        raise IsADirectoryError(f"save_checkpoint: {path} is a folder; give a file name such as {path / 'model.pt'}")
     for key, value in metadata.items():
         _check_metadata(value, repr(key), set())
+    blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(f"save_checkpoint: {blocking} is a file, but {path} needs it to be a folder; "
+                                 "choose another path or move that file")
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": model.state_dict(), "metadata": metadata}
     existed, started = path.exists(), time.time()

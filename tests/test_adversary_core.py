@@ -383,3 +383,44 @@ def test_x01_x03_x04_grey_float64_and_mixed_size_images() -> None:
     with pytest.raises(ValueError, match="same shape"):
         model([torch.rand(3, 32, 32), torch.rand(3, 40, 40)])
     assert len(model.double()([torch.rand(3, 32, 32).double()])) == 1  # a float64 model takes float64 images
+
+
+# ------------------------------------------------------------------ checkpoints, predict, export (K05, K06, K21, T26, E21, E25, E26, E33, E34)
+def test_k05_k06_k21_save_checkpoint_explains_bad_paths_and_arguments(tmp_path) -> None:
+    from course_utils.train import save_checkpoint
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        save_checkpoint(tmp_path / "f" / "m.pt", nn.Linear(2, 2))
+    (tmp_path / "d.pt").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        save_checkpoint(tmp_path / "d.pt", nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="not model.state_dict"):
+        save_checkpoint(tmp_path / "s.pt", nn.Linear(2, 2).state_dict())
+    assert save_checkpoint(tmp_path / "sub" / "ok.pt", nn.Linear(2, 2)).is_file()
+
+
+def test_t26_predict_refuses_bare_image_batches(loader) -> None:
+    from course_utils.train import predict
+
+    with pytest.raises(ValueError, match=r"\(images, targets\)"):
+        predict(small(), [[torch.rand(3, 32, 32), torch.rand(3, 32, 32)]])
+    preds, targets = predict(small(), loader)
+    assert len(preds) == len(targets) == 4
+
+
+def test_e21_e25_e26_e33_e34_export_and_runner_arguments(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from course_utils.deploy import DetectorNetwork, export_onnx, ort_network_runner, quantize_onnx
+
+    with pytest.raises(ValueError, match="1 channels.*takes 3"):
+        export_onnx(DetectorNetwork(small()), torch.rand(1, 1, 32, 32), tmp_path / "bad.onnx")
+    with pytest.raises(TypeError, match="torch.stack"):
+        quantize_onnx(tmp_path / "x.onnx", tmp_path / "q.onnx", [torch.rand(3, 32, 32)])
+    with pytest.raises(ValueError, match="batch_size"):
+        quantize_onnx(tmp_path / "x.onnx", tmp_path / "q.onnx", torch.rand(2, 3, 32, 32), batch_size=0)
+    with pytest.raises(FileNotFoundError, match="export_onnx"):
+        quantize_onnx(tmp_path / "missing.onnx", tmp_path / "q.onnx", torch.rand(2, 3, 32, 32))
+    for kwargs in (dict(batch=1.5), dict(image_size=(128, 128))):
+        with pytest.raises(ValueError, match="must be an int >= 1"):
+            ort_network_runner(small(), **kwargs)
