@@ -71,6 +71,10 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+#: Largest side of the supersampled drawing canvas SceneConfig allows (an RGB canvas of 8192^2 is 200 MB).
+_MAX_CANVAS = 8192
+
+
 @dataclass(frozen=True)
 class SceneConfig:
     """Knobs of the synthetic scenes (defaults are the shipped dataset's).
@@ -78,7 +82,8 @@ class SceneConfig:
     Checked on construction (``ValueError`` naming the value and the fix):
     ``image_size``, ``supersample`` integers >= 1; ``min_objects <= max_objects``
     integers >= 0; ``1 <= min_size <= max_size <= image_size`` (finite numbers, pixels);
-    ``max_overlap`` in [0, 1]; ``noise_std >= 0``; ``clutter_lines`` integer >= 0.
+    ``max_overlap`` in [0, 1]; ``noise_std >= 0``; ``clutter_lines`` integer >= 0;
+    ``image_size * supersample <= 8192`` (the drawing canvas's side).
     """
 
     image_size: int = 128
@@ -119,6 +124,10 @@ class SceneConfig:
         if self.max_size > self.image_size:
             raise ValueError(f"SceneConfig: max_size={self.max_size!r} is larger than image_size={self.image_size}; "
                              "objects must fit in the image: lower max_size or raise image_size.")
+        if self.image_size * self.supersample > _MAX_CANVAS:
+            raise ValueError(f"SceneConfig: image_size * supersample = {self.image_size} * {self.supersample} = "
+                             f"{self.image_size * self.supersample} px per side exceeds {_MAX_CANVAS} (the drawing canvas "
+                             "would need gigabytes): lower supersample (4 is plenty) or image_size.")
         if not 0 <= self.max_overlap <= 1:
             raise ValueError(f"SceneConfig: max_overlap={self.max_overlap!r} is a fraction of a box; it must lie in [0, 1].")
         if self.noise_std < 0:

@@ -290,7 +290,7 @@ def make_optimizer(
     if isinstance(warmup, bool) or not isinstance(warmup, numbers.Real) or not 0 < warmup < 1:
         raise ValueError(f"warmup must be a fraction of total_steps in (0, 1) (e.g. 0.15 for 15%), got {warmup!r}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=warmup)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=int(total_steps), pct_start=warmup)
     return optimizer, scheduler
 
 
@@ -302,7 +302,7 @@ def make_finetune_optimizer(
     Checked: ``lr`` > 0, ``total_steps`` an int >= 1, ``weight_decay`` >= 0."""
     _check_schedule_args(lr, total_steps, weight_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(total_steps))
 
 
 _HOOK_METHODS = ("on_train_start", "extra_losses", "after_backward", "after_step", "on_epoch_end")
@@ -394,10 +394,14 @@ def fit(
     loader yields nothing raises too, so a run never returns a history without a loss.
     Also checked before any hook runs: ``optimizer`` trains this model (see
     :func:`_check_optimizer`; an optimizer built before pruning is refused), ``hooks``
-    a list of hooks, a one-cycle ``scheduler`` has ``total_steps`` for the whole run.
+    a list of hooks, a one-cycle ``scheduler`` has ``total_steps`` for the whole run,
+    DataLoaders use a detection collate (not torch's default, which cannot batch boxes).
     ``device`` may be a string such as ``"cpu"``.
     """
     check_training_run(train_loader, epochs, max_steps)
+    _check_collate(train_loader, "train_loader")
+    if val_loader is not None:
+        _check_collate(val_loader, "val_loader")
     hooks = _check_hooks(hooks)
     _check_optimizer(model, optimizer)
     if scheduler is not None:
@@ -423,6 +427,15 @@ def fit(
     return state.history
 
 
+def _check_collate(loader: Any, name: str) -> None:
+    """A DataLoader with torch's default collate (it stacks the targets' boxes, which differ in number) is refused."""
+    from torch.utils.data import DataLoader, default_collate
+
+    if isinstance(loader, DataLoader) and loader.collate_fn is default_collate:
+        raise ValueError(f"{name} is a DataLoader with the default collate_fn, which tries to stack targets with "
+                         "different numbers of boxes; build it with DataLoader(..., collate_fn=collate_detection)")
+
+
 def _unpack_batch(batch: Any) -> tuple[Any, Any]:
     """A loader's batch as ``(images, targets)``; a ValueError for a batch of bare images."""
     if isinstance(batch, (list, tuple)) and len(batch) == 2:
@@ -437,6 +450,7 @@ def _unpack_batch(batch: Any) -> tuple[Any, Any]:
 @torch.inference_mode()
 def predict(model: nn.Module, data_loader: Iterable, device: torch.device | None = None) -> tuple[list[dict[str, Tensor]], list[dict[str, Any]]]:
     """Run the model in eval mode over a loader; return (predictions, targets) on CPU."""
+    _check_collate(data_loader, "data_loader")
     device = device or next(model.parameters()).device
     model.eval()
     preds, targets_all = [], []

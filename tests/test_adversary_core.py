@@ -424,3 +424,24 @@ def test_e21_e25_e26_e33_e34_export_and_runner_arguments(tmp_path) -> None:
     for kwargs in (dict(batch=1.5), dict(image_size=(128, 128))):
         with pytest.raises(ValueError, match="must be an int >= 1"):
             ort_network_runner(small(), **kwargs)
+
+
+def test_t23_default_collate_loader_is_refused_up_front() -> None:
+    from torch.utils.data import DataLoader
+
+    from course_utils.train import predict
+
+    model = small()
+    plain = DataLoader(SyntheticShapes(4, config=CFG), batch_size=2)
+    with pytest.raises(ValueError, match="collate_fn=collate_detection"):
+        fit(model, plain, sgd(model), 1, progress=False)
+    with pytest.raises(ValueError, match="collate_fn=collate_detection"):
+        predict(model, plain)
+
+
+def test_d79_huge_canvas_is_refused_and_numpy_total_steps_accepted(loader) -> None:
+    with pytest.raises(ValueError, match="supersample.*8192"):
+        SceneConfig(supersample=100000)
+    model = small()
+    optimizer, scheduler = make_optimizer(model, 1e-3, total_steps=np.int64(4))
+    fit(model, loader, optimizer, np.int64(2), scheduler=scheduler, progress=False)
