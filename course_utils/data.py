@@ -71,14 +71,19 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+#: Largest side of the supersampled drawing canvas SceneConfig allows (an RGB canvas of 8192^2 is 200 MB).
+_MAX_CANVAS = 8192
+
+
 @dataclass(frozen=True)
 class SceneConfig:
     """Knobs of the synthetic scenes (defaults are the shipped dataset's).
 
     Checked on construction (``ValueError`` naming the value and the fix):
     ``image_size``, ``supersample`` integers >= 1; ``min_objects <= max_objects``
-    integers >= 0; ``0 < min_size <= max_size <= image_size`` (finite numbers);
-    ``max_overlap`` in [0, 1]; ``noise_std >= 0``; ``clutter_lines`` integer >= 0.
+    integers >= 0; ``1 <= min_size <= max_size <= image_size`` (finite numbers, pixels);
+    ``max_overlap`` in [0, 1]; ``noise_std >= 0``; ``clutter_lines`` integer >= 0;
+    ``image_size * supersample <= 8192`` (the drawing canvas's side).
     """
 
     image_size: int = 128
@@ -111,11 +116,18 @@ class SceneConfig:
                              "make min_objects <= max_objects.")
         if not self.min_size > 0:
             raise ValueError(f"SceneConfig: min_size={self.min_size!r}; object sides must be > 0 pixels.")
+        if self.min_size < 1:
+            raise ValueError(f"SceneConfig: min_size={self.min_size!r} is below one pixel; such objects are not drawn "
+                             "and their boxes (stored to 0.01 px) can have zero width: use min_size >= 1.")
         if self.min_size > self.max_size:
             raise ValueError(f"SceneConfig: min_size={self.min_size!r} > max_size={self.max_size!r}; make min_size <= max_size.")
         if self.max_size > self.image_size:
             raise ValueError(f"SceneConfig: max_size={self.max_size!r} is larger than image_size={self.image_size}; "
                              "objects must fit in the image: lower max_size or raise image_size.")
+        if self.image_size * self.supersample > _MAX_CANVAS:
+            raise ValueError(f"SceneConfig: image_size * supersample = {self.image_size} * {self.supersample} = "
+                             f"{self.image_size * self.supersample} px per side exceeds {_MAX_CANVAS} (the drawing canvas "
+                             "would need gigabytes): lower supersample (4 is plenty) or image_size.")
         if not 0 <= self.max_overlap <= 1:
             raise ValueError(f"SceneConfig: max_overlap={self.max_overlap!r} is a fraction of a box; it must lie in [0, 1].")
         if self.noise_std < 0:
@@ -164,7 +176,7 @@ def render_scene(seed: int, config: SceneConfig = SceneConfig()) -> tuple[np.nda
     _check_seeds([seed], "render_scene")
     if not isinstance(config, SceneConfig):
         raise ValueError(f"render_scene: config={config!r}; pass a SceneConfig(...), e.g. SceneConfig(image_size=64).")
-    return _render_scene(seed, config)
+    return _render_scene(int(seed), config)  # numpy ints too: random.Random takes only Python ints
 
 
 def _check_seeds(seeds: Any, caller: str) -> None:
@@ -224,19 +236,24 @@ def _render_scene(seed: int, config: SceneConfig) -> tuple[np.ndarray, list[dict
     return pixels, objects
 
 
-def write_coco_split(root: str | Path, seeds: list[int], config: SceneConfig = SceneConfig()) -> Path:
+def write_coco_split(root: str | Path, seeds: list[int], config: SceneConfig = SceneConfig(),
+                     overwrite: bool = False) -> Path:
     """Render one image per seed into ``root/images/`` and write ``root/annotations.json``.
 
     Boxes are stored the COCO way, ``[x, y, width, height]``; ``area = w * h``.
     Returns the annotation file's path. Seeds must be integers >= 0 (``ValueError``).
+    A folder that already holds ``annotations.json`` or files in ``images/`` is refused
+    (``FileExistsError``: its dataset would be overwritten) unless ``overwrite=True``.
     """
     _check_seeds(seeds, "write_coco_split")
     if not isinstance(config, SceneConfig):
         raise ValueError(f"write_coco_split: config={config!r}; pass a SceneConfig(...).")
     root = Path(root)
+    _refuse_existing_dataset(root, overwrite)
     (root / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for image_id, seed in enumerate(seeds, start=1):
+        seed = int(seed)  # numpy ints too (random.Random and json take only Python ints)
         pixels, objects = _render_scene(seed, config)
         file_name = f"{image_id:05d}.jpg"
         Image.fromarray(pixels).save(root / "images" / file_name, quality=90, optimize=True)
@@ -251,6 +268,19 @@ def write_coco_split(root: str | Path, seeds: list[int], config: SceneConfig = S
     ann_file = root / "annotations.json"
     ann_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
     return ann_file
+
+
+def _refuse_existing_dataset(root: Path, overwrite: bool) -> None:
+    """FileExistsError if ``root`` already holds a dataset (annotations.json or images) and not ``overwrite``."""
+    if overwrite:
+        return
+    images = root / "images"
+    existing = [p for p in (root / "annotations.json",) if p.exists()]
+    if images.is_dir() and any(images.iterdir()):
+        existing.append(images)
+    if existing:
+        raise FileExistsError(f"write_coco_split: {root} already holds a dataset ({', '.join(p.name for p in existing)}); "
+                              "writing would overwrite it. Choose an empty folder, or pass overwrite=True.")
 
 
 # --------------------------------------------------------------------------- #
@@ -456,6 +486,11 @@ def _check_annotations(annotations: list[Any], ann_file: Path, by_id: dict[int, 
                 f"{where} has unknown category_id {ann['category_id']!r}; "
                 f"known ids are {sorted(cat_to_label)}. Add the category to 'categories' or fix the id."
             )
+        if ann.get("iscrowd", 0) not in (0, False):
+            raise DatasetError(
+                f"{where}: iscrowd={_show(ann.get('iscrowd'))}. Crowd regions (iscrowd=1) are not supported yet: "
+                "they would become ordinary objects to detect and to match in mAP (COCO ignores them). "
+                "Remove them (or set iscrowd to 0 to train on them as objects).")
         boxes[image["id"]].append(_check_box(ann, image, ann_file))
         labels[image["id"]].append(cat_to_label[ann["category_id"]])
     return boxes, labels
@@ -632,8 +667,14 @@ class SyntheticShapes(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
+        """Sample ``index``: an int (numpy ints too; negative counts from the end, like a list)."""
+        if not _is_int(index):
+            raise TypeError(f"SyntheticShapes index must be an int, got {index!r}; for several samples use "
+                            "torch.utils.data.Subset or [dataset[i] for i in ...]")
+        index = int(index)
+        if not -self.length <= index < self.length:
+            raise IndexError(f"SyntheticShapes index {index} out of range for a dataset of length {self.length}")
+        index %= self.length
         pixels, objects = _render_scene(self.seed + index, self.config)
         image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
         target = {
@@ -645,13 +686,27 @@ class SyntheticShapes(Dataset):
 
 
 def collate_detection(batch: list[tuple[Tensor, dict[str, Any]]]) -> tuple[list[Tensor], list[dict[str, Any]]]:
-    """Keep images and targets as lists (objects per image differ), like torchvision."""
+    """Keep images and targets as lists (objects per image differ), like torchvision.
+
+    Checked: a non-empty batch of ``(image, target)`` pairs (ValueError otherwise).
+    """
+    if len(batch) == 0:
+        raise ValueError("collate_detection got an empty batch; a batch needs at least one (image, target) sample")
+    if not all(isinstance(sample, (tuple, list)) and len(sample) == 2 for sample in batch):
+        raise ValueError("collate_detection needs a batch of (image, target) pairs, as the datasets' samples are; "
+                         f"got an item of type {type(batch[0]).__name__}")
     images, targets = zip(*batch)
     return list(images), list(targets)
 
 
 def materialize(dataset: Dataset, progress: bool = True) -> list[tuple[Tensor, dict[str, Any]]]:
-    """Read every sample once into a list, so later epochs skip rendering/decoding."""
+    """Read every sample once into a list, so later epochs skip rendering/decoding.
+
+    ``dataset`` must have a length and integer indexing (a Dataset or a list; TypeError otherwise).
+    """
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise TypeError(f"materialize needs a dataset with len() and indexing (a Dataset or a list), "
+                        f"got {type(dataset).__name__}; for a generator use list(...)")
     return [dataset[i] for i in tqdm(range(len(dataset)), desc="preparing images", disable=not progress, leave=False)]
 
 

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .models import _check_no_nan, _stack_images, check_images
+
 __all__ = [
     "DetectorNetwork",
     "export_onnx",
@@ -80,12 +82,26 @@ def strip_onnx_debug_info(path: str | Path) -> Path:
     return Path(path)
 
 
+def _check_example(network: nn.Module, example: Any) -> None:
+    """``example`` a floating 4-D tensor whose channel count fits the network's first Conv2d."""
+    if not isinstance(example, Tensor) or example.ndim != 4 or not example.is_floating_point():
+        what = f"shape {tuple(example.shape)}, dtype {example.dtype}" if isinstance(example, Tensor) else type(example).__name__
+        raise ValueError(f"example must be a floating (B, 3, H, W) batch such as torch.rand(1, 3, 128, 128), got {what}")
+    first = next((m for m in network.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and example.shape[1] != first.in_channels:
+        raise ValueError(f"example has {example.shape[1]} channels but the network's first convolution takes "
+                         f"{first.in_channels}: use e.g. torch.rand(1, {first.in_channels}, 128, 128)")
+
+
 def export_onnx(network: nn.Module, example: Tensor, path: str | Path) -> Path:
     """Export ``network`` (one image batch in, a tuple of tensors out) to ONNX with a dynamic batch axis.
 
     Uses PyTorch's ``torch.export``-based exporter (``dynamo=True``). Input name
     ``images``; outputs ``logits``, ``deltas``. Debug info is stripped.
+    Checked: ``example`` a floating (B, C, H, W) tensor with the channels the network's
+    first convolution takes (a clear error instead of torch.export's report).
     """
+    _check_example(network, example)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     network = network.eval()
@@ -109,6 +125,13 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    if not isinstance(calibration_images, Tensor):
+        raise TypeError(f"calibration_images must be one (N, 3, H, W) tensor, got {type(calibration_images).__name__}; "
+                        "for a list of images use torch.stack(images)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1 (e.g. 16), got {batch_size!r}")
+    if not Path(fp32_path).is_file():
+        raise FileNotFoundError(f"no ONNX file at {str(fp32_path)!r} (export one with export_onnx)")
     if calibration_images.ndim != 4 or len(calibration_images) == 0:
         raise ValueError(f"calibration_images must be a non-empty (N, 3, H, W) batch, got shape {tuple(calibration_images.shape)}")
 
@@ -142,11 +165,16 @@ def ort_session(path: str | Path, threads: int = 2, spin: bool = True) -> Any:
     waiting for more work: fastest for one session, but they tax whatever runs
     next in the same process. ``spin=False`` lets them sleep -- use it when
     several sessions (or PyTorch) are timed in turn in one process.
+    Checked: ``threads`` an int >= 0 (0: ONNX Runtime's default), ``path`` an existing file.
     """
     import onnxruntime as ort
 
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0:
+        raise ValueError(f"threads must be an int >= 0 (0 lets ONNX Runtime choose), got {threads!r}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no ONNX file at {str(path)!r} (export one with export_onnx)")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -174,11 +202,30 @@ class OrtDetector(nn.Module):
         return torch.from_numpy(logits), torch.from_numpy(deltas)
 
     def forward(self, images: Tensor | Sequence[Tensor]) -> list[dict[str, Tensor]]:
-        x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
+        """Detections for a batch; the anchor grid is the network's output grid (see :meth:`feature_size`)."""
+        x = _stack_images(images)
+        check_images(x)
+        _check_no_nan(x)
         logits, deltas = self.network(x)
-        h, w = x.shape[-2] // self.detector.stride, x.shape[-1] // self.detector.stride
+        h, w = self.feature_size(tuple(x.shape[-2:]), logits.shape[1])
         raw = {"logits": logits, "deltas": deltas, "anchors": self.detector.anchors((h, w), torch.device("cpu"))}
         return self.detector.postprocess(raw, tuple(x.shape[-2:]))
+
+    def feature_size(self, image_size: tuple[int, int], locations: int) -> tuple[int, int]:
+        """The (h, w) grid of the network's ``locations`` outputs for an ``image_size`` input.
+
+        The detector's stride-2 convs (padding 1) round up, so the grid is
+        ``(ceil(H / stride), ceil(W / stride))`` -- as in the PyTorch model, whose
+        anchors come from its feature map. A ValueError if the network returned
+        another number of locations (e.g. a network exported for another image size).
+        """
+        stride = self.detector.stride
+        h, w = -(-image_size[0] // stride), -(-image_size[1] // stride)
+        if h * w != locations:
+            raise ValueError(f"the ONNX network returned {locations} locations for a {image_size[0]}x{image_size[1]} "
+                             f"input, but the detector's stride-{stride} grid has {h}x{w} = {h * w}; "
+                             "was it exported for another image size or another model?")
+        return h, w
 
 
 def _check_timing(warmup: int, runs: int, min_seconds: float) -> None:
@@ -243,8 +290,14 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 3, runs
 
 
 def file_size(path: str | Path) -> int:
-    """Bytes on disk (plus an ONNX external-data file next to it, if any)."""
+    """Bytes on disk (plus an ONNX external-data file next to it, if any).
+
+    Checked: ``path`` is an existing file (a folder's size is not a model's size).
+    """
     path = Path(path)
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "missing"
+        raise FileNotFoundError(f"file_size needs a file, but {str(path)!r} is {what}")
     extra = Path(str(path) + ".data")
     return path.stat().st_size + (extra.stat().st_size if extra.exists() else 0)
 
@@ -255,16 +308,25 @@ def cpu_int8_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, bool]:
     ``avx2`` (int8 via 16-bit multiplies), ``avx512f``, ``avx512_vnni`` / ``avx_vnni``
     (a fused int8 dot-product instruction, VPDPBUSD), ``amx_int8`` (tile matrix units).
     """
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        text = ""
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    flags = set(_cpuinfo_value(_cpuinfo_fields(cpuinfo), "flags", "").split())
     return {name: name in flags for name in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def _cpuinfo_fields(cpuinfo: str | Path) -> list[tuple[str, str]]:
+    """``(key, value)`` of each ``key : value`` line; [] for a missing, unreadable or non-UTF-8 file.
+
+    Lines without a colon are skipped, so a malformed file gives "unknown" rather than a crash.
+    """
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [(key.strip(), value.strip()) for key, sep, value in (line.partition(":") for line in text.splitlines()) if sep]
+
+
+def _cpuinfo_value(fields: list[tuple[str, str]], key: str, default: str) -> str:
+    """The value of the first line whose key is exactly ``key`` (not merely starts with it)."""
+    return next((value for name, value in fields if name == key), default)
 
 
 def ort_nchwc_block_size(cpuinfo: str | Path = "/proc/cpuinfo") -> int:
@@ -293,13 +355,10 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     ``{"model": model name, "logical_cpus": count, "torch_threads": torch's thread
     count, "features": cpu_int8_features(), "ort_nchwc_block": ort_nchwc_block_size()}``.
     """
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        text = ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
+    fields = _cpuinfo_fields(cpuinfo)
+    model = _cpuinfo_value(fields, "model name", "unknown")
     features = cpu_int8_features(cpuinfo)
-    return {"model": model, "logical_cpus": sum(line.startswith("processor") for line in text.splitlines()) or os.cpu_count(),
+    return {"model": model, "logical_cpus": sum(key == "processor" for key, _ in fields) or os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "features": features, "ort_nchwc_block": _block_size(features)}
 
 
@@ -318,8 +377,11 @@ def ort_network_runner(model: nn.Module, batch: int = 16, threads: int = 2, imag
 
     from .quant import fuse_conv_bn
 
-    if batch < 1 or image_size < 1:
-        raise ValueError(f"batch and image_size must be >= 1, got batch={batch}, image_size={image_size}")
+    for name, value in (("batch", batch), ("image_size", image_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1 (image_size: one side S of the square S x S input), "
+                             f"got {name}={value!r}")
+    batch, image_size = int(batch), int(image_size)
     net = DetectorNetwork(fuse_conv_bn(copy.deepcopy(model).cpu().eval())).eval()
     x = torch.rand(batch, 3, image_size, image_size)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from statistics import NormalDist
 from typing import Any
 
@@ -359,7 +359,7 @@ _METRICS = {"map": lambda p: _mean_valid(p), "map_50": lambda p: _mean_valid(p[0
 
 
 def _check_bootstrap_args(n_boot: int, confidence: float, metric: str, method: str) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 2:
         raise ValueError(f"n_boot={n_boot!r}: need an integer >= 2 (1000 is a good default)")
     if isinstance(confidence, bool) or not (isinstance(confidence, float | int) and 0 < confidence < 1):
         raise ValueError(f"confidence={confidence!r}: need a number strictly between 0 and 1, e.g. 0.95")
@@ -408,8 +408,10 @@ def _bootstrap_scores(
         raise ValueError("no images to bootstrap: preds and targets are empty")
     matches = [match_per_image(preds, targets, max_detections)[1] for preds in models]
     score, n = _METRICS[metric], len(targets)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"seed={seed!r}: need None or an integer >= 0")
     rng = np.random.default_rng(seed)
-    resamples = [rng.integers(0, n, n) for _ in range(n_boot)]
+    resamples = [rng.integers(0, n, n) for _ in range(int(n_boot))]
     samples = np.array([[score(precision_from_matches(m, idx)) for m in matches] for idx in resamples])
     if (samples < 0).any():
         raise ValueError("some resamples contain no ground-truth box at all (mAP undefined there): "
@@ -500,14 +502,38 @@ def paired_bootstrap_map(
             "num_images": len(targets)}
 
 
+def _seed_values(values: Any, where: str) -> list[float]:
+    """``values`` (a list, tuple, array or 1-D tensor of numbers, one per run) as floats.
+
+    Refused with a TypeError: a dict (iterating it gives the seeds, not the results:
+    pass ``list(d.values())``), a string, a bare number; a ValueError names an entry
+    that is not a number.
+    """
+    if isinstance(values, Mapping):
+        raise TypeError(f"{where} got a dict; iterating it gives its keys (the seeds), not the results: "
+                        "pass list(d.values())")
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or (
+            isinstance(values, (np.ndarray, torch.Tensor)) and values.ndim != 1):
+        raise TypeError(f"{where} needs a list of per-seed values, e.g. [0.31, 0.33, 0.35], got {values!r}")
+    runs = []
+    for i, v in enumerate(values):
+        try:
+            runs.append(float(v))
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: entry {i} is {v!r}, not a number; every entry must be one run's result "
+                             "(e.g. evaluate(...)['map'])") from None
+    return runs
+
+
 def seed_summary(values: list[float]) -> dict[str, Any]:
     """Mean and spread of one result over n runs (seeds): what every course table reports.
 
     ``std`` is the sample standard deviation, ddof = 1 (``sqrt(sum (x_i - mean)^2 / (n - 1))``),
     the unbiased-variance estimate for a handful of seeds; None for a single run.
-    Returns ``{"mean", "std", "n", "runs"}``.
+    Returns ``{"mean", "std", "n", "runs"}``. ``values``: a list (tuple, array, 1-D tensor)
+    of numbers; a dict is refused (pass ``list(d.values())``).
     """
-    runs = [float(v) for v in values]
+    runs = _seed_values(values, "seed_summary")
     if not runs:
         raise ValueError("seed_summary needs at least one value")
     if not all(np.isfinite(runs)):
@@ -538,11 +564,13 @@ def seed_difference(a: list[float], b: list[float], confidence: float = 0.95) ->
     Equal to ``scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval()``.
 
     Returns ``{"difference", "std_error", "low", "high", "df", "within_noise",
-    "confidence", "n_a", "n_b"}``.
+    "confidence", "n_a", "n_b"}``. ``a`` and ``b``: lists of numbers (a dict is refused:
+    pass ``list(d.values())``).
     """
     from scipy import stats
 
-    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a_arr = np.asarray(_seed_values(a, "seed_difference (a)"), dtype=float)
+    b_arr = np.asarray(_seed_values(b, "seed_difference (b)"), dtype=float)
     if a_arr.ndim != 1 or b_arr.ndim != 1 or len(a_arr) < 2 or len(b_arr) < 2:
         raise ValueError(f"seed_difference needs two lists of >= 2 runs each, got {len(np.atleast_1d(a_arr))} and "
                          f"{len(np.atleast_1d(b_arr))}: run more seeds (the course uses >= 3)")

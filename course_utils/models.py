@@ -24,6 +24,7 @@ dict of losses; ``model(images)`` in eval mode returns a list of
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -52,6 +53,75 @@ class ConvBNReLU(nn.Sequential):
 def _channels(base: int, width: float) -> int:
     """``base * width`` rounded to a multiple of 8 (at least 8)."""
     return max(8, int(round(base * width / 8)) * 8)
+
+
+def _is_int(value: Any) -> bool:
+    """An int (numpy ints too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A finite real number (numpy floats too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_detector_args(num_classes: Any, width: Any, depth: Any, anchor_scale: Any, center_radius: Any,
+                         score_threshold: Any, nms_threshold: Any, detections_per_image: Any) -> None:
+    """Refuse constructor arguments that would build a broken detector or one that silently misbehaves."""
+    if not (_is_int(num_classes) and num_classes >= 1) or not (_is_real(width) and width > 0) or not (
+            _is_int(depth) and depth >= 0):
+        raise ValueError(f"need num_classes an int >= 1, width a finite number > 0, depth an int >= 0; "
+                         f"got {num_classes!r}, {width!r}, {depth!r}")
+    for name, value in (("anchor_scale", anchor_scale), ("center_radius", center_radius)):
+        if not (_is_real(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    for name, value in (("score_threshold", score_threshold), ("nms_threshold", nms_threshold)):
+        if not (_is_real(value) and 0 <= value <= 1):
+            raise ValueError(f"{name} must be a number in [0, 1] (an IoU / a probability), got {value!r}")
+    if not (_is_int(detections_per_image) and detections_per_image >= 1):
+        raise ValueError(f"detections_per_image must be an int >= 1 (e.g. 100), got {detections_per_image!r}")
+
+
+def check_images(x: Tensor) -> None:
+    """Refuse a batch the detector would silently misread: not a (B, 3, H, W) floating tensor in [0, 1] terms.
+
+    Checked: a tensor, 4-D; a floating dtype (uint8 images, e.g. from
+    ``torchvision.io.read_image``, must be converted with ``img.float() / 255``);
+    no NaN pixel (only outside training, where a NaN would otherwise silently
+    give zero detections -- in training it surfaces as a non-finite loss).
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"images must be a list of (3, H, W) tensors or a (B, 3, H, W) tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"images must be a list of (3, H, W) tensors or a (B, 3, H, W) tensor, got a tensor of shape "
+                         f"{tuple(x.shape)}; for one image pass [image] or image[None]")
+    if not x.is_floating_point():
+        raise TypeError(f"images must be floating point with values in [0, 1], got dtype {x.dtype}; "
+                        "convert with img.float() / 255")
+    if x.shape[1] != 3:
+        raise ValueError(f"images must have 3 (RGB) channels, got {x.shape[1]} (shape {tuple(x.shape)}); "
+                         "for grey images repeat the channel: img.expand(3, -1, -1)")
+
+
+def _check_no_nan(x: Tensor) -> None:
+    if bool(torch.isnan(x).any()):
+        raise ValueError("images contain NaN pixels; every pixel must be a number in [0, 1] "
+                         "(check the loading / normalisation step, e.g. torch.nan_to_num)")
+
+
+def _stack_images(images: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+    """A (B, 3, H, W) batch from a list of images (or a batch tensor), with a clear error for an empty list."""
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError("images is an empty list: pass at least one (3, H, W) image")
+        if not all(isinstance(img, Tensor) for img in images):
+            raise TypeError("images must be a list of (3, H, W) tensors")
+        sizes = {tuple(img.shape) for img in images}
+        if len(sizes) > 1:
+            raise ValueError(f"images in one batch must have the same shape, got {sorted(sizes)}; resize them to one "
+                             "size (the course's loaders do) or run them one at a time")
+        return torch.stack(list(images))
+    return images
 
 
 def quality_focal_loss(logits: Tensor, quality: Tensor, beta: float = 2.0) -> Tensor:
@@ -96,8 +166,9 @@ class TinyDetector(nn.Module):
         batch_norm: bool = True,
     ) -> None:
         super().__init__()
-        if num_classes < 1 or width <= 0 or depth < 0:
-            raise ValueError(f"need num_classes >= 1, width > 0, depth >= 0; got {num_classes}, {width}, {depth}")
+        _check_detector_args(num_classes, width, depth, anchor_scale, center_radius, score_threshold, nms_threshold,
+                             detections_per_image)
+        num_classes, depth, detections_per_image = int(num_classes), int(depth), int(detections_per_image)
         self.num_classes = num_classes
         self.anchor_size = anchor_scale * self.stride
         self.center_radius = center_radius
@@ -176,13 +247,28 @@ class TinyDetector(nn.Module):
         # make_anchors centres anchors on cell corners (torchvision); shift to centres.
         return (make_anchors(feature_size, self.stride, [self.anchor_size]) + self.stride / 2).to(device)
 
+    def _check_dtype(self, x: Tensor) -> None:
+        """Outside autocast, the images' dtype must be the weights' (a float64 image in a float32 model is refused)."""
+        weight = next(self.parameters(), None)
+        if weight is not None and weight.is_floating_point() and x.dtype != weight.dtype and not torch.is_autocast_enabled(
+                x.device.type):
+            raise TypeError(f"images are {x.dtype} but the model's weights are {weight.dtype}; convert the images with "
+                            f"img.to({weight.dtype}) (or the model with model.to(dtype))")
+
     def forward_raw(self, images: Tensor | list[Tensor]) -> dict[str, Tensor]:
         """Raw network outputs (what distillation and quantization act on).
 
         Returns ``{"logits": (B, A, K), "deltas": (B, A, 4), "anchors": (A, 4),
-        "features": (B, C, h, w)}`` (``features``: the neck's output, A = h·w).
+        "features": (B, C, h, w)}`` (``features``: the neck's output, A = h·w,
+        h = ceil(H / 8), w = ceil(W / 8)). Checked (:func:`check_images`): a 4-D
+        floating batch (uint8 is refused: convert with ``img.float() / 255``) and,
+        in eval mode, no NaN pixel.
         """
-        x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
+        x = _stack_images(images)
+        check_images(x)
+        self._check_dtype(x)
+        if not self.training:
+            _check_no_nan(x)
         feats = self.features(x)
         logits, deltas = self.head(feats)
         return {"logits": logits, "deltas": deltas, "anchors": self.anchors(tuple(feats.shape[-2:]), x.device), "features": feats}
@@ -221,13 +307,20 @@ class TinyDetector(nn.Module):
         best_cost, best = cost.min(dim=1)
         return torch.where(torch.isfinite(best_cost), best, torch.full_like(best, -1))
 
-    def check_targets(self, targets: list[dict[str, Tensor]], batch_size: int) -> None:
+    def _grid_extent(self, anchors: Tensor) -> Tensor:
+        """(2,) the right and bottom edges of the anchor grid (>= the image's width and height), on the anchors' device."""
+        centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+        return centres.amax(0) + self.stride / 2
+
+    def check_targets(self, targets: list[dict[str, Tensor]], batch_size: int, extent: Tensor | None = None) -> None:
         """Refuse targets the loss would silently misread, with a ValueError naming the image and the fix.
 
         Labels must be integers in ``1..num_classes`` (``labels - 1`` indexes the class
         logits, so a label 0 would train class K and a label K + 1 would crash); boxes
         (G, 4) xyxy must be finite with ``x2 > x1`` and ``y2 > y1`` (the box targets
-        take ``log(w)``). One batched test in the common case (a single host sync).
+        take ``log(w)``); with ``extent`` (the grid's (W, H)), every box must overlap
+        ``[0, W] x [0, H]`` -- one entirely outside gets no location and would be dropped
+        silently. One batched test in the common case (a single host sync).
         """
         if len(targets) != batch_size:
             raise ValueError(f"got {len(targets)} targets for {batch_size} images; need one target dict per image")
@@ -253,10 +346,14 @@ class TinyDetector(nn.Module):
         boxes = torch.cat([t["boxes"].reshape(-1, 4).to(device, torch.float32) for t in targets])
         labels = torch.cat([t["labels"].reshape(-1).to(device) for t in targets])
         wh = boxes[:, 2:] - boxes[:, :2]
-        if not bool(torch.isfinite(boxes).all() & (wh > 0).all() & (labels >= 1).all() & (labels <= self.num_classes).all()):
-            self._explain_bad_targets(targets)
+        ok = torch.isfinite(boxes).all() & (wh > 0).all() & (labels >= 1).all() & (labels <= self.num_classes).all()
+        if extent is not None and len(boxes):
+            extent = extent.to(device)
+            ok = ok & ((boxes[:, :2] < extent).all() & (boxes[:, 2:] > 0).all())
+        if not bool(ok):
+            self._explain_bad_targets(targets, extent)
 
-    def _explain_bad_targets(self, targets: list[dict[str, Tensor]]) -> None:
+    def _explain_bad_targets(self, targets: list[dict[str, Tensor]], extent: Tensor | None = None) -> None:
         """Find the first offending image of a batch that failed :meth:`check_targets` and say what is wrong."""
         for i, target in enumerate(targets):
             boxes, labels = target["boxes"].reshape(-1, 4).float(), target["labels"].reshape(-1)
@@ -275,6 +372,14 @@ class TinyDetector(nn.Module):
                 raise ValueError(f"targets[{i}]['boxes'] row {row} = {boxes[row].tolist()} has zero or negative width or "
                                  "height: boxes must be xyxy with x2 > x1 and y2 > y1 (the box loss takes log(w)); "
                                  "drop degenerate boxes, or convert xywh with course_utils.box_convert")
+            if extent is not None and len(boxes):
+                ext = extent.to(boxes)
+                outside = ((boxes[:, :2] >= ext) | (boxes[:, 2:] <= 0)).any(1)
+                if outside.any():
+                    row = int(outside.nonzero()[0])
+                    raise ValueError(f"targets[{i}]['boxes'] row {row} = {boxes[row].tolist()} lies entirely outside the "
+                                     f"image (about {ext[0].item():g}x{ext[1].item():g} px): no location would learn it. "
+                                     "Boxes are in pixels of this image: drop it, or check the resize/augmentation")
 
     def loss(self, raw: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         """Detection loss: QFL for classes + GIoU and L1 for boxes, per positive location.
@@ -282,10 +387,10 @@ class TinyDetector(nn.Module):
         ``loss_cls = Σ QFL / N_pos``, ``loss_giou = Σ (1 - GIoU) / N_pos``,
         ``loss_l1 = Σ |δ - δ*|₁ / N_pos`` (δ* = :func:`encode_boxes` target).
         Checked first (:meth:`check_targets`): one target per image, ``boxes`` (G, 4)
-        finite xyxy with positive width and height, ``labels`` (G,) integers in 1..K.
+        finite xyxy with positive width and height, overlapping the image, ``labels`` (G,) integers in 1..K.
         """
         logits, deltas, anchors = raw["logits"], raw["deltas"], raw["anchors"]
-        self.check_targets(targets, len(logits))
+        self.check_targets(targets, len(logits), extent=self._grid_extent(anchors))
         quality = torch.zeros_like(logits)
         pos_pred, pos_deltas, pos_gt, pos_anchors = [], [], [], []
         for b, target in enumerate(targets):

@@ -174,6 +174,21 @@ def check_training_run(train_loader: Iterable, epochs: int, max_steps: int | Non
         raise _no_batch_error(train_loader, "at all")
 
 
+def _checked_extra_losses(hook: Any, state: StepState) -> dict[str, Tensor]:
+    """``hook.extra_losses(state)``, checked: a dict of names to scalar (0-dim) tensors."""
+    extra = hook.extra_losses(state)
+    name = type(hook).__name__
+    if not isinstance(extra, dict):
+        raise TypeError(f"{name}.extra_losses must return a dict {{name: scalar tensor}} ({{}} for none), "
+                        f"got {type(extra).__name__}")
+    for key, value in extra.items():
+        if not isinstance(value, Tensor) or value.ndim != 0:
+            what = type(value).__name__ if not isinstance(value, Tensor) else f"a tensor of shape {tuple(value.shape)}"
+            raise TypeError(f"{name}.extra_losses()[{key!r}] must be a scalar (0-dim) tensor, got {what} "
+                            "(use torch.tensor(x) for a constant, .sum() or .mean() for a vector)")
+    return extra
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -194,6 +209,10 @@ def train_one_epoch(
     Appends each loss term and ``lr`` to ``state.history``. Raises ValueError if
     ``data_loader`` yields no batch at all (an empty epoch trains nothing).
     """
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1):
+        raise ValueError(f"max_steps must be None (no limit) or a positive int, got {max_steps!r}")
+    if isinstance(device, str):
+        device = torch.device(device)
     model.train()
     bar = tqdm(data_loader, desc=f"epoch {state.epoch}", leave=False, disable=not progress)
     batches = 0
@@ -207,7 +226,7 @@ def train_one_epoch(
             losses, state.outputs = _forward_losses(model, images, targets)
             state.losses = losses
             for hook in hooks:
-                losses.update(hook.extra_losses(state))
+                losses.update(_checked_extra_losses(hook, state))
         loss = sum(losses.values())
         if not math.isfinite(loss.item()):
             terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
@@ -241,6 +260,17 @@ def train_one_epoch(
         raise _no_batch_error(data_loader, f"in epoch {state.epoch}")
 
 
+def _check_schedule_args(lr: Any, total_steps: Any, weight_decay: Any) -> None:
+    """``lr`` a finite number > 0, ``total_steps`` an int >= 1, ``weight_decay`` a finite number >= 0."""
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0 (e.g. 1e-3), got {lr!r}")
+    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
+        raise ValueError(f"total_steps must be an int >= 1 (epochs * len(train_loader)), got {total_steps!r}")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real) or not (
+            math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0 (e.g. 1e-4), got {weight_decay!r}")
+
+
 def make_optimizer(
     model: nn.Module, lr: float, total_steps: int, weight_decay: float = 1e-4, warmup: float = 0.15
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -254,9 +284,13 @@ def make_optimizer(
     inversely to the learning rate: 0.95 at the start, 0.85 at the peak, back to
     0.95 at the end (replacing AdamW's default 0.9; β₂ stays 0.999). Call
     ``scheduler.step()`` once per optimizer step (:func:`fit` does).
+    Checked: ``lr`` > 0, ``total_steps`` an int >= 1, ``warmup`` a fraction in (0, 1).
     """
+    _check_schedule_args(lr, total_steps, weight_decay)
+    if isinstance(warmup, bool) or not isinstance(warmup, numbers.Real) or not 0 < warmup < 1:
+        raise ValueError(f"warmup must be a fraction of total_steps in (0, 1) (e.g. 0.15 for 15%), got {warmup!r}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=warmup)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=int(total_steps), pct_start=warmup)
     return optimizer, scheduler
 
 
@@ -264,9 +298,78 @@ def make_finetune_optimizer(
     model: nn.Module, lr: float, total_steps: int, weight_decay: float = 1e-4
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """For weights that are already trained (fine-tuning after pruning or for QAT): AdamW, no warm-up,
-    cosine decay ``lr_t = lr · (1 + cos(π t / total_steps)) / 2``. Call ``scheduler.step()`` once per step."""
+    cosine decay ``lr_t = lr · (1 + cos(π t / total_steps)) / 2``. Call ``scheduler.step()`` once per step.
+    Checked: ``lr`` > 0, ``total_steps`` an int >= 1, ``weight_decay`` >= 0."""
+    _check_schedule_args(lr, total_steps, weight_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(total_steps))
+
+
+_HOOK_METHODS = ("on_train_start", "extra_losses", "after_backward", "after_step", "on_epoch_end")
+
+
+def _check_hooks(hooks: Any) -> list[Any]:
+    """``hooks`` as a list: a list or tuple of objects with every :class:`Hook` method (TypeError otherwise)."""
+    if isinstance(hooks, Hook) or all(hasattr(hooks, m) for m in _HOOK_METHODS):
+        raise TypeError(f"hooks must be a list of hooks; pass hooks=[{type(hooks).__name__}(...)], not the hook itself")
+    if not isinstance(hooks, (list, tuple)):
+        raise TypeError(f"hooks must be a list of hooks, e.g. hooks=[GradientClipping(...)], got {type(hooks).__name__}")
+    for i, hook in enumerate(hooks):
+        missing = [m for m in _HOOK_METHODS if not callable(getattr(hook, m, None))]
+        if missing:
+            raise TypeError(f"hooks[{i}] ({type(hook).__name__}) has no {missing[0]}(); "
+                            "hooks must subclass course_utils.train.Hook")
+    return list(hooks)
+
+
+def _check_optimizer(model: nn.Module, optimizer: Any) -> None:
+    """Refuse an optimizer that would not train ``model`` (checked before any hook adds parameters).
+
+    * ``optimizer`` must be a ``torch.optim.Optimizer`` and ``model`` must have a trainable parameter;
+    * at least one of the optimizer's parameters must be one of the model's, otherwise
+      ``optimizer.step()`` changes nothing the model uses -- typically an optimizer built
+      *before* ``prune_detector`` / ``prepare_qat`` / ``copy.deepcopy`` replaced the layers;
+    * parameters that are not the model's are allowed (a hook's, e.g. a distillation
+      adapter added by an earlier run), and so is an optimizer that trains only part of
+      the model (e.g. just the head) -- but not both at once: model parameters left out
+      while the optimizer holds foreign ones is the signature of layers replaced after
+      the optimizer was built.
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer (e.g. make_optimizer(model, lr, total_steps)[0]), "
+                        f"got {type(optimizer).__name__}")
+    model_params = {id(p): name for name, p in model.named_parameters()}
+    trainable = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
+    if not trainable:
+        raise ValueError("the model has no trainable parameter (every requires_grad is False), so fit would train nothing")
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    fix = ("build the optimizer from the model you train, after pruning / preparing it "
+           "(e.g. model = prune_detector(model, 0.5); optimizer = make_optimizer(model, ...)[0])")
+    if not held & model_params.keys():
+        raise ValueError(f"none of the optimizer's {len(held)} parameters belongs to the model, so training would "
+                         f"change nothing: {fix}")
+    missing = [name for key, name in trainable.items() if key not in held]
+    if missing and held - model_params.keys():
+        raise ValueError(f"the optimizer holds parameters that are not the model's, and misses {len(missing)} of the "
+                         f"model's (e.g. {missing[0]!r}): the layers were replaced after the optimizer was built; {fix}")
+
+
+def _check_scheduler_steps(scheduler: Any, train_loader: Iterable, epochs: int, max_steps: int | None) -> None:
+    """A one-cycle scheduler (``total_steps``) must have room for every step of the run, checked up front."""
+    total = getattr(scheduler, "total_steps", None)
+    try:
+        length = len(train_loader)  # type: ignore[arg-type]
+    except TypeError:
+        return
+    if not isinstance(total, numbers.Integral):
+        return
+    planned = epochs * length if max_steps is None else min(epochs * length, max_steps)
+    left = total - getattr(scheduler, "last_epoch", 0)
+    if planned > left:
+        raise ValueError(f"the scheduler has room for {left} more steps (total_steps={total}) but this run takes "
+                         f"{planned} (epochs * len(loader) = {epochs} * {length}"
+                         + (f", max_steps={max_steps}" if max_steps is not None else "")
+                         + "): build it with make_optimizer(model, lr, total_steps=epochs * len(loader))")
 
 
 def fit(
@@ -289,9 +392,21 @@ def fit(
     Checked up front (:func:`check_training_run`): ``epochs`` a positive int, ``max_steps``
     None or a positive int, a loader with at least one batch; an epoch in which the
     loader yields nothing raises too, so a run never returns a history without a loss.
+    Also checked before any hook runs: ``optimizer`` trains this model (see
+    :func:`_check_optimizer`; an optimizer built before pruning is refused), ``hooks``
+    a list of hooks, a one-cycle ``scheduler`` has ``total_steps`` for the whole run,
+    DataLoaders use a detection collate (not torch's default, which cannot batch boxes).
+    ``device`` may be a string such as ``"cpu"``.
     """
     check_training_run(train_loader, epochs, max_steps)
-    device = device or get_device()
+    _check_collate(train_loader, "train_loader")
+    if val_loader is not None:
+        _check_collate(val_loader, "val_loader")
+    hooks = _check_hooks(hooks)
+    _check_optimizer(model, optimizer)
+    if scheduler is not None:
+        _check_scheduler_steps(scheduler, train_loader, epochs, max_steps)
+    device = torch.device(device) if isinstance(device, str) else device or get_device()
     model.to(device)
     state = StepState(model=model, optimizer=optimizer)
     for hook in hooks:
@@ -312,13 +427,35 @@ def fit(
     return state.history
 
 
+def _check_collate(loader: Any, name: str) -> None:
+    """A DataLoader with torch's default collate (it stacks the targets' boxes, which differ in number) is refused."""
+    from torch.utils.data import DataLoader, default_collate
+
+    if isinstance(loader, DataLoader) and loader.collate_fn is default_collate:
+        raise ValueError(f"{name} is a DataLoader with the default collate_fn, which tries to stack targets with "
+                         "different numbers of boxes; build it with DataLoader(..., collate_fn=collate_detection)")
+
+
+def _unpack_batch(batch: Any) -> tuple[Any, Any]:
+    """A loader's batch as ``(images, targets)``; a ValueError for a batch of bare images."""
+    if isinstance(batch, (list, tuple)) and len(batch) == 2:
+        images = batch[0]
+        if not isinstance(images, Tensor) or images.ndim == 4:  # a list of images, or one (B, 3, H, W) tensor
+            return images, batch[1]
+    raise ValueError("each batch must be (images, targets), as DataLoader(..., collate_fn=collate_detection) yields; "
+                     f"got a {type(batch).__name__} of {len(batch) if hasattr(batch, '__len__') else '?'} items "
+                     "(for bare images call model.eval(); model(images) directly)")
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, data_loader: Iterable, device: torch.device | None = None) -> tuple[list[dict[str, Tensor]], list[dict[str, Any]]]:
     """Run the model in eval mode over a loader; return (predictions, targets) on CPU."""
+    _check_collate(data_loader, "data_loader")
     device = device or next(model.parameters()).device
     model.eval()
     preds, targets_all = [], []
-    for images, targets in data_loader:
+    for batch in data_loader:
+        images, targets = _unpack_batch(batch)
         outputs = model([img.to(device) for img in images])
         preds += [{k: v.cpu() for k, v in out.items()} for out in outputs]
         targets_all += list(targets)
@@ -442,8 +579,17 @@ def save_checkpoint(path: str | Path, model: nn.Module, **metadata: Any) -> Path
     previous checkpoint is unchanged; the temp file is removed.
     """
     path = Path(path)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save_checkpoint needs the model (an nn.Module), got {type(model).__name__}; "
+                        "pass save_checkpoint(path, model), not model.state_dict()")
+    if path.is_dir():
+        raise IsADirectoryError(f"save_checkpoint: {path} is a folder; give a file name such as {path / 'model.pt'}")
     for key, value in metadata.items():
         _check_metadata(value, repr(key), set())
+    blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(f"save_checkpoint: {blocking} is a file, but {path} needs it to be a folder; "
+                                 "choose another path or move that file")
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": model.state_dict(), "metadata": metadata}
     existed, started = path.exists(), time.time()
