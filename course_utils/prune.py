@@ -39,6 +39,7 @@ same outputs as the masked model (tested to 1e-5) with fewer parameters.
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -353,6 +354,16 @@ def group_importance(model: nn.Module, group: ChannelGroup, criterion: str = "l1
     return sum(l1_filter_importance(model.get_submodule(n)) for n in group.producers)
 
 
+def _check_finite_scores(scores: dict[str, Tensor], criterion: str) -> None:
+    """Refuse NaN/inf channel scores: ``topk`` ranks NaN as the largest, so a broken filter would be kept."""
+    for name, score in scores.items():
+        bad = ~torch.isfinite(score.detach())
+        if bool(bad.any()):
+            raise ValueError(f"channel group {name!r} has {int(bad.sum())} channel(s) whose {criterion!r} score is NaN or "
+                             f"infinite (first: channel {int(bad.nonzero()[0])}): its weights (or BN) hold NaN/inf -- "
+                             "did training diverge? Scores cannot rank them")
+
+
 def _kept_channels(channels: int, keep_ratio: float, multiple_of: int) -> int:
     """``round(r · C)`` rounded to a multiple of ``multiple_of`` (at least one multiple, at most ``C``)."""
     if multiple_of < 1:
@@ -382,7 +393,8 @@ def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", sc
       under ``"bn"`` (the neck) is pruned per layer.
 
     Checked: ``0 < keep_ratio <= 1``; ``multiple_of`` a positive int no larger than
-    the smallest group (a group with fewer channels could never be cut).
+    the smallest group (a group with fewer channels could never be cut); every
+    channel's score finite (NaN or inf weights cannot be ranked).
     """
     _check_keep_ratio(keep_ratio)
     _check_choice("criterion", criterion, CRITERIA)
@@ -394,6 +406,7 @@ def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", sc
                          "use criterion='l1'")
     generator = torch.Generator().manual_seed(seed)
     scores = {g.name: group_importance(model, g, criterion, generator) for g in groups}
+    _check_finite_scores(scores, criterion)
     pooled = [g.name for g in groups if scope == "global" and (criterion in ("l1", "random") or g.norms)]
     masks = {n: _keep_top(s, _kept_channels(len(s), keep_ratio, multiple_of)) for n, s in scores.items() if n not in pooled}
     if pooled:
@@ -555,8 +568,10 @@ class SlimmingPenalty(Hook):
     """Adds ``{"loss_slim": λ · Σ|γ|}`` (:func:`bn_l1_penalty`) to the loss inside :func:`course_utils.train.fit`."""
 
     def __init__(self, strength: float = 1e-4) -> None:
-        if strength < 0:
-            raise ValueError(f"strength (λ) must be >= 0, got {strength}; the paper uses about 1e-5 to 1e-4")
+        """Checked: ``strength`` a finite number >= 0."""
+        if (isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength)
+                or strength < 0):
+            raise ValueError(f"strength (λ) must be a finite number >= 0, got {strength!r}; the paper uses about 1e-5 to 1e-4")
         self.strength = strength
 
     def extra_losses(self, state: StepState) -> dict[str, Tensor]:
@@ -573,18 +588,22 @@ def count_flops(model: nn.Module, image_size: tuple[int, int] = (128, 128), in_c
     weight are counted like any value: unstructured sparsity does not lower this
     number, removing channels does. Measured with forward hooks on a zero image
     of shape (1, in_channels, H, W); ``forward_raw`` is used when the model has it.
+    The fake-quantized wrappers of :mod:`course_utils.quant` (``QuantConv2d``,
+    ``QuantLinear``, ``QuantConvBn2d``) count as the conv or linear layer they wrap.
     """
     macs: list[int] = []
+    layers = _counted_layers(model)
 
     def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         per_image = output[0].numel()  # output of the first (only) image
-        if isinstance(module, nn.Conv2d):
-            k_h, k_w = module.kernel_size
-            macs.append(per_image * (module.in_channels // module.groups) * k_h * k_w)
+        layer = layers[module]
+        if isinstance(layer, nn.Conv2d):
+            k_h, k_w = layer.kernel_size
+            macs.append(per_image * (layer.in_channels // layer.groups) * k_h * k_w)
         else:
-            macs.append(per_image * module.in_features)
+            macs.append(per_image * layer.in_features)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
     was_training = model.training
     x = torch.zeros(1, in_channels, *image_size, device=next(model.parameters()).device)
     try:
@@ -596,6 +615,27 @@ def count_flops(model: nn.Module, image_size: tuple[int, int] = (128, 128), in_c
             handle.remove()
         model.train(was_training)
     return sum(macs)
+
+
+def _counted_layers(model: nn.Module) -> dict[nn.Module, nn.Module]:
+    """``{module to hook: the Conv2d/Linear whose MACs it costs}``: plain layers map to themselves;
+    a quantization wrapper maps to the layer it wraps (it calls that layer's weights directly, so
+    the wrapped layer's own forward hook never fires)."""
+    from .quant import QuantConv2d, QuantConvBn2d, QuantLinear  # quant imports train, which prune imports too
+
+    layers: dict[nn.Module, nn.Module] = {}
+    wrapped: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, (QuantConv2d, QuantConvBn2d)):
+            layers[m] = m.conv
+            wrapped.add(id(m.conv))
+        elif isinstance(m, QuantLinear):
+            layers[m] = m.linear
+            wrapped.add(id(m.linear))
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in wrapped:
+            layers[m] = m
+    return layers
 
 
 # ===================================================================== experiments
@@ -613,6 +653,8 @@ def sensitivity_scan(
     if not ratios:
         raise ValueError("ratios is empty; give the keep ratios to try, e.g. (0.75, 0.5, 0.25)")
     all_names = [g.name for g in detector_channel_groups(model)]
+    if isinstance(groups, str):
+        raise ValueError(f"groups must be a list of group names, got the string {groups!r}; pass groups=[{groups!r}]")
     names = all_names if groups is None else list(groups)
     unknown = [n for n in names if n not in all_names]
     if unknown:
@@ -650,6 +692,10 @@ def iterative_prune(
     _check_choice("criterion", criterion, CRITERIA)
     _check_choice("scope", scope, SCOPES)
     check_training_run(train_loader, epochs, max_steps)
+    if not hasattr(train_loader, "__len__"):
+        raise ValueError(f"iterative_prune needs a loader it can iterate once per round and once per epoch, with a "
+                         f"length (a DataLoader or a list of batches); got a {type(train_loader).__name__}, which "
+                         "would be used up after the first epoch -- pass list(batches) or a DataLoader")
     history: dict[str, list[float]] = {"keep_ratio": [], "params": [], "macs": [], "loss": [], "score": []}
     previous = 1.0
     for ratio in ratios:
