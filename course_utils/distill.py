@@ -25,6 +25,7 @@ import copy
 import math
 import numbers
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -209,6 +210,9 @@ def feature_imitation_loss(student_features: Tensor, teacher_features: Tensor, m
         raise ValueError(f"adapt the student's features to the teacher's shape first: {tuple(student_features.shape)} "
                          f"vs {tuple(teacher_features.shape)}")
     sq = (student_features - teacher_features.detach()).pow(2).sum(1)  # (B, h, w)
+    if mask is not None and mask.dtype != torch.bool:
+        raise ValueError(f"feature_imitation_loss: mask must be a bool tensor (True = imitate here), got dtype "
+                         f"{mask.dtype}; use mask > 0.5 or mask.bool()")
     if mask is None:
         mask = torch.ones_like(sq, dtype=torch.bool)
     n = mask.sum().clamp(min=1)
@@ -385,7 +389,11 @@ def roi_class_logits(detector: nn.Module, images: list[Tensor], boxes: list[Tens
 
 def jitter_boxes(boxes: Tensor, copies: int = 4, scale: float = 0.2, generator: torch.Generator | None = None) -> Tensor:
     """Regions around each box: the box itself plus ``copies`` versions whose corners move
-    by ``scale · (w, h) · N(0, 1)``. Shapes: (N, 4) xyxy -> (N · (1 + copies), 4)."""
+    by ``scale · (w, h) · N(0, 1)``. Shapes: (N, 4) xyxy -> (N · (1 + copies), 4).
+    Checked: ``copies`` an integer >= 0."""
+    if isinstance(copies, bool) or not isinstance(copies, numbers.Integral) or copies < 0:
+        raise ValueError(f"jitter_boxes: copies must be an integer >= 0 (jittered versions per box), got {copies!r}")
+    copies = int(copies)
     if boxes.numel() == 0:
         return boxes.reshape(0, 4)
     wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # (N, 4): w, h, w, h
@@ -431,8 +439,21 @@ class RoIDistiller(Hook):
         return {"loss_kd_roi": self.weight * kd_loss(student_logits, teacher_logits, self.temperature)}
 
 
+def _chunk(dataset: Any, start: int, size: int) -> list[Any]:
+    """Items ``start .. start + size - 1`` of a list or of a map-style Dataset (which may not support slices)."""
+    return [dataset[i] for i in range(start, min(start + size, len(dataset)))]
+
+
+def _check_detections(detections: Any, teacher: nn.Module) -> None:
+    """The teacher returned one dict with ``boxes``, ``scores``, ``labels`` per image (a detector, not a classifier)."""
+    if not isinstance(detections, (list, tuple)) or not all(
+            isinstance(d, dict) and {"boxes", "scores", "labels"} <= set(d) for d in detections):
+        raise TypeError(f"pseudo_label needs a detector teacher whose forward returns one dict with 'boxes', 'scores' "
+                        f"and 'labels' per image; {type(teacher).__name__} returned {type(detections).__name__}")
+
+
 @torch.no_grad()
-def cache_teacher_outputs(teacher: nn.Module, dataset: list[tuple[Tensor, dict[str, Any]]], batch_size: int = 50,
+def cache_teacher_outputs(teacher: nn.Module, dataset: Sequence[tuple[Tensor, dict[str, Any]]], batch_size: int = 50,
                           device: torch.device | None = None) -> list[tuple[Tensor, dict[str, Any]]]:
     """Run the frozen teacher once over a fixed (not augmented) training set and keep its outputs.
 
@@ -441,14 +462,18 @@ def cache_teacher_outputs(teacher: nn.Module, dataset: list[tuple[Tensor, dict[s
     :class:`Distiller` then reads them instead of running the teacher every step --
     the same numbers (the teacher is frozen and in eval mode), computed once.
     Only valid when every epoch sees the same images: with random augmentation,
-    run the teacher live. Checked: ``batch_size`` a positive integer.
+    run the teacher live. ``dataset``: a list of ``(image, target)`` or a map-style Dataset.
+    Checked: ``batch_size`` a positive integer, a teacher with ``forward_raw``.
     """
     batch_size = _check_batch_size(batch_size, "cache_teacher_outputs")
     device = device or next(teacher.parameters()).device
     teacher = teacher.eval()
+    if not hasattr(teacher, "forward_raw"):
+        raise TypeError(f"cache_teacher_outputs needs a detector teacher with forward_raw (a TinyDetector), got a "
+                        f"{type(teacher).__name__}")
     out: list[tuple[Tensor, dict[str, Any]]] = []
     for start in range(0, len(dataset), batch_size):
-        chunk = dataset[start:start + batch_size]
+        chunk = _chunk(dataset, start, batch_size)
         raw = teacher.forward_raw(torch.stack([img for img, _ in chunk]).to(device))
         for i, (img, target) in enumerate(chunk):
             out.append((img, {**target, **{f"teacher_{k}": raw[k][i].cpu() for k in ("logits", "deltas", "features")}}))
@@ -456,24 +481,26 @@ def cache_teacher_outputs(teacher: nn.Module, dataset: list[tuple[Tensor, dict[s
 
 
 @torch.no_grad()
-def pseudo_label(teacher: nn.Module, dataset: list[tuple[Tensor, dict[str, Any]]], score_threshold: float = 0.5,
+def pseudo_label(teacher: nn.Module, dataset: Sequence[tuple[Tensor, dict[str, Any]]], score_threshold: float = 0.5,
                  batch_size: int = 50, device: torch.device | None = None) -> list[tuple[Tensor, dict[str, Any]]]:
     """Hard distillation for unlabelled images: the teacher's detections become the targets.
 
     Each target's ``boxes``/``labels`` are replaced by the teacher's detections with
     score ``>= score_threshold`` (other keys, e.g. cached teacher outputs, are kept).
-    The student then trains on them like on ground truth. Checked: ``0 <= score_threshold <= 1``,
-    ``batch_size`` a positive integer.
+    The student then trains on them like on ground truth. ``dataset``: a list of ``(image, target)``
+    or a map-style Dataset. Checked: ``0 <= score_threshold <= 1``, ``batch_size`` a positive
+    integer, a teacher returning detections (a dict per image).
     """
-    if not 0 <= score_threshold <= 1:
-        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    if isinstance(score_threshold, bool) or not isinstance(score_threshold, numbers.Real) or not 0 <= score_threshold <= 1:
+        raise ValueError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
     batch_size = _check_batch_size(batch_size, "pseudo_label")
     device = device or next(teacher.parameters()).device
     teacher = teacher.eval()
     out: list[tuple[Tensor, dict[str, Any]]] = []
     for start in range(0, len(dataset), batch_size):
-        chunk = dataset[start:start + batch_size]
+        chunk = _chunk(dataset, start, batch_size)
         detections = teacher(torch.stack([img for img, _ in chunk]).to(device))
+        _check_detections(detections, teacher)
         for (img, target), det in zip(chunk, detections):
             keep = det["scores"] >= score_threshold
             out.append((img, {**target, "boxes": det["boxes"][keep].cpu(), "labels": det["labels"][keep].cpu()}))

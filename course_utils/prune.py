@@ -276,10 +276,14 @@ def detector_channel_groups(model: nn.Module) -> list[ChannelGroup]:
     ``tower.0``, ``tower.1`` (read by ``cls_out`` and ``box_out``). The last
     ``stage3`` block (C3) feeds both ``stage4`` and ``lateral3``; the last
     ``stage4`` block feeds only ``lateral4``. ``cls_out``/``box_out`` keep their
-    outputs (K classes, 4 offsets), so they appear only as consumers.
+    outputs (K classes, 4 offsets), so they appear only as consumers. Checked: a TinyDetector
+    that is not fake-quantized (prune first, then quantize).
     """
     if not isinstance(model, TinyDetector):
         raise TypeError(f"channel pruning knows the layout of TinyDetector only, got {type(model).__name__}")
+    if any(layer is not module for module, layer in _counted_layers(model).items()):
+        raise TypeError("this TinyDetector is fake-quantized (quantize_model / prepare_qat wrapped its layers): prune the "
+                        "float model first, then quantize the pruned one")
 
     def block(name: str) -> tuple[list[str], list[str]]:  # a ConvBNReLU: (conv, [BN] or [])
         return [f"{name}.0"], [f"{name}.1"] if isinstance(model.get_submodule(name)[1], nn.BatchNorm2d) else []
@@ -588,9 +592,11 @@ def count_flops(model: nn.Module, image_size: tuple[int, int] = (128, 128), in_c
     weight are counted like any value: unstructured sparsity does not lower this
     number, removing channels does. Measured with forward hooks on a zero image
     of shape (1, in_channels, H, W); ``forward_raw`` is used when the model has it.
+    Checked: ``image_size`` a pair of positive ints, ``in_channels`` a positive int.
     The fake-quantized wrappers of :mod:`course_utils.quant` (``QuantConv2d``,
     ``QuantLinear``, ``QuantConvBn2d``) count as the conv or linear layer they wrap.
     """
+    image_size, in_channels = _check_image_size(image_size, in_channels)
     macs: list[int] = []
     layers = _counted_layers(model)
 
@@ -605,7 +611,8 @@ def count_flops(model: nn.Module, image_size: tuple[int, int] = (128, 128), in_c
 
     handles = [m.register_forward_hook(hook) for m in layers]
     was_training = model.training
-    x = torch.zeros(1, in_channels, *image_size, device=next(model.parameters()).device)
+    first = next(iter(model.parameters()), None)
+    x = torch.zeros(1, in_channels, *image_size, device=first.device if first is not None else "cpu")
     try:
         model.eval()
         with torch.no_grad():
@@ -615,6 +622,20 @@ def count_flops(model: nn.Module, image_size: tuple[int, int] = (128, 128), in_c
             handle.remove()
         model.train(was_training)
     return sum(macs)
+
+
+def _check_image_size(image_size: Any, in_channels: Any) -> tuple[tuple[int, int], int]:
+    """``(H, W)`` positive ints (numpy ints too) and ``in_channels`` a positive int, as plain ints."""
+    def positive_int(v: Any) -> bool:
+        return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1
+
+    if isinstance(image_size, numbers.Integral) or not isinstance(image_size, Sequence) or len(image_size) != 2 \
+            or not all(positive_int(v) for v in image_size):
+        hint = f" -- for a square image pass ({image_size}, {image_size})" if positive_int(image_size) else ""
+        raise ValueError(f"image_size must be a pair (H, W) of positive ints, got {image_size!r}{hint}")
+    if not positive_int(in_channels):
+        raise ValueError(f"in_channels must be a positive int (3 for RGB), got {in_channels!r}")
+    return (int(image_size[0]), int(image_size[1])), int(in_channels)
 
 
 def _counted_layers(model: nn.Module) -> dict[nn.Module, nn.Module]:
@@ -660,10 +681,21 @@ def sensitivity_scan(
     if unknown:
         raise ValueError(f"unknown channel groups {unknown}; choose from {all_names}")
     masks = {r: channel_masks(model, r, criterion, "layer") for r in ratios}
-    result = {"ratios": list(ratios), "baseline": float(evaluate_fn(model)), "scores": {}}
+    result = {"ratios": list(ratios), "baseline": _score(evaluate_fn(model)), "scores": {}}
     for name in names:
-        result["scores"][name] = [float(evaluate_fn(prune_channels(model, {name: masks[r][name]}))) for r in ratios]
+        result["scores"][name] = [_score(evaluate_fn(prune_channels(model, {name: masks[r][name]}))) for r in ratios]
     return result
+
+
+def _score(value: Any) -> float:
+    """``evaluate_fn``'s result as a float; a dict (e.g. ``evaluate()``'s) is refused with the fix."""
+    if isinstance(value, dict):
+        raise TypeError(f"evaluate_fn must return one number, got a dict with keys {sorted(value)[:6]}; return "
+                        "one entry, e.g. lambda m: evaluate(m, ...)['map']")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"evaluate_fn must return one number, got {value!r}") from err
 
 
 def iterative_prune(
@@ -709,5 +741,5 @@ def iterative_prune(
         history["macs"].append(count_flops(model, image_size))
         history["loss"].append(sum(run["loss"]) / max(len(run["loss"]), 1))
         if evaluate_fn is not None:
-            history["score"].append(float(evaluate_fn(model)))
+            history["score"].append(_score(evaluate_fn(model)))
     return model, history

@@ -177,6 +177,11 @@ def _calc_qparams(
     return scale, zp.to(torch.int32)
 
 
+def _is_real(value: Any) -> bool:
+    """A real number (numpy scalars too), not a bool."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
 def _check_tensor(x: Any, name: str = "x") -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -384,6 +389,9 @@ class Observer(nn.Module):
     def __init__(self, num_bits: int = 8, symmetric: bool = False, signed: bool | None = None,
                  ch_axis: int | None = None) -> None:
         super().__init__()
+        if ch_axis is not None and (isinstance(ch_axis, bool) or not isinstance(ch_axis, numbers.Integral)):
+            raise ValueError(f"ch_axis must be None (per tensor) or an int axis (per channel), got {ch_axis!r}")
+        ch_axis = None if ch_axis is None else int(ch_axis)
         self.num_bits, self.symmetric, self.ch_axis = num_bits, symmetric, ch_axis
         self.signed = symmetric if signed is None else signed
         self.q_min, self.q_max = qrange(num_bits, self.signed)
@@ -393,6 +401,9 @@ class Observer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.numel() == 0:
             raise ValueError(f"{type(self).__name__} got an empty tensor (shape {tuple(x.shape)}): nothing to take a range from")
+        if self.ch_axis is not None and not -x.ndim <= self.ch_axis < x.ndim:
+            raise ValueError(f"{type(self).__name__}(ch_axis={self.ch_axis}) got a tensor of shape {tuple(x.shape)}, "
+                             "which has no such axis; use ch_axis=0 for the output channels of a weight, or None")
         x_d = x.detach().float()
         if not torch.isfinite(x_d).all():
             raise ValueError(f"{type(self).__name__} saw NaN or inf values; the model or its input is broken")
@@ -449,8 +460,8 @@ class MovingAverageMinMaxObserver(Observer):
 
     def __init__(self, averaging_constant: float = 0.01, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not 0 < averaging_constant <= 1:
-            raise ValueError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
+        if not _is_real(averaging_constant) or not 0 < averaging_constant <= 1:
+            raise ValueError(f"averaging_constant must be a number in (0, 1] (0.01 is usual), got {averaging_constant!r}")
         self.c = averaging_constant
 
     def update(self, rows: Tensor) -> None:
@@ -483,8 +494,8 @@ class PercentileObserver(Observer):
 
     def __init__(self, percentile: float = 99.99, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not 50 < percentile <= 100:
-            raise ValueError(f"percentile must be in (50, 100], got {percentile}")
+        if not _is_real(percentile) or not 50 < percentile <= 100:
+            raise ValueError(f"percentile must be a number in (50, 100] (99.99 is usual), got {percentile!r}")
         self.percentile = percentile
         self.batches = 0
 
@@ -1131,6 +1142,9 @@ def calibrate(model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Mo
     at least one :class:`FakeQuantize` (a float model has nothing to calibrate), and at
     least one batch came.
     """
+    if isinstance(batches, Tensor):
+        raise TypeError(f"calibrate takes an iterable of batches, got one tensor of shape {tuple(batches.shape)} "
+                        "(iterating it would feed single images); pass [images] or a list of batches")
     if not any(isinstance(m, FakeQuantize) for m in model.modules()):
         raise ValueError("calibrate: the model has no quantizers (FakeQuantize), so there is nothing to calibrate; "
                          "call quantize_model(model) (PTQ) or prepare_qat(model) (QAT) first and calibrate the "
@@ -1204,9 +1218,14 @@ class QATSchedule(Hook):
     sees exactly the folded model that will be deployed); after
     ``freeze_observer_epoch`` epochs the activation ranges stop moving.
     ``None`` never freezes. Plug into :func:`course_utils.train.fit` via ``hooks=[...]``.
+    Checked: each epoch None or an integer >= 0.
     """
 
     def __init__(self, freeze_bn_epoch: int | None = 1, freeze_observer_epoch: int | None = None) -> None:
+        for name, value in (("freeze_bn_epoch", freeze_bn_epoch), ("freeze_observer_epoch", freeze_observer_epoch)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
+                raise ValueError(f"QATSchedule: {name} must be None (never) or an integer >= 0 (epochs trained "
+                                 f"before freezing), got {value!r}")
         self.freeze_bn_epoch, self.freeze_observer_epoch = freeze_bn_epoch, freeze_observer_epoch
 
     def on_train_start(self, state: Any) -> None:

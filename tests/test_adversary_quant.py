@@ -332,3 +332,109 @@ def test_s31_feature_adapter_trains_in_a_second_fit(loader: list) -> None:
     assert not torch.equal(before, hook.adapter.proj.weight)
     fit(student, loader, second, 1, hooks=[hook], progress=False)  # same optimizer again: not added twice
     assert len(second.param_groups) == 2
+
+
+# ===================================================================== obscure crashes -> clear messages
+def test_q06_calc_qparams_of_strings() -> None:
+    with pytest.raises(ValueError, match="numbers or tensors"):
+        Q.calc_qparams("a", "b")
+
+
+@pytest.mark.parametrize("make", [lambda: Q.MovingAverageMinMaxObserver(averaging_constant="0.1"),
+                                  lambda: Q.PercentileObserver(percentile="99")])
+def test_q27_observer_settings_must_be_numbers(make: object) -> None:
+    with pytest.raises(ValueError, match="must be a number"):
+        make()
+
+
+def test_q26_observer_ch_axis_is_named() -> None:
+    with pytest.raises(ValueError, match="ch_axis=5"):
+        Q.MinMaxObserver(ch_axis=5)(torch.randn(2, 3))
+    obs = Q.MinMaxObserver(ch_axis=np.int64(0))
+    obs(torch.randn(2, 3))
+    assert obs.calculate_qparams()[0].shape == (2,)
+
+
+def test_q58_calibrate_refuses_one_tensor_as_the_batches(images: torch.Tensor) -> None:
+    with pytest.raises(TypeError, match=r"\[images\]"):
+        Q.post_training_quantize(_det().eval(), images)
+
+
+@pytest.mark.parametrize("epoch", ["1", -1, 1.5])
+def test_q64_qat_schedule_epochs_validated(epoch: object) -> None:
+    with pytest.raises(ValueError, match="freeze_bn_epoch"):
+        Q.QATSchedule(freeze_bn_epoch=epoch)
+    Q.QATSchedule(freeze_bn_epoch=np.int64(1), freeze_observer_epoch=None)
+
+
+def test_p22_pruning_a_quantized_model_is_refused() -> None:
+    with pytest.raises(TypeError, match="prune the float model first"):
+        P.prune_detector(Q.prepare_qat(_det()), 0.5)
+
+
+@pytest.mark.parametrize("size", [128, (0, 0), (32,), (32.0, 32.0)])
+def test_p31_p32_count_flops_image_size(size: object) -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        P.count_flops(_det(), size)
+
+
+def test_count_flops_accepts_numpy_sizes_and_parameter_free_models() -> None:
+    model = _det()
+    assert P.count_flops(model, (np.int64(32), np.int64(32))) == P.count_flops(model, (32, 32))
+    assert P.count_flops(nn.Sequential(nn.ReLU()), (8, 8)) == 0  # P35: no StopIteration
+
+
+def test_p38_sensitivity_scan_evaluate_fn_returning_a_dict() -> None:
+    with pytest.raises(TypeError, match=r"\['map'\]"):
+        P.sensitivity_scan(_det(), lambda m: {"map": 0.1}, ratios=[0.5], groups=["stem"])
+
+
+def test_s16_cache_and_pseudo_label_accept_a_dataset(data: list) -> None:
+    teacher = _det()
+    dataset = SyntheticShapes(4, config=CFG)
+    from_list = S.cache_teacher_outputs(teacher, data, batch_size=3)
+    from_dataset = S.cache_teacher_outputs(teacher, dataset, batch_size=3)
+    assert len(from_dataset) == len(from_list) == 4
+    for (_, a), (_, b) in zip(from_list, from_dataset):
+        assert torch.equal(a["teacher_logits"], b["teacher_logits"])
+    assert len(S.pseudo_label(teacher, dataset, batch_size=3)) == 4
+
+
+def test_s20_pseudo_label_threshold_must_be_a_number(data: list) -> None:
+    with pytest.raises(ValueError, match="score_threshold"):
+        S.pseudo_label(_det(), data, score_threshold="0.5")
+
+
+def test_s21_pseudo_label_with_a_classifier_teacher() -> None:
+    from course_utils.models import DigitsCNN
+
+    with pytest.raises(TypeError, match="detector teacher"):
+        S.pseudo_label(DigitsCNN(), [(torch.rand(1, 8, 8), {"labels": torch.tensor(1)})])
+
+
+def test_s25_s26_feature_mask_and_jitter_copies() -> None:
+    with pytest.raises(ValueError, match="bool"):
+        S.feature_imitation_loss(torch.randn(1, 8, 4, 4), torch.randn(1, 8, 4, 4), torch.ones(1, 4, 4))
+    with pytest.raises(ValueError, match="copies"):
+        S.jitter_boxes(torch.tensor([[0.0, 0, 10, 10]]), copies=-1)
+    assert S.jitter_boxes(torch.tensor([[0.0, 0, 10, 10]]), copies=np.int64(2)).shape == (3, 4)
+
+
+def test_c06_c20_clipping_arguments() -> None:
+    from course_utils import clipping as C
+
+    layer = nn.Linear(3, 3)
+    layer(torch.randn(2, 3)).sum().backward()
+    with pytest.raises(TypeError, match=r"model.parameters\(\)"):
+        C.clip_grad_norm_(layer, 1.0)
+    with pytest.raises(TypeError, match=r"model.parameters\(\)"):
+        C.adaptive_clip_grad_(layer, 0.01)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        C.unitwise_norm("x")
+
+
+def test_c25_clip_lab_run_seed() -> None:
+    from course_utils import clipping as C
+
+    with pytest.raises(ValueError, match="seed"):
+        C.clip_lab_run(steps=2, seed=-1)
