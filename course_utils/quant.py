@@ -279,12 +279,13 @@ class _FakeQuantizeSTE(torch.autograd.Function):
                 in_float32: bool = True) -> Tensor:
         # torch computes x * (1/S), the rounding and S * (q - Z) in float32 for float16, bfloat16
         # (and, per tensor, float64) inputs, then casts back; so do we, or half precision rounds
-        # some values to the wrong level
-        xc = x.to(torch.float32) if in_float32 and x.dtype != torch.float32 else x
-        q = torch.round(xc * _reciprocal(scale).to(x.device)) + zero_point
+        # some values to the wrong level. Integer inputs give float32, as before.
+        cast = in_float32 and x.is_floating_point() and x.dtype != torch.float32
+        q = torch.round((x.to(torch.float32) if cast else x) * _reciprocal(scale).to(x.device)) + zero_point
         inside = (q >= q_min) & (q <= q_max)
         ctx.save_for_backward(inside)
-        return ((torch.clamp(q, q_min, q_max) - zero_point) * scale).to(x.dtype)
+        y = (torch.clamp(q, q_min, q_max) - zero_point) * scale
+        return y.to(x.dtype) if x.is_floating_point() else y
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:

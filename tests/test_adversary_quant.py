@@ -438,3 +438,10 @@ def test_c25_clip_lab_run_seed() -> None:
 
     with pytest.raises(ValueError, match="seed"):
         C.clip_lab_run(steps=2, seed=-1)
+
+
+def test_q16_integer_input_still_gives_float32() -> None:
+    x = torch.arange(-20, 20)
+    got = Q.fake_quantize(x, 0.3, 0, -128, 127)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, torch.fake_quantize_per_tensor_affine(x.float(), 0.3, 0, -128, 127))
