@@ -70,7 +70,13 @@ def _check_norm_type(norm_type: Any) -> None:
 
 
 def _grads(parameters: _Params) -> list[Tensor]:
-    """The ``.grad`` of every parameter that has one (parameters without grads are skipped)."""
+    """The ``.grad`` of every parameter that has one (parameters without grads are skipped).
+
+    Checked: ``parameters`` is a tensor or an iterable of tensors, not a module (pass
+    ``model.parameters()``)."""
+    if isinstance(parameters, nn.Module):
+        raise TypeError(f"pass the parameters, not the module: model.parameters() instead of a "
+                        f"{type(parameters).__name__}")
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     return [p.grad for p in parameters if p.grad is not None]
@@ -173,8 +179,10 @@ def unitwise_norm(x: Tensor) -> Tensor:
     """L2 norm per output unit: over all dims but the first for matrices and conv kernels.
 
     Shapes: (out, in) -> (out, 1); (out, in, kh, kw) -> (out, 1, 1, 1);
-    vectors (biases, BN weights) and scalars count as one unit -> () .
+    vectors (biases, BN weights) and scalars count as one unit -> () . Checked: ``x`` a tensor.
     """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"unitwise_norm needs a torch.Tensor (a weight or its gradient), got {type(x).__name__}")
     if x.ndim <= 1:
         return torch.linalg.vector_norm(x)
     return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
@@ -196,6 +204,9 @@ def adaptive_clip_grad_(parameters: _Params, clip_factor: float = 0.01, eps: flo
 
 
 def _agc(parameters: _Params, clip_factor: float, eps: float = 1e-3) -> Tensor:
+    if isinstance(parameters, nn.Module):
+        raise TypeError(f"pass the parameters, not the module: model.parameters() instead of a "
+                        f"{type(parameters).__name__}")
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     clipped, total = 0, 0
@@ -303,7 +314,7 @@ def clip_lab_run(
     "diverged": bool, "accuracy": test accuracy (nan if diverged)}``.
     Checked up front: ``method``/``threshold`` (as :class:`GradientClipping`), ``lr`` > 0,
     ``optimizer``, and ``steps``, ``batch_size`` positive ints (0 steps would report an
-    untrained model's accuracy as if it were a result).
+    untrained model's accuracy as if it were a result), ``seed`` an int in ``0 .. 2**32 - 1``.
     """
     from torch.utils.data import DataLoader
 
@@ -316,6 +327,8 @@ def clip_lab_run(
     for name, value, typical in (("steps", steps, "150"), ("batch_size", batch_size, "64")):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{name} must be a positive int (e.g. {typical}); got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in 0 .. 2**32 - 1 (numpy's limit), got {seed!r}")
     clipping = GradientClipping(method, threshold)
     seed_everything(seed)
     device = get_device()

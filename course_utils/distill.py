@@ -22,7 +22,10 @@ Taught in: 06_knowledge_distillation.
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -52,6 +55,35 @@ __all__ = [
 
 
 # --------------------------------------------------------------------- classification
+def _check_temperature(temperature: Any, where: str) -> None:
+    """``temperature`` a finite real number > 0 (NaN passes ``<= 0`` checks, 0 divides by zero)."""
+    if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not math.isfinite(temperature)
+            or temperature <= 0):
+        raise ValueError(f"{where}: temperature must be a finite number > 0 (T = 1 is the plain softmax; 2 to 4 "
+                         f"are usual), got {temperature!r}")
+
+
+def _check_batch_size(batch_size: Any, where: str) -> int:
+    """``batch_size`` a positive integer (numpy integers too); returned as an int."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"{where}: batch_size must be a positive integer, got {batch_size!r} (the default is 50)")
+    return int(batch_size)
+
+
+def _check_logit_pair(student_logits: Any, teacher_logits: Any, where: str, shape: str) -> None:
+    """Both tensors with the same shape and a class dimension (at least 2-D)."""
+    for name, t in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim < 2:
+            raise ValueError(f"{where}: {name} has shape {tuple(t.shape)}; need {shape} with the classes on the last "
+                             "dimension (a softmax over a 1-D tensor would run over the batch); for one logit per "
+                             "example use x[:, None]")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"{where}: student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
+                         f"{tuple(teacher_logits.shape)} (do both models have the same number of classes?)")
+
+
 def soften(logits: Tensor, temperature: float) -> Tensor:
     """Soft targets: ``softmax(z / T)`` over the last dimension. T > 1 flattens the distribution."""
     return F.softmax(logits / temperature, dim=-1)
@@ -65,11 +97,10 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float =
     ``T²`` factor keeps it the same size as the hard-label loss's, whatever T.
     Shapes: (B, K), (B, K) -> (). Equal to
     ``T² · F.kl_div(log_softmax(s/T), softmax(t/T), reduction="batchmean")``.
+    Checked: temperature a finite number > 0; both logits tensors of the same shape, at least 2-D.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+    _check_temperature(temperature, "kd_loss")
+    _check_logit_pair(student_logits, teacher_logits, "kd_loss", "(B, K)")
     log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
@@ -110,8 +141,11 @@ def dense_cls_distill_loss(student_logits: Tensor, teacher_logits: Tensor, tempe
     ``w_a = fg_weight`` where the teacher sees an object (:func:`foreground_mask`)
     and 1 elsewhere: background locations are many and easy, so foreground ones
     are weighted up. Zero iff student and teacher logits are equal. Shapes:
-    (B, A, K), (B, A, K) -> ().
+    (B, A, K), (B, A, K) -> (). Checked: temperature a finite number > 0; both logits of the same
+    shape, at least 2-D (a teacher with another number of classes would broadcast silently).
     """
+    _check_temperature(temperature, "dense_cls_distill_loss")
+    _check_logit_pair(student_logits, teacher_logits, "dense_cls_distill_loss", "(B, A, K)")
     kl = _binary_kl(student_logits, teacher_logits, temperature).sum(-1)  # (B, A)
     weights = 1.0 + (fg_weight - 1.0) * foreground_mask(teacher_logits, fg_threshold).float()
     return temperature**2 * (weights * kl).sum() / weights.sum()
@@ -176,6 +210,9 @@ def feature_imitation_loss(student_features: Tensor, teacher_features: Tensor, m
         raise ValueError(f"adapt the student's features to the teacher's shape first: {tuple(student_features.shape)} "
                          f"vs {tuple(teacher_features.shape)}")
     sq = (student_features - teacher_features.detach()).pow(2).sum(1)  # (B, h, w)
+    if mask is not None and mask.dtype != torch.bool:
+        raise ValueError(f"feature_imitation_loss: mask must be a bool tensor (True = imitate here), got dtype "
+                         f"{mask.dtype}; use mask > 0.5 or mask.bool()")
     if mask is None:
         mask = torch.ones_like(sq, dtype=torch.bool)
     n = mask.sum().clamp(min=1)
@@ -197,7 +234,13 @@ class Distiller(Hook):
 
     For the ``"feature"`` term a :class:`FeatureAdapter` is made at the start of
     training (its channel counts read from one dummy forward pass of each model)
-    and its parameters are added to the optimizer.
+    and its parameters are added to the optimizer -- at the start of *every*
+    :func:`~course_utils.train.fit` that uses this hook, if that fit's optimizer does
+    not hold them yet (the adapter keeps what it learned in earlier fits).
+
+    Checked: the weights are for known terms and finite numbers >= 0 (0 turns a term
+    off), temperature a finite number > 0; at the start of training, a teacher with
+    ``num_classes`` has as many classes as the student.
     """
 
     def __init__(self, teacher: nn.Module, weights: dict[str, float], temperature: float = 2.0,
@@ -205,6 +248,11 @@ class Distiller(Hook):
         unknown = set(weights) - {"cls", "box", "feature"}
         if unknown:
             raise ValueError(f"unknown distillation terms {sorted(unknown)}; use 'cls', 'box' and/or 'feature'")
+        for term, w in weights.items():
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"Distiller: weights[{term!r}] must be a finite number >= 0 (0 turns the term off), "
+                                 f"got {w!r}")
+        _check_temperature(temperature, "Distiller")
         self.teacher = _frozen_copy(teacher)
         self.weights, self.temperature = dict(weights), temperature
         self.fg_threshold, self.fg_weight = fg_threshold, fg_weight
@@ -222,12 +270,28 @@ class Distiller(Hook):
     def on_train_start(self, state: StepState) -> None:
         device = next(state.model.parameters()).device
         self.teacher.to(device).eval()
-        if self.weights.get("feature", 0) > 0 and self.adapter is None:
-            c_s, c_t = self._feature_channels(state.model, device), self._feature_channels(self.teacher, device)
-            self.adapter = FeatureAdapter(c_s, c_t).to(device)
+        self._check_classes(state.model)
+        if self.weights.get("feature", 0) > 0:
+            if self.adapter is None:
+                c_s, c_t = self._feature_channels(state.model, device), self._feature_channels(self.teacher, device)
+                self.adapter = FeatureAdapter(c_s, c_t)
+            self.adapter.to(device)
+            self._add_adapter_to(state.optimizer)
+
+    def _check_classes(self, student: nn.Module) -> None:
+        k_s, k_t = getattr(student, "num_classes", None), getattr(self.teacher, "num_classes", None)
+        if k_s is not None and k_t is not None and k_s != k_t:
+            raise ValueError(f"Distiller: the teacher has {k_t} classes and the student {k_s}; distillation compares "
+                             "their class scores one to one, so both must be trained on the same classes")
+
+    def _add_adapter_to(self, optimizer: torch.optim.Optimizer) -> None:
+        """Add the adapter's parameters to ``optimizer`` unless it holds them already (a fit reusing this hook)."""
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        params = [p for p in self.adapter.parameters() if id(p) not in held]
+        if params:
             # same hyper-parameters as the student's first group (incl. a scheduler's keys such as initial_lr)
-            settings = {k: v for k, v in state.optimizer.param_groups[0].items() if k != "params"}
-            state.optimizer.add_param_group({**settings, "params": list(self.adapter.parameters())})
+            settings = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+            optimizer.add_param_group({**settings, "params": params})
 
     def teacher_outputs(self, images: Tensor | list[Tensor], targets: list[dict[str, Any]] | None = None) -> dict[str, Tensor]:
         """The teacher's raw outputs for a batch: from the targets if :func:`cache_teacher_outputs` stored them, else computed."""
@@ -283,8 +347,7 @@ class SoftTargetDistiller(Hook):
     def __init__(self, teacher: nn.Module, alpha: float = 0.9, temperature: float = 4.0) -> None:
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        _check_temperature(temperature, "SoftTargetDistiller")
         self.teacher, self.alpha, self.temperature = _frozen_copy(teacher), alpha, temperature
 
     def on_train_start(self, state: StepState) -> None:
@@ -326,7 +389,11 @@ def roi_class_logits(detector: nn.Module, images: list[Tensor], boxes: list[Tens
 
 def jitter_boxes(boxes: Tensor, copies: int = 4, scale: float = 0.2, generator: torch.Generator | None = None) -> Tensor:
     """Regions around each box: the box itself plus ``copies`` versions whose corners move
-    by ``scale · (w, h) · N(0, 1)``. Shapes: (N, 4) xyxy -> (N · (1 + copies), 4)."""
+    by ``scale · (w, h) · N(0, 1)``. Shapes: (N, 4) xyxy -> (N · (1 + copies), 4).
+    Checked: ``copies`` an integer >= 0."""
+    if isinstance(copies, bool) or not isinstance(copies, numbers.Integral) or copies < 0:
+        raise ValueError(f"jitter_boxes: copies must be an integer >= 0 (jittered versions per box), got {copies!r}")
+    copies = int(copies)
     if boxes.numel() == 0:
         return boxes.reshape(0, 4)
     wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # (N, 4): w, h, w, h
@@ -352,8 +419,9 @@ class RoIDistiller(Hook):
 
     def __init__(self, teacher: nn.Module, weight: float = 1.0, temperature: float = 4.0, copies: int = 4,
                  seed: int = 0) -> None:
-        if temperature <= 0 or weight < 0:
-            raise ValueError(f"need temperature > 0 and weight >= 0; got {temperature}, {weight}")
+        _check_temperature(temperature, "RoIDistiller")
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"RoIDistiller: weight must be a finite number >= 0, got {weight!r}")
         self.teacher, self.weight, self.temperature, self.copies = _frozen_copy(teacher), weight, temperature, copies
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -371,8 +439,21 @@ class RoIDistiller(Hook):
         return {"loss_kd_roi": self.weight * kd_loss(student_logits, teacher_logits, self.temperature)}
 
 
+def _chunk(dataset: Any, start: int, size: int) -> list[Any]:
+    """Items ``start .. start + size - 1`` of a list or of a map-style Dataset (which may not support slices)."""
+    return [dataset[i] for i in range(start, min(start + size, len(dataset)))]
+
+
+def _check_detections(detections: Any, teacher: nn.Module) -> None:
+    """The teacher returned one dict with ``boxes``, ``scores``, ``labels`` per image (a detector, not a classifier)."""
+    if not isinstance(detections, (list, tuple)) or not all(
+            isinstance(d, dict) and {"boxes", "scores", "labels"} <= set(d) for d in detections):
+        raise TypeError(f"pseudo_label needs a detector teacher whose forward returns one dict with 'boxes', 'scores' "
+                        f"and 'labels' per image; {type(teacher).__name__} returned {type(detections).__name__}")
+
+
 @torch.no_grad()
-def cache_teacher_outputs(teacher: nn.Module, dataset: list[tuple[Tensor, dict[str, Any]]], batch_size: int = 50,
+def cache_teacher_outputs(teacher: nn.Module, dataset: Sequence[tuple[Tensor, dict[str, Any]]], batch_size: int = 50,
                           device: torch.device | None = None) -> list[tuple[Tensor, dict[str, Any]]]:
     """Run the frozen teacher once over a fixed (not augmented) training set and keep its outputs.
 
@@ -381,13 +462,18 @@ def cache_teacher_outputs(teacher: nn.Module, dataset: list[tuple[Tensor, dict[s
     :class:`Distiller` then reads them instead of running the teacher every step --
     the same numbers (the teacher is frozen and in eval mode), computed once.
     Only valid when every epoch sees the same images: with random augmentation,
-    run the teacher live.
+    run the teacher live. ``dataset``: a list of ``(image, target)`` or a map-style Dataset.
+    Checked: ``batch_size`` a positive integer, a teacher with ``forward_raw``.
     """
+    batch_size = _check_batch_size(batch_size, "cache_teacher_outputs")
     device = device or next(teacher.parameters()).device
     teacher = teacher.eval()
+    if not hasattr(teacher, "forward_raw"):
+        raise TypeError(f"cache_teacher_outputs needs a detector teacher with forward_raw (a TinyDetector), got a "
+                        f"{type(teacher).__name__}")
     out: list[tuple[Tensor, dict[str, Any]]] = []
     for start in range(0, len(dataset), batch_size):
-        chunk = dataset[start:start + batch_size]
+        chunk = _chunk(dataset, start, batch_size)
         raw = teacher.forward_raw(torch.stack([img for img, _ in chunk]).to(device))
         for i, (img, target) in enumerate(chunk):
             out.append((img, {**target, **{f"teacher_{k}": raw[k][i].cpu() for k in ("logits", "deltas", "features")}}))
@@ -395,22 +481,26 @@ def cache_teacher_outputs(teacher: nn.Module, dataset: list[tuple[Tensor, dict[s
 
 
 @torch.no_grad()
-def pseudo_label(teacher: nn.Module, dataset: list[tuple[Tensor, dict[str, Any]]], score_threshold: float = 0.5,
+def pseudo_label(teacher: nn.Module, dataset: Sequence[tuple[Tensor, dict[str, Any]]], score_threshold: float = 0.5,
                  batch_size: int = 50, device: torch.device | None = None) -> list[tuple[Tensor, dict[str, Any]]]:
     """Hard distillation for unlabelled images: the teacher's detections become the targets.
 
     Each target's ``boxes``/``labels`` are replaced by the teacher's detections with
     score ``>= score_threshold`` (other keys, e.g. cached teacher outputs, are kept).
-    The student then trains on them like on ground truth.
+    The student then trains on them like on ground truth. ``dataset``: a list of ``(image, target)``
+    or a map-style Dataset. Checked: ``0 <= score_threshold <= 1``, ``batch_size`` a positive
+    integer, a teacher returning detections (a dict per image).
     """
-    if not 0 <= score_threshold <= 1:
-        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    if isinstance(score_threshold, bool) or not isinstance(score_threshold, numbers.Real) or not 0 <= score_threshold <= 1:
+        raise ValueError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
+    batch_size = _check_batch_size(batch_size, "pseudo_label")
     device = device or next(teacher.parameters()).device
     teacher = teacher.eval()
     out: list[tuple[Tensor, dict[str, Any]]] = []
     for start in range(0, len(dataset), batch_size):
-        chunk = dataset[start:start + batch_size]
+        chunk = _chunk(dataset, start, batch_size)
         detections = teacher(torch.stack([img for img, _ in chunk]).to(device))
+        _check_detections(detections, teacher)
         for (img, target), det in zip(chunk, detections):
             keep = det["scores"] >= score_threshold
             out.append((img, {**target, "boxes": det["boxes"][keep].cpu(), "labels": det["labels"][keep].cpu()}))

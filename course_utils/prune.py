@@ -39,6 +39,7 @@ same outputs as the masked model (tested to 1e-5) with fewer parameters.
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -275,10 +276,14 @@ def detector_channel_groups(model: nn.Module) -> list[ChannelGroup]:
     ``tower.0``, ``tower.1`` (read by ``cls_out`` and ``box_out``). The last
     ``stage3`` block (C3) feeds both ``stage4`` and ``lateral3``; the last
     ``stage4`` block feeds only ``lateral4``. ``cls_out``/``box_out`` keep their
-    outputs (K classes, 4 offsets), so they appear only as consumers.
+    outputs (K classes, 4 offsets), so they appear only as consumers. Checked: a TinyDetector
+    that is not fake-quantized (prune first, then quantize).
     """
     if not isinstance(model, TinyDetector):
         raise TypeError(f"channel pruning knows the layout of TinyDetector only, got {type(model).__name__}")
+    if any(layer is not module for module, layer in _counted_layers(model).items()):
+        raise TypeError("this TinyDetector is fake-quantized (quantize_model / prepare_qat wrapped its layers): prune the "
+                        "float model first, then quantize the pruned one")
 
     def block(name: str) -> tuple[list[str], list[str]]:  # a ConvBNReLU: (conv, [BN] or [])
         return [f"{name}.0"], [f"{name}.1"] if isinstance(model.get_submodule(name)[1], nn.BatchNorm2d) else []
@@ -353,6 +358,16 @@ def group_importance(model: nn.Module, group: ChannelGroup, criterion: str = "l1
     return sum(l1_filter_importance(model.get_submodule(n)) for n in group.producers)
 
 
+def _check_finite_scores(scores: dict[str, Tensor], criterion: str) -> None:
+    """Refuse NaN/inf channel scores: ``topk`` ranks NaN as the largest, so a broken filter would be kept."""
+    for name, score in scores.items():
+        bad = ~torch.isfinite(score.detach())
+        if bool(bad.any()):
+            raise ValueError(f"channel group {name!r} has {int(bad.sum())} channel(s) whose {criterion!r} score is NaN or "
+                             f"infinite (first: channel {int(bad.nonzero()[0])}): its weights (or BN) hold NaN/inf -- "
+                             "did training diverge? Scores cannot rank them")
+
+
 def _kept_channels(channels: int, keep_ratio: float, multiple_of: int) -> int:
     """``round(r · C)`` rounded to a multiple of ``multiple_of`` (at least one multiple, at most ``C``)."""
     if multiple_of < 1:
@@ -382,7 +397,8 @@ def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", sc
       under ``"bn"`` (the neck) is pruned per layer.
 
     Checked: ``0 < keep_ratio <= 1``; ``multiple_of`` a positive int no larger than
-    the smallest group (a group with fewer channels could never be cut).
+    the smallest group (a group with fewer channels could never be cut); every
+    channel's score finite (NaN or inf weights cannot be ranked).
     """
     _check_keep_ratio(keep_ratio)
     _check_choice("criterion", criterion, CRITERIA)
@@ -394,6 +410,7 @@ def channel_masks(model: nn.Module, keep_ratio: float, criterion: str = "l1", sc
                          "use criterion='l1'")
     generator = torch.Generator().manual_seed(seed)
     scores = {g.name: group_importance(model, g, criterion, generator) for g in groups}
+    _check_finite_scores(scores, criterion)
     pooled = [g.name for g in groups if scope == "global" and (criterion in ("l1", "random") or g.norms)]
     masks = {n: _keep_top(s, _kept_channels(len(s), keep_ratio, multiple_of)) for n, s in scores.items() if n not in pooled}
     if pooled:
@@ -555,8 +572,10 @@ class SlimmingPenalty(Hook):
     """Adds ``{"loss_slim": λ · Σ|γ|}`` (:func:`bn_l1_penalty`) to the loss inside :func:`course_utils.train.fit`."""
 
     def __init__(self, strength: float = 1e-4) -> None:
-        if strength < 0:
-            raise ValueError(f"strength (λ) must be >= 0, got {strength}; the paper uses about 1e-5 to 1e-4")
+        """Checked: ``strength`` a finite number >= 0."""
+        if (isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength)
+                or strength < 0):
+            raise ValueError(f"strength (λ) must be a finite number >= 0, got {strength!r}; the paper uses about 1e-5 to 1e-4")
         self.strength = strength
 
     def extra_losses(self, state: StepState) -> dict[str, Tensor]:
@@ -573,20 +592,27 @@ def count_flops(model: nn.Module, image_size: tuple[int, int] = (128, 128), in_c
     weight are counted like any value: unstructured sparsity does not lower this
     number, removing channels does. Measured with forward hooks on a zero image
     of shape (1, in_channels, H, W); ``forward_raw`` is used when the model has it.
+    Checked: ``image_size`` a pair of positive ints, ``in_channels`` a positive int.
+    The fake-quantized wrappers of :mod:`course_utils.quant` (``QuantConv2d``,
+    ``QuantLinear``, ``QuantConvBn2d``) count as the conv or linear layer they wrap.
     """
+    image_size, in_channels = _check_image_size(image_size, in_channels)
     macs: list[int] = []
+    layers = _counted_layers(model)
 
     def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         per_image = output[0].numel()  # output of the first (only) image
-        if isinstance(module, nn.Conv2d):
-            k_h, k_w = module.kernel_size
-            macs.append(per_image * (module.in_channels // module.groups) * k_h * k_w)
+        layer = layers[module]
+        if isinstance(layer, nn.Conv2d):
+            k_h, k_w = layer.kernel_size
+            macs.append(per_image * (layer.in_channels // layer.groups) * k_h * k_w)
         else:
-            macs.append(per_image * module.in_features)
+            macs.append(per_image * layer.in_features)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in layers]
     was_training = model.training
-    x = torch.zeros(1, in_channels, *image_size, device=next(model.parameters()).device)
+    first = next(iter(model.parameters()), None)
+    x = torch.zeros(1, in_channels, *image_size, device=first.device if first is not None else "cpu")
     try:
         model.eval()
         with torch.no_grad():
@@ -596,6 +622,41 @@ def count_flops(model: nn.Module, image_size: tuple[int, int] = (128, 128), in_c
             handle.remove()
         model.train(was_training)
     return sum(macs)
+
+
+def _check_image_size(image_size: Any, in_channels: Any) -> tuple[tuple[int, int], int]:
+    """``(H, W)`` positive ints (numpy ints too) and ``in_channels`` a positive int, as plain ints."""
+    def positive_int(v: Any) -> bool:
+        return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= 1
+
+    if isinstance(image_size, numbers.Integral) or not isinstance(image_size, Sequence) or len(image_size) != 2 \
+            or not all(positive_int(v) for v in image_size):
+        hint = f" -- for a square image pass ({image_size}, {image_size})" if positive_int(image_size) else ""
+        raise ValueError(f"image_size must be a pair (H, W) of positive ints, got {image_size!r}{hint}")
+    if not positive_int(in_channels):
+        raise ValueError(f"in_channels must be a positive int (3 for RGB), got {in_channels!r}")
+    return (int(image_size[0]), int(image_size[1])), int(in_channels)
+
+
+def _counted_layers(model: nn.Module) -> dict[nn.Module, nn.Module]:
+    """``{module to hook: the Conv2d/Linear whose MACs it costs}``: plain layers map to themselves;
+    a quantization wrapper maps to the layer it wraps (it calls that layer's weights directly, so
+    the wrapped layer's own forward hook never fires)."""
+    from .quant import QuantConv2d, QuantConvBn2d, QuantLinear  # quant imports train, which prune imports too
+
+    layers: dict[nn.Module, nn.Module] = {}
+    wrapped: set[int] = set()
+    for m in model.modules():
+        if isinstance(m, (QuantConv2d, QuantConvBn2d)):
+            layers[m] = m.conv
+            wrapped.add(id(m.conv))
+        elif isinstance(m, QuantLinear):
+            layers[m] = m.linear
+            wrapped.add(id(m.linear))
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in wrapped:
+            layers[m] = m
+    return layers
 
 
 # ===================================================================== experiments
@@ -613,15 +674,28 @@ def sensitivity_scan(
     if not ratios:
         raise ValueError("ratios is empty; give the keep ratios to try, e.g. (0.75, 0.5, 0.25)")
     all_names = [g.name for g in detector_channel_groups(model)]
+    if isinstance(groups, str):
+        raise ValueError(f"groups must be a list of group names, got the string {groups!r}; pass groups=[{groups!r}]")
     names = all_names if groups is None else list(groups)
     unknown = [n for n in names if n not in all_names]
     if unknown:
         raise ValueError(f"unknown channel groups {unknown}; choose from {all_names}")
     masks = {r: channel_masks(model, r, criterion, "layer") for r in ratios}
-    result = {"ratios": list(ratios), "baseline": float(evaluate_fn(model)), "scores": {}}
+    result = {"ratios": list(ratios), "baseline": _score(evaluate_fn(model)), "scores": {}}
     for name in names:
-        result["scores"][name] = [float(evaluate_fn(prune_channels(model, {name: masks[r][name]}))) for r in ratios]
+        result["scores"][name] = [_score(evaluate_fn(prune_channels(model, {name: masks[r][name]}))) for r in ratios]
     return result
+
+
+def _score(value: Any) -> float:
+    """``evaluate_fn``'s result as a float; a dict (e.g. ``evaluate()``'s) is refused with the fix."""
+    if isinstance(value, dict):
+        raise TypeError(f"evaluate_fn must return one number, got a dict with keys {sorted(value)[:6]}; return "
+                        "one entry, e.g. lambda m: evaluate(m, ...)['map']")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"evaluate_fn must return one number, got {value!r}") from err
 
 
 def iterative_prune(
@@ -650,6 +724,10 @@ def iterative_prune(
     _check_choice("criterion", criterion, CRITERIA)
     _check_choice("scope", scope, SCOPES)
     check_training_run(train_loader, epochs, max_steps)
+    if not hasattr(train_loader, "__len__"):
+        raise ValueError(f"iterative_prune needs a loader it can iterate once per round and once per epoch, with a "
+                         f"length (a DataLoader or a list of batches); got a {type(train_loader).__name__}, which "
+                         "would be used up after the first epoch -- pass list(batches) or a DataLoader")
     history: dict[str, list[float]] = {"keep_ratio": [], "params": [], "macs": [], "loss": [], "score": []}
     previous = 1.0
     for ratio in ratios:
@@ -663,5 +741,5 @@ def iterative_prune(
         history["macs"].append(count_flops(model, image_size))
         history["loss"].append(sum(run["loss"]) / max(len(run["loss"]), 1))
         if evaluate_fn is not None:
-            history["score"].append(float(evaluate_fn(model)))
+            history["score"].append(_score(evaluate_fn(model)))
     return model, history

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -123,8 +124,28 @@ def calc_qparams(
     the whole range is covered (torch's observers skip this last step and let
     one end clip by up to S/2). Returns ``(scale float32, zero_point int32)``,
     both shaped like the inputs. Checked: ``num_bits`` in 2..16, a finite range whose
-    end levels stay finite in float32 (else ValueError).
+    end levels stay finite in float32, ``x_min <= x_max`` element-wise (swapped
+    arguments would collapse the range to [0, 0]), same shapes (else ValueError).
     """
+    try:
+        lo, hi = torch.as_tensor(x_min, dtype=torch.float32), torch.as_tensor(x_max, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"calc_qparams needs numbers or tensors for x_min and x_max, got {x_min!r}, {x_max!r}") from err
+    if lo.shape != hi.shape and lo.numel() != 1 and hi.numel() != 1:
+        raise ValueError(f"calc_qparams: x_min and x_max must have the same shape (one pair per channel), got "
+                         f"{tuple(lo.shape)} and {tuple(hi.shape)}")
+    swapped = lo > hi
+    if bool(swapped.any()):
+        raise ValueError(f"calc_qparams got x_min > x_max ({float(lo.broadcast_to(swapped.shape)[swapped].flatten()[0])} > "
+                         f"{float(hi.broadcast_to(swapped.shape)[swapped].flatten()[0])}); the arguments are "
+                         "calc_qparams(x_min, x_max, ...) -- are they swapped?")
+    return _calc_qparams(x_min, x_max, num_bits, symmetric, signed)
+
+
+def _calc_qparams(
+    x_min: Tensor | float, x_max: Tensor | float, num_bits: int = 8, symmetric: bool = False, signed: bool = False
+) -> tuple[Tensor, Tensor]:
+    """:func:`calc_qparams` without the ``x_min <= x_max`` check (observers always have min <= max)."""
     q_min, q_max = qrange(num_bits, signed)
     lo = torch.clamp(torch.as_tensor(x_min, dtype=torch.float32), max=0.0)
     hi = torch.clamp(torch.as_tensor(x_max, dtype=torch.float32), min=0.0)
@@ -154,6 +175,11 @@ def calc_qparams(
                          "levels S·(q − Z) overflow to inf; ranges this close to float32's limit (3.4e38) mean the "
                          "observed tensor is broken")
     return scale, zp.to(torch.int32)
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (numpy scalars too), not a bool."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
 
 
 def _check_tensor(x: Any, name: str = "x") -> None:
@@ -249,16 +275,22 @@ class _FakeQuantizeSTE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, scale: Tensor, zero_point: Tensor, q_min: int, q_max: int) -> Tensor:
-        q = torch.round(x * _reciprocal(scale).to(x.device)) + zero_point
+    def forward(ctx: Any, x: Tensor, scale: Tensor, zero_point: Tensor, q_min: int, q_max: int,
+                in_float32: bool = True) -> Tensor:
+        # torch computes x * (1/S), the rounding and S * (q - Z) in float32 for float16, bfloat16
+        # (and, per tensor, float64) inputs, then casts back; so do we, or half precision rounds
+        # some values to the wrong level. Integer inputs give float32, as before.
+        cast = in_float32 and x.is_floating_point() and x.dtype != torch.float32
+        q = torch.round((x.to(torch.float32) if cast else x) * _reciprocal(scale).to(x.device)) + zero_point
         inside = (q >= q_min) & (q <= q_max)
         ctx.save_for_backward(inside)
-        return (torch.clamp(q, q_min, q_max) - zero_point) * scale
+        y = (torch.clamp(q, q_min, q_max) - zero_point) * scale
+        return y.to(x.dtype) if x.is_floating_point() else y
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         (inside,) = ctx.saved_tensors
-        return grad_out * inside, None, None, None, None
+        return grad_out * inside, None, None, None, None, None
 
 
 def fake_quantize(x: Tensor, scale: Tensor | float, zero_point: Tensor | int, q_min: int, q_max: int) -> Tensor:
@@ -307,6 +339,9 @@ def fake_quantize_per_channel(
     _check_tensor(scale, "scale")
     _check_tensor(zero_point, "zero_point")
     _check_range(q_min, q_max)
+    if x.ndim == 0:
+        raise ValueError("fake_quantize_per_channel needs a tensor with a channel axis, got a 0-dim tensor; "
+                         "use fake_quantize for a single value")
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -x.ndim <= axis < max(x.ndim, 1):
         raise ValueError(f"axis={axis!r} is not a dimension of x (shape {tuple(x.shape)}); channels are usually axis 0")
     axis = int(axis) % x.ndim
@@ -322,7 +357,8 @@ def _fake_quantize_per_channel(x: Tensor, scale: Tensor, zero_point: Tensor, axi
     """:func:`fake_quantize_per_channel` without the checks (``axis`` already in ``0..ndim-1``)."""
     s = _along(scale.to(torch.float32, copy=False).to(x.device), axis, x.ndim)
     z = _along(zero_point.to(x.device).to(torch.float32), axis, x.ndim)
-    return _FakeQuantizeSTE.apply(x, s, z, q_min, q_max)
+    # torch's per-channel kernel keeps float64 in float64 but computes half types in float32
+    return _FakeQuantizeSTE.apply(x, s, z, q_min, q_max, x.dtype != torch.float64)
 
 
 # --------------------------------------------------------------------- observers
@@ -354,6 +390,9 @@ class Observer(nn.Module):
     def __init__(self, num_bits: int = 8, symmetric: bool = False, signed: bool | None = None,
                  ch_axis: int | None = None) -> None:
         super().__init__()
+        if ch_axis is not None and (isinstance(ch_axis, bool) or not isinstance(ch_axis, numbers.Integral)):
+            raise ValueError(f"ch_axis must be None (per tensor) or an int axis (per channel), got {ch_axis!r}")
+        ch_axis = None if ch_axis is None else int(ch_axis)
         self.num_bits, self.symmetric, self.ch_axis = num_bits, symmetric, ch_axis
         self.signed = symmetric if signed is None else signed
         self.q_min, self.q_max = qrange(num_bits, self.signed)
@@ -363,6 +402,9 @@ class Observer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.numel() == 0:
             raise ValueError(f"{type(self).__name__} got an empty tensor (shape {tuple(x.shape)}): nothing to take a range from")
+        if self.ch_axis is not None and not -x.ndim <= self.ch_axis < x.ndim:
+            raise ValueError(f"{type(self).__name__}(ch_axis={self.ch_axis}) got a tensor of shape {tuple(x.shape)}, "
+                             "which has no such axis; use ch_axis=0 for the output channels of a weight, or None")
         x_d = x.detach().float()
         if not torch.isfinite(x_d).all():
             raise ValueError(f"{type(self).__name__} saw NaN or inf values; the model or its input is broken")
@@ -392,7 +434,7 @@ class Observer(nn.Module):
         if self.min_val.numel() == 0:
             raise RuntimeError(f"{type(self).__name__} has observed nothing yet: run calibration data through it first")
         lo, hi = self.min_val, self.max_val
-        scale, zp = calc_qparams(lo, hi, self.num_bits, self.symmetric, self.signed)
+        scale, zp = _calc_qparams(lo, hi, self.num_bits, self.symmetric, self.signed)
         return (scale, zp) if self.ch_axis is not None else (scale.reshape(()), zp.reshape(()))
 
     def extra_repr(self) -> str:
@@ -419,8 +461,8 @@ class MovingAverageMinMaxObserver(Observer):
 
     def __init__(self, averaging_constant: float = 0.01, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not 0 < averaging_constant <= 1:
-            raise ValueError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
+        if not _is_real(averaging_constant) or not 0 < averaging_constant <= 1:
+            raise ValueError(f"averaging_constant must be a number in (0, 1] (0.01 is usual), got {averaging_constant!r}")
         self.c = averaging_constant
 
     def update(self, rows: Tensor) -> None:
@@ -453,8 +495,8 @@ class PercentileObserver(Observer):
 
     def __init__(self, percentile: float = 99.99, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not 50 < percentile <= 100:
-            raise ValueError(f"percentile must be in (50, 100], got {percentile}")
+        if not _is_real(percentile) or not 50 < percentile <= 100:
+            raise ValueError(f"percentile must be a number in (50, 100] (99.99 is usual), got {percentile!r}")
         self.percentile = percentile
         self.batches = 0
 
@@ -478,6 +520,15 @@ class MSEObserver(Observer):
     """
 
     def __init__(self, num_candidates: int = 40, min_ratio: float = 0.2, max_samples: int = 1 << 16, **kwargs: Any) -> None:
+        """Checked: ``num_candidates`` and ``max_samples`` integers >= 1, ``0 < min_ratio <= 1``."""
+        for name, value in (("num_candidates", num_candidates), ("max_samples", max_samples)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"MSEObserver: {name} must be an integer >= 1, got {value!r} "
+                                 f"(the default is {40 if name == 'num_candidates' else 1 << 16})")
+        if isinstance(min_ratio, bool) or not isinstance(min_ratio, numbers.Real) or not 0 < min_ratio <= 1:
+            raise ValueError(f"MSEObserver: min_ratio must be a number in (0, 1] (the smallest shrink of the range "
+                             f"tried), got {min_ratio!r}")
+        num_candidates, max_samples = int(num_candidates), int(max_samples)
         super().__init__(**kwargs)
         self.alphas = torch.linspace(min_ratio, 1.0, num_candidates)
         self.max_samples = max_samples
@@ -498,12 +549,12 @@ class MSEObserver(Observer):
         best_err = torch.full((x.shape[0],), math.inf, device=x.device)
         best = (self.min_val.clone(), self.max_val.clone())
         for a in self.alphas.tolist():
-            s, z = calc_qparams(a * self.min_val, a * self.max_val, self.num_bits, self.symmetric, self.signed)
+            s, z = _calc_qparams(a * self.min_val, a * self.max_val, self.num_bits, self.symmetric, self.signed)
             err = (x - _fake_quantize_per_channel(x, s, z, 0, self.q_min, self.q_max)).pow(2).mean(1)
             better = err < best_err
             best_err = torch.where(better, err, best_err)
             best = (torch.where(better, a * self.min_val, best[0]), torch.where(better, a * self.max_val, best[1]))
-        scale, zp = calc_qparams(best[0], best[1], self.num_bits, self.symmetric, self.signed)
+        scale, zp = _calc_qparams(best[0], best[1], self.num_bits, self.symmetric, self.signed)
         return (scale, zp) if self.ch_axis is not None else (scale.reshape(()), zp.reshape(()))
 
 
@@ -564,8 +615,29 @@ def lsq_fake_quantize(v: Tensor, step: Tensor, q_n: int, q_p: int, grad_scale: f
 
     (torch's ``_fake_quantize_learnable_per_tensor_affine`` rounds before it
     clamps, so it differs from this only for ``v/s`` within half a step outside
-    the range.)
+    the range.) Checked: ``v`` and ``step`` tensors, ``step`` finite and > 0 everywhere,
+    ``q_n >= 0`` and ``q_p >= 1`` integers (``q_n`` is the *magnitude* of the lowest
+    level: ``-q_min`` of :func:`qrange`).
     """
+    _check_tensor(v, "v")
+    _check_tensor(step, "step")
+    _check_lsq_levels(q_n, q_p)
+    bad = ~(torch.isfinite(step.detach()) & (step.detach() > 0))
+    if step.numel() == 0 or bool(bad.any()):
+        raise ValueError(f"lsq_fake_quantize: step must be finite and > 0, got {step.detach().flatten()[:4].tolist()}; "
+                         "start it from lsq_init_step(v, q_p)")
+    return _lsq_fake_quantize(v, step, int(q_n), int(q_p), grad_scale)
+
+
+def _check_lsq_levels(q_n: Any, q_p: Any) -> None:
+    for name, q, low in (("q_n", q_n, 0), ("q_p", q_p, 1)):
+        if isinstance(q, bool) or not isinstance(q, numbers.Integral) or q < low:
+            raise ValueError(f"lsq_fake_quantize: {name} must be an integer >= {low}, got {q!r}; the range is "
+                             "[-q_n, q_p], so from q_min, q_max = qrange(bits, signed) pass q_n=-q_min, q_p=q_max")
+
+
+def _lsq_fake_quantize(v: Tensor, step: Tensor, q_n: int, q_p: int, grad_scale: float | None = None) -> Tensor:
+    """:func:`lsq_fake_quantize` without the checks (the learned step of :class:`LSQQuantizer`)."""
     g = 1.0 / math.sqrt(v.numel() * q_p) if grad_scale is None else grad_scale
     s = _scale_grad(step, g)
     return _round_ste(torch.clamp(v / s, -q_n, q_p)) * s
@@ -591,12 +663,24 @@ class LSQQuantizer(nn.Module):
             with torch.no_grad():
                 self.step.copy_(lsq_init_step(v, self.q_p))
                 self.initialized.fill_(True)
-        return lsq_fake_quantize(v, self.step, self.q_n, self.q_p)
+        return _lsq_fake_quantize(v, self.step, self.q_n, self.q_p)
 
 
 # --------------------------------------------------------------------- error measures
+def _check_pair(x: Any, x_q: Any, fn: str) -> None:
+    """Both tensors, same shape (no broadcasting), non-empty."""
+    _check_tensor(x, "x")
+    _check_tensor(x_q, "x_q")
+    if x.shape != x_q.shape:
+        raise ValueError(f"{fn}: x and x_q must have the same shape, got {tuple(x.shape)} and {tuple(x_q.shape)} "
+                         "(they would broadcast to a different tensor); reshape one to the other")
+    if x.numel() == 0:
+        raise ValueError(f"{fn} got empty tensors (shape {tuple(x.shape)}): there is no error to measure")
+
+
 def quant_mse(x: Tensor, x_q: Tensor) -> float:
-    """Mean squared quantization error ``mean((x − x̂)²)``."""
+    """Mean squared quantization error ``mean((x − x̂)²)``. Checked: same shape, non-empty."""
+    _check_pair(x, x_q, "quant_mse")
     return float((x.double() - x_q.double()).pow(2).mean())
 
 
@@ -604,7 +688,9 @@ def sqnr_db(x: Tensor, x_q: Tensor) -> float:
     """Signal-to-quantization-noise ratio ``10 · log10(Σx² / Σ(x − x̂)²)`` in dB (inf if exact).
 
     Each extra bit halves the step, quartering the noise power: ≈ 6.02 dB per bit.
+    Checked: same shape, non-empty.
     """
+    _check_pair(x, x_q, "sqnr_db")
     noise = (x.double() - x_q.double()).pow(2).sum()
     return math.inf if noise == 0 else float(10 * torch.log10(x.double().pow(2).sum() / noise))
 
@@ -644,13 +730,25 @@ def range_tradeoff(x: Tensor, num_bits: int, tops: Iterable[float]) -> tuple[lis
     For each top ``c``: ``S, Z = calc_qparams(0, c)``; the squared error ``(x − x̂)²``
     is split into values inside the range (rounding error) and above it (clamping
     error), each summed and divided by ``x.numel()`` (so the two add up to the MSE).
-    Checked: ``x`` a non-empty tensor without NaN, ``num_bits`` in 2..16.
+    Checked: ``x`` a non-empty tensor without NaN and without negative values, ``num_bits``
+    in 2..16, every top a finite number > 0.
     """
     _check_tensor(x)
     _, q_max = qrange(num_bits, signed=False)
     if x.numel() == 0:
         raise ValueError("range_tradeoff got an empty tensor: there is no error to measure")
     _check_no_nan(x, "x")
+    if bool((x < 0).any()):
+        raise ValueError(f"range_tradeoff is for x >= 0 (e.g. ReLU outputs) but x has {int((x < 0).sum())} negative "
+                         f"values (min {float(x.min())}); pass x.abs() or x.clamp(min=0)")
+    tops = list(tops)
+    for c in tops:
+        try:
+            top = float(c)
+        except (TypeError, ValueError, RuntimeError):
+            top = math.nan
+        if isinstance(c, (bool, str)) or not math.isfinite(top) or top <= 0:
+            raise ValueError(f"range_tradeoff: every top must be a finite number > 0 (the range is [0, top]), got {c!r}")
     rounding, clamping = [], []
     for c in tops:
         scale, zp = calc_qparams(0.0, float(c), num_bits)
@@ -668,13 +766,45 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     With ``γ, β, μ, σ² = bn.weight, bn.bias, bn.running_mean, bn.running_var``:
     ``W' = W · γ / √(σ² + ε)`` (per output channel) and
     ``b' = (b − μ) · γ / √(σ² + ε) + β``. Shapes: W (C_out, C_in, k, k).
+    A BN without affine parameters (``affine=False``) has ``γ = 1, β = 0``. Checked: the BN
+    keeps running statistics (``track_running_stats=False`` normalises with each batch's
+    statistics even in eval mode, which no fixed conv can reproduce), else ValueError.
     """
+    if not _foldable(bn):
+        raise ValueError(f"fold_bn: {bn} has no running statistics (track_running_stats=False), so it normalises "
+                         "with each batch's statistics even in eval mode and cannot be folded into a conv")
     fused = copy.deepcopy(conv)
-    factor = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    mean = bn.running_mean
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(mean)
+    factor = gamma / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(mean)
     fused.weight = nn.Parameter(conv.weight.detach() * factor.reshape(-1, 1, 1, 1))
-    fused.bias = nn.Parameter((bias - bn.running_mean) * factor + bn.bias.detach())
+    fused.bias = nn.Parameter((bias - mean) * factor + beta)
     return fused
+
+
+def _foldable(bn: nn.Module) -> bool:
+    """A BN with running statistics (what eval mode uses, and what folding bakes in)."""
+    return getattr(bn, "running_mean", None) is not None and getattr(bn, "running_var", None) is not None
+
+
+def _feeds_directly(parent: nn.Module, a: str, b: str) -> bool:
+    """Whether ``parent`` applies child ``b`` right to child ``a``'s output, and uses that output nowhere else.
+
+    ``nn.Sequential`` applies its children in registration order. Other modules are traced with
+    ``torch.fx``; one that cannot be traced is taken at its registration order (as before)."""
+    if isinstance(parent, nn.Sequential):
+        return True
+    try:
+        graph = torch.fx.symbolic_trace(parent).graph
+    except Exception:  # control flow, unsupported ops: keep the registration-order convention
+        return True
+    calls = {name: [n for n in graph.nodes if n.op == "call_module" and n.target == name] for name in (a, b)}
+    if len(calls[a]) != 1 or len(calls[b]) != 1:
+        return False
+    conv_node, bn_node = calls[a][0], calls[b][0]
+    return list(conv_node.users) == [bn_node] and bn_node.args[:1] == (conv_node,)
 
 
 _BN_TYPES: tuple[type, ...] = (nn.BatchNorm2d,)
@@ -689,14 +819,18 @@ except ImportError:  # pragma: no cover
 def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
     """Every (parent, conv name, bn name) where a BatchNorm2d is registered right after a Conv2d
     with matching channels. That is how ``nn.Sequential`` blocks, torchvision's
-    ``Conv2dNormActivation`` and ResNet blocks (``conv1``, ``bn1``, ...) are written; tests check
-    the folded model's outputs against the original, so a model that breaks the pattern is caught."""
+    ``Conv2dNormActivation`` and ResNet blocks (``conv1``, ``bn1``, ...) are written. Checked, for a
+    parent that is not an ``nn.Sequential``: its forward (traced with ``torch.fx``) applies the BN
+    directly to the conv's output and uses that output nowhere else -- a block registered as
+    (conv, bn) but run as conv → ReLU → bn is not a pair. BNs without running statistics
+    (``track_running_stats=False``) are not pairs either: they cannot be folded."""
     pairs = []
     for parent in model.modules():
         names = list(parent._modules)
         for a, b in zip(names, names[1:]):
             conv, bn = parent._modules[a], parent._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, _BN_TYPES) and bn.num_features == conv.out_channels:
+            if (isinstance(conv, nn.Conv2d) and isinstance(bn, _BN_TYPES) and bn.num_features == conv.out_channels
+                    and _foldable(bn) and _feeds_directly(parent, a, b)):
                 pairs.append((parent, a, b))
     return pairs
 
@@ -863,6 +997,13 @@ def _swap_layers(model: nn.Module, wrap: Callable[[str, nn.Module], nn.Module | 
     return count
 
 
+def _skip_set(skip: Iterable[str]) -> set[str]:
+    """``skip`` as a set of layer names; a bare string is refused (it would be split into characters)."""
+    if isinstance(skip, str):
+        raise ValueError(f"skip must be a list of layer names, got the string {skip!r}; pass skip=[{skip!r}]")
+    return set(skip)
+
+
 def _check_skip(model: nn.Module, skip: set[str]) -> None:
     names = {n for n, _ in model.named_modules()}
     unknown = sorted(skip - names)
@@ -896,7 +1037,7 @@ def quantize_model(
     do not observe what it sees, and using it before :func:`calibrate` raises
     instead of silently calibrating on that data. Run :func:`calibrate` next.
     """
-    skip = set(skip)
+    skip = _skip_set(skip)
     _check_skip(model, skip)
     model = fuse_conv_bn(model) if fold_batch_norm else copy.deepcopy(model)
 
@@ -930,14 +1071,14 @@ def prepare_qat(
     is in eval mode throughout). Calibrate once (:func:`calibrate`), then train
     with :func:`course_utils.train.fit` and a :class:`QATSchedule` hook.
     """
-    skip = set(skip)
+    skip = _skip_set(skip)
     _check_skip(model, skip)
     model = copy.deepcopy(model)
     names = {id(m): n for n, m in model.named_modules()}
     paired: dict[int, nn.Module] = {}
     for parent, a, b in conv_bn_pairs(model):
         conv_name = f"{names[id(parent)]}.{a}" if names[id(parent)] else a
-        if conv_name not in skip:
+        if conv_name not in skip and getattr(parent._modules[b], "weight", None) is not None:  # affine BNs only
             paired[id(parent._modules[a])] = parent._modules[b]
             parent._modules[b] = nn.Identity().train(parent._modules[b].training)
 
@@ -998,8 +1139,17 @@ def calibrate(model: nn.Module, batches: Iterable[Any], forward: Callable[[nn.Mo
     """Post-training calibration: run ``batches`` through ``model`` with observers on, then freeze them.
 
     ``forward(model, batch)`` runs one batch (default: ``model(batch)``). The
-    model is put in eval mode; no gradients are computed.
+    model is put in eval mode; no gradients are computed. Checked: ``model`` holds
+    at least one :class:`FakeQuantize` (a float model has nothing to calibrate), and at
+    least one batch came.
     """
+    if isinstance(batches, Tensor):
+        raise TypeError(f"calibrate takes an iterable of batches, got one tensor of shape {tuple(batches.shape)} "
+                        "(iterating it would feed single images); pass [images] or a list of batches")
+    if not any(isinstance(m, FakeQuantize) for m in model.modules()):
+        raise ValueError("calibrate: the model has no quantizers (FakeQuantize), so there is nothing to calibrate; "
+                         "call quantize_model(model) (PTQ) or prepare_qat(model) (QAT) first and calibrate the "
+                         "copy it returns (or use post_training_quantize)")
     forward = forward or (lambda m, b: m(b))
     model.eval()
     set_observing(model, True)
@@ -1069,9 +1219,14 @@ class QATSchedule(Hook):
     sees exactly the folded model that will be deployed); after
     ``freeze_observer_epoch`` epochs the activation ranges stop moving.
     ``None`` never freezes. Plug into :func:`course_utils.train.fit` via ``hooks=[...]``.
+    Checked: each epoch None or an integer >= 0.
     """
 
     def __init__(self, freeze_bn_epoch: int | None = 1, freeze_observer_epoch: int | None = None) -> None:
+        for name, value in (("freeze_bn_epoch", freeze_bn_epoch), ("freeze_observer_epoch", freeze_observer_epoch)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
+                raise ValueError(f"QATSchedule: {name} must be None (never) or an integer >= 0 (epochs trained "
+                                 f"before freezing), got {value!r}")
         self.freeze_bn_epoch, self.freeze_observer_epoch = freeze_bn_epoch, freeze_observer_epoch
 
     def on_train_start(self, state: Any) -> None:
