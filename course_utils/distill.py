@@ -344,6 +344,8 @@ class SoftTargetDistiller(Hook):
     eval mode, called without gradients. ``α = 0`` is plain training.
     """
 
+    replaces_losses = ("loss_ce",)  # it rescales the model's own cross-entropy, deliberately
+
     def __init__(self, teacher: nn.Module, alpha: float = 0.9, temperature: float = 4.0) -> None:
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")

@@ -88,7 +88,14 @@ class StepState:
 
 
 class Hook:
-    """Base class: override only the methods you need (see module docstring)."""
+    """Base class: override only the methods you need (see module docstring).
+
+    ``extra_losses`` adds new loss terms; a key the step already has (the model's own
+    ``loss_cls``, or another hook's) is an error unless the hook lists it in
+    ``replaces_losses`` -- replacing the model's loss is then deliberate, not a typo.
+    """
+
+    replaces_losses: tuple[str, ...] = ()
 
     def on_train_start(self, state: StepState) -> None: ...
 
@@ -174,8 +181,9 @@ def check_training_run(train_loader: Iterable, epochs: int, max_steps: int | Non
         raise _no_batch_error(train_loader, "at all")
 
 
-def _checked_extra_losses(hook: Any, state: StepState) -> dict[str, Tensor]:
-    """``hook.extra_losses(state)``, checked: a dict of names to scalar (0-dim) tensors."""
+def _checked_extra_losses(hook: Any, state: StepState, existing: Any = ()) -> dict[str, Tensor]:
+    """``hook.extra_losses(state)``, checked: a dict of names to scalar (0-dim) tensors whose names
+    are new (not in ``existing``) unless the hook declares them in ``replaces_losses``."""
     extra = hook.extra_losses(state)
     name = type(hook).__name__
     if not isinstance(extra, dict):
@@ -186,6 +194,11 @@ def _checked_extra_losses(hook: Any, state: StepState) -> dict[str, Tensor]:
             what = type(value).__name__ if not isinstance(value, Tensor) else f"a tensor of shape {tuple(value.shape)}"
             raise TypeError(f"{name}.extra_losses()[{key!r}] must be a scalar (0-dim) tensor, got {what} "
                             "(use torch.tensor(x) for a constant, .sum() or .mean() for a vector)")
+    clash = sorted(set(extra) & set(existing) - set(getattr(hook, "replaces_losses", ())))
+    if clash:
+        raise ValueError(f"{name}.extra_losses() returns {clash}, which the step already has (the model's or another "
+                         f"hook's loss): it would replace that loss. Give the term a new name (e.g. 'kd_{clash[0]}'), or "
+                         f"set replaces_losses = {tuple(clash)!r} on the hook if replacing it is the point.")
     return extra
 
 
@@ -226,7 +239,7 @@ def train_one_epoch(
             losses, state.outputs = _forward_losses(model, images, targets)
             state.losses = losses
             for hook in hooks:
-                losses.update(_checked_extra_losses(hook, state))
+                losses.update(_checked_extra_losses(hook, state, losses))
         loss = sum(losses.values())
         if not math.isfinite(loss.item()):
             terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())

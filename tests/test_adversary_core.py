@@ -7,7 +7,6 @@ obscurely, with a course_utils error naming the value and the fix.
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -445,3 +444,25 @@ def test_d79_huge_canvas_is_refused_and_numpy_total_steps_accepted(loader) -> No
     model = small()
     optimizer, scheduler = make_optimizer(model, 1e-3, total_steps=np.int64(4))
     fit(model, loader, optimizer, np.int64(2), scheduler=scheduler, progress=False)
+
+
+def test_t13_a_hook_cannot_silently_replace_the_models_loss():
+    from course_utils import Hook, SyntheticShapes, TinyDetector, collate_detection, fit, materialize
+    from torch.utils.data import DataLoader
+
+    class Replacer(Hook):
+        def extra_losses(self, state):
+            return {"loss_cls": 0 * state.losses["loss_cls"]}
+
+    torch.manual_seed(0)
+    model = TinyDetector(width=0.25)
+    loader = DataLoader(materialize(SyntheticShapes(4, seed=0), progress=False), batch_size=2, collate_fn=collate_detection)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    with pytest.raises(ValueError, match=r"loss_cls.*replaces_losses"):
+        fit(model, loader, optimizer, 1, hooks=[Replacer()], progress=False)
+
+    class DeliberateReplacer(Replacer):
+        replaces_losses = ("loss_cls",)
+
+    history = fit(model, loader, optimizer, 1, hooks=[DeliberateReplacer()], progress=False)
+    assert history["loss_cls"] == [0.0, 0.0]

@@ -16,7 +16,6 @@ from course_utils.quant import (
     LSQQuantizer,
     MinMaxObserver,
     MovingAverageMinMaxObserver,
-    MSEObserver,
     PercentileObserver,
     QuantConv2d,
     QuantLinear,
