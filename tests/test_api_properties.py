@@ -8,8 +8,6 @@ course_utils code that names the offending value. Nothing else may escape.
 from __future__ import annotations
 
 import math
-import os
-import traceback
 from typing import Any
 
 import torch
@@ -17,22 +15,11 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from torch import nn
 
-import course_utils
 from course_utils import clipping as C
 from course_utils import quant as Q
 from course_utils.prune import channel_masks, magnitude_masks
+from helpers import clone, run
 
-PACKAGE_DIR = os.path.dirname(course_utils.__file__)
-
-
-def run(fn: Any) -> tuple[Any, Exception | None]:
-    """``(fn(), None)``, or ``(None, err)`` for a ValueError/TypeError raised by course_utils code itself."""
-    try:
-        return fn(), None
-    except (ValueError, TypeError) as err:
-        last = traceback.extract_tb(err.__traceback__)[-1]
-        assert os.path.dirname(last.filename) == PACKAGE_DIR, f"{type(err).__name__} escaped from {last.filename}: {err}"
-        return None, err
 
 
 def names(err: Exception, value: Any) -> bool:
@@ -71,15 +58,6 @@ def gradients(draw: Any) -> list[nn.Parameter]:
     if draw(st.booleans()):
         params.append(nn.Parameter(torch.randn(3, generator=g)))  # no gradient: skipped
     return params
-
-
-def clone(params: list[nn.Parameter]) -> list[nn.Parameter]:
-    out = []
-    for p in params:
-        q = nn.Parameter(p.detach().clone())
-        q.grad = None if p.grad is None else p.grad.clone()
-        out.append(q)
-    return out
 
 
 def grads(params: list[nn.Parameter]) -> list[torch.Tensor | None]:

@@ -11,6 +11,7 @@ from course_utils import clipping as C
 from course_utils.data import SyntheticShapes, collate_detection
 from course_utils.models import TinyDetector
 from course_utils.train import Hook, fit
+from helpers import clone
 
 
 def make_params(seed: int, with_none: bool = True, scale: float = 1.0) -> list[nn.Parameter]:
@@ -25,15 +26,6 @@ def make_params(seed: int, with_none: bool = True, scale: float = 1.0) -> list[n
     if with_none:
         params.append(nn.Parameter(torch.randn(4, generator=g)))  # .grad is None
     return params
-
-
-def clone(params):
-    out = []
-    for p in params:
-        q = nn.Parameter(p.detach().clone())
-        q.grad = None if p.grad is None else p.grad.clone()
-        out.append(q)
-    return out
 
 
 def assert_same_grads(a, b):

@@ -12,8 +12,6 @@ bit-identical IoUs (the comparison is then exact up to summation order).
 from __future__ import annotations
 
 import math
-import os
-import traceback
 from typing import Any
 
 import numpy as np
@@ -22,23 +20,9 @@ import torch
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-import course_utils
 from course_utils.metrics import MAX_BOX_AREA, count_errors, mean_average_precision, pycocotools_map
+from helpers import run
 
-PACKAGE_DIR = os.path.dirname(course_utils.__file__)
-
-
-def run(fn: Any) -> tuple[Any, Exception | None]:
-    """``(fn(), None)``, or ``(None, err)`` for a ValueError/TypeError raised by course_utils code itself.
-
-    Anything else -- another exception type, or one raised inside numpy/torch/pycocotools -- fails the test.
-    """
-    try:
-        return fn(), None
-    except (ValueError, TypeError) as err:
-        last = traceback.extract_tb(err.__traceback__)[-1]
-        assert os.path.dirname(last.filename) == PACKAGE_DIR, f"{type(err).__name__} escaped from {last.filename}: {err}"
-        return None, err
 
 
 # ------------------------------------------------------------------ strategies
