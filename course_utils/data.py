@@ -243,7 +243,8 @@ def write_coco_split(root: str | Path, seeds: list[int], config: SceneConfig = S
     Boxes are stored the COCO way, ``[x, y, width, height]``; ``area = w * h``.
     Returns the annotation file's path. Seeds must be integers >= 0 (``ValueError``).
     A folder that already holds ``annotations.json`` or files in ``images/`` is refused
-    (``FileExistsError``: its dataset would be overwritten) unless ``overwrite=True``.
+    (``FileExistsError``: its dataset would be overwritten) unless ``overwrite=True``; then the
+    images the old ``annotations.json`` listed and the new one does not are removed (nothing else).
     """
     _check_seeds(seeds, "write_coco_split")
     if not isinstance(config, SceneConfig):
@@ -266,8 +267,21 @@ def write_coco_split(root: str | Path, seeds: list[int], config: SceneConfig = S
                  "bbox": [x1, y1, w, h], "area": round(w * h, 2), "iscrowd": 0}
             )
     ann_file = root / "annotations.json"
+    stale = _listed_images(ann_file) - {img["file_name"] for img in images}
     ann_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
+    for name in stale:  # only files the old split itself named, inside its images folder
+        (root / "images" / name).unlink(missing_ok=True)
     return ann_file
+
+
+def _listed_images(ann_file: Path) -> set[str]:
+    """The plain file names an existing annotation file lists (empty if there is none or it is unreadable)."""
+    try:
+        listed = json.loads(ann_file.read_text()).get("images", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {img["file_name"] for img in listed if isinstance(img, dict) and isinstance(img.get("file_name"), str)
+            and img["file_name"] == Path(img["file_name"]).name}
 
 
 def _refuse_existing_dataset(root: Path, overwrite: bool) -> None:
@@ -486,7 +500,7 @@ def _check_annotations(annotations: list[Any], ann_file: Path, by_id: dict[int, 
                 f"{where} has unknown category_id {ann['category_id']!r}; "
                 f"known ids are {sorted(cat_to_label)}. Add the category to 'categories' or fix the id."
             )
-        if ann.get("iscrowd", 0) not in (0, False):
+        if ann.get("iscrowd", 0) not in (0, False, None):  # absent, 0 or null: an ordinary object
             raise DatasetError(
                 f"{where}: iscrowd={_show(ann.get('iscrowd'))}. Crowd regions (iscrowd=1) are not supported yet: "
                 "they would become ordinary objects to detect and to match in mAP (COCO ignores them). "

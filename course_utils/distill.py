@@ -56,7 +56,12 @@ __all__ = [
 
 # --------------------------------------------------------------------- classification
 def _check_temperature(temperature: Any, where: str) -> None:
-    """``temperature`` a finite real number > 0 (NaN passes ``<= 0`` checks, 0 divides by zero)."""
+    """``temperature`` a finite real number > 0 (NaN passes ``<= 0`` checks, 0 divides by zero); a 0-dim
+    tensor (e.g. a learnable ``nn.Parameter``) is checked by its value."""
+    if isinstance(temperature, torch.Tensor) and temperature.ndim == 0 and temperature.is_floating_point():
+        value = float(temperature.detach())
+        if math.isfinite(value) and value > 0:
+            return
     if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not math.isfinite(temperature)
             or temperature <= 0):
         raise ValueError(f"{where}: temperature must be a finite number > 0 (T = 1 is the plain softmax; 2 to 4 "

@@ -612,7 +612,8 @@ def count_flops(model: nn.Module, image_size: tuple[int, int] = (128, 128), in_c
     handles = [m.register_forward_hook(hook) for m in layers]
     was_training = model.training
     first = next(iter(model.parameters()), None)
-    x = torch.zeros(1, in_channels, *image_size, device=first.device if first is not None else "cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32  # e.g. a bfloat16 model
+    x = torch.zeros(1, in_channels, *image_size, device=first.device if first is not None else "cpu", dtype=dtype)
     try:
         model.eval()
         with torch.no_grad():

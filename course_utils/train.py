@@ -110,7 +110,10 @@ class Hook:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) for reproducible runs."""
+    """Seed Python, NumPy and torch (CPU and CUDA) for reproducible runs (numpy integers too)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {seed!r} ({type(seed).__name__})")
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds CUDA devices
@@ -344,9 +347,9 @@ def _check_optimizer(model: nn.Module, optimizer: Any) -> None:
       *before* ``prune_detector`` / ``prepare_qat`` / ``copy.deepcopy`` replaced the layers;
     * parameters that are not the model's are allowed (a hook's, e.g. a distillation
       adapter added by an earlier run), and so is an optimizer that trains only part of
-      the model (e.g. just the head) -- but not both at once: model parameters left out
-      while the optimizer holds foreign ones is the signature of layers replaced after
-      the optimizer was built.
+      the model (e.g. just the head, plus an adapter) -- but not the signature of layers
+      replaced after the optimizer was built: at least as many foreign tensors as model
+      tensors left out (the old layers' parameters standing in for the new ones').
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer (e.g. make_optimizer(model, lr, total_steps)[0]), "
@@ -362,9 +365,11 @@ def _check_optimizer(model: nn.Module, optimizer: Any) -> None:
         raise ValueError(f"none of the optimizer's {len(held)} parameters belongs to the model, so training would "
                          f"change nothing: {fix}")
     missing = [name for key, name in trainable.items() if key not in held]
-    if missing and held - model_params.keys():
-        raise ValueError(f"the optimizer holds parameters that are not the model's, and misses {len(missing)} of the "
-                         f"model's (e.g. {missing[0]!r}): the layers were replaced after the optimizer was built; {fix}")
+    foreign = held - model_params.keys()
+    if missing and len(foreign) >= len(missing):
+        raise ValueError(f"the optimizer holds {len(foreign)} tensors that are not the model's and misses {len(missing)} of "
+                         f"the model's (e.g. {missing[0]!r}): that is what an optimizer built before the layers were "
+                         f"replaced looks like; {fix}")
 
 
 def _check_scheduler_steps(scheduler: Any, train_loader: Iterable, epochs: int, max_steps: int | None) -> None:

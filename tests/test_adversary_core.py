@@ -466,3 +466,49 @@ def test_t13_a_hook_cannot_silently_replace_the_models_loss():
 
     history = fit(model, loader, optimizer, 1, hooks=[DeliberateReplacer()], progress=False)
     assert history["loss_cls"] == [0.0, 0.0]
+
+
+def test_rerun_findings_n14_n18_n54_n58_n63():
+    """Second adversary pass: iscrowd null is an ordinary object, overwrite removes the old split's extra images,
+    count_flops follows the model's dtype, a learnable temperature is accepted, numpy seeds work everywhere."""
+    import json as _json
+    import tempfile
+    from pathlib import Path
+
+    from course_utils.data import CocoDetection, write_coco_split
+    from course_utils.distill import kd_loss
+    from course_utils.prune import count_flops
+    from course_utils.train import seed_everything
+
+    root = Path(tempfile.mkdtemp())
+    write_coco_split(root, [1, 2, 3], SceneConfig())
+    write_coco_split(root, [5], SceneConfig(), overwrite=True)
+    assert sorted(p.name for p in (root / "images").iterdir()) == ["00001.jpg"]
+    doc = _json.loads((root / "annotations.json").read_text())
+    for ann in doc["annotations"]:
+        ann["iscrowd"] = None
+    (root / "annotations.json").write_text(_json.dumps(doc))
+    assert len(CocoDetection(root / "annotations.json")[0][1]["boxes"]) == len(doc["annotations"])
+    assert count_flops(TinyDetector(width=0.25).to(torch.bfloat16), (32, 32)) == count_flops(TinyDetector(width=0.25), (32, 32))
+    t = nn.Parameter(torch.tensor(2.0))
+    kd_loss(torch.randn(4, 5), torch.randn(4, 5), temperature=t).backward()
+    assert t.grad is not None
+    with pytest.raises(ValueError, match="temperature"):
+        kd_loss(torch.randn(4, 5), torch.randn(4, 5), temperature=torch.tensor(float("nan")))
+    seed_everything(np.int64(3))
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        seed_everything(1.5)
+
+
+def test_rerun_finding_n33_head_and_an_extra_tensor_train():
+    from course_utils import collate_detection, materialize
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(0)
+    model = TinyDetector(width=0.25)
+    loader = DataLoader(materialize(SyntheticShapes(4, seed=0), progress=False), batch_size=2, collate_fn=collate_detection)
+    extra = nn.Parameter(torch.zeros(()))
+    head = [p for n, p in model.named_parameters() if n.startswith(("cls_out", "box_out"))]
+    before = [p.clone() for p in head]
+    fit(model, loader, torch.optim.SGD(head + [extra], lr=1e-2), 1, progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(before, head))
