@@ -452,7 +452,8 @@ class TinyDetector(nn.Module):
         for count in torch.bincount(image, minlength=batch).tolist():
             part = slice(start, start + count)
             start += count
-            keep = nms(shifted[part], cand_scores[part], self.nms_threshold)[: self.detections_per_image]
+            # NMS in float32: torchvision's CPU kernel has no float16/bfloat16 version (a no-op for float32)
+            keep = nms(shifted[part].float(), cand_scores[part].float(), self.nms_threshold)[: self.detections_per_image]
             results.append({"boxes": boxes[part][keep], "scores": cand_scores[part][keep], "labels": cls[part][keep] + 1})
         return results
 

@@ -512,3 +512,18 @@ def test_rerun_finding_n33_head_and_an_extra_tensor_train():
     before = [p.clone() for p in head]
     fit(model, loader, torch.optim.SGD(head + [extra], lr=1e-2), 1, progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(before, head))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_rerun_findings_n20_n68_half_precision_detections(dtype):
+    torch.manual_seed(0)
+    model = TinyDetector(width=0.25).eval()
+    images = torch.rand(2, 3, 32, 32)
+    model.score_threshold = 0.0  # keep candidates: NMS must run
+    with torch.no_grad():
+        full = model(images)
+        half = model.to(dtype)(images.to(dtype))
+    # half precision rounds the boxes, so NMS may keep a few more or fewer; it must run and stay close
+    assert all(0 < len(h["boxes"]) <= model.detections_per_image for h in half)
+    assert all(abs(len(h["boxes"]) - len(f["boxes"])) <= len(f["boxes"]) // 2 for h, f in zip(half, full))
+    assert half[0]["boxes"].dtype == dtype
