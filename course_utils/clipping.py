@@ -329,6 +329,7 @@ def clip_lab_run(
             raise ValueError(f"{name} must be a positive int (e.g. {typical}); got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in 0 .. 2**32 - 1 (numpy's limit), got {seed!r}")
+    seed = int(seed)  # numpy integers too: torch.Generator.manual_seed takes only Python ints
     clipping = GradientClipping(method, threshold)
     seed_everything(seed)
     device = get_device()

@@ -527,3 +527,9 @@ def test_rerun_findings_n20_n68_half_precision_detections(dtype):
     assert all(0 < len(h["boxes"]) <= model.detections_per_image for h in half)
     assert all(abs(len(h["boxes"]) - len(f["boxes"])) <= len(f["boxes"]) // 2 for h, f in zip(half, full))
     assert half[0]["boxes"].dtype == dtype
+
+
+def test_rerun_finding_n63_clip_lab_run_takes_a_numpy_seed():
+    from course_utils.clipping import clip_lab_run
+
+    assert clip_lab_run(steps=2, seed=np.int64(3)) == clip_lab_run(steps=2, seed=3)
