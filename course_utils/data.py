@@ -681,7 +681,9 @@ class SyntheticShapes(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
-        """Sample ``index``: an int (numpy ints too; negative counts from the end, like a list)."""
+        """Sample ``index``: an int (numpy ints and 0-dim integer tensors too; negative counts from the end, like a list)."""
+        if isinstance(index, Tensor) and index.ndim == 0 and not index.is_floating_point() and index.dtype != torch.bool:
+            index = int(index)  # e.g. from torch.randperm or a sampler
         if not _is_int(index):
             raise TypeError(f"SyntheticShapes index must be an int, got {index!r}; for several samples use "
                             "torch.utils.data.Subset or [dataset[i] for i in ...]")

@@ -180,7 +180,12 @@ def ort_session(path: str | Path, threads: int = 2, spin: bool = True) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's own classes (InvalidProtobuf, Fail, ...): not importable by name everywhere
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: ONNX Runtime cannot load this file ({first}); make it with export_onnx "
+                         "(or quantize_onnx) from a model") from err
 
 
 class OrtDetector(nn.Module):
@@ -197,7 +202,14 @@ class OrtDetector(nn.Module):
         self.eval()
 
     def network(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits (B, A, K) and deltas (B, A, 4) from ONNX Runtime."""
+        """Logits (B, A, K) and deltas (B, A, 4) from ONNX Runtime (the images' size must be the exported one
+        where the export fixed it)."""
+        get_inputs = getattr(self.session, "get_inputs", None)  # any object with run() works; ORT's also says its shapes
+        expected = get_inputs()[0].shape if get_inputs is not None else []  # e.g. ['batch', 3, 128, 128]: ints are fixed
+        got = tuple(images.shape)
+        if len(expected) == len(got) and any(isinstance(e, int) and e != g for e, g in zip(expected, got)):
+            raise ValueError(f"this ONNX network takes images of shape {expected}, got {list(got)}: export it again "
+                             "with an example of the size you run (export_onnx(network, example, path))")
         logits, deltas = self.session.run(None, {"images": images.detach().cpu().numpy()})
         return torch.from_numpy(logits), torch.from_numpy(deltas)
 

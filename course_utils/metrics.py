@@ -462,7 +462,7 @@ def bootstrap_map(
     value, samples = float(values[0]), samples[:, 0]
     low, high = bootstrap_interval(samples, value, confidence, method)
     return {"value": value, "low": low, "high": high, "std": float(np.std(samples, ddof=1)),
-            "n_boot": n_boot, "confidence": float(confidence), "num_images": len(targets)}
+            "n_boot": int(n_boot), "confidence": float(confidence), "num_images": len(targets)}
 
 
 def paired_bootstrap_map(
@@ -498,7 +498,7 @@ def paired_bootstrap_map(
     value, diffs = float(values[0] - values[1]), samples[:, 0] - samples[:, 1]
     low, high = bootstrap_interval(diffs, value, confidence, method)
     return {"value": value, "low": low, "high": high, "std": float(np.std(diffs, ddof=1)),
-            "within_noise": bool(low <= 0 <= high), "n_boot": n_boot, "confidence": float(confidence),
+            "within_noise": bool(low <= 0 <= high), "n_boot": int(n_boot), "confidence": float(confidence),
             "num_images": len(targets)}
 
 

@@ -542,11 +542,19 @@ def shrink_to_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> nn.
     values are then overwritten): ``shrink_to_state_dict(TinyDetector(...), sd).load_state_dict(sd)``.
     """
     masks = {}
+    own = model.state_dict()
+    extra = sorted(set(state_dict) - set(own))
+    if extra:
+        raise ValueError(f"state_dict has {len(extra)} entries this model lacks (e.g. {extra[0]!r}): it is from a detector "
+                         "of another depth or kind; build that one (e.g. TinyDetector(depth=...)) before shrinking")
     for group in detector_channel_groups(model):
         key = f"{group.producers[0]}.weight"
         if key not in state_dict:
             raise ValueError(f"state_dict has no {key!r}: it is not from a TinyDetector with this depth")
         channels = model.get_submodule(group.producers[0]).out_channels
+        if state_dict[key].shape[0] > channels:
+            raise ValueError(f"state_dict's {key!r} has {state_dict[key].shape[0]} channels, this model only {channels}: "
+                             "the checkpoint is from a wider detector; build one at least as wide (e.g. TinyDetector(width=2))")
         masks[group.name] = torch.arange(channels) < state_dict[key].shape[0]
     return prune_channels(model, masks)
 

@@ -611,7 +611,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, **metadata: Any) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": model.state_dict(), "metadata": metadata}
     existed, started = path.exists(), time.time()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # read-only or full file system, no permission: say where, not the temp file's name
+        raise type(err)(err.errno, f"save_checkpoint: cannot create a file in {path.parent} ({err.strerror}); "
+                                   "choose a folder you can write to") from err
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
@@ -682,6 +686,10 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_locati
     problem = _not_a_checkpoint_because(path)
     if problem is not None:
         raise ValueError(f"{path}: cannot load -- {problem}. {expected}")
+    device = torch.device(map_location) if isinstance(map_location, (str, torch.device)) else None
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{path}: map_location={str(map_location)!r} names a CUDA device, but this machine has none; "
+                           "load with map_location='cpu' (the default) and move the model afterwards")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -709,5 +717,13 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_locati
             "model.load_state_dict(torch.load(path, weights_only=True))."
         )
     if model is not None:
-        model.load_state_dict(payload["model"])
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError as err:  # torch lists every mismatched tensor; its first lines say enough
+            detail = "; ".join(line.strip() for line in str(err).splitlines()[1:3])
+            raise ValueError(
+                f"{path}: the checkpoint does not fit this {type(model).__name__} ({detail}). Build the model it was "
+                "saved from (same width, depth and number of classes); for a pruned checkpoint, "
+                "shrink_to_state_dict(TinyDetector(...), checkpoint['model']) first."
+            ) from err
     return payload

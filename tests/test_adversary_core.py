@@ -533,3 +533,37 @@ def test_rerun_finding_n63_clip_lab_run_takes_a_numpy_seed():
     from course_utils.clipping import clip_lab_run
 
     assert clip_lab_run(steps=2, seed=np.int64(3)) == clip_lab_run(steps=2, seed=3)
+
+
+def test_rerun_mild_crashes_now_speak_course_utils(tmp_path):
+    """P28/P30/K17 (a checkpoint of another shape), E24/E32 (ONNX size and file), K18 (CUDA map_location on a CPU
+    machine), N19 (a 0-dim tensor index), N46 (n_boot as a numpy integer)."""
+    from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, ort_session
+    from course_utils.metrics import bootstrap_map
+    from course_utils.prune import shrink_to_state_dict
+    from course_utils.train import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "w05.pt", TinyDetector(width=0.5))
+    with pytest.raises(ValueError, match="does not fit this TinyDetector"):
+        load_checkpoint(tmp_path / "w05.pt", TinyDetector(width=0.25))
+    with pytest.raises(ValueError, match="wider detector"):
+        shrink_to_state_dict(TinyDetector(width=0.25), TinyDetector(width=0.5).state_dict())
+    with pytest.raises(ValueError, match="lacks"):
+        shrink_to_state_dict(TinyDetector(width=0.25), TinyDetector(width=0.25, depth=2).state_dict())
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="map_location='cpu'"):
+            load_checkpoint(tmp_path / "w05.pt", map_location="cuda:7")
+    (tmp_path / "t.onnx").write_text("not a model")
+    with pytest.raises(ValueError, match="cannot load this file"):
+        ort_session(tmp_path / "t.onnx", threads=1)
+    model = TinyDetector(width=0.25).eval()
+    path = export_onnx(DetectorNetwork(model), torch.rand(1, 3, 32, 32), tmp_path / "n.onnx")
+    ort = OrtDetector(ort_session(path, threads=1), model)
+    shape = ort.session.get_inputs()[0].shape
+    if isinstance(shape[-1], int):  # the export fixed the image size
+        with pytest.raises(ValueError, match="export it again"):
+            ort(torch.rand(1, 3, 48, 48))
+    assert SyntheticShapes(5)[torch.tensor(2)][0].shape == SyntheticShapes(5)[2][0].shape
+    preds = [{"boxes": torch.tensor([[10., 10, 50, 50]]), "scores": torch.tensor([.9]), "labels": torch.tensor([1])}]
+    targets = [{"boxes": torch.tensor([[10., 10, 50, 50]]), "labels": torch.tensor([1])}]
+    assert type(bootstrap_map(preds, targets, n_boot=np.int64(20))["n_boot"]) is int
