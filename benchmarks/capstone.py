@@ -55,8 +55,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from course_utils import SyntheticShapes, TinyDetector, collate_detection, count_parameters, get_device, load_checkpoint, materialize, \
-    save_checkpoint, seed_everything
+from course_utils import SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, get_device, load_checkpoint, \
+    materialize, save_checkpoint, seed_everything
 from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_interleaved, ort_session, quantize_onnx
 from course_utils.distill import Distiller, cache_teacher_outputs
 from course_utils.metrics import bootstrap_map, mean_average_precision, paired_bootstrap_map, seed_difference, seed_summary
@@ -137,7 +137,8 @@ def train_seed(args: argparse.Namespace) -> None:
         return finetune(copy.deepcopy(start).to(device), loader(), epochs, lr, device, hooks)
 
     def score(model: torch.nn.Module) -> dict[str, float]:
-        return {f"{split}_map": predict_map(model, data, device) for split, data in splits.items()}
+        on = torch.device("cpu") if isinstance(model, OrtDetector) else device  # ONNX Runtime models run on the CPU
+        return {f"{split}_map": evaluate(model, data, on)["map"] for split, data in splits.items()}
 
     models: dict[str, torch.nn.Module] = {}
     scores: dict[str, dict[str, float]] = {}
@@ -192,11 +193,6 @@ def train_seed(args: argparse.Namespace) -> None:
                {"seed": seed, "scores": scores, "train_seconds": seconds, "config": config_of(args), **run_info(device)})
 
 
-def predict_map(model: torch.nn.Module, data: DataLoader, device: torch.device) -> float:
-    on_cpu = isinstance(model, OrtDetector)
-    return mean_average_precision(*predict(model, data, torch.device("cpu") if on_cpu else device))["map"]
-
-
 def config_of(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k in ("keep", "multiple_of", "epochs", "qat_epochs", "lr", "qat_lr")}
 
@@ -216,7 +212,7 @@ def measure(args: argparse.Namespace) -> None:
     distilled = TinyDetector(width=1.0)
     load_checkpoint(args.out / "capstone_distilled.pt", distilled)
     fp32 = {"teacher": teacher, "student": student, "distilled": distilled.eval(), "pruned": pruned.eval()}
-    val = split_loader("val")
+    val, test = split_loader("val"), split_loader("test")  # loaded once
     epochs = total_epochs(args)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -241,10 +237,10 @@ def measure(args: argparse.Namespace) -> None:
                 "val_bootstrap": bootstrap_map(preds[name], targets, n_boot=args.n_boot),
                 "vs_teacher_paired": None if name == "teacher" else paired_bootstrap_map(preds[name], preds["teacher"], targets, n_boot=args.n_boot),
             }
-        test_preds = predict(OrtDetector(sessions["student_int8"], student), split_loader("test"), device)
+        student_int8_test = evaluate(OrtDetector(sessions["student_int8"], student), test, device)["map"]
         variants["student_int8"].update(description="student converted to int8 (ONNX Runtime, no QAT, unpruned)",
                                         total_epochs=STUDENT_EPOCHS, control=None, val_map=variants["student_int8"]["val_map_seed0"],
-                                        test_map=mean_average_precision(*test_preds)["map"])
+                                        test_map=student_int8_test)
 
         # latency: end to end (network + decode + NMS) and the network alone, every model and runtime interleaved.
         # Two thread pools on one small CPU fight: PyTorch's post-processing after an ONNX Runtime call runs with
@@ -289,7 +285,7 @@ def measure(args: argparse.Namespace) -> None:
         entry.update(description=VARIANTS[name][0].replace("E epochs", f"{args.epochs} epochs").replace("Q", str(args.qat_epochs)),
                      total_epochs=epochs[name], control=VARIANTS[name][1])
         if runs["val"] is None:  # a shipped checkpoint: one model, its noise is the bootstrap CI
-            entry.update(val_map=entry["val_map_seed0"], test_map=mean_average_precision(*predict(fp32[name], split_loader("test"), device))["map"])
+            entry.update(val_map=entry["val_map_seed0"], test_map=evaluate(fp32[name], test, device)["map"])
         else:
             entry.update(val_map=seed_summary(runs["val"])["mean"], test_map=seed_summary(runs["test"])["mean"],
                          val_seeds=seed_summary(runs["val"]), test_seeds=seed_summary(runs["test"]))
