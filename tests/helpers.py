@@ -22,7 +22,7 @@ def run(fn: Any) -> tuple[Any, Exception | None]:
         return fn(), None
     except (ValueError, TypeError) as err:
         last = traceback.extract_tb(err.__traceback__)[-1]
-        assert os.path.dirname(last.filename) == PACKAGE_DIR, f"{type(err).__name__} escaped from {last.filename}: {err}"
+        assert os.path.commonpath([last.filename, PACKAGE_DIR]) == PACKAGE_DIR, f"{type(err).__name__} escaped from {last.filename}: {err}"
         return None, err
 
 

@@ -22,7 +22,7 @@ PACKAGE_DIR = os.path.dirname(course_utils.__file__)
 def raised_here(info: pytest.ExceptionInfo, *fragments: str) -> None:
     """The error was raised by course_utils code (last traceback frame) and its message holds every fragment."""
     last = info.traceback[-1]
-    assert os.path.dirname(str(last.path)) == PACKAGE_DIR, f"raised from {last.path}:{last.lineno}, not course_utils"
+    assert os.path.commonpath([str(last.path), PACKAGE_DIR]) == PACKAGE_DIR, f"raised from {last.path}:{last.lineno}, not course_utils"
     message = str(info.value)
     for fragment in fragments:
         assert re.search(fragment, message), f"{fragment!r} not in {message!r}"
