@@ -18,6 +18,9 @@ module          what
 ``modules``     FakeQuantize and the fake-quantized Conv2d / Linear wrappers
 ``ptq``         post-training quantization: wrap, calibrate, per-layer sensitivity
 ``qat``         quantization-aware training: conv+BN folding while training, schedule
+``integer``     integer-only arithmetic: int32 accumulators, fixed-point requantization
+``convert``     a fake-quantized detector -> its integer-only network (own scales)
+``qdq``         that network as an ONNX QDQ graph for ONNX Runtime
 ==============  ==================================================================
 
 ``x % Q`` is *not* quantization (it wraps values around instead of rounding
@@ -34,6 +37,9 @@ from .error import quant_mse, sqnr_db, quantize_tensor, range_tradeoff
 from .folding import fold_bn, conv_bn_pairs, fuse_conv_bn
 from .modules import FakeQuantize, QuantConv2d, QuantLinear
 from .qat import QuantConvBn2d, prepare_qat, freeze_bn_stats, set_observing_activations, to_float_folded, QATSchedule
+from .integer import IntegerAdd, IntegerConv, fixed_point_multiplier, integer_add, integer_conv2d, quantize_bias, requantize, rounding_shift
+from .convert import IntegerDetector, integer_detector
+from .qdq import conv_qdq_model, export_qdq, optimized_op_types
 from .ptq import quantize_model, set_observing, calibrate, post_training_quantize, layer_sensitivity, capture_activations
 
 __all__ = [
@@ -75,4 +81,17 @@ __all__ = [
     "post_training_quantize",
     "layer_sensitivity",
     "capture_activations",
+    "fixed_point_multiplier",
+    "rounding_shift",
+    "requantize",
+    "quantize_bias",
+    "integer_conv2d",
+    "integer_add",
+    "IntegerConv",
+    "IntegerAdd",
+    "IntegerDetector",
+    "integer_detector",
+    "export_qdq",
+    "conv_qdq_model",
+    "optimized_op_types",
 ]

@@ -1,0 +1,259 @@
+"""Integer-only arithmetic: what an int8 convolution really computes (Jacob et al. 2018, sec. 2).
+
+Taught in: 09_integer_inference.
+
+A quantized layer never touches a float at run time. With ``r = S (q − Z)`` for the input x,
+the weight w (symmetric: Z_w = 0) and the output y, a convolution ``y = Σ w·x + b`` becomes
+
+    q_y = Z_y + (S_w S_x / S_y) · (Σ q_w (q_x − Z_x) + q_b)          q_b = round(b / (S_w S_x))
+
+* the sum is an **int32 accumulator** of int8 × uint8 products (:func:`integer_conv2d`);
+* the bias is stored as int32 at scale ``S_w S_x`` so it adds straight onto it (:func:`quantize_bias`);
+* the one real number left, ``M = S_w S_x / S_y``, is applied as a **fixed-point multiplier**
+  ``M = M0 · 2⁻ⁿ`` with ``M0 ∈ [0.5, 1)`` stored as the int32 ``m0 = round(M0 · 2³¹)``
+  (:func:`fixed_point_multiplier`), so ``acc · M = (acc · m0) >> (31 + n)``: one int64
+  product and one rounding shift (:func:`requantize`);
+* saturation clamps to the output's integer range, and a ReLU is the same clamp with its lower
+  end raised to ``Z_y`` (real 0) -- fused for free.
+
+Rounding: :func:`requantize` rounds half away from zero (as gemmlowp and TFLite do). ONNX
+Runtime's CPU kernels requantize in float32 instead, ``round_half_even(float32(acc) · M)``, so
+the two agree except where ``acc · M`` lies within float32 error of a .5 tie: at most one unit,
+counted in the tests and in notebook 09.
+
+Integer addition (the detector's FPN adds two feature maps of different scales) follows TFLite:
+both inputs are shifted left by 20 bits, rescaled to a common scale with fixed-point multipliers,
+summed, and requantized to the output (:func:`integer_add`).
+
+Every function here takes and returns integer tensors; the float scales only appear when a layer is
+built (:meth:`IntegerConv.from_float`), never while it runs.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "fixed_point_multiplier",
+    "rounding_shift",
+    "requantize",
+    "quantize_bias",
+    "integer_conv2d",
+    "integer_add",
+    "IntegerConv",
+    "IntegerAdd",
+]
+
+_INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+ADD_LEFT_SHIFT = 20  # TFLite's headroom for integer addition: inputs are 8-bit, so 20 more bits fit in int32
+
+
+def _check_int_tensor(x: Any, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be an integer tensor, got {type(x).__name__}")
+    if x.dtype not in _INT_DTYPES:
+        raise TypeError(f"{name} must be an integer tensor (int8, uint8, int32, ...), got {x.dtype}: quantize it "
+                        "first (course_utils.quant.quantize) -- integer kernels never see floats")
+
+
+def fixed_point_multiplier(m: float | Tensor) -> tuple[Tensor, Tensor]:
+    """``M = M0 · 2⁻ⁿ`` with ``M0 ∈ [0.5, 1)``, returned as ``(m0, n)`` where ``m0 = round(M0 · 2³¹)``.
+
+    Derivation: ``frexp`` writes ``M = f · 2^e`` with ``f ∈ [0.5, 1)``; so ``n = −e`` and
+    ``M0 = f``. Stored in 31 fractional bits, ``m0`` is an int32 in ``[2³⁰, 2³¹)``; if rounding
+    carries ``m0`` up to ``2³¹`` it becomes ``2³⁰`` with ``n − 1``. Then
+    ``M ≈ m0 · 2^−(31 + n)`` with relative error below ``2⁻³¹``.
+    Shapes: ``m`` a scalar or a (C,) tensor (per output channel); ``m0`` and ``n`` int64 of the same
+    shape. Checked: every ``M`` finite and > 0, and ``M < 2³⁰`` (else no int32 accumulator could use it).
+    """
+    m_t = torch.as_tensor(m, dtype=torch.float64)
+    if not bool(torch.isfinite(m_t).all()) or bool((m_t <= 0).any()):
+        raise ValueError(f"fixed_point_multiplier needs real multipliers M > 0 (M = S_w·S_x/S_y), got {m!r}")
+    if bool((m_t >= 2.0**30).any()):
+        raise ValueError(f"fixed_point_multiplier: M = {float(m_t.max())} is too large (>= 2^30); the scales are broken")
+    mantissa, exponent = torch.frexp(m_t)
+    m0 = torch.round(mantissa * 2.0**31).to(torch.int64)
+    n = (-exponent).to(torch.int64)
+    carry = m0 == 2**31
+    m0 = torch.where(carry, m0 // 2, m0)
+    n = torch.where(carry, n - 1, n)
+    return m0, n
+
+
+def rounding_shift(x: Tensor, shift: Tensor | int) -> Tensor:
+    """``round(x / 2^shift)`` in integers, rounding half away from zero; ``shift >= 1``.
+
+    ``(|x| + 2^(shift−1)) >> shift`` with the sign put back. Shapes broadcast. int64 in, int64 out.
+    """
+    shift = torch.as_tensor(shift, dtype=torch.int64, device=x.device)
+    half = torch.ones_like(shift) << (shift - 1)
+    magnitude = (x.abs() + half) >> shift
+    return torch.where(x < 0, -magnitude, magnitude)
+
+
+def requantize(acc: Tensor, m0: Tensor, n: Tensor, zero_point: int, q_min: int, q_max: int,
+               channel_axis: int = 1) -> Tensor:
+    """``q = clamp(Z + round(acc · m0 / 2^(31 + n)), q_min, q_max)``: an int32 accumulator to the output grid.
+
+    ``m0, n`` from :func:`fixed_point_multiplier` (scalars, or one per channel along
+    ``channel_axis``). The product is exact in int64 (``|acc| < 2³¹``, ``m0 < 2³¹``); the
+    rounding is half away from zero (:func:`rounding_shift`). Returns int64 (cast it to the
+    output's int8/uint8). Shapes: acc (B, C, H, W) or any shape with C on ``channel_axis``.
+    """
+    _check_int_tensor(acc, "acc")
+    m0, n = torch.as_tensor(m0, dtype=torch.int64), torch.as_tensor(n, dtype=torch.int64)
+    if m0.ndim == 1:
+        view = [1] * acc.ndim
+        view[channel_axis] = -1
+        m0, n = m0.reshape(view), n.reshape(view)
+    shift = 31 + n
+    if bool((shift < 1).any()):
+        raise ValueError("requantize: 31 + n must be >= 1 (M < 2^30); use fixed_point_multiplier(M) for (m0, n)")
+    scaled = rounding_shift(acc.to(torch.int64) * m0.to(acc.device), shift.to(acc.device))
+    return torch.clamp(scaled + zero_point, q_min, q_max)
+
+
+def quantize_bias(bias: Tensor, x_scale: float, w_scale: Tensor) -> Tensor:
+    """The bias as an int32 at the accumulator's scale: ``q_b = round(b / (S_w · S_x))`` per output channel.
+
+    Shapes: bias (C,), w_scale (C,) or a scalar. Rounding half to even (as ONNX Runtime's
+    quantizer). Checked: the result fits int32.
+    """
+    scaled = torch.round(bias.double() / (torch.as_tensor(w_scale, dtype=torch.float64) * float(x_scale)))
+    if bool((scaled.abs() > 2**31 - 1).any()):
+        raise ValueError(f"quantize_bias: a bias of {float(bias.abs().max())} at scale S_w·S_x does not fit int32; "
+                         "the input or weight scale is too small for this layer")
+    return scaled.to(torch.int32)
+
+
+def integer_conv2d(q_x: Tensor, x_zero_point: int, q_w: Tensor, q_bias: Tensor | None, stride: int = 1,
+                   padding: int = 0) -> Tensor:
+    """The int32 accumulator of a quantized convolution: ``acc = Σ q_w · (q_x − Z_x) + q_b``.
+
+    Weights symmetric (``Z_w = 0``). Padding pads ``q_x − Z_x`` with 0, i.e. ``q_x`` with
+    ``Z_x``: real zero, as the float model pads. Each product is int8 × (uint8 − Z) and the sum of
+    ``C_in · k²`` of them fits int32 for every layer of the course (``255 · 128 · 9 · 256 < 2³¹``).
+    Shapes: q_x (B, C_in, H, W) uint8/int8, q_w (C_out, C_in, k, k) int8, q_bias (C_out,) int32;
+    returns (B, C_out, H', W') int32.
+    """
+    _check_int_tensor(q_x, "q_x")
+    _check_int_tensor(q_w, "q_w")
+    x = q_x.to(torch.int32) - int(x_zero_point)
+    acc = F.conv2d(x, q_w.to(torch.int32), None, stride, padding)
+    if q_bias is not None:
+        _check_int_tensor(q_bias, "q_bias")
+        acc = acc + q_bias.to(torch.int32).reshape(1, -1, 1, 1)
+    return acc
+
+
+def integer_add(q_a: Tensor, q_b: Tensor, add: "IntegerAdd") -> Tensor:
+    """``q_y = clamp(Z_y + round((S_a (q_a − Z_a) + S_b (q_b − Z_b)) / S_y))`` in integers (TFLite's scheme).
+
+    With ``2S = 2 · max(S_a, S_b)``: each input is shifted left by 20 bits,
+    ``â = ((q_a − Z_a) << 20) · (S_a / 2S)``, likewise ``b̂``, each multiplier applied as a
+    fixed-point multiplier; the sum is requantized with ``M = 2S / (2²⁰ · S_y)``.
+    Shapes: q_a and q_b the same shape; returns int64 of that shape.
+    """
+    _check_int_tensor(q_a, "q_a")
+    _check_int_tensor(q_b, "q_b")
+    if q_a.shape != q_b.shape:
+        raise ValueError(f"integer_add: the two inputs must have the same shape, got {tuple(q_a.shape)} and {tuple(q_b.shape)}")
+    a = requantize((q_a.to(torch.int64) - add.a_zero_point) << ADD_LEFT_SHIFT, *add.a_multiplier, 0, -2**62, 2**62)
+    b = requantize((q_b.to(torch.int64) - add.b_zero_point) << ADD_LEFT_SHIFT, *add.b_multiplier, 0, -2**62, 2**62)
+    return requantize(a + b, *add.y_multiplier, add.y_zero_point, add.q_min, add.q_max)
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, Tensor)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return int(value)
+
+
+@dataclass
+class IntegerConv:
+    """One quantized Conv2d (+ optional fused ReLU), integers only at run time.
+
+    ``weight`` (C_out, C_in, k, k) int8, ``bias`` (C_out,) int32 at scale ``S_w S_x``,
+    ``m0, n`` (C_out,) the fixed-point form of ``M_c = S_w,c S_x / S_y``, and the output grid
+    ``[q_min, q_max]`` (``q_min = Z_y`` when a ReLU is fused). The float scales are kept only to
+    export the layer (ONNX) and to dequantize the network's outputs.
+    """
+
+    weight: Tensor
+    bias: Tensor
+    m0: Tensor
+    n: Tensor
+    x_zero_point: int
+    y_zero_point: int
+    q_min: int
+    q_max: int
+    stride: int
+    padding: int
+    x_scale: float
+    w_scale: Tensor
+    y_scale: float
+    relu: bool
+
+    @classmethod
+    def from_float(cls, weight: Tensor, bias: Tensor | None, x_scale: float, x_zero_point: int, w_scale: Tensor,
+                   y_scale: float, y_zero_point: int, relu: bool, stride: int = 1, padding: int = 0,
+                   y_range: tuple[int, int] = (0, 255), w_range: tuple[int, int] = (-128, 127)) -> "IntegerConv":
+        """Quantize a float conv with given scales: ``q_w = clamp(round(W / S_w))``, ``q_b`` = :func:`quantize_bias`,
+        ``(m0, n)`` = :func:`fixed_point_multiplier` of ``S_w S_x / S_y``. Shapes: weight (C_out, C_in, k, k),
+        w_scale (C_out,)."""
+        w_scale = torch.as_tensor(w_scale, dtype=torch.float32).reshape(-1).expand(weight.shape[0]).clone()
+        q_w = torch.clamp(torch.round(weight.detach().float() / w_scale.reshape(-1, 1, 1, 1)), *w_range).to(torch.int8)
+        b = torch.zeros(weight.shape[0]) if bias is None else bias.detach().float()
+        q_b = quantize_bias(b, float(x_scale), w_scale)
+        m0, n = fixed_point_multiplier(w_scale.double() * float(x_scale) / float(y_scale))
+        y_zp = _int(y_zero_point, "y_zero_point")
+        q_min = max(y_range[0], y_zp) if relu else y_range[0]
+        return cls(q_w, q_b, m0, n, _int(x_zero_point, "x_zero_point"), y_zp, q_min, y_range[1], int(stride),
+                   int(padding), float(x_scale), w_scale, float(y_scale), bool(relu))
+
+    def accumulate(self, q_x: Tensor) -> Tensor:
+        """The int32 accumulator (:func:`integer_conv2d`)."""
+        return integer_conv2d(q_x, self.x_zero_point, self.weight, self.bias, self.stride, self.padding)
+
+    def __call__(self, q_x: Tensor) -> Tensor:
+        """uint8 (B, C_in, H, W) -> output grid (B, C_out, H', W'), in the dtype of the output range."""
+        out = requantize(self.accumulate(q_x), self.m0, self.n, self.y_zero_point, self.q_min, self.q_max)
+        return out.to(torch.uint8 if self.q_min >= 0 else torch.int8)
+
+
+@dataclass
+class IntegerAdd:
+    """Parameters of :func:`integer_add`: the inputs' and output's scales as fixed-point multipliers."""
+
+    a_zero_point: int
+    b_zero_point: int
+    y_zero_point: int
+    a_multiplier: tuple[Tensor, Tensor]
+    b_multiplier: tuple[Tensor, Tensor]
+    y_multiplier: tuple[Tensor, Tensor]
+    q_min: int
+    q_max: int
+    a_scale: float
+    b_scale: float
+    y_scale: float
+
+    @classmethod
+    def from_scales(cls, a_scale: float, a_zero_point: int, b_scale: float, b_zero_point: int, y_scale: float,
+                    y_zero_point: int, y_range: tuple[int, int] = (0, 255)) -> "IntegerAdd":
+        """TFLite's multipliers: ``S_a / 2S``, ``S_b / 2S`` and ``2S / (2²⁰ S_y)`` with ``2S = 2 max(S_a, S_b)``."""
+        twice_max = 2 * max(float(a_scale), float(b_scale))
+        return cls(_int(a_zero_point, "a_zero_point"), _int(b_zero_point, "b_zero_point"), _int(y_zero_point, "y_zero_point"),
+                   fixed_point_multiplier(float(a_scale) / twice_max), fixed_point_multiplier(float(b_scale) / twice_max),
+                   fixed_point_multiplier(twice_max / (2**ADD_LEFT_SHIFT * float(y_scale))), y_range[0], y_range[1],
+                   float(a_scale), float(b_scale), float(y_scale))
+
+    def __call__(self, q_a: Tensor, q_b: Tensor) -> Tensor:
+        out = integer_add(q_a, q_b, self)
+        return out.to(torch.uint8 if self.q_min >= 0 else torch.int8)
+

@@ -1,0 +1,171 @@
+"""The integer network as an ONNX QDQ graph: QAT's learned scales carried to ONNX Runtime.
+
+Taught in: 09_integer_inference.
+
+:func:`export_qdq` writes an :class:`~course_utils.quant.convert.IntegerDetector` in ONNX's
+QDQ form: every tensor between two layers is ``QuantizeLinear → DequantizeLinear`` with the
+integer network's own scale and zero point (uint8, per tensor); every weight is an int8
+initializer behind a per-output-channel ``DequantizeLinear`` (symmetric, zero point 0), every
+bias an int32 initializer at scale ``S_w · S_x``. Nothing is re-calibrated: the numbers are the
+ones the model learned. When ONNX Runtime loads the file it fuses each
+``DQ → Conv [→ Relu] → Q`` group into one ``QLinearConv`` (and ``DQ, DQ → Add → Q`` into
+``QLinearAdd``); :func:`optimized_op_types` shows which kernels it chose.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .convert import INPUT_OFFSET, IntegerDetector
+from .integer import IntegerConv
+
+__all__ = ["export_qdq", "optimized_op_types", "conv_qdq_model"]
+
+OPSET = 19
+
+
+class _Graph:
+    """A small builder: initializers, nodes and unique names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.count = 0
+
+    def name(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}_{self.count}"
+
+    def const(self, stem: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(stem)
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
+        from onnx import helper
+
+        out = self.name(stem or op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], name=self.name(op), **attrs))
+        return out
+
+    def qdq(self, x: str, scale: float, zero_point: int, dtype: type = np.uint8) -> str:
+        """``DQ(Q(x))`` with one (scale, zero point): the tensor crosses the boundary as 8-bit integers."""
+        s, z = self.const("scale", np.float32(scale)), self.const("zero_point", dtype(zero_point))
+        return self.node("DequantizeLinear", [self.node("QuantizeLinear", [x, s, z]), s, z])
+
+    def conv(self, x: str, layer: IntegerConv, stem: str) -> str:
+        """``Relu?(Conv(x, DQ(q_w), DQ(q_b)))`` followed by the layer's output QDQ."""
+        w_scale = layer.w_scale.numpy().astype(np.float32)
+        w = self.node("DequantizeLinear", [self.const(f"{stem}_weight", layer.weight.numpy()),
+                                           self.const("w_scale", w_scale),
+                                           self.const("w_zero_point", np.zeros(len(w_scale), np.int8))], axis=0)
+        b = self.node("DequantizeLinear", [self.const(f"{stem}_bias", layer.bias.numpy()),
+                                           self.const("b_scale", (w_scale.astype(np.float64) * layer.x_scale).astype(np.float32)),
+                                           self.const("b_zero_point", np.zeros(len(w_scale), np.int32))], axis=0)
+        k = int(layer.weight.shape[-1])
+        y = self.node("Conv", [x, w, b], stem, kernel_shape=[k, k], strides=[layer.stride] * 2, pads=[layer.padding] * 4)
+        if layer.relu:
+            y = self.node("Relu", [y])
+        return self.qdq(y, layer.y_scale, layer.y_zero_point)
+
+
+def export_qdq(detector: IntegerDetector, path: str | Path) -> Path:
+    """Write ``detector`` (from :func:`~course_utils.quant.convert.integer_detector`) as an ONNX QDQ model.
+
+    Input ``images`` (batch, 3, H, W) float in [0, 1]; outputs ``logits`` (batch, A, K) and
+    ``deltas`` (batch, A, 4), like :func:`course_utils.deploy.export_onnx`, so
+    :class:`~course_utils.deploy.OrtDetector` runs it. Batch and image size are dynamic.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    if not isinstance(detector, IntegerDetector):
+        raise TypeError(f"export_qdq takes an IntegerDetector (course_utils.quant.integer_detector(model, images)), "
+                        f"got {type(detector).__name__}")
+    g = _Graph()
+    layers = detector.layers
+    x = g.node("Sub", ["images", g.const("offset", np.float32(INPUT_OFFSET))])
+    x = g.qdq(x, detector.input_scale, detector.input_zero_point)
+    for name in detector.names("stem") + detector.names("stage2") + detector.names("stage3"):
+        x = g.conv(x, layers[name], name)
+    c3 = x
+    for name in detector.names("stage4"):
+        x = g.conv(x, layers[name], name)
+    l3, l4 = g.conv(c3, layers["lateral3"], "lateral3"), g.conv(x, layers["lateral4"], "lateral4")
+    # nearest upsampling to c3's grid, as F.interpolate(mode="nearest"): floor(dst * in / out)
+    batch_channels = g.node("Slice", [g.node("Shape", [l4]), g.const("start", np.array([0])), g.const("end", np.array([2]))])
+    grid = g.node("Slice", [g.node("Shape", [l3]), g.const("start", np.array([2])), g.const("end", np.array([4]))])
+    sizes = g.node("Concat", [batch_channels, grid], axis=0)
+    up = g.node("Resize", [l4, "", "", sizes], mode="nearest", coordinate_transformation_mode="asymmetric",
+                nearest_mode="floor")
+    up = g.qdq(up, layers["lateral4"].y_scale, layers["lateral4"].y_zero_point)
+    x = g.qdq(g.node("Add", [l3, up]), detector.add.y_scale, detector.add.y_zero_point)
+    for name in detector.names("smooth") + detector.names("tower"):
+        x = g.conv(x, layers[name], name)
+    outputs = []
+    for head, out in (("cls_out", "logits"), ("box_out", "deltas")):
+        y = g.conv(x, layers[head], head)
+        flat = g.node("Reshape", [y, g.const("shape", np.array([0, layers[head].weight.shape[0], -1]))])
+        g.nodes.append(helper.make_node("Transpose", [flat], [out], perm=[0, 2, 1], name=g.name("Transpose")))
+        outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", "locations", layers[head].weight.shape[0]]))
+    graph = helper.make_graph(g.nodes, "tiny_detector_qdq",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+                              outputs, g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="course_utils")
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def conv_qdq_model(layer: IntegerConv, path: str | Path) -> Path:
+    """One quantized conv as ONNX: uint8 input → ``DQ → Conv [→ Relu] → Q`` → uint8 output.
+
+    ONNX Runtime fuses it into a single ``QLinearConv``, so comparing its output with
+    ``layer(q_x)`` compares two integer kernels element by element.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = _Graph()
+    s, z = g.const("scale", np.float32(layer.x_scale)), g.const("zero_point", np.uint8(layer.x_zero_point))
+    x = g.node("DequantizeLinear", ["q_x", s, z])
+    g.conv(x, layer, "conv")
+    # conv() ends in DQ(Q(y)); expose the Q (the integer output)
+    q_y = g.nodes[-1].input[0]
+    g.nodes.pop()
+    g.nodes.append(helper.make_node("Identity", [q_y], ["q_y"], name="out"))
+    graph = helper.make_graph(g.nodes, "one_conv", [helper.make_tensor_value_info("q_x", TensorProto.UINT8, ["b", layer.weight.shape[1], "h", "w"])],
+                              [helper.make_tensor_value_info("q_y", TensorProto.UINT8, ["b", layer.weight.shape[0], "h_out", "w_out"])], g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="course_utils")
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def optimized_op_types(path: str | Path, threads: int = 1) -> Counter:
+    """How many nodes of each type ONNX Runtime runs after its graph optimizations (all levels).
+
+    The optimized graph is written to a temporary file and counted: a fused int8 model shows
+    ``QLinearConv`` (and ``QLinearAdd``), not float ``Conv``.
+    """
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
