@@ -1,0 +1,301 @@
+"""Integer-only inference (course_utils.quant.integer / convert / qdq) against exact arithmetic,
+fake quantization and ONNX Runtime's integer kernels."""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from course_utils import SyntheticShapes, TinyDetector, evaluate, load_checkpoint, materialize
+from course_utils.deploy import OrtDetector, ort_session
+from course_utils.quant import (
+    IntegerAdd,
+    IntegerConv,
+    calibrate,
+    conv_qdq_model,
+    export_qdq,
+    fake_quantize,
+    fixed_point_multiplier,
+    integer_conv2d,
+    integer_detector,
+    optimized_op_types,
+    prepare_qat,
+    quantize_bias,
+    quantize_model,
+    requantize,
+    rounding_shift,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def round_half_away(x: Fraction) -> int:
+    """Exact rounding of a rational, half away from zero."""
+    magnitude = (abs(x.numerator) * 2 + x.denominator) // (2 * x.denominator)
+    return magnitude if x >= 0 else -magnitude
+
+
+# ------------------------------------------------------------------ the fixed-point multiplier
+def test_fixed_point_multiplier_represents_m_to_31_bits():
+    rng = np.random.default_rng(0)
+    m = torch.tensor(10.0 ** rng.uniform(-7, 1.5, size=2000))
+    m0, n = fixed_point_multiplier(m)
+    assert bool(((m0 >= 2**30) & (m0 < 2**31)).all()), "M0 must lie in [0.5, 1) as a Q31 integer"
+    approx = m0.double() * torch.pow(2.0, -(31 + n).double())
+    assert float(((approx - m) / m).abs().max()) <= 2.0**-31
+
+
+def test_fixed_point_multiplier_carry_keeps_m0_in_range():
+    m = torch.tensor([1 - 2.0**-40, 0.5 - 2.0**-42])  # mantissas that round up to 2^31
+    m0, n = fixed_point_multiplier(m)
+    assert m0.tolist() == [2**30, 2**30] and n.tolist() == [-1, 0]
+
+
+@pytest.mark.parametrize("bad", [0.0, -1e-3, float("nan"), float("inf")])
+def test_fixed_point_multiplier_refuses_non_positive(bad):
+    with pytest.raises(ValueError, match="M > 0"):
+        fixed_point_multiplier(bad)
+
+
+def test_rounding_shift_is_round_half_away_from_zero():
+    values = list(range(-40, 41)) + [random.Random(1).randint(-2**40, 2**40) for _ in range(500)]
+    for shift in (1, 2, 3, 7, 20):
+        got = rounding_shift(torch.tensor(values), shift).tolist()
+        assert got == [round_half_away(Fraction(v, 2**shift)) for v in values]
+
+
+def test_requantize_is_exact_rounding_of_acc_times_m0():
+    """requantize computes round(acc · m0 / 2^(31+n)) exactly; against round(acc · M) it differs by at most
+    one unit, and only rarely (M0 carries 31 bits of M)."""
+    rng = random.Random(0)
+    acc = torch.tensor([rng.randint(-2**24, 2**24) for _ in range(4000)], dtype=torch.int32)
+    scales = [10 ** rng.uniform(-6, -1) for _ in range(4000)]
+    off_by_one = 0
+    for m in scales[:40]:
+        m0, n = fixed_point_multiplier(m)
+        got = requantize(acc, m0, n, 0, -2**40, 2**40).tolist()
+        exact_fp = [round_half_away(Fraction(a) * int(m0) / 2 ** (31 + int(n))) for a in acc.tolist()]
+        assert got == exact_fp
+        exact_m = [round_half_away(Fraction(a) * Fraction(m)) for a in acc.tolist()]
+        diffs = [abs(g - e) for g, e in zip(got, exact_m)]
+        assert max(diffs) <= 1
+        off_by_one += sum(diffs)
+    assert off_by_one < 0.001 * 40 * len(acc), f"{off_by_one} outputs off by one"
+
+
+def test_requantize_per_channel_saturates_and_adds_the_zero_point():
+    acc = torch.tensor([[[[1000]], [[-1000]]]], dtype=torch.int32)  # (1, 2, 1, 1)
+    m0, n = fixed_point_multiplier(torch.tensor([0.5, 0.01]))
+    out = requantize(acc, m0, n, 10, 0, 255)
+    assert out.flatten().tolist() == [255, 0]  # 10 + 500 saturates; 10 - 10 = 0
+    assert requantize(torch.tensor([[[[100]], [[-100]]]], dtype=torch.int32), m0, n, 10, 0, 255).flatten().tolist() == [60, 9]
+
+
+def test_requantize_refuses_float_accumulators():
+    with pytest.raises(TypeError, match="integer tensor"):
+        requantize(torch.ones(3), torch.tensor(2**30), torch.tensor(0), 0, 0, 255)
+
+
+def test_quantize_bias_is_at_the_accumulator_scale():
+    b = torch.tensor([0.3, -0.02, 1.7])
+    w_scale = torch.tensor([0.01, 0.02, 0.005])
+    q = quantize_bias(b, 0.04, w_scale)
+    assert q.dtype == torch.int32
+    assert q.tolist() == [round(0.3 / 4e-4), round(-0.02 / 8e-4), round(1.7 / 2e-4)]
+    with pytest.raises(ValueError, match="does not fit int32"):
+        quantize_bias(torch.tensor([1e6]), 1e-4, torch.tensor([1e-4]))
+
+
+# ------------------------------------------------------------------ one integer convolution
+def _random_layer(seed: int, c_in: int = 8, c_out: int = 6, relu: bool = True, stride: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(c_out, c_in, 3, 3, generator=g) * 0.2
+    bias = torch.randn(c_out, generator=g) * 0.1
+    w_scale = weight.abs().amax(dim=(1, 2, 3)) / 127
+    layer = IntegerConv.from_float(weight, bias, x_scale=0.02, x_zero_point=37, w_scale=w_scale, y_scale=0.05,
+                                   y_zero_point=0 if relu else 120, relu=relu, stride=stride, padding=1)
+    q_x = torch.randint(0, 256, (2, c_in, 9, 11), generator=g, dtype=torch.uint8)
+    return layer, q_x, weight, bias
+
+
+def test_integer_conv_accumulator_is_exact_integer_arithmetic():
+    layer, q_x, _, _ = _random_layer(0)
+    acc = integer_conv2d(q_x, layer.x_zero_point, layer.weight, layer.bias, padding=1)
+    assert acc.dtype == torch.int32
+    ref = F.conv2d(q_x.double() - layer.x_zero_point, layer.weight.double(), padding=1) + layer.bias.double().reshape(1, -1, 1, 1)
+    assert torch.equal(acc.double(), ref)  # float64 is exact for these sums, so the two must agree bit for bit
+    # padding with the zero point is padding the real input with 0
+    padded = F.pad(q_x.int(), (1, 1, 1, 1), value=layer.x_zero_point)
+    assert torch.equal(integer_conv2d(padded, layer.x_zero_point, layer.weight, layer.bias), acc)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_integer_conv_matches_fake_quantized_float_conv_within_one_step(relu):
+    layer, q_x, weight, bias = _random_layer(1, relu=relu)
+    out = layer(q_x)
+    assert out.dtype == torch.uint8
+    x = (q_x.double() - layer.x_zero_point) * layer.x_scale
+    w = layer.weight.double() * layer.w_scale.double().reshape(-1, 1, 1, 1)
+    y = F.conv2d(x, w, bias.double(), padding=1)
+    ref = torch.clamp(torch.round(y / layer.y_scale) + layer.y_zero_point, layer.q_min, 255)
+    assert int((out.double() - ref).abs().max()) <= 1  # the int32 bias and M0 each round once
+    assert float((out.double() != ref).double().mean()) < 0.02
+    if relu:
+        assert int(out.min()) >= layer.y_zero_point
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_integer_conv_equals_onnx_runtime_qlinearconv(tmp_path, stride):
+    layer, q_x, _, _ = _random_layer(2, c_in=16, c_out=8, stride=stride)
+    path = conv_qdq_model(layer, tmp_path / "conv.onnx")
+    ops = optimized_op_types(path)
+    assert ops["QLinearConv"] == 1 and ops["Conv"] == 0, ops
+    got = torch.from_numpy(ort_session(path, threads=1).run(None, {"q_x": q_x.numpy()})[0])
+    mine = layer(q_x)
+    assert got.shape == mine.shape
+    diff = (got.int() - mine.int()).abs()
+    assert int(diff.max()) <= 1 and int((diff > 0).sum()) <= 0.001 * diff.numel(), f"{int((diff > 0).sum())} of {diff.numel()} differ"
+
+
+def test_integer_add_matches_the_real_sum_within_one_unit():
+    g = torch.Generator().manual_seed(3)
+    add = IntegerAdd.from_scales(0.031, 12, 0.047, 130, 0.06, 40)
+    q_a = torch.randint(0, 256, (4, 5, 6), generator=g, dtype=torch.uint8)
+    q_b = torch.randint(0, 256, (4, 5, 6), generator=g, dtype=torch.uint8)
+    real = 0.031 * (q_a.double() - 12) + 0.047 * (q_b.double() - 130)
+    ref = torch.clamp(torch.round(real / 0.06) + 40, 0, 255)
+    out = add(q_a, q_b)
+    assert out.dtype == torch.uint8 and int((out.double() - ref).abs().max()) <= 1
+    with pytest.raises(ValueError, match="same shape"):
+        add(q_a, q_b[:, :2])
+
+
+# ------------------------------------------------------------------ the whole detector in integers
+@pytest.fixture(scope="module")
+def calib():
+    return torch.stack([img for img, _ in materialize(SyntheticShapes(16, seed=5), progress=False)])
+
+
+@pytest.fixture(scope="module")
+def ptq_model(calib):
+    torch.manual_seed(0)
+    model = TinyDetector(width=0.5).eval()
+    return calibrate(quantize_model(model, weight_bits=8, act_bits=8), [calib], lambda m, b: m.forward_raw(b))
+
+
+class _DtypeRecorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.float_ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                self.float_ops.append(str(func))
+        return out
+
+
+def test_integer_network_uses_no_float_arithmetic(ptq_model, calib):
+    det = integer_detector(ptq_model, calib)
+    q = det.quantize_input(calib[:2])
+    assert q.dtype == torch.uint8
+    with _DtypeRecorder() as rec:
+        q_cls, q_box = det.integer_forward(q)
+    assert rec.float_ops == [], f"float ops inside the integer network: {sorted(set(rec.float_ops))}"
+    assert q_cls.dtype == torch.uint8 and q_box.dtype == torch.uint8
+    assert q_cls.shape == (2, 3, 16, 16) and q_box.shape == (2, 4, 16, 16)
+
+
+def test_integer_network_follows_the_fake_quantized_model(ptq_model, calib):
+    det = integer_detector(ptq_model, calib)
+    logits, deltas = det.network(calib[:4])
+    with torch.no_grad():
+        raw = ptq_model.forward_raw(calib[:4])
+    for mine, ref, head in ((logits, raw["logits"], "cls_out"), (deltas, raw["deltas"], "box_out")):
+        step = det.layers[head].y_scale
+        within = float(((mine - ref).abs() <= step).float().mean())
+        assert within > 0.5, f"{head}: only {within:.0%} of outputs within one step"
+        assert float((mine - ref).abs().mean()) < 2 * step
+
+
+def test_qdq_export_fuses_into_integer_kernels_and_matches_the_integer_network(ptq_model, calib, tmp_path):
+    det = integer_detector(ptq_model, calib)
+    path = export_qdq(det, tmp_path / "net.onnx")
+    ops = optimized_op_types(path)
+    n_convs = len(det.layers)
+    assert ops["QLinearConv"] == n_convs and ops["Conv"] == 0 and ops["QLinearAdd"] == 1, ops
+    ort_logits, ort_deltas = OrtDetector(ort_session(path, threads=1), TinyDetector(width=0.5)).network(calib[:4])
+    logits, deltas = det.network(calib[:4])
+    for a, b, head in ((ort_logits, logits, "cls_out"), (ort_deltas, deltas, "box_out")):
+        units = ((a - b).abs() / det.layers[head].y_scale).round()
+        # a one-unit tie-rounding difference early on can grow through an untrained network; most outputs agree
+        assert float((units == 0).float().mean()) > 0.85 and float(units.max()) <= 16
+
+
+def test_every_layer_of_the_integer_network_equals_onnx_runtime(ptq_model, calib, tmp_path):
+    """Layer by layer, on the integer network's own inputs: ORT's QLinearConv gives the same integers except
+    where its float32 requantization meets a rounding tie (at most one unit, very rarely)."""
+    det = integer_detector(ptq_model, calib)
+    keep = {"input": det.quantize_input(calib[:4])}
+    det.integer_forward(keep["input"], keep)
+    names = list(det.layers)
+    source = dict(zip(names[1:], names), **{names[0]: "input", "lateral3": "stage3.1.0", "lateral4": "stage4.1.0",
+                                            "stage4.0.0": "stage3.1.0", "smooth.0": "add", "box_out": "tower.1.0"})
+    differ = total = 0
+    for name in names:
+        session = ort_session(conv_qdq_model(det.layers[name], tmp_path / f"{name}.onnx"), threads=1)
+        got = torch.from_numpy(session.run(None, {"q_x": keep[source[name]].numpy()})[0]).int()
+        diff = (got - keep[name].int()).abs()
+        assert int(diff.max()) <= 1, name
+        differ, total = differ + int((diff > 0).sum()), total + diff.numel()
+    assert differ <= 1e-4 * total, f"{differ} of {total} outputs differ"
+
+
+def test_integer_detector_scores_like_onnx_runtime_on_the_shipped_qat8_model(tmp_path):
+    """Acceptance: the whole integer network's mAP equals the ORT int8 model's to within 0.1 point."""
+    from course_utils import CocoDetection, collate_detection
+    from torch.utils.data import DataLoader
+
+    qat8 = prepare_qat(TinyDetector(), weight_bits=8, act_bits=8)
+    load_checkpoint(RESULTS / "qat8.pt", qat8)
+    images = torch.stack([img for img, _ in materialize(SyntheticShapes(64, seed=123), progress=False)])
+    det = integer_detector(qat8.eval(), images)
+    val = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json"), progress=False),
+                     batch_size=50, collate_fn=collate_detection)
+    ort = OrtDetector(ort_session(export_qdq(det, tmp_path / "qat8.onnx"), threads=1), TinyDetector())
+    cpu = torch.device("cpu")
+    m_int, m_ort, m_fq = (evaluate(m, val, cpu)["map"] for m in (det, ort, qat8.eval()))
+    assert abs(m_int - m_ort) <= 0.001
+    assert abs(m_int - m_fq) <= 0.003
+
+
+def test_integer_detector_refuses_what_it_cannot_run(calib):
+    with pytest.raises(TypeError, match="TinyDetector"):
+        integer_detector(torch.nn.Conv2d(3, 3, 1), calib)
+    with pytest.raises(ValueError, match="no quantized layers"):
+        integer_detector(TinyDetector(width=0.5), calib)
+    weights_only = quantize_model(TinyDetector(width=0.5).eval(), act_bits=None)
+    with pytest.raises(ValueError, match="act_bits=8"):
+        integer_detector(weights_only, calib)
+    with pytest.raises(ValueError, match="never calibrated"):
+        integer_detector(quantize_model(TinyDetector(width=0.5).eval()), calib)
+    with pytest.raises(ValueError, match="are float"):
+        integer_detector(quantize_model(TinyDetector(width=0.5).eval(), skip=["cls_out"]), calib)
+    with pytest.raises(TypeError, match="IntegerDetector"):
+        export_qdq(TinyDetector(), "x.onnx")
+
+
+def test_fake_quantize_and_integer_input_quantize_agree(ptq_model, calib):
+    det = integer_detector(ptq_model, calib)
+    q = det.quantize_input(calib[:2])
+    fq = fake_quantize(calib[:2] - 0.5, det.input_scale, det.input_zero_point, 0, 255)
+    assert torch.allclose((q.float() - det.input_zero_point) * det.input_scale, fq, atol=1e-6)
