@@ -158,8 +158,15 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
     return strip_onnx_debug_info(int8_path)
 
 
-def ort_session(path: str | Path, threads: int = 2, spin: bool = True) -> Any:
+def ort_session(path: str | Path, threads: int = 2, spin: bool = True, optimization: str = "all",
+                optimized_model_path: str | Path | None = None) -> Any:
     """An ONNX Runtime CPU session with ``threads`` intra-op threads and all graph optimisations.
+
+    ``optimization``: ONNX Runtime's graph optimization level: ``"disable"``; ``"basic"`` (constant
+    folding, redundant nodes -- a QDQ model still runs DQ → float Conv → Q); ``"extended"`` (fuses
+    each QDQ group into an integer kernel such as ``QLinearConv``); ``"all"`` (the default; adds
+    layout changes: NCHWc blocks for float convs, NHWC for integer ones).
+    ``optimized_model_path``: also write the optimized graph there (to see which kernels run).
 
     By default ONNX Runtime's worker threads spin for a while after each call,
     waiting for more work: fastest for one session, but they tax whatever runs
@@ -173,11 +180,18 @@ def ort_session(path: str | Path, threads: int = 2, spin: bool = True) -> Any:
         raise ValueError(f"threads must be an int >= 0 (0 lets ONNX Runtime choose), got {threads!r}")
     if not Path(path).is_file():
         raise FileNotFoundError(f"no ONNX file at {str(path)!r} (export one with export_onnx)")
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if optimization not in levels:
+        raise ValueError(f"optimization must be one of {list(levels)}, got {optimization!r}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = levels[optimization]
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+        options.log_severity_level = 3  # ORT warns that an "all"-level graph is specific to this CPU: known, it is only read
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:

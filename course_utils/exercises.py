@@ -40,6 +40,8 @@ __all__ = [
     "check_feature_imitation",
     "check_magnitude_mask",
     "check_conv_macs",
+    "check_fixed_point_multiplier",
+    "check_int32_bias",
 ]
 
 
@@ -551,3 +553,83 @@ def check_conv_macs(fn: Callable[[int, int, int, int, int, int], int]) -> CheckR
             return _report(False, f"Conv2d({c_in}, {c_out}, k={k}, groups={groups}) on a {h_out}×{w_out} output: got {got}, "
                            f"expected {want}.{hint}")
     return _report(True, "matches course_utils.prune.count_flops on three convolutions (incl. a grouped one).")
+
+
+def _as_int(value: Any) -> int | None:
+    """A Python int from an int, a numpy integer or a one-element integer tensor; None otherwise."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_floating_point():
+            return None
+        value = value.item()
+    if isinstance(value, (bool, float)) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value)
+
+
+def check_fixed_point_multiplier(fn: Callable[[float], tuple[int, int]]) -> CheckResult:
+    """Exercise (notebook 09): ``M -> (m0, n)`` with ``M ≈ m0 · 2^-(31 + n)`` and ``2^30 <= m0 < 2^31``."""
+    from .quant.integer import fixed_point_multiplier
+
+    for m in (0.3, 0.0021, 1.7e-5, 0.75, 3.2, 1 - 2.0**-40):
+        got, err = _call(fn, m)
+        if err:
+            return _report(False, err)
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            return _report(False, f"return a pair (m0, n), got {type(got).__name__} {got!r:.60}.")
+        m0, n = _as_int(got[0]), _as_int(got[1])
+        if m0 is None or n is None:
+            return _report(False, f"m0 and n must be integers (m0 is stored as an int32), got {got[0]!r:.40} and {got[1]!r:.40}.")
+        want_m0, want_n = (int(v) for v in fixed_point_multiplier(m))
+        if (m0, n) == (want_m0, want_n):
+            continue
+        if not 2**30 <= m0 < 2**31:
+            hint = ""
+            if m0 == 2**31:
+                hint = " Rounding carried M0 up to 1.0 (m0 = 2^31): then use m0 = 2^30 and n - 1."
+            elif 0 < m0 < 2:
+                hint = " m0 is M0 scaled by 2^31 (31 fractional bits), not M0 itself."
+            return _report(False, f"for M = {m} you returned m0 = {m0}, which is outside [2^30, 2^31): M0 must lie in [0.5, 1).{hint}")
+        if m0 == want_m0 and n == -want_n:
+            return _report(False, f"for M = {m} the shift has the wrong sign: M = M0 · 2^-n, so M < 0.5 needs n > 0.")
+        if n == want_n and m0 == want_m0 - 1:
+            return _report(False, f"for M = {m} m0 is one too small: round M0 · 2^31 to the nearest integer, do not truncate it.")
+        return _report(False, f"for M = {m} expected (m0, n) = ({want_m0}, {want_n}), got ({m0}, {n}); "
+                              "write M = M0 · 2^-n with M0 in [0.5, 1) (math.frexp does this), then m0 = round(M0 · 2^31).")
+    return _report(True, "M ≈ m0 · 2^-(31+n) with M0 in [0.5, 1), including the carry case, on 6 multipliers.")
+
+
+def check_int32_bias(fn: Callable[[Tensor, float, Tensor], Tensor]) -> CheckResult:
+    """Exercise (notebook 09): the bias at the accumulator's scale, ``q_b = round(b / (S_x · S_w))`` as int32."""
+    from .quant.integer import quantize_bias
+
+    g = torch.Generator().manual_seed(11)
+    bias = torch.randn(16, generator=g) * 0.5
+    w_scale = torch.rand(16, generator=g) * 0.02 + 0.001
+    x_scale = 0.037
+    got, err = _call(fn, bias.clone(), x_scale, w_scale.clone())
+    if err:
+        return _report(False, err)
+    want = quantize_bias(bias, x_scale, w_scale)
+    if not isinstance(got, Tensor):
+        return _report(False, f"expected a tensor of shape {tuple(want.shape)}, got {type(got).__name__}.")
+    if got.shape != want.shape:
+        return _report(False, f"expected one int32 per output channel, shape {tuple(want.shape)}; got shape {tuple(got.shape)}.")
+    if got.is_floating_point():
+        if torch.equal(got.double(), want.double()):
+            return _report(False, f"the values are right but the dtype is {got.dtype}: the bias is stored as an integer (.to(torch.int32)).")
+        return _report(False, f"the bias must be an integer tensor (int32), got {got.dtype}.")
+    if torch.equal(got.to(torch.int64), want.to(torch.int64)):
+        if got.dtype != torch.int32:
+            return _report(False, f"the values are right but the dtype is {got.dtype}: accumulators and biases are int32.")
+        return _report(True, "q_b = round(b / (S_x · S_w)) per channel, as int32: it adds straight onto the accumulator.")
+    scaled = bias.double() / (w_scale.double() * x_scale)
+    if torch.equal(got.to(torch.int64), torch.round(bias.double() / w_scale.double()).to(torch.int64)):
+        hint = " You divided by S_w only: the accumulator sums q_w · (q_x − Z_x), whose scale is S_w · S_x."
+    elif torch.equal(got.to(torch.int64), torch.round(bias.double() / x_scale).to(torch.int64)):
+        hint = " You divided by S_x only: the accumulator's scale is S_w · S_x."
+    elif torch.equal(got.to(torch.int64), torch.trunc(scaled).to(torch.int64)):
+        hint = " Round to the nearest integer (torch.round), do not truncate (.int() cuts toward zero)."
+    else:
+        hint = " Divide each channel's bias by S_x · S_w[c] and round."
+    worst = int((got.to(torch.int64) - want.to(torch.int64)).abs().max())
+    return _report(False, f"the int32 bias is off by up to {worst} units.{hint}")

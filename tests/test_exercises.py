@@ -17,6 +17,7 @@ sol04 = importlib.import_module("solutions.ex04_quantization_math")
 sol05 = importlib.import_module("solutions.ex05_qat_and_int8")
 sol06 = importlib.import_module("solutions.ex06_knowledge_distillation")
 sol07 = importlib.import_module("solutions.ex07_pruning")
+sol09 = importlib.import_module("solutions.ex09_integer_inference")
 
 
 def not_implemented(*args):
@@ -42,6 +43,8 @@ def not_implemented(*args):
         (ex.check_feature_imitation, sol06.feature_imitation),
         (ex.check_magnitude_mask, sol07.magnitude_mask),
         (ex.check_conv_macs, sol07.conv_macs),
+        (ex.check_fixed_point_multiplier, sol09.fixed_point_multiplier),
+        (ex.check_int32_bias, sol09.int32_bias),
     ],
 )
 def test_solution_passes_and_stub_fails(check, solution, capsys):
@@ -265,3 +268,41 @@ def test_pruning_checks_name_the_mistake(capsys):
     assert "groups" in capsys.readouterr().out
     assert not ex.check_conv_macs(lambda *a: 2 * sol07.conv_macs(*a))
     assert "MAC" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ notebook 09
+def _fpm_floor(m):
+    import math
+
+    mantissa, exponent = math.frexp(m)
+    return math.floor(mantissa * 2**31), -exponent
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda m: (sol09.fixed_point_multiplier(m)[0], -sol09.fixed_point_multiplier(m)[1]), "wrong sign"),
+    (_fpm_floor, "do not truncate"),
+    (lambda m: (round(__import__("math").frexp(m)[0] * 2**31), -__import__("math").frexp(m)[1]), "carried"),
+    (lambda m: __import__("math").frexp(m), "scaled by 2^31|must be integers"),
+    (lambda m: round(m * 2**31), "pair"),
+    (lambda m: (float(sol09.fixed_point_multiplier(m)[0]), sol09.fixed_point_multiplier(m)[1]), "must be integers"),
+])
+def test_fixed_point_multiplier_check_rejects_typical_mistakes(wrong, hint, capsys):
+    assert not ex.check_fixed_point_multiplier(wrong)
+    out = capsys.readouterr().out
+    assert "❌ Not yet" in out and __import__("re").search(hint, out), out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda b, sx, sw: torch.round(b / sw).to(torch.int32), "S_w only"),
+    (lambda b, sx, sw: torch.round(b / sx).to(torch.int32), "S_x only"),
+    (lambda b, sx, sw: (b / (sx * sw)).int(), "do not truncate"),
+    (lambda b, sx, sw: torch.round(b / (sx * sw)), "dtype"),
+    (lambda b, sx, sw: torch.round(b / (sx * sw)).to(torch.int64), "int32"),
+    (lambda b, sx, sw: torch.round(b / (sx * sw))[:4].to(torch.int32), "shape"),
+    (lambda b, sx, sw: [1, 2], "expected a tensor"),
+])
+def test_int32_bias_check_rejects_typical_mistakes(wrong, hint, capsys):
+    assert not ex.check_int32_bias(wrong)
+    out = capsys.readouterr().out
+    assert "❌ Not yet" in out and hint in out, out
+

@@ -31,10 +31,12 @@ OPSET = 19
 class _Graph:
     """A small builder: initializers, nodes and unique names."""
 
-    def __init__(self) -> None:
+    def __init__(self, activations: str = "uint8") -> None:
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self.count = 0
+        # int8 activations hold the same grid shifted by 128: q_s8 = q_u8 - 128, Z_s8 = Z_u8 - 128
+        self.dtype, self.offset = (np.uint8, 0) if activations == "uint8" else (np.int8, 128)
 
     def name(self, stem: str) -> str:
         self.count += 1
@@ -54,33 +56,42 @@ class _Graph:
         self.nodes.append(helper.make_node(op, inputs, [out], name=self.name(op), **attrs))
         return out
 
-    def qdq(self, x: str, scale: float, zero_point: int, dtype: type = np.uint8) -> str:
+    def qdq(self, x: str, scale: float, zero_point: int) -> str:
         """``DQ(Q(x))`` with one (scale, zero point): the tensor crosses the boundary as 8-bit integers."""
-        s, z = self.const("scale", np.float32(scale)), self.const("zero_point", dtype(zero_point))
+        s, z = self.const("scale", np.float32(scale)), self.const("zero_point", self.dtype(zero_point - self.offset))
         return self.node("DequantizeLinear", [self.node("QuantizeLinear", [x, s, z]), s, z])
 
-    def conv(self, x: str, layer: IntegerConv, stem: str) -> str:
-        """``Relu?(Conv(x, DQ(q_w), DQ(q_b)))`` followed by the layer's output QDQ."""
-        w_scale = layer.w_scale.numpy().astype(np.float32)
-        w = self.node("DequantizeLinear", [self.const(f"{stem}_weight", layer.weight.numpy()),
-                                           self.const("w_scale", w_scale),
+    def conv(self, x: str, layer: IntegerConv, stem: str, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+             w_scale: np.ndarray | None = None, out: tuple[float, int] | None = None) -> str:
+        """``Relu?(Conv(x, DQ(q_w), DQ(q_b)))`` followed by the layer's output QDQ (other weights or output grid
+        may be given, for the fused head)."""
+        weight = layer.weight.numpy() if weight is None else weight
+        bias = layer.bias.numpy() if bias is None else bias
+        w_scale = layer.w_scale.numpy().astype(np.float32) if w_scale is None else w_scale
+        w = self.node("DequantizeLinear", [self.const(f"{stem}_weight", weight), self.const("w_scale", w_scale),
                                            self.const("w_zero_point", np.zeros(len(w_scale), np.int8))], axis=0)
-        b = self.node("DequantizeLinear", [self.const(f"{stem}_bias", layer.bias.numpy()),
+        b = self.node("DequantizeLinear", [self.const(f"{stem}_bias", bias),
                                            self.const("b_scale", (w_scale.astype(np.float64) * layer.x_scale).astype(np.float32)),
                                            self.const("b_zero_point", np.zeros(len(w_scale), np.int32))], axis=0)
-        k = int(layer.weight.shape[-1])
+        k = int(weight.shape[-1])
         y = self.node("Conv", [x, w, b], stem, kernel_shape=[k, k], strides=[layer.stride] * 2, pads=[layer.padding] * 4)
         if layer.relu:
             y = self.node("Relu", [y])
-        return self.qdq(y, layer.y_scale, layer.y_zero_point)
+        return self.qdq(y, *(out or (layer.y_scale, layer.y_zero_point)))
 
 
-def export_qdq(detector: IntegerDetector, path: str | Path) -> Path:
+def export_qdq(detector: IntegerDetector, path: str | Path, activations: str = "uint8", fuse_head: bool = False) -> Path:
     """Write ``detector`` (from :func:`~course_utils.quant.convert.integer_detector`) as an ONNX QDQ model.
 
     Input ``images`` (batch, 3, H, W) float in [0, 1]; outputs ``logits`` (batch, A, K) and
     ``deltas`` (batch, A, 4), like :func:`course_utils.deploy.export_onnx`, so
     :class:`~course_utils.deploy.OrtDetector` runs it. Batch and image size are dynamic.
+
+    ``activations="int8"`` stores every activation as ``q − 128`` with zero point ``Z − 128``:
+    the same grid and the same numbers, run by ONNX Runtime's signed × signed kernels instead of
+    VNNI's native unsigned × signed ones. ``fuse_head=True`` runs the two 1×1 head convs as one
+    conv with K + 4 outputs on one output grid (the union of the two ranges), then splits it: one
+    kernel call instead of two, at the price of a coarser grid for the narrower head.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -88,7 +99,9 @@ def export_qdq(detector: IntegerDetector, path: str | Path) -> Path:
     if not isinstance(detector, IntegerDetector):
         raise TypeError(f"export_qdq takes an IntegerDetector (course_utils.quant.integer_detector(model, images)), "
                         f"got {type(detector).__name__}")
-    g = _Graph()
+    if activations not in ("uint8", "int8"):
+        raise ValueError(f"activations must be 'uint8' (VNNI's native u8 x s8) or 'int8', got {activations!r}")
+    g = _Graph(activations)
     layers = detector.layers
     x = g.node("Sub", ["images", g.const("offset", np.float32(INPUT_OFFSET))])
     x = g.qdq(x, detector.input_scale, detector.input_zero_point)
@@ -108,12 +121,23 @@ def export_qdq(detector: IntegerDetector, path: str | Path) -> Path:
     x = g.qdq(g.node("Add", [l3, up]), detector.add.y_scale, detector.add.y_zero_point)
     for name in detector.names("smooth") + detector.names("tower"):
         x = g.conv(x, layers[name], name)
+    cls, box = layers["cls_out"], layers["box_out"]
+    k = int(cls.weight.shape[0])
+    if fuse_head:
+        grid = _union_grid((cls.y_scale, cls.y_zero_point), (box.y_scale, box.y_zero_point))
+        both = g.conv(x, cls, "head", np.concatenate([cls.weight.numpy(), box.weight.numpy()]),
+                      np.concatenate([cls.bias.numpy(), box.bias.numpy()]),
+                      np.concatenate([cls.w_scale.numpy(), box.w_scale.numpy()]).astype(np.float32), grid)
+        split = g.const("split", np.array([k, int(box.weight.shape[0])]))
+        heads = [g.name("cls"), g.name("box")]
+        g.nodes.append(helper.make_node("Split", [both, split], heads, axis=1, name=g.name("Split")))
+    else:
+        heads = [g.conv(x, cls, "cls_out"), g.conv(x, box, "box_out")]
     outputs = []
-    for head, out in (("cls_out", "logits"), ("box_out", "deltas")):
-        y = g.conv(x, layers[head], head)
-        flat = g.node("Reshape", [y, g.const("shape", np.array([0, layers[head].weight.shape[0], -1]))])
+    for y, out, channels in zip(heads, ("logits", "deltas"), (k, int(box.weight.shape[0]))):
+        flat = g.node("Reshape", [y, g.const("shape", np.array([0, channels, -1]))])
         g.nodes.append(helper.make_node("Transpose", [flat], [out], perm=[0, 2, 1], name=g.name("Transpose")))
-        outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", "locations", layers[head].weight.shape[0]]))
+        outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", "locations", channels]))
     graph = helper.make_graph(g.nodes, "tiny_detector_qdq",
                               [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
                               outputs, g.inits)
@@ -123,6 +147,16 @@ def export_qdq(detector: IntegerDetector, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def _union_grid(a: tuple[float, int], b: tuple[float, int]) -> tuple[float, int]:
+    """The uint8 grid (scale, zero point) that covers both grids' real ranges."""
+    from .affine import calc_qparams
+
+    lo = min(a[0] * (0 - a[1]), b[0] * (0 - b[1]))
+    hi = max(a[0] * (255 - a[1]), b[0] * (255 - b[1]))
+    scale, zero_point = calc_qparams(lo, hi, num_bits=8)
+    return float(scale), int(zero_point)
 
 
 def conv_qdq_model(layer: IntegerConv, path: str | Path) -> Path:
@@ -150,22 +184,21 @@ def conv_qdq_model(layer: IntegerConv, path: str | Path) -> Path:
     return Path(path)
 
 
-def optimized_op_types(path: str | Path, threads: int = 1) -> Counter:
-    """How many nodes of each type ONNX Runtime runs after its graph optimizations (all levels).
+def optimized_op_types(path: str | Path, threads: int = 1, optimization: str = "all") -> Counter:
+    """How many nodes of each type ONNX Runtime runs after its graph optimizations.
 
-    The optimized graph is written to a temporary file and counted: a fused int8 model shows
-    ``QLinearConv`` (and ``QLinearAdd``), not float ``Conv``.
+    ``optimization`` as in :func:`course_utils.deploy.ort_session` (``"basic"``, ``"extended"``,
+    ``"all"``). The optimized graph is written to a temporary file and counted: a fused int8 model
+    shows ``QLinearConv`` (and ``QLinearAdd``), not float ``Conv``.
     """
     import tempfile
+    import warnings
 
     import onnx
-    import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+    from ..deploy import ort_session
 
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        out = Path(tmp) / "optimized.onnx"
+        ort_session(path, threads=threads, optimization=optimization, optimized_model_path=out)
+        return Counter(n.op_type for n in onnx.load(str(out)).graph.node)

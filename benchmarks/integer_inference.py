@@ -1,0 +1,187 @@
+"""QAT's learned scales carried to ONNX Runtime, the integer network from scratch, and int8 latency.
+
+Starts from the shipped QAT-8 model (``qat8.pt``: the converged width-1 detector after 2 epochs of
+8-bit QAT, see ``qat_sweep.py``) and compares, on the val split (200 images):
+
+* ``fake_quant`` -- the QAT model itself (fake quantization in PyTorch);
+* ``integer`` -- :func:`course_utils.quant.integer_detector`: the same network in integer arithmetic
+  (int32 accumulators, fixed-point requantization), written from scratch;
+* ``learned_qdq`` -- that network exported as ONNX QDQ with the model's *own* scales
+  (:func:`course_utils.quant.export_qdq`), run by ONNX Runtime;
+* ``recalibrated`` -- today's path in notebook 05: the QAT weights as a float model, re-calibrated by
+  ONNX Runtime's quantizer (min-max over the same 64 calibration images).
+
+For each: val mAP (with a paired image-level bootstrap CI against ``fake_quant``), the fraction of raw
+logits within one output step of the fake-quant model's, and which kernels ONNX Runtime runs. It
+also compares every integer layer with ONNX Runtime's ``QLinearConv`` on the same integer input,
+element by element.
+
+``--latency`` then times, in interleaved rounds at ``--threads`` threads (median round, p10/p90),
+the network alone at batch 1 and 16: fp32 eager PyTorch and fp32 ONNX Runtime (BN folded) -- the
+faster is the baseline -- against the learned-scale int8 model and the changes tried on it: graph
+optimization level (basic / extended / all), int8 instead of uint8 activations, and the two head
+convs fused into one. Writes ``integer_inference.json``.
+
+    python benchmarks/integer_inference.py --latency          # about 4 min on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from course_utils import SyntheticShapes, TinyDetector, evaluate, load_checkpoint, materialize, paired_bootstrap_map
+from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_interleaved, ort_session, quantize_onnx
+from course_utils.quant import conv_qdq_model, export_qdq, fuse_conv_bn, integer_detector, optimized_op_types, prepare_qat, \
+    to_float_folded
+from course_utils.train import predict
+
+from harness import RESULTS, run_info, split_loader, write_json
+
+CPU = torch.device("cpu")
+
+
+def load_qat8() -> torch.nn.Module:
+    model = prepare_qat(TinyDetector(), weight_bits=8, act_bits=8)
+    load_checkpoint(RESULTS / "qat8.pt", model)
+    return model.eval()
+
+
+def calibration_images(n: int = 64) -> torch.Tensor:
+    """The calibration images notebook 05 uses: ``SyntheticShapes(n, seed=123)``."""
+    return torch.stack([img for img, _ in materialize(SyntheticShapes(n, seed=123), progress=False)])
+
+
+def logit_agreement(logits: torch.Tensor, reference: torch.Tensor, step: float) -> dict[str, float]:
+    """Fraction of raw outputs within one (and within half an) output step of the reference, and the largest gap."""
+    gap = (logits - reference).abs()
+    return {"within_one_step": float((gap <= step * (1 + 1e-6)).float().mean()),
+            "within_half_step": float((gap <= step / 2 * (1 + 1e-6)).float().mean()),
+            "max_steps": float(gap.max() / step), "step": step}
+
+
+def layer_matches(det, images: torch.Tensor, work: Path) -> dict[str, dict[str, int]]:
+    """Each integer conv against ONNX Runtime's QLinearConv on the integer network's own input."""
+    keep = {"input": det.quantize_input(images)}
+    det.integer_forward(keep["input"], keep)
+    names = list(det.layers)
+    source = dict(zip(names[1:], names))
+    source.update({names[0]: "input", "lateral3": [n for n in names if n.startswith("stage3")][-1],
+                   "lateral4": [n for n in names if n.startswith("stage4")][-1], "smooth.0": "add",
+                   "box_out": [n for n in names if n.startswith("tower")][-1]})
+    source[[n for n in names if n.startswith("stage4")][0]] = source["lateral3"]
+    out = {}
+    for name in names:
+        session = ort_session(conv_qdq_model(det.layers[name], work / f"{name}.onnx"), threads=1)
+        got = torch.from_numpy(session.run(None, {"q_x": keep[source[name]].numpy()})[0]).int()
+        diff = (got - keep[name].int()).abs()
+        out[name] = {"elements": diff.numel(), "differ": int((diff > 0).sum()), "max_units": int(diff.max())}
+    return out
+
+
+def accuracy(args, work: Path) -> dict:
+    qat8, calib = load_qat8(), calibration_images()
+    val = split_loader("val")
+    det = integer_detector(qat8, calib)
+    paths = {"learned_qdq": export_qdq(det, work / "learned.onnx")}
+    float_path = export_onnx(DetectorNetwork(to_float_folded(qat8)), calib[:2], work / "float.onnx")
+    paths["recalibrated"] = quantize_onnx(float_path, work / "recalibrated.onnx", calib)
+    models = {"fake_quant": qat8, "integer": det}
+    models.update({k: OrtDetector(ort_session(p, threads=args.threads), TinyDetector()) for k, p in paths.items()})
+    preds, maps = {}, {}
+    for name, model in models.items():
+        preds[name], targets = predict(model, val, CPU)
+        maps[name] = evaluate(model, val, CPU)["map"]
+        print(f"{name:<14} val mAP {maps[name]:.4f}", flush=True)
+    images = torch.cat([b[0] if isinstance(b[0], torch.Tensor) else torch.stack(list(b[0])) for b in val])
+    with torch.no_grad():
+        ref = qat8.forward_raw(images)
+    step_cls, step_box = det.layers["cls_out"].y_scale, det.layers["box_out"].y_scale
+    agreement = {}
+    for name, model in models.items():
+        if name == "fake_quant":
+            continue
+        logits, deltas = model.network(images)
+        agreement[name] = {"logits": logit_agreement(logits, ref["logits"], step_cls),
+                           "deltas": logit_agreement(deltas, ref["deltas"], step_box)}
+    diffs = {name: paired_bootstrap_map(preds[name], preds["fake_quant"], targets, n_boot=args.n_boot, seed=0)
+             for name in models if name != "fake_quant"}
+    diffs["integer_vs_learned_qdq"] = paired_bootstrap_map(preds["integer"], preds["learned_qdq"], targets,
+                                                           n_boot=args.n_boot, seed=0)
+    ops = {name: dict(optimized_op_types(p)) for name, p in paths.items()}
+    return {"val_map": maps, "difference_vs_fake_quant": diffs, "agreement_vs_fake_quant": agreement,
+            "optimized_op_types": ops, "onnx_bytes": {k: file_size(p) for k, p in paths.items()},
+            "layer_vs_ort": layer_matches(det, images[:50], work), "shared_scale_gap": det.shared_scale_gap}
+
+
+def latency(args, work: Path) -> dict:
+    qat8, calib = load_qat8(), calibration_images()
+    det = integer_detector(qat8, calib)
+    fp32 = TinyDetector()
+    load_checkpoint(RESULTS / "tiny_detector_converged.pt", fp32)
+    eager = DetectorNetwork(fuse_conv_bn(fp32.eval())).eval()
+    float_path = export_onnx(eager, calib[:2], work / "fp32.onnx")
+    files = {"int8_learned": export_qdq(det, work / "u8.onnx"), "int8_activations_s8": export_qdq(det, work / "s8.onnx", "int8"),
+             "int8_fused_head": export_qdq(det, work / "fh.onnx", fuse_head=True)}
+    sessions = {"fp32_ort": ort_session(float_path, args.threads, spin=False)}
+    sessions["int8_learned"] = ort_session(files["int8_learned"], args.threads, spin=False)
+    for level in ("basic", "extended"):
+        sessions[f"int8_learned_opt_{level}"] = ort_session(files["int8_learned"], args.threads, spin=False, optimization=level)
+    sessions["int8_activations_s8"] = ort_session(files["int8_activations_s8"], args.threads, spin=False)
+    sessions["int8_fused_head"] = ort_session(files["int8_fused_head"], args.threads, spin=False)
+    result = {}
+    for batch in (1, 16):
+        x = torch.rand(batch, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+        feed = {"images": x.numpy()}
+        fns = {"fp32_eager": lambda: eager(x)}
+        fns.update({name: (lambda s=s: s.run(None, feed)) for name, s in sessions.items()})
+        time.sleep(1.0)
+        with torch.no_grad():
+            result[f"batch{batch}"] = measure_interleaved(fns, rounds=args.rounds, runs=args.runs, min_seconds=0.5)
+        print({k: round(v["median_ms"], 2) for k, v in result[f"batch{batch}"].items()}, flush=True)
+    fastest = {b: min(("fp32_eager", "fp32_ort"), key=lambda k: r[k]["median_ms"]) for b, r in result.items()}
+    speedup = {b: {k: r[fastest[b]]["median_ms"] / v["median_ms"] for k, v in r.items()} for b, r in result.items()}
+    ops = {name: dict(optimized_op_types(p)) for name, p in files.items()}
+    return {"latency_ms": result, "fastest_fp32": fastest, "speedup_vs_fastest_fp32": speedup,
+            "optimized_op_types": ops, "threads": args.threads, "rounds": args.rounds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads for PyTorch and ONNX Runtime")
+    parser.add_argument("--latency", action="store_true", help="also time int8 against the fastest fp32 path")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--runs", type=int, default=50, help="timed calls per runtime per round")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the val images")
+    parser.add_argument("--out", type=Path, default=RESULTS / "integer_inference.json")
+    args = parser.parse_args()
+    if args.threads < 1 or args.rounds < 1 or args.runs < 1:
+        parser.error("--threads, --rounds and --runs must be >= 1")
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        out = {"description": "QAT-8 detector: fake quantization vs the integer network written from scratch vs ONNX "
+                              "Runtime with the model's own (learned) scales vs ONNX Runtime re-calibrated; val split, "
+                              "200 images; latency of the network alone (no post-processing), interleaved rounds.",
+               "model": "benchmarks/results/qat8.pt (width-1 detector, 48 epochs fp32 + 2 epochs QAT-8)",
+               "calibration": "SyntheticShapes(64, seed=123), min-max", **run_info(CPU)}
+        if args.out.exists():  # keep the other stage's numbers when only one is re-run
+            import json
+
+            old = json.loads(args.out.read_text())
+            out.update({k: v for k, v in old.items() if k in ("latency",)})
+        out["accuracy"] = accuracy(args, work)
+        if args.latency:
+            out["latency"] = latency(args, work)
+    write_json(args.out, out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
