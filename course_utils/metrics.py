@@ -58,6 +58,10 @@ __all__ = [
     "coco_precision",
     "match_per_image",
     "precision_from_matches",
+    "recall_from_matches",
+    "match_coco",
+    "AREA_RANGES",
+    "COCO_STATS",
     "bootstrap_map",
     "paired_bootstrap_map",
     "bootstrap_interval",
@@ -97,6 +101,36 @@ def match_detections(ious: np.ndarray, iou_threshold: float) -> np.ndarray:
     return is_tp
 
 
+def match_coco(ious: np.ndarray, iou_threshold: float, gt_ignore: np.ndarray, gt_crowd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval's full matching rule: :func:`match_detections` with ignored and crowd ground truth.
+
+    ``gt_ignore`` (G,) marks ground truths that do not count (crowd regions, or outside the
+    area range being scored); they must come last (COCOeval sorts them there). A detection
+    prefers a counted ground truth: once it has one, it stops at the first ignored one. A crowd
+    ground truth (``gt_crowd``) may absorb any number of detections. Returns ``(matched,
+    ignored)`` (D,) bool: a detection matched to an ignored ground truth is itself ignored --
+    neither a true nor a false positive. Shapes: ``ious`` (D, G), detections in decreasing score order.
+    """
+    num_det, num_gt = ious.shape
+    gt_taken = np.zeros(num_gt, dtype=bool)
+    matched = np.zeros(num_det, dtype=bool)
+    ignored = np.zeros(num_det, dtype=bool)
+    for d in range(num_det):
+        best_iou, best_gt = min(iou_threshold, 1 - 1e-10), -1
+        for g in range(num_gt):
+            if gt_taken[g] and not gt_crowd[g]:
+                continue
+            if best_gt > -1 and not gt_ignore[best_gt] and gt_ignore[g]:
+                break  # a counted match beats any ignored one
+            if ious[d, g] < best_iou:
+                continue
+            best_iou, best_gt = ious[d, g], g
+        if best_gt >= 0:
+            gt_taken[best_gt] = True
+            matched[d], ignored[d] = True, gt_ignore[best_gt]
+    return matched, ignored
+
+
 def precision_at_recall(is_tp: np.ndarray, num_gt: int) -> np.ndarray:
     """Interpolated precision at the 101 recall thresholds, from score-sorted TP flags.
 
@@ -126,8 +160,11 @@ def _as_numpy(d: dict[str, Any], key: str, dtype: Any) -> np.ndarray:
 
 #: COCO's area range "all" ends here (1e5² px²); pycocotools ignores boxes beyond it.
 MAX_BOX_AREA = 1e5**2
+#: COCO's area ranges in px² (pycocotools' ``areaRng``): small < 32², medium 32²..96², large > 96².
+AREA_RANGES = {"all": (0.0, MAX_BOX_AREA), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, MAX_BOX_AREA)}
 
-_Image = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (N, 4) float64, labels (N,) int64, scores (N,) float64
+# boxes (N, 4) float64, labels (N,) int64, scores (N,) float64, crowd (N,) bool, area (N,) float64
+_Image = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _check_max_detections(max_detections: Any) -> None:
@@ -205,7 +242,29 @@ def _checked_image(d: Any, where: str, is_pred: bool) -> _Image:
         raise ValueError(f"{where}['boxes'] row {row} = {boxes[row].tolist()} has area {area[row]:.3g} px², beyond "
                          f"COCO's area range 'all' (up to {MAX_BOX_AREA:.0e} px², where pycocotools ignores boxes); "
                          "boxes are in image pixels -- check the units")
-    return boxes, labels, scores
+    crowd = np.zeros(len(boxes), dtype=bool)
+    if not is_pred and d.get("iscrowd") is not None:
+        flags = _array(where, "iscrowd", d["iscrowd"], integer=True) if not _is_bool_array(d["iscrowd"]) \
+            else np.asarray(d["iscrowd"].cpu() if isinstance(d["iscrowd"], Tensor) else d["iscrowd"]).astype(np.int64)
+        flags = flags.reshape(0) if flags.size == 0 else flags
+        if flags.shape != (len(boxes),) or not np.isin(flags, (0, 1)).all():
+            raise ValueError(f"{where}['iscrowd'] must hold one 0 or 1 per box ({len(boxes)} boxes), got "
+                             f"{flags.tolist()[:8]}: 1 marks a crowd region (ignored by the metric), 0 an object")
+        crowd = flags.astype(bool)
+    if not is_pred and d.get("area") is not None:
+        given = _array(where, "area", d["area"], integer=False)
+        given = given.reshape(0) if given.size == 0 else given
+        if given.shape != (len(boxes),) or not np.isfinite(given).all() or (given < 0).any():
+            raise ValueError(f"{where}['area'] must hold one finite area >= 0 (px²) per box ({len(boxes)} boxes), got "
+                             f"{given.tolist()[:8]}; leave the key out to use the box areas")
+        area = given  # COCO files give the object's (segmentation) area, which decides its size range
+    return boxes, labels, scores, crowd, area
+
+
+def _is_bool_array(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return value.dtype == torch.bool
+    return np.asarray(value).dtype == np.bool_
 
 
 def _checked_images(preds: Any, targets: Any) -> tuple[list[_Image], list[_Image]]:
@@ -219,68 +278,134 @@ def _checked_images(preds: Any, targets: Any) -> tuple[list[_Image], list[_Image
             [_checked_image(t, f"targets[{i}]", False) for i, t in enumerate(targets)])
 
 
-def _iou(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+def _iou(det: np.ndarray, gt: np.ndarray, crowd: np.ndarray | None = None) -> np.ndarray:
     """:func:`~course_utils.boxes.box_iou` of checked boxes, (D, 4) x (G, 4) -> (D, G), with 0/0 := 0.
 
     Two zero-area boxes have intersection 0 and union 0; their IoU is 0 (pycocotools' rule), never NaN,
-    which the matching would take for a hit.
+    which the matching would take for a hit. Against a crowd region (``crowd[g]``) the overlap is
+    ``|det ∩ crowd| / |det|`` (pycocotools): how much of the detection lies inside the crowd.
     """
     ious = box_iou(torch.from_numpy(det), torch.from_numpy(gt)).numpy()
+    if crowd is not None and crowd.any() and len(det):
+        lt = np.maximum(det[:, None, :2], gt[None, crowd, :2])
+        rb = np.minimum(det[:, None, 2:], gt[None, crowd, 2:])
+        wh = np.clip(rb - lt, 0, None)
+        det_area = (det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ious[:, crowd] = (wh[..., 0] * wh[..., 1]) / det_area[:, None]
     return np.where(np.isnan(ious), 0.0, ious)
 
 
 def match_per_image(
-    preds: list[dict[str, Any]], targets: list[dict[str, Any]], max_detections: int = 100
-) -> tuple[list[int], list[list[tuple[np.ndarray, np.ndarray, int]]]]:
-    """Steps 1--2 for every image and class, before pooling.
+    preds: list[dict[str, Any]], targets: list[dict[str, Any]], max_detections: int = 100, area: str = "all"
+) -> tuple[list[int], list[list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]]]:
+    """Steps 1--2 for every image and class, before pooling, for one COCO area range.
 
-    Returns ``(classes, matches)``: ``matches[k][i] = (scores, is_tp, num_gt)``
-    for class ``classes[k]`` in image ``i`` -- the kept detections' scores (D,)
-    in decreasing order, their TP flags (T=10, D) per IoU threshold, and the
-    number of ground truths. Pooling these over any list of image indices
-    (:func:`precision_from_matches`) gives the precision table of that set of
-    images, which is what the bootstrap (:func:`bootstrap_map`) resamples.
-    Checks the inputs (module docstring) and ``max_detections`` (a positive int).
+    Returns ``(classes, matches)``: ``matches[k][i] = (scores, is_tp, num_gt, ignored)``
+    for class ``classes[k]`` in image ``i`` -- the kept detections' scores (D,) in decreasing
+    order, their TP flags (T=10, D) per IoU threshold, the number of ground truths that count,
+    and the detections to ignore (T, D): matched to a crowd region or to a ground truth outside
+    the area range, or unmatched and outside the range themselves. ``area`` is a key of
+    :data:`AREA_RANGES` ("all", "small", "medium", "large"); ground truths count when they are
+    not crowd (``iscrowd``) and their area (``area`` if given, else the box's) lies in the range.
+    Pooling these over any list of image indices (:func:`precision_from_matches`) gives the
+    precision table of that set of images, which is what the bootstrap (:func:`bootstrap_map`)
+    resamples. Checks the inputs (module docstring) and ``max_detections`` (a positive int).
     """
     _check_max_detections(max_detections)
+    if area not in AREA_RANGES:
+        raise ValueError(f"area={area!r}: choose one of {list(AREA_RANGES)} (COCO's area ranges)")
+    classes, prepared = _prepare(preds, targets, max_detections)
+    return classes, _match_area(prepared, area)
+
+
+# per class, per image: detections (scores, area) in score order, ground truth (crowd, area), their IoUs (D, G)
+_Prepared = list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]
+
+
+def _prepare(preds: list[dict[str, Any]], targets: list[dict[str, Any]], max_detections: int) -> tuple[list[int], _Prepared]:
+    """Step 1 and the IoUs, once for every area range: the checked inputs per class and image."""
     pred_images, target_images = _checked_images(preds, targets)
-    classes = sorted({int(c) for _, labels, _ in target_images + pred_images for c in labels})
-    matches: list[list[tuple[np.ndarray, np.ndarray, int]]] = []
+    classes = sorted({int(c) for _, labels, *_ in target_images + pred_images for c in labels})
+    prepared: _Prepared = []
     for cls in classes:
         per_image = []
-        for (det_all, det_labels, det_scores_all), (gt_all, gt_labels, _) in zip(pred_images, target_images):
-            gt = gt_all[gt_labels == cls]
+        for (det_all, det_labels, det_scores_all, _, det_area_all), (gt_all, gt_labels, _, crowd_all, gt_area_all) in \
+                zip(pred_images, target_images):
+            g = gt_labels == cls
             mask = det_labels == cls
-            det, det_scores = det_all[mask], det_scores_all[mask]
-            order = np.argsort(-det_scores, kind="mergesort")[:max_detections]  # step 1
-            det, det_scores = det[order], det_scores[order]
-            ious = _iou(det, gt)
-            tps = np.stack([match_detections(ious, t) for t in IOU_THRESHOLDS]).reshape(len(IOU_THRESHOLDS), -1)
-            per_image.append((det_scores, tps, len(gt)))
-        matches.append(per_image)
-    return classes, matches
+            order = np.argsort(-det_scores_all[mask], kind="mergesort")[:max_detections]  # step 1
+            det_scores, det_area = det_scores_all[mask][order], det_area_all[mask][order]
+            ious = _iou(det_all[mask][order], gt_all[g], crowd_all[g])
+            per_image.append((det_scores, det_area, crowd_all[g], gt_area_all[g], ious))
+        prepared.append(per_image)
+    return classes, prepared
 
 
-def precision_from_matches(
-    matches: list[list[tuple[np.ndarray, np.ndarray, int]]], images: np.ndarray | None = None
-) -> np.ndarray:
-    """Steps 3--4: pool the images listed in ``images`` (default: all, in order; repeats allowed).
+def _match_area(prepared: _Prepared, area: str) -> list[list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]]:
+    """Step 2 for one area range (see :func:`match_per_image`)."""
+    lo, hi = AREA_RANGES[area]
+    matches = []
+    for per_image in prepared:
+        out = []
+        for det_scores, det_area, crowd, gt_area, ious in per_image:
+            gt_ignore = crowd | (gt_area < lo) | (gt_area > hi)
+            order_gt = np.argsort(gt_ignore, kind="mergesort")  # counted ground truths first, as COCOeval
+            crowd_o, ignore_o, ious_o = crowd[order_gt], gt_ignore[order_gt], ious[:, order_gt]
+            flags = [match_coco(ious_o, t, ignore_o, crowd_o) for t in IOU_THRESHOLDS]
+            tps = np.stack([f[0] for f in flags]).reshape(len(IOU_THRESHOLDS), -1)
+            outside = (det_area < lo) | (det_area > hi)
+            ignored = np.stack([f[1] for f in flags]).reshape(len(IOU_THRESHOLDS), -1) | (~tps & outside)
+            out.append((det_scores, tps, int((~gt_ignore).sum()), ignored))
+        matches.append(out)
+    return matches
 
-    Returns the precision table (T=10, R=101, K), -1 for classes without ground truth.
-    """
+
+def _pool(matches: list[list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]], images: np.ndarray | None,
+          max_detections: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 3--4 for every class: ``(precision (T, R, K), recall (T, K))``, -1 where a class has no ground truth."""
     num_images = len(matches[0]) if matches else 0
     images = np.arange(num_images) if images is None else np.asarray(images)
+    cut = slice(None) if max_detections is None else slice(0, max_detections)
     precision = -np.ones((len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(matches)))
+    recall = -np.ones((len(IOU_THRESHOLDS), len(matches)))
     for k, per_image in enumerate(matches):
         num_gt = sum(per_image[i][2] for i in images)
         if num_gt == 0:
             continue  # AP undefined: stays -1 and is left out of the means
-        scores = np.concatenate([per_image[i][0] for i in images])
+        scores = np.concatenate([per_image[i][0][cut] for i in images])
         order = np.argsort(-scores, kind="mergesort")  # step 3
-        tp_all = np.concatenate([per_image[i][1] for i in images], axis=1)[:, order]
+        tp_all = np.concatenate([per_image[i][1][:, cut] for i in images], axis=1)[:, order]
+        ig_all = np.concatenate([per_image[i][3][:, cut] for i in images], axis=1)[:, order]
         for t in range(len(IOU_THRESHOLDS)):
-            precision[t, :, k] = precision_at_recall(tp_all[t], num_gt)
-    return precision
+            counted = tp_all[t][~ig_all[t]]  # ignored detections are neither true nor false positives
+            precision[t, :, k] = precision_at_recall(counted, num_gt)
+            recall[t, k] = counted.sum() / num_gt
+    return precision, recall
+
+
+def precision_from_matches(
+    matches: list[list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]], images: np.ndarray | None = None,
+    max_detections: int | None = None,
+) -> np.ndarray:
+    """Steps 3--4: pool the images listed in ``images`` (default: all, in order; repeats allowed).
+
+    Returns the precision table (T=10, R=101, K), -1 for classes without ground truth.
+    ``max_detections``: keep only each image's top detections per class (COCO's 1/10/100).
+    """
+    return _pool(matches, images, max_detections)[0]
+
+
+def recall_from_matches(
+    matches: list[list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]], images: np.ndarray | None = None,
+    max_detections: int | None = None,
+) -> np.ndarray:
+    """The recall reached with all kept detections, per IoU threshold and class: (T=10, K), -1 without ground truth.
+
+    ``recall = TP / #ground truth`` over every detection (of the top ``max_detections`` per image
+    and class); averaged over thresholds and classes it is COCO's average recall, AR@m.
+    """
+    return _pool(matches, images, max_detections)[1]
 
 
 def coco_precision(
@@ -311,8 +436,8 @@ def count_errors(
         raise ValueError(f"score_threshold={score_threshold!r}: need a number, e.g. 0.5")
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) or not 0 < iou_threshold <= 1:
         raise ValueError(f"iou_threshold={iou_threshold!r}: need a number in (0, 1], e.g. 0.5")
-    det_boxes, det_labels, det_scores = _checked_image(pred, "pred", True)
-    gt_boxes, gt_labels, _ = _checked_image(target, "target", False)
+    det_boxes, det_labels, det_scores, _, _ = _checked_image(pred, "pred", True)
+    gt_boxes, gt_labels, *_ = _checked_image(target, "target", False)
     keep = det_scores >= score_threshold
     det_boxes, det_scores, det_labels = det_boxes[keep], det_scores[keep], det_labels[keep]
     tp = 0
@@ -330,29 +455,55 @@ def _mean_valid(x: np.ndarray) -> float:
 
 
 def mean_average_precision(
-    preds: list[dict[str, Any]], targets: list[dict[str, Any]], max_detections: int = 100
+    preds: list[dict[str, Any]], targets: list[dict[str, Any]], max_detections: int = 100, areas: bool = True
 ) -> dict[str, Any]:
-    """COCO mAP for boxes, equal to pycocotools' ``COCOeval`` (area "all").
+    """COCO's box evaluation, equal to pycocotools' ``COCOeval`` (its 12 summary numbers).
 
     Args:
         preds: one dict per image with ``boxes`` (D, 4) xyxy, ``scores`` (D,), ``labels`` (D,).
-        targets: one dict per image with ``boxes`` (G, 4) xyxy, ``labels`` (G,).
+        targets: one dict per image with ``boxes`` (G, 4) xyxy, ``labels`` (G,), and optionally
+            ``iscrowd`` (G,) -- 1 marks a crowd region: a detection on it is neither a true nor a
+            false positive -- and ``area`` (G,) px², the object's area that decides its size range
+            (COCO files give the segmentation's; default: the box's).
         max_detections: detections kept per image and class, by score (a positive int).
+        areas: also score the small / medium / large ranges (``False`` skips them: 4x less matching).
 
-    Returns ``{"map", "map_50", "map_75", "ap_per_class": {label: AP@[.5:.95]},
-    "precision": (10, 101, K) array, "classes": [labels]}``; -1 where undefined.
+    Returns ``{"map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1",
+    "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large", "ap_per_class": {label:
+    AP@[.5:.95]}, "precision": (10, 101, K) array, "classes": [labels]}``; -1 where undefined.
+    ``mar_m`` is the average recall (over IoU thresholds and classes) with the top m detections
+    per image and class (``mar_100`` uses ``max_detections`` when it is smaller); AP and AR by
+    size use area range small (< 32² px²), medium (32²..96²) or large (> 96²).
     Checked: the inputs' keys, shapes, dtypes, finiteness and box orientation (module
     docstring); a NaN or infinite prediction is refused with ValueError, never scored.
     """
-    precision, classes = coco_precision(preds, targets, max_detections)
-    return {
+    _check_max_detections(max_detections)
+    classes, prepared = _prepare(preds, targets, max_detections)
+    matches = _match_area(prepared, "all")
+    precision, recall = _pool(matches, None, None)
+    out = {
         "map": _mean_valid(precision),
         "map_50": _mean_valid(precision[0]),
         "map_75": _mean_valid(precision[5]),
+    }
+    for m in (1, 10):
+        out[f"mar_{m}"] = _mean_valid(_pool(matches, None, m)[1]) if m < max_detections else _mean_valid(recall)
+    out["mar_100"] = _mean_valid(recall if max_detections <= 100 else _pool(matches, None, 100)[1])
+    if areas:
+        for area in ("small", "medium", "large"):
+            p_area, r_area = _pool(_match_area(prepared, area), None, None)
+            out[f"map_{area}"], out[f"mar_{area}"] = _mean_valid(p_area), _mean_valid(r_area)
+    out.update({
         "ap_per_class": {c: _mean_valid(precision[:, :, k]) for k, c in enumerate(classes)},
         "precision": precision,
         "classes": classes,
-    }
+    })
+    return out
+
+
+#: the 12 numbers of COCOeval.summarize(), in its order
+COCO_STATS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+              "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
 
 
 _METRICS = {"map": lambda p: _mean_valid(p), "map_50": lambda p: _mean_valid(p[0]), "map_75": lambda p: _mean_valid(p[5])}
@@ -596,9 +747,10 @@ def seed_difference(a: list[float], b: list[float], confidence: float = 0.95) ->
 def pycocotools_map(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, Any]:
     """The same numbers from ``pycocotools.cocoeval.COCOeval`` -- the reference we test against.
 
-    Builds an in-memory COCO ground truth (image ids 1..N in order, boxes as
-    xywh in float64, ``area = w * h``) and loads ``preds`` as results. Returns
-    ``{"map", "map_50", "map_75", "ap_per_class"}`` like :func:`mean_average_precision`.
+    Builds an in-memory COCO ground truth (image ids 1..N in order, boxes as xywh in float64,
+    ``area`` from the target's ``area`` or ``w * h``, ``iscrowd`` from the target's or 0) and
+    loads ``preds`` as results. Returns the 12 summary numbers (:data:`COCO_STATS`) and
+    ``ap_per_class``, keyed like :func:`mean_average_precision`.
     """
     import contextlib
     import io
@@ -616,10 +768,13 @@ def pycocotools_map(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) 
     images, annotations, results = [], [], []
     for image_id, (pred, target) in enumerate(zip(preds, targets), start=1):
         images.append({"id": image_id})
-        for box, label in zip(_as_numpy(target, "boxes", np.float64).reshape(-1, 4), _as_numpy(target, "labels", np.int64)):
+        boxes = _as_numpy(target, "boxes", np.float64).reshape(-1, 4)
+        crowd = _as_numpy(target, "iscrowd", np.int64) if target.get("iscrowd") is not None else np.zeros(len(boxes), np.int64)
+        area = _as_numpy(target, "area", np.float64) if target.get("area") is not None else None
+        for j, (box, label) in enumerate(zip(boxes, _as_numpy(target, "labels", np.int64))):
             b = xywh(box)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                                "bbox": b, "area": b[2] * b[3], "iscrowd": 0})
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label), "bbox": b,
+                                "area": float(area[j]) if area is not None else b[2] * b[3], "iscrowd": int(crowd[j])})
         for box, score, label in zip(_as_numpy(pred, "boxes", np.float64).reshape(-1, 4),
                                      _as_numpy(pred, "scores", np.float64), _as_numpy(pred, "labels", np.int64)):
             results.append({"image_id": image_id, "category_id": int(label), "bbox": xywh(box), "score": float(score)})
@@ -634,12 +789,9 @@ def pycocotools_map(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) 
         coco_eval.accumulate()
         coco_eval.summarize()
     precision = coco_eval.eval["precision"][:, :, :, 0, 2]  # (T, R, K), area "all", 100 detections
-    return {
-        "map": float(coco_eval.stats[0]),
-        "map_50": float(coco_eval.stats[1]),
-        "map_75": float(coco_eval.stats[2]),
-        "ap_per_class": {int(c): _mean_valid(precision[:, :, k]) for k, c in enumerate(coco_eval.params.catIds)},
-    }
+    out = {name: float(value) for name, value in zip(COCO_STATS, coco_eval.stats)}
+    out["ap_per_class"] = {int(c): _mean_valid(precision[:, :, k]) for k, c in enumerate(coco_eval.params.catIds)}
+    return out
 
 
 def simulate_detections(
