@@ -9,7 +9,7 @@ Taught in: 00_setup_and_tour, 02_training_a_tiny_detector.
 * :class:`CocoDetection` reads *any* COCO-format folder and returns
   torchvision-style samples ``(image, target)``: ``image`` is a float tensor
   (3, H, W) in [0, 1]; ``target`` has ``boxes`` (N, 4) xyxy float32, ``labels``
-  (N,) int64 in ``1..K`` and ``image_id``. Everything it reads is validated, and
+  (N,) int64 in ``1..K``, ``iscrowd`` and ``area`` (N,) and ``image_id``. Everything it reads is validated, and
   a bad file raises :class:`DatasetError` naming the file and the fix.
 * :class:`SyntheticShapes` is the train split, generated on the fly from its seed.
 """
@@ -469,12 +469,13 @@ def _check_box(ann: dict[str, Any], image: dict[str, Any], ann_file: Path) -> li
 
 
 def _check_annotations(annotations: list[Any], ann_file: Path, by_id: dict[int, dict[str, Any]],
-                       cat_to_label: dict[int, int]) -> tuple[dict[int, list[list[float]]], dict[int, list[int]]]:
+                       cat_to_label: dict[int, int]) -> dict[int, dict[str, list[Any]]]:
     """Each annotation is an object with a unique integer 'id', the integer 'image_id' of a known
-    image, the integer 'category_id' of a known category and a valid 'bbox' (:func:`_check_box`).
-    Returns the xyxy boxes and the labels, per image id."""
-    boxes: dict[int, list[list[float]]] = {image_id: [] for image_id in by_id}
-    labels: dict[int, list[int]] = {image_id: [] for image_id in by_id}
+    image, the integer 'category_id' of a known category and a valid 'bbox' (:func:`_check_box`);
+    'iscrowd', if present, is 0, 1, false, true or null (null: an ordinary object) and 'area', if
+    present, a finite number >= 0 (null: use the box's area). Other keys ('segmentation', ...)
+    are allowed and not read. Returns per image id the xyxy boxes, labels, crowd flags and areas."""
+    per_image: dict[int, dict[str, list[Any]]] = {i: {"boxes": [], "labels": [], "iscrowd": [], "area": []} for i in by_id}
     seen: set[int] = set()
     for k, ann in enumerate(annotations):
         where = f"{ann_file}: annotations[{k}]"
@@ -500,14 +501,21 @@ def _check_annotations(annotations: list[Any], ann_file: Path, by_id: dict[int, 
                 f"{where} has unknown category_id {ann['category_id']!r}; "
                 f"known ids are {sorted(cat_to_label)}. Add the category to 'categories' or fix the id."
             )
-        if ann.get("iscrowd", 0) not in (0, False, None):  # absent, 0 or null: an ordinary object
-            raise DatasetError(
-                f"{where}: iscrowd={_show(ann.get('iscrowd'))}. Crowd regions (iscrowd=1) are not supported yet: "
-                "they would become ordinary objects to detect and to match in mAP (COCO ignores them). "
-                "Remove them (or set iscrowd to 0 to train on them as objects).")
-        boxes[image["id"]].append(_check_box(ann, image, ann_file))
-        labels[image["id"]].append(cat_to_label[ann["category_id"]])
-    return boxes, labels
+        crowd = ann.get("iscrowd", 0)
+        if crowd is not None and (not isinstance(crowd, (int, bool)) or crowd not in (0, 1)):
+            raise DatasetError(f"{where}: iscrowd={_show(crowd)}; it must be 0 (an object) or 1 (a crowd region, "
+                               "which mAP ignores and training skips), as in COCO.")
+        box = _check_box(ann, image, ann_file)
+        area = ann.get("area")
+        if area is not None and not (_is_real(area) and math.isfinite(_as_float(area)) and _as_float(area) >= 0):
+            raise DatasetError(f"{where}: area={_show(area)}; it must be a number >= 0 (the object's area in px², which "
+                               "decides its COCO size range) -- or leave it out to use the box's area.")
+        entry = per_image[image["id"]]
+        entry["boxes"].append(box)
+        entry["labels"].append(cat_to_label[ann["category_id"]])
+        entry["iscrowd"].append(int(bool(crowd)))
+        entry["area"].append(_as_float(area) if area is not None else (box[2] - box[0]) * (box[3] - box[1]))
+    return per_image
 
 
 def _open_image(path: Path, json_size: str) -> Image.Image:
@@ -567,7 +575,9 @@ class CocoDetection(Dataset):
 
     ``dataset[i]`` returns ``(image, target)`` with ``image`` float32 (3, H, W) in
     [0, 1] and ``target = {"boxes": (N, 4) xyxy float32, "labels": (N,) int64,
-    "image_id": int}``. Labels are contiguous ``1..K`` in the order of the sorted
+    "iscrowd": (N,) int64, "area": (N,) float32, "image_id": int}``: ``iscrowd`` 1 marks a COCO
+    crowd region (ignored by :func:`~course_utils.metrics.mean_average_precision`, skipped by the
+    detectors' losses), ``area`` is the file's object area (the box's if the file has none). Labels are contiguous ``1..K`` in the order of the sorted
     category ids; ``dataset.categories[k - 1]`` is label ``k``'s record and
     ``dataset.label_to_category_id`` maps back to the file's ids.
 
@@ -613,7 +623,7 @@ class CocoDetection(Dataset):
         self._paths = _check_images(data["images"], self.ann_file, self.image_dir, self.max_pixels)
         self.images: list[dict[str, Any]] = list(data["images"])
         by_id = {img["id"]: img for img in self.images}
-        self._boxes, self._labels = _check_annotations(data["annotations"], self.ann_file, by_id, cat_to_label)
+        self._objects = _check_annotations(data["annotations"], self.ann_file, by_id, cat_to_label)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -642,9 +652,12 @@ class CocoDetection(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
         img = self.images[index]
+        objects = self._objects[img["id"]]
         target = {
-            "boxes": torch.tensor(self._boxes[img["id"]], dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor(self._labels[img["id"]], dtype=torch.int64),
+            "boxes": torch.tensor(objects["boxes"], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(objects["labels"], dtype=torch.int64),
+            "iscrowd": torch.tensor(objects["iscrowd"], dtype=torch.int64),
+            "area": torch.tensor(objects["area"], dtype=torch.float32),
             "image_id": int(img["id"]),
         }
         return self._read_image(index), target

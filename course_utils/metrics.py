@@ -3,14 +3,19 @@
 Taught in: 01_detection_basics (the bootstrap confidence intervals: 02_training_a_tiny_detector).
 
 :func:`mean_average_precision` follows ``pycocotools.cocoeval.COCOeval`` for
-bounding boxes with area range "all" and up to 100 detections per image and
-class, and is tested equal to it (``tests/test_metrics.py``). The steps:
+bounding boxes -- its 12 summary numbers, with up to 100 detections per image and
+class -- and is tested equal to it (``tests/test_metrics.py``, ``tests/test_coco_eval.py``).
+The steps:
 
 1. For every image and class, sort detections by score and keep the top
    ``max_detections``.
 2. For each IoU threshold t in 0.50:0.05:0.95, match greedily: each detection,
    best score first, takes the unmatched ground truth it overlaps most, if
    that IoU >= t. Matched = true positive (TP), otherwise false positive (FP).
+   Ground truth that does not count -- a **crowd region** (``iscrowd``), or an object
+   outside the **area range** being scored -- is *ignored*: a detection matched to it is
+   neither TP nor FP, a crowd region may absorb many detections (its overlap is
+   ``|det ∩ crowd| / |det|``), and a detection prefers counted ground truth (:func:`match_coco`).
 3. Per class, pool the detections of all images, sort by score, and compute
    ``precision = TP / (TP + FP)`` and ``recall = TP / #ground-truth`` as the
    score threshold is lowered.
@@ -18,7 +23,9 @@ class, and is tested equal to it (``tests/test_metrics.py``). The steps:
    at 101 recall points 0, 0.01, ..., 1 (0 past the highest recall reached) and
    average: that is AP for (class, t).
 5. ``map`` averages AP over classes and thresholds; ``map_50`` and ``map_75``
-   use one threshold. Classes without any ground truth are left out.
+   use one threshold; ``map_small/medium/large`` the area ranges (< 32², 32²..96²,
+   > 96² px²). ``mar_1/10/100`` average the final recall with the top 1/10/100
+   detections per image and class. Classes without any ground truth are left out.
 
 Inputs are checked once, where they enter (:func:`match_per_image`, which
 :func:`mean_average_precision`, :func:`coco_precision` and the bootstrap share,

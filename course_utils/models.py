@@ -340,6 +340,11 @@ class TinyDetector(nn.Module):
             if labels.numel() != len(boxes.reshape(-1, 4)) or labels.ndim > 1:
                 raise ValueError(f"targets[{i}] has {labels.numel()} labels for {len(boxes.reshape(-1, 4))} boxes; "
                                  "need one label per box, shape (G,)")
+            crowd = target.get("iscrowd")
+            if crowd is not None and (not isinstance(crowd, Tensor) or crowd.numel() != labels.numel()
+                                      or crowd.is_floating_point()):
+                raise ValueError(f"targets[{i}]['iscrowd'] must be an integer tensor with one 0/1 flag per box "
+                                 f"({labels.numel()} boxes), got {crowd!r:.80}")
         if not targets:
             return
         device = targets[0]["boxes"].device
@@ -388,13 +393,17 @@ class TinyDetector(nn.Module):
         ``loss_l1 = Σ |δ - δ*|₁ / N_pos`` (δ* = :func:`encode_boxes` target).
         Checked first (:meth:`check_targets`): one target per image, ``boxes`` (G, 4)
         finite xyxy with positive width and height, overlapping the image, ``labels`` (G,) integers in 1..K.
+        Boxes flagged ``iscrowd = 1`` (COCO crowd regions) are left out: no location learns them.
         """
         logits, deltas, anchors = raw["logits"], raw["deltas"], raw["anchors"]
         self.check_targets(targets, len(logits), extent=self._grid_extent(anchors))
         quality = torch.zeros_like(logits)
         pos_pred, pos_deltas, pos_gt, pos_anchors = [], [], [], []
         for b, target in enumerate(targets):
-            gt_boxes = target["boxes"].to(anchors)
+            gt_boxes, gt_labels = target["boxes"].to(anchors).reshape(-1, 4), target["labels"].reshape(-1)
+            if target.get("iscrowd") is not None:  # COCO crowd regions are not objects to learn (as torchvision's recipes)
+                keep = target["iscrowd"].reshape(-1).to(gt_boxes.device) == 0
+                gt_boxes, gt_labels = gt_boxes[keep], gt_labels[keep.to(gt_labels.device)]
             match = self.assign(anchors, gt_boxes)
             pos = torch.nonzero(match >= 0).squeeze(1)
             if len(pos) == 0:
@@ -403,7 +412,7 @@ class TinyDetector(nn.Module):
             pred = decode_boxes(deltas[b, pos], anchors[pos])
             with torch.no_grad():
                 iou = box_iou(pred, gt).diagonal().clamp(min=0).to(quality.dtype)
-            quality[b, pos, target["labels"].to(pos.device, torch.int64)[match[pos]] - 1] = iou  # (uint8 would index as a mask)
+            quality[b, pos, gt_labels.to(pos.device, torch.int64)[match[pos]] - 1] = iou  # (uint8 would index as a mask)
             pos_pred.append(pred), pos_deltas.append(deltas[b, pos]), pos_gt.append(gt), pos_anchors.append(anchors[pos])
         num_pos = max(sum(len(p) for p in pos_pred), 1)
         loss_cls = quality_focal_loss(logits, quality) / num_pos

@@ -307,7 +307,9 @@ def test_d94_write_coco_split_does_not_overwrite_a_dataset(tmp_path) -> None:
     write_coco_split(tmp_path / "fresh", [5], CFG)  # a new folder (or an empty one) needs no flag
 
 
-def test_d22_crowd_annotations_are_refused(tmp_path) -> None:
+def test_d22_crowd_annotations_are_carried_and_bad_flags_refused(tmp_path) -> None:
+    """Crowd regions (iscrowd=1) were refused until the metric could ignore them; now they are carried in the
+    targets (issue 16) and a flag other than 0/1 is refused clearly."""
     import json
 
     from PIL import Image
@@ -317,10 +319,20 @@ def test_d22_crowd_annotations_are_refused(tmp_path) -> None:
     root = tmp_path / "crowd"
     (root / "images").mkdir(parents=True)
     Image.new("RGB", (16, 16)).save(root / "images/a.png")
-    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 5, 5], "iscrowd": 1}
-    (root / "annotations.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 16, "height": 16}],
-                                                       "annotations": [ann], "categories": [{"id": 1}]}))
-    with pytest.raises(DatasetError, match="iscrowd=1.*not supported"):
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 5, 5], "iscrowd": 1, "area": 20.5},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [8, 8, 4, 4]}]
+    data = {"images": [{"id": 1, "file_name": "a.png", "width": 16, "height": 16}], "annotations": anns, "categories": [{"id": 1}]}
+    (root / "annotations.json").write_text(json.dumps(data))
+    target = CocoDetection(root / "annotations.json")[0][1]
+    assert target["iscrowd"].tolist() == [1, 0] and target["area"].tolist() == [20.5, 16.0]
+    for bad, match in ((2, "iscrowd=2"), ("yes", "iscrowd='yes'"), (0.5, "iscrowd=0.5")):
+        anns[0]["iscrowd"] = bad
+        (root / "annotations.json").write_text(json.dumps(data))
+        with pytest.raises(DatasetError, match=match):
+            CocoDetection(root / "annotations.json")
+    anns[0]["iscrowd"], anns[0]["area"] = 1, -3
+    (root / "annotations.json").write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match="area=-3"):
         CocoDetection(root / "annotations.json")
 
 

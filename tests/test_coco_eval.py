@@ -133,3 +133,64 @@ def test_areas_false_skips_the_size_ranges_only():
     assert "map_small" not in quick
     for name in ("map", "map_50", "map_75", "mar_1", "mar_10", "mar_100"):
         assert quick[name] == full[name]
+
+
+# ------------------------------------------------------------------ from a COCO file on disk, end to end
+def test_a_coco_file_with_crowds_scores_as_pycocotools_scores_it(tmp_path):
+    """The loader carries iscrowd and area; course_utils' evaluation of its targets equals COCOeval run on the file."""
+    import contextlib
+    import io
+    import json
+
+    from PIL import Image
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from course_utils import CocoDetection
+
+    preds_all, targets_all = crowd_case(7)
+    (tmp_path / "images").mkdir()
+    images, annotations, results = [], [], []
+    for i, (pred, target) in enumerate(zip(preds_all, targets_all), start=1):
+        Image.new("RGB", (320, 320)).save(tmp_path / "images" / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 320, "height": 320})
+        for box, label, crowd, area in zip(target["boxes"].tolist(), target["labels"].tolist(), target["iscrowd"].tolist(),
+                                           target["area"].tolist()):
+            box = [min(max(v, 0.0), 320.0) for v in box]
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": label, "iscrowd": crowd,
+                                "area": area, "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                                "segmentation": [[box[0], box[1], box[2], box[1], box[2], box[3]]]})
+        for box, label, score in zip(pred["boxes"].tolist(), pred["labels"].tolist(), pred["scores"].tolist()):
+            results.append({"image_id": i, "category_id": label, "score": score,
+                            "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+    data = {"info": {"description": "crowds"}, "licenses": [], "images": images, "annotations": annotations,
+            "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)]}
+    (tmp_path / "annotations.json").write_text(json.dumps(data))
+    dataset = CocoDetection(tmp_path / "annotations.json")
+    targets = [dataset[i][1] for i in range(len(dataset))]
+    assert sum(int(t["iscrowd"].sum()) for t in targets) > 0
+    ours = mean_average_precision(preds_all, targets)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "annotations.json"))
+        ev = COCOeval(gt, gt.loadRes(results), iouType="bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    for name, value in zip(COCO_STATS, ev.stats):
+        assert ours[name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_training_skips_crowd_boxes():
+    from course_utils import TinyDetector
+
+    torch.manual_seed(0)
+    model = TinyDetector(width=0.5)
+    images = torch.rand(2, 3, 64, 64)
+    obj = {"boxes": torch.tensor([[4.0, 4, 30, 30]]), "labels": torch.tensor([1])}
+    with_crowd = {"boxes": torch.tensor([[4.0, 4, 30, 30], [30, 30, 60, 60]]), "labels": torch.tensor([1, 2]),
+                  "iscrowd": torch.tensor([0, 1])}
+    raw = model.forward_raw(images)
+    a = model.loss(raw, [obj, obj])
+    b = model.loss(raw, [with_crowd, obj])
+    for key in a:
+        assert torch.allclose(a[key], b[key]), key
+    c = model.loss(raw, [{**with_crowd, "iscrowd": torch.tensor([0, 0])}, obj])
+    assert not torch.allclose(a["loss_cls"], c["loss_cls"])  # the same box as an object does change the loss

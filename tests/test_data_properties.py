@@ -208,7 +208,7 @@ def test_mutated_coco_file_loads_valid_samples_or_raises_dataset_error(coco_root
             event("a sample refused: " + refusal_kind(str(err)))
             continue
         check_sample(ds, doc, i, image, target)
-    event(f"loaded ({len(ds)} images, {sum(len(b) for b in ds._boxes.values())} boxes)")
+    event(f"loaded ({len(ds)} images, {sum(len(o['boxes']) for o in ds._objects.values())} boxes)")
 
 
 # --------------------------------------------------------------------------- #
