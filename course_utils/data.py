@@ -714,6 +714,76 @@ class SyntheticShapes(Dataset):
         return image, target
 
 
+class Letterbox(Dataset):
+    """``dataset`` with every image resized to fit ``size × size`` (aspect kept) and padded: one size for a batch.
+
+    An image of H × W is resized by ``s = size / max(H, W)`` to ``h' × w' = round(s H) × round(s W)``
+    (bilinear, antialiased) and padded at the bottom and right with grey 0.5 -- the value the
+    detector centres to 0 -- to ``size × size``. Boxes are mapped with the exact factors
+    ``s_x = w' / W`` and ``s_y = h' / H``; ``area`` by ``s_x s_y``. The target keeps what is needed to
+    map predictions back (:func:`undo_letterbox`): ``letterbox = (s_x, s_y, W, H)`` and the
+    original target under ``original``. So one dataset may mix image sizes, and
+    :func:`~course_utils.train.evaluate` scores in the original pixels (COCO's size ranges are in
+    those). Checked: ``size`` an int >= 16.
+    """
+
+    def __init__(self, dataset: Dataset, size: int) -> None:
+        if not _is_int(size) or size < 16:
+            raise ValueError(f"Letterbox: size={size!r}; it must be an int >= 16 (the side of the square training "
+                             "images, e.g. 128 or 320)")
+        self.dataset, self.size = dataset, int(size)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        image, target = self.dataset[index]
+        return letterbox(image, target, self.size)
+
+
+def letterbox(image: Tensor, target: dict[str, Any], size: int) -> tuple[Tensor, dict[str, Any]]:
+    """One sample of :class:`Letterbox`: image (3, H, W) -> (3, size, size), target boxes mapped."""
+    import torch.nn.functional as F
+
+    height, width = image.shape[-2:]
+    s = size / max(height, width)
+    new_h, new_w = max(1, round(height * s)), max(1, round(width * s))
+    resized = image if (new_h, new_w) == (height, width) else F.interpolate(
+        image[None].float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    out = torch.full((image.shape[0], size, size), 0.5, dtype=resized.dtype)
+    out[:, :new_h, :new_w] = resized
+    sx, sy = new_w / width, new_h / height
+    new = dict(target)
+    new["boxes"] = target["boxes"].reshape(-1, 4) * torch.tensor([sx, sy, sx, sy], dtype=target["boxes"].dtype)
+    if "area" in target:
+        new["area"] = target["area"] * (sx * sy)
+    new["letterbox"] = torch.tensor([sx, sy, float(width), float(height)], dtype=torch.float64)
+    new["original"] = target
+    return out, new
+
+
+def undo_letterbox(preds: list[dict[str, Tensor]], targets: list[dict[str, Any]]) -> tuple[list[dict[str, Tensor]], list[dict[str, Any]]]:
+    """Predictions and targets of :class:`Letterbox` images back in the original images' pixels.
+
+    Boxes are divided by ``(s_x, s_y)`` and clipped to the original ``W × H`` (a box in the padding
+    becomes empty and is dropped); targets become the ``original`` ones. Samples without
+    ``letterbox`` pass through unchanged.
+    """
+    out_preds, out_targets = [], []
+    for pred, target in zip(preds, targets):
+        if not isinstance(target, dict) or "letterbox" not in target:
+            out_preds.append(pred), out_targets.append(target)
+            continue
+        sx, sy, width, height = (float(v) for v in target["letterbox"])
+        boxes = pred["boxes"].reshape(-1, 4) / torch.tensor([sx, sy, sx, sy], dtype=pred["boxes"].dtype, device=pred["boxes"].device)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        out_preds.append({**pred, "boxes": boxes[keep], "scores": pred["scores"][keep], "labels": pred["labels"][keep]})
+        out_targets.append(target["original"])
+    return out_preds, out_targets
+
+
 def collate_detection(batch: list[tuple[Tensor, dict[str, Any]]]) -> tuple[list[Tensor], list[dict[str, Any]]]:
     """Keep images and targets as lists (objects per image differ), like torchvision.
 

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .data import undo_letterbox
 from .metrics import mean_average_precision
 
 __all__ = [
@@ -467,7 +468,10 @@ def _unpack_batch(batch: Any) -> tuple[Any, Any]:
 
 @torch.inference_mode()
 def predict(model: nn.Module, data_loader: Iterable, device: torch.device | None = None) -> tuple[list[dict[str, Tensor]], list[dict[str, Any]]]:
-    """Run the model in eval mode over a loader; return (predictions, targets) on CPU."""
+    """Run the model in eval mode over a loader; return (predictions, targets) on CPU.
+
+    Samples resized by :class:`~course_utils.data.Letterbox` come back in their original pixels
+    (:func:`~course_utils.data.undo_letterbox`), so the scores are those of the original images."""
     _check_collate(data_loader, "data_loader")
     device = device or next(model.parameters()).device
     model.eval()
@@ -477,7 +481,7 @@ def predict(model: nn.Module, data_loader: Iterable, device: torch.device | None
         outputs = model([img.to(device) for img in images])
         preds += [{k: v.cpu() for k, v in out.items()} for out in outputs]
         targets_all += list(targets)
-    return preds, targets_all
+    return undo_letterbox(preds, targets_all)
 
 
 def evaluate(model: nn.Module, data_loader: Iterable, device: torch.device | None = None) -> dict[str, Any]:

@@ -1,0 +1,413 @@
+"""``python -m course_utils``: the course's detector on your own COCO-format data.
+
+For your own data: the README's "Your own data" section walks through these commands.
+
+Four subcommands, each with ``--help``::
+
+    python -m course_utils train --train train.json --val val.json --out runs/mine   # resumable
+    python -m course_utils evaluate runs/mine/last.pt --data val.json                # the full COCO table
+    python -m course_utils export runs/mine/best.pt --onnx mine.onnx --int8 --calib train.json
+    python -m course_utils predict runs/mine/best.pt photo1.jpg photo2.png --out predictions/
+
+Images of any size are letterboxed to ``--image-size`` (aspect kept, grey padding) for the
+network and scored in their own pixels (:class:`~course_utils.data.Letterbox`). Checkpoints are
+written atomically after every epoch (``last.pt``, and ``best.pt`` for the best val mAP) with the
+optimizer, the scheduler, the epoch and every random-number state, and load with
+``weights_only=True``: ``train --resume`` continues an interrupted run exactly where it stopped.
+Bad input -- a missing file, a malformed COCO file, a bad flag value -- ends with one line saying
+what is wrong and how to fix it (exit status 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+__all__ = ["main", "build_parser"]
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+# ------------------------------------------------------------------ argument types
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
+    return value
+
+
+def _image_size(text: str) -> int:
+    value = _positive_int(text)
+    if value < 16 or value % 16:
+        raise argparse.ArgumentTypeError(f"{value}: use a multiple of 16 that is >= 16 (the detector's coarsest stride), "
+                                         "e.g. 128, 256 or 320")
+    return value
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no file at {text!r}" + (" (it is a folder)" if path.is_dir() else ""))
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``train``, ``evaluate``, ``export``, ``predict``."""
+    parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run `python -m course_utils COMMAND --help` for each command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train the course's detector on a COCO-format dataset",
+                       description="Train TinyDetector on your COCO files. After every epoch: val mAP, and "
+                                   "OUT/last.pt (+ OUT/best.pt) written atomically; --resume continues from OUT/last.pt.")
+    t.add_argument("--train", type=_existing_file, required=True, metavar="ANN.json", help="COCO annotations to train on")
+    t.add_argument("--val", type=_existing_file, required=True, metavar="ANN.json", help="COCO annotations to validate on")
+    t.add_argument("--images", type=Path, help="image folder of --train (default: images/ beside the JSON)")
+    t.add_argument("--val-images", type=Path, help="image folder of --val (default: images/ beside the JSON)")
+    t.add_argument("--width", type=_positive_float, default=1.0, help="channel multiplier of the detector (default 1.0)")
+    t.add_argument("--epochs", type=_positive_int, default=12, help="total epochs (default 12)")
+    t.add_argument("--batch-size", type=_positive_int, default=16, help="images per step (default 16)")
+    t.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate of the one-cycle schedule (default 1e-3)")
+    t.add_argument("--image-size", type=_image_size, default=128, help="side of the square network input (default 128)")
+    t.add_argument("--out", type=Path, default=Path("runs") / "detector", help="run folder (default runs/detector)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    t.add_argument("--seed", type=int, default=0, help="seeds initialisation and data order (default 0)")
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("evaluate", help="the full COCO table of a checkpoint on a dataset",
+                       description="COCO evaluation (AP, AP50, AP75, AP by size, AR@1/10/100, AR by size, AP per class), "
+                                   "equal to pycocotools, printed as a table and optionally written as JSON.")
+    e.add_argument("checkpoint", type=_existing_file, help="a checkpoint written by `train` (last.pt or best.pt)")
+    e.add_argument("--data", type=_existing_file, required=True, metavar="ANN.json", help="COCO annotations to score on")
+    e.add_argument("--images", type=Path, help="image folder (default: images/ beside the JSON)")
+    e.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    e.add_argument("--device", default=None)
+
+    x = sub.add_parser("export", help="ONNX (and int8 ONNX Runtime) models of a checkpoint",
+                       description="Export the network (without post-processing) to ONNX; with --int8, also an int8 "
+                                   "model (ONNX Runtime static quantization, calibrated on --calib images). Prints sizes "
+                                   "and a latency line.")
+    x.add_argument("checkpoint", type=_existing_file)
+    x.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="where to write the fp32 ONNX model")
+    x.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx")
+    x.add_argument("--calib", type=_existing_file, metavar="ANN.json", help="COCO file whose images calibrate int8")
+    x.add_argument("--calib-images", type=Path, help="image folder of --calib (default: images/ beside the JSON)")
+    x.add_argument("--num-calib", type=_positive_int, default=64, help="calibration images (default 64)")
+
+    p = sub.add_parser("predict", help="draw a checkpoint's detections on images",
+                       description="Detect objects in image files and save each with its boxes drawn, as PNG.")
+    p.add_argument("checkpoint", type=_existing_file)
+    p.add_argument("images", type=_existing_file, nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="draw detections scoring at least this (default 0.3)")
+    p.add_argument("--device", default=None)
+    return parser
+
+
+# ------------------------------------------------------------------ shared pieces
+def _device(name: str | None) -> torch.device:
+    from .train import get_device
+
+    if name is None:
+        return get_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CLIError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: this machine has no CUDA GPU; use --device cpu")
+    return device
+
+
+def _dataset(ann: Path, images: Path | None, size: int) -> Any:
+    from .data import CocoDetection, DatasetError, Letterbox
+
+    try:
+        return Letterbox(CocoDetection(ann, image_dir=images), size)
+    except DatasetError as err:
+        raise CLIError(str(err)) from None
+
+
+def _loader(dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    from .data import collate_detection
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate_detection)
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "data_order": generator.get_state(), "numpy": _numpy_state(),
+             "python": _python_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _numpy_state() -> list[Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+
+
+def _python_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["data_order"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _load_model(path: Path, device: torch.device | None = None) -> tuple[Any, dict[str, Any]]:
+    from .models import TinyDetector
+    from .train import load_checkpoint
+
+    try:
+        meta = load_checkpoint(path)["metadata"]
+    except (ValueError, RuntimeError, OSError) as err:
+        raise CLIError(f"{path}: {err}") from None
+    config = meta.get("config")
+    if not isinstance(config, dict) or "num_classes" not in config:
+        raise CLIError(f"{path} is a course checkpoint but not one written by `python -m course_utils train` (it has no "
+                       "'config'); train with the command, or load it in Python with load_checkpoint")
+    model = TinyDetector(num_classes=config["num_classes"], width=config["width"])
+    load_checkpoint(path, model)
+    return model.to(device or "cpu").eval(), meta
+
+
+# ------------------------------------------------------------------ train
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    from .models import TinyDetector
+    from .train import Hook, fit, load_checkpoint, make_optimizer, save_checkpoint, seed_everything
+
+    device = _device(args.device)
+    seed_everything(args.seed)
+    train_set = _dataset(args.train, args.images, args.image_size)
+    val_set = _dataset(args.val, args.val_images, args.image_size)
+    categories = [c.get("name", str(c["id"])) for c in train_set.dataset.categories]
+    val_names = [c.get("name", str(c["id"])) for c in val_set.dataset.categories]
+    if val_names != categories:
+        raise CLIError(f"--train and --val have different categories ({categories} vs {val_names}); "
+                       "both files must list the same categories")
+    generator = torch.Generator().manual_seed(args.seed)
+    train_loader = _loader(train_set, args.batch_size, True, generator)
+    val_loader = _loader(val_set, args.batch_size, False)
+    config = {"num_classes": len(categories), "width": float(args.width), "image_size": int(args.image_size),
+              "categories": categories, "epochs": int(args.epochs), "batch_size": int(args.batch_size),
+              "lr": float(args.lr), "seed": int(args.seed), "train": str(args.train), "val": str(args.val)}
+    model = TinyDetector(num_classes=len(categories), width=args.width)
+    optimizer, scheduler = make_optimizer(model, args.lr, total_steps=args.epochs * len(train_loader))
+    last, best = args.out / "last.pt", args.out / "best.pt"
+    start, history, best_map = 0, {"val_map": [], "val_map_50": [], "epoch_time": []}, -1.0
+    if args.resume:
+        if not last.is_file():
+            raise CLIError(f"--resume: there is no {last} to resume from; run without --resume to start the run")
+        try:
+            meta = load_checkpoint(last, model)["metadata"]
+        except (ValueError, RuntimeError, OSError) as err:
+            raise CLIError(f"--resume: {err}") from None
+        if "rng" not in meta:
+            raise CLIError(f"--resume: {last} has no training state (optimizer, scheduler, RNG); was it written by "
+                           "`python -m course_utils train`?")
+        saved = {k: v for k, v in meta["config"].items() if k not in ("epochs",)}
+        mine = {k: v for k, v in config.items() if k not in ("epochs",)}
+        if saved != mine:
+            changed = sorted(k for k in mine if saved.get(k) != mine[k])
+            raise CLIError(f"--resume: {last} was trained with other settings ({', '.join(changed)} differ); "
+                           "resume with the same flags, or start a new run in another --out")
+        if int(meta["config"]["epochs"]) != args.epochs:
+            raise CLIError(f"--resume: the run was planned for {meta['config']['epochs']} epochs (its learning-rate "
+                           f"schedule depends on it), not {args.epochs}; pass --epochs {meta['config']['epochs']}")
+        optimizer.load_state_dict(meta["optimizer"])
+        scheduler.load_state_dict(meta["scheduler"])
+        _restore_rng(meta["rng"], generator)
+        start, history, best_map = int(meta["epoch"]), meta["history"], float(meta["best_val_map"])
+        print(f"resuming {last}: {start} of {args.epochs} epochs done")
+        if start >= args.epochs:
+            print("nothing left to train")
+            return history
+    model.to(device)
+
+    class SaveEachEpoch(Hook):
+        """After every epoch: validate, then write last.pt (and best.pt) atomically."""
+
+        def on_epoch_end(self, state: Any) -> None:
+            nonlocal best_map
+            from .train import evaluate
+
+            epoch = start + state.epoch + 1
+            metrics = evaluate(state.model, val_loader, device)
+            state.model.train()
+            history["val_map"].append(metrics["map"])
+            history["val_map_50"].append(metrics["map_50"])
+            history["epoch_time"].append(time.perf_counter() - self.started)
+            self.started = time.perf_counter()
+            improved = metrics["map"] > best_map
+            best_map = max(best_map, metrics["map"])
+            common = dict(config=config, epoch=epoch, history=history, best_val_map=best_map)
+            save_checkpoint(last, state.model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                            rng=_rng_state(generator), **common)
+            if improved:
+                save_checkpoint(best, state.model, **common)
+            print(f"epoch {epoch}/{args.epochs}: val mAP {metrics['map']:.4f} (AP50 {metrics['map_50']:.4f})"
+                  + ("  -> best.pt" if improved else ""), flush=True)
+
+        def on_train_start(self, state: Any) -> None:
+            self.started = time.perf_counter()
+
+    fit(model, train_loader, optimizer, args.epochs - start, device=device, hooks=[SaveEachEpoch()], scheduler=scheduler,
+        progress=not args.no_progress)
+    print(f"done: {args.epochs} epochs, best val mAP {best_map:.4f}; checkpoints in {args.out}")
+    return history
+
+
+# ------------------------------------------------------------------ evaluate
+STAT_NAMES = {"map": "AP @[.50:.95] all", "map_50": "AP @.50 all", "map_75": "AP @.75 all", "map_small": "AP small",
+              "map_medium": "AP medium", "map_large": "AP large", "mar_1": "AR maxDets=1", "mar_10": "AR maxDets=10",
+              "mar_100": "AR maxDets=100", "mar_small": "AR small", "mar_medium": "AR medium", "mar_large": "AR large"}
+
+
+def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
+    from .metrics import COCO_STATS
+    from .train import evaluate
+
+    device = _device(args.device)
+    model, meta = _load_model(args.checkpoint, device)
+    config = meta["config"]
+    data = _dataset(args.data, args.images, config["image_size"])
+    names = [c.get("name", str(c["id"])) for c in data.dataset.categories]
+    if names != config["categories"]:
+        raise CLIError(f"{args.data} has categories {names}, the checkpoint was trained on {config['categories']}")
+    metrics = evaluate(model, _loader(data, 16, False), device)
+    out = {name: metrics[name] for name in COCO_STATS}
+    out["ap_per_class"] = {names[label - 1]: ap for label, ap in metrics["ap_per_class"].items()}
+    out["images"] = len(data)
+    print(f"{args.checkpoint} on {args.data} ({len(data)} images):")
+    for name in COCO_STATS:
+        value = out[name]
+        print(f"  {STAT_NAMES[name]:<20} {value:6.3f}" if value >= 0 else f"  {STAT_NAMES[name]:<20}    -   (no objects of this size)")
+    for label, ap in out["ap_per_class"].items():
+        print(f"  AP {label:<17} {ap:6.3f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return out
+
+
+# ------------------------------------------------------------------ export
+def export_command(args: argparse.Namespace) -> dict[str, Any]:
+    from .deploy import DetectorNetwork, export_onnx, file_size, measure_latency, ort_session, quantize_onnx
+    from .quant import fuse_conv_bn
+
+    if args.int8 and args.calib is None:
+        raise CLIError("--int8 needs --calib ANN.json: images to calibrate the int8 ranges on (e.g. your training file)")
+    model, meta = _load_model(args.checkpoint)
+    size = meta["config"]["image_size"]
+    network = DetectorNetwork(fuse_conv_bn(model)).eval()
+    example = torch.rand(1, 3, size, size)
+    paths = {"fp32": export_onnx(network, example, args.onnx)}
+    if args.int8:
+        calib = _dataset(args.calib, args.calib_images, size)
+        images = torch.stack([calib[i][0] for i in range(min(args.num_calib, len(calib)))])
+        paths["int8"] = quantize_onnx(paths["fp32"], args.onnx.with_suffix(".int8.onnx"), images)
+    out: dict[str, Any] = {}
+    batch = torch.rand(1, 3, size, size).numpy()
+    for kind, path in paths.items():
+        session = ort_session(path, threads=torch.get_num_threads())
+        stats = measure_latency(lambda: session.run(None, {"images": batch}), warmup=5, runs=30)
+        out[kind] = {"path": str(path), "bytes": file_size(path), "median_ms": stats["median_ms"]}
+        print(f"{kind:<5} {path}: {file_size(path) / 1024:.0f} KiB, {stats['median_ms']:.2f} ms per {size}x{size} image "
+              f"(network only, ONNX Runtime, {torch.get_num_threads()} threads, median of 30)")
+    return out
+
+
+# ------------------------------------------------------------------ predict
+def predict_command(args: argparse.Namespace) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from .data import letterbox, undo_letterbox
+    from .viz import show_detections
+
+    device = _device(args.device)
+    model, meta = _load_model(args.checkpoint, device)
+    config = meta["config"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in args.images:
+        try:
+            with Image.open(path) as pil:
+                image = torch.from_numpy(np.asarray(pil.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+        except Exception as err:  # PIL raises many types for a file that is not an image
+            raise CLIError(f"{path}: cannot read it as an image ({err})") from None
+        empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+        boxed, target = letterbox(image, empty, config["image_size"])
+        with torch.no_grad():
+            pred = model([boxed.to(device)])[0]
+        pred = {k: v.cpu() for k, v in pred.items()}
+        (pred,), _ = undo_letterbox([pred], [target])
+        keep = pred["scores"] >= args.score_threshold
+        pred = {k: v[keep] for k, v in pred.items()}
+        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
+        show_detections(image, pred=pred, class_names=config["categories"], score_threshold=args.score_threshold, ax=ax,
+                        title=f"{path.name}: {len(pred['boxes'])} detections (score >= {args.score_threshold})")
+        out = args.out / f"{path.stem}.png"
+        fig.savefig(out, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        written.append(out)
+        print(f"{path} -> {out}: {len(pred['boxes'])} detections")
+    return written
+
+
+COMMANDS = {"train": train, "evaluate": evaluate_command, "export": export_command, "predict": predict_command}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m course_utils`` (and the ``course-utils`` console script)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except CLIError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; `train --resume` continues from the last finished epoch", file=sys.stderr)
+        return 130
+    return 0
