@@ -8,6 +8,7 @@ Four subcommands, each with ``--help``::
     python -m course_utils evaluate runs/mine/last.pt --data val.json                # the full COCO table
     python -m course_utils export runs/mine/best.pt --onnx mine.onnx --int8 --calib train.json
     python -m course_utils predict runs/mine/best.pt photo1.jpg photo2.png --out predictions/
+    torchrun --nproc-per-node 2 -m course_utils train ...                             # DDP, see course_utils.distributed
 
 Images of any size are letterboxed to ``--image-size`` (aspect kept, grey padding) for the
 network and scored in their own pixels (:class:`~course_utils.data.Letterbox`). Checkpoints are
@@ -212,7 +213,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from .models import TinyDetector
     from .train import Hook, fit, load_checkpoint, make_optimizer, save_checkpoint, seed_everything
 
-    device = _device(args.device)
+    from . import distributed as D
+
+    distributed = D.launched_by_torchrun()
+    device = D.init_from_env(args.device) if distributed else _device(args.device)
+    rank, world_size = D.world()
+    say = print if rank == 0 else (lambda *a, **k: None)
     seed_everything(args.seed)
     train_set = _dataset(args.train, args.images, args.image_size)
     val_set = _dataset(args.val, args.val_images, args.image_size)
@@ -222,11 +228,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError(f"--train and --val have different categories ({categories} vs {val_names}); "
                        "both files must list the same categories")
     generator = torch.Generator().manual_seed(args.seed)
-    train_loader = _loader(train_set, args.batch_size, True, generator)
+    if distributed:  # each rank reads 1/N of every epoch; the effective batch is N x --batch-size
+        from .data import collate_detection
+
+        train_loader = D.shard_loader(train_set, args.batch_size, shuffle=True, seed=args.seed, collate_fn=collate_detection)
+    else:
+        train_loader = _loader(train_set, args.batch_size, True, generator)
     val_loader = _loader(val_set, args.batch_size, False)
     config = {"num_classes": len(categories), "width": float(args.width), "image_size": int(args.image_size),
               "categories": categories, "epochs": int(args.epochs), "batch_size": int(args.batch_size),
-              "lr": float(args.lr), "seed": int(args.seed), "train": str(args.train), "val": str(args.val)}
+              "lr": float(args.lr), "seed": int(args.seed), "train": str(args.train), "val": str(args.val),
+              "processes": world_size}
     model = TinyDetector(num_classes=len(categories), width=args.width)
     optimizer, scheduler = make_optimizer(model, args.lr, total_steps=args.epochs * len(train_loader))
     last, best = args.out / "last.pt", args.out / "best.pt"
@@ -254,11 +266,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         scheduler.load_state_dict(meta["scheduler"])
         _restore_rng(meta["rng"], generator)
         start, history, best_map = int(meta["epoch"]), meta["history"], float(meta["best_val_map"])
-        print(f"resuming {last}: {start} of {args.epochs} epochs done")
+        say(f"resuming {last}: {start} of {args.epochs} epochs done")
         if start >= args.epochs:
-            print("nothing left to train")
+            say("nothing left to train")
             return history
-    model.to(device)
+    network = D.prepare(model, device) if distributed else model.to(device)
 
     class SaveEachEpoch(Hook):
         """After every epoch: validate, then write last.pt (and best.pt) atomically."""
@@ -267,9 +279,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             nonlocal best_map
             from .train import evaluate
 
+            if rank != 0:  # rank 0 evaluates and writes; the others wait for it
+                D.barrier()
+                return
             epoch = start + state.epoch + 1
-            metrics = evaluate(state.model, val_loader, device)
-            state.model.train()
+            metrics = evaluate(model, val_loader, device)
+            model.train()
             history["val_map"].append(metrics["map"])
             history["val_map_50"].append(metrics["map_50"])
             history["epoch_time"].append(time.perf_counter() - self.started)
@@ -277,19 +292,29 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             improved = metrics["map"] > best_map
             best_map = max(best_map, metrics["map"])
             common = dict(config=config, epoch=epoch, history=history, best_val_map=best_map)
-            save_checkpoint(last, state.model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            save_checkpoint(last, model, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                             rng=_rng_state(generator), **common)
             if improved:
-                save_checkpoint(best, state.model, **common)
+                save_checkpoint(best, model, **common)
             print(f"epoch {epoch}/{args.epochs}: val mAP {metrics['map']:.4f} (AP50 {metrics['map_50']:.4f})"
                   + ("  -> best.pt" if improved else ""), flush=True)
+            D.barrier()
 
         def on_train_start(self, state: Any) -> None:
             self.started = time.perf_counter()
 
-    fit(model, train_loader, optimizer, args.epochs - start, device=device, hooks=[SaveEachEpoch()], scheduler=scheduler,
-        progress=not args.no_progress)
-    print(f"done: {args.epochs} epochs, best val mAP {best_map:.4f}; checkpoints in {args.out}")
+    hooks: list[Any] = [SaveEachEpoch()]
+    if distributed:
+        hooks.insert(0, D.SetEpoch(train_loader.sampler, start))
+        say(f"{world_size} processes ({device.type}), {args.batch_size} images each per step: effective batch "
+            f"{world_size * args.batch_size}")
+    try:
+        fit(network, train_loader, optimizer, args.epochs - start, device=device, hooks=hooks, scheduler=scheduler,
+            progress=not args.no_progress and rank == 0)
+    finally:
+        if distributed:
+            D.cleanup()
+    say(f"done: {args.epochs} epochs, best val mAP {best_map:.4f}; checkpoints in {args.out}")
     return history
 
 

@@ -152,6 +152,8 @@ class TinyDetector(nn.Module):
     """
 
     stride = 8
+    #: set by :func:`course_utils.distributed.prepare`: normalise the loss by the positives of all ranks
+    num_pos_across_ranks = False
 
     def __init__(
         self,
@@ -273,12 +275,16 @@ class TinyDetector(nn.Module):
         logits, deltas = self.head(feats)
         return {"logits": logits, "deltas": deltas, "anchors": self.anchors(tuple(feats.shape[-2:]), x.device), "features": feats}
 
-    def forward(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+    def forward(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None,
+                return_raw: bool = False) -> Any:
+        """Training: the loss dict (and the raw outputs, with ``return_raw=True``: what hooks read when the
+        model runs inside DistributedDataParallel). Eval: detections per image."""
         raw = self.forward_raw(images)
         if self.training:
             if targets is None:
                 raise ValueError("TinyDetector in train mode needs targets; call model.eval() to get detections")
-            return self.loss(raw, targets)
+            losses = self.loss(raw, targets)
+            return (losses, raw) if return_raw else losses
         size = images[0].shape[-2:] if isinstance(images, (list, tuple)) else images.shape[-2:]
         return self.postprocess(raw, tuple(size))
 
@@ -414,7 +420,12 @@ class TinyDetector(nn.Module):
                 iou = box_iou(pred, gt).diagonal().clamp(min=0).to(quality.dtype)
             quality[b, pos, gt_labels.to(pos.device, torch.int64)[match[pos]] - 1] = iou  # (uint8 would index as a mask)
             pos_pred.append(pred), pos_deltas.append(deltas[b, pos]), pos_gt.append(gt), pos_anchors.append(anchors[pos])
-        num_pos = max(sum(len(p) for p in pos_pred), 1)
+        num_pos: int | Tensor = max(sum(len(p) for p in pos_pred), 1)
+        if self.num_pos_across_ranks and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # one global normaliser: the mean count over ranks, so DDP's gradient average equals one big batch
+            count = torch.tensor(float(sum(len(p) for p in pos_pred)), device=logits.device)
+            torch.distributed.all_reduce(count)
+            num_pos = (count / torch.distributed.get_world_size()).clamp(min=1.0)
         loss_cls = quality_focal_loss(logits, quality) / num_pos
         if pos_pred:
             pred, gt = torch.cat(pos_pred), torch.cat(pos_gt)

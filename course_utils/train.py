@@ -135,7 +135,13 @@ def move_to(images: Sequence[Tensor], targets: Sequence[dict[str, Any]], device:
 
 
 def _forward_losses(model: nn.Module, images: list[Tensor], targets: list[dict[str, Any]]) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-    """Loss dict (and raw outputs, if the model has ``forward_raw`` and ``loss``)."""
+    """Loss dict (and raw outputs, if the model has ``forward_raw`` and ``loss``).
+
+    A model inside ``DistributedDataParallel`` is called through the wrapper (which prepares the
+    gradient all-reduce) with ``return_raw=True``, so hooks still see the raw outputs."""
+    inner = getattr(model, "module", None)
+    if isinstance(model, nn.parallel.DistributedDataParallel) and hasattr(inner, "forward_raw") and hasattr(inner, "loss"):
+        return model(images, targets, return_raw=True)
     if hasattr(model, "forward_raw") and hasattr(model, "loss"):
         outputs = model.forward_raw(images)
         return model.loss(outputs, targets), outputs
