@@ -17,6 +17,7 @@ module          what
 ``folding``     batch-norm folding
 ``modules``     FakeQuantize and the fake-quantized Conv2d / Linear wrappers
 ``ptq``         post-training quantization: wrap, calibrate, per-layer sensitivity
+``adaround``    AdaRound: learned up-or-down rounding of PTQ weights (Nagel et al. 2020)
 ``qat``         quantization-aware training: conv+BN folding while training, schedule
 ``integer``     integer-only arithmetic: int32 accumulators, fixed-point requantization
 ``convert``     a fake-quantized detector -> its integer-only network (own scales)
@@ -41,6 +42,8 @@ from .integer import IntegerAdd, IntegerConv, fixed_point_multiplier, integer_ad
 from .convert import IntegerDetector, integer_detector
 from .qdq import conv_qdq_model, export_qdq, optimized_op_types
 from .ptq import quantize_model, set_observing, calibrate, post_training_quantize, layer_sensitivity, capture_activations
+from .adaround import (ZETA, GAMMA, rectified_sigmoid, rounding_regularizer, adaround_init, soft_quantized_weight,
+                       adaround_beta, adaround_layer, adaround)
 
 __all__ = [
     "qrange",
@@ -81,6 +84,15 @@ __all__ = [
     "post_training_quantize",
     "layer_sensitivity",
     "capture_activations",
+    "ZETA",
+    "GAMMA",
+    "rectified_sigmoid",
+    "rounding_regularizer",
+    "adaround_init",
+    "soft_quantized_weight",
+    "adaround_beta",
+    "adaround_layer",
+    "adaround",
     "fixed_point_multiplier",
     "rounding_shift",
     "requantize",
