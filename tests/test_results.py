@@ -139,3 +139,28 @@ def test_capstone_seed_files_are_the_runs_the_summary_reports():
             assert entry["val_seeds"]["runs"] == [r["scores"][name]["val_map"] for r in runs], name
             assert entry["test_seeds"]["runs"] == [r["scores"][name]["test_map"] for r in runs], name
     assert all(r["config"] == runs[0]["config"] for r in runs)  # one recipe for every seed
+
+
+def test_codebook_sweep_gives_every_fine_tuned_variant_a_float_control_and_counts_bytes_from_the_shapes():
+    from course_utils import TinyDetector
+    from course_utils.quant import codebook_bytes, codebook_quantize, float_bytes, linear_bytes
+
+    sweep = _load("codebook.json")
+    vm, epochs, cfg = sweep["val_map"], sweep["epochs"], sweep["config"]
+    for name, entry in vm.items():
+        fresh = seed_summary(sweep["runs"][name])
+        assert entry["runs"] == sweep["runs"][name] and entry["mean"] == pytest.approx(fresh["mean"]), name
+        assert entry["std"] == (pytest.approx(fresh["std"]) if fresh["std"] is not None else None), name
+        tuned = name in sweep["lr"]
+        assert entry["n"] == (len(cfg["seeds"]) if tuned else 1) and (not tuned or entry["n"] >= 3), name
+        assert epochs[name] == epochs["fp32"] + (cfg["epochs"] if tuned else 0), name
+    methods = {f"{kind}{b}_ft" for kind in ("codebook", "linear") for b in cfg["bits"]}
+    assert set(sweep["control"]) == methods
+    for method, control in sweep["control"].items():  # same epochs, same lr, same data order; only the quantizer differs
+        assert control in vm and epochs[control] == epochs[method] and sweep["lr"][control] == sweep["lr"][method]
+    model = TinyDetector().eval()  # storage depends on the shapes only
+    assert sweep["bytes"]["fp32"] == float_bytes(model)
+    for b in cfg["bits"]:
+        assert sweep["bytes"][f"linear{b}"] == linear_bytes(model, b)
+        assert sweep["bytes"][f"codebook{b}"] == codebook_bytes(codebook_quantize(model, b, iters=1))
+        assert sweep["max_distinct_weights_per_layer"][f"codebook{b}_ft"] <= 2**b

@@ -22,6 +22,7 @@ module          what
 ``integer``     integer-only arithmetic: int32 accumulators, fixed-point requantization
 ``convert``     a fake-quantized detector -> its integer-only network (own scales)
 ``qdq``         that network as an ONNX QDQ graph for ONNX Runtime
+``codebook``    k-means (codebook) weights with trained centroids (Han et al. 2016)
 ==============  ==================================================================
 
 ``x % Q`` is *not* quantization (it wraps values around instead of rounding
@@ -41,6 +42,7 @@ from .qat import QuantConvBn2d, prepare_qat, freeze_bn_stats, set_observing_acti
 from .integer import IntegerAdd, IntegerConv, fixed_point_multiplier, integer_add, integer_conv2d, quantize_bias, requantize, rounding_shift
 from .convert import IntegerDetector, integer_detector
 from .qdq import conv_qdq_model, export_qdq, optimized_op_types
+from .codebook import kmeans_codebook, CodebookLayer, codebook_quantize, codebook_bytes, linear_bytes, float_bytes
 from .ptq import quantize_model, set_observing, calibrate, post_training_quantize, layer_sensitivity, capture_activations
 from .adaround import (ZETA, GAMMA, rectified_sigmoid, rounding_regularizer, adaround_init, soft_quantized_weight,
                        adaround_beta, adaround_layer, adaround)
@@ -106,4 +108,10 @@ __all__ = [
     "export_qdq",
     "conv_qdq_model",
     "optimized_op_types",
+    "kmeans_codebook",
+    "CodebookLayer",
+    "codebook_quantize",
+    "codebook_bytes",
+    "linear_bytes",
+    "float_bytes",
 ]
