@@ -16,7 +16,6 @@ weights are. Storage is counted honestly by :func:`codebook_bytes`, :func:`linea
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 from collections.abc import Iterable
