@@ -159,7 +159,7 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
 
 
 def ort_session(path: str | Path, threads: int = 2, spin: bool = True, optimization: str = "all",
-                optimized_model_path: str | Path | None = None) -> Any:
+                optimized_model_path: str | Path | None = None, config: Mapping[str, str] | None = None) -> Any:
     """An ONNX Runtime CPU session with ``threads`` intra-op threads and all graph optimisations.
 
     ``optimization``: ONNX Runtime's graph optimization level: ``"disable"``; ``"basic"`` (constant
@@ -167,6 +167,7 @@ def ort_session(path: str | Path, threads: int = 2, spin: bool = True, optimizat
     each QDQ group into an integer kernel such as ``QLinearConv``); ``"all"`` (the default; adds
     layout changes: NCHWc blocks for float convs, NHWC for integer ones).
     ``optimized_model_path``: also write the optimized graph there (to see which kernels run).
+    ``config``: extra session config entries, e.g. ``{"session.qdqisint8allowed": "1"}``.
 
     By default ONNX Runtime's worker threads spin for a while after each call,
     waiting for more work: fastest for one session, but they tax whatever runs
@@ -194,6 +195,8 @@ def ort_session(path: str | Path, threads: int = 2, spin: bool = True, optimizat
         options.log_severity_level = 3  # ORT warns that an "all"-level graph is specific to this CPU: known, it is only read
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(str(key), str(value))
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's own classes (InvalidProtobuf, Fail, ...): not importable by name everywhere

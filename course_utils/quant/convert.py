@@ -2,7 +2,8 @@
 
 Taught in: 09_integer_inference.
 
-:func:`integer_detector` reads each layer's learned (QAT) or calibrated (PTQ) quantizers:
+:func:`integer_detector` reads each layer's quantizers as the model holds them -- the ranges QAT
+trained with (moving-average min-max, frozen late in training), or the ranges PTQ calibrated:
 
 * the **input quantizer of a layer is the output grid of the layer before it** (uint8, asymmetric
   per tensor: after a ReLU every activation is >= 0, and x86's VNNI instruction ``vpdpbusd``
@@ -57,16 +58,21 @@ def _check_model(model: Any) -> None:
     if bare or not wrapped:
         raise ValueError(f"integer_detector: every conv must be quantized, but {bare} are float (quantized with skip=?); "
                          "integer-only inference needs scales for every layer")
+    loose_bn = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and not n.endswith(".bn")]
+    if loose_bn:
+        raise ValueError(f"integer_detector: BatchNorm {loose_bn[:3]} sits outside the quantized convs (quantize_model("
+                         "..., fold_batch_norm=False)); an integer network runs the folded convs only: quantize with "
+                         "fold_batch_norm=True (the default), or use prepare_qat, which folds BN into QuantConvBn2d")
     for name, m in layers.items():
         if m.input_fq is None:
             raise ValueError(f"integer_detector: layer {name!r} has float inputs (act_bits=None); integer-only inference "
                              "needs an activation quantizer before every layer (act_bits=8)")
         obs_w, obs_x = m.weight_fq.observer, m.input_fq.observer
-        if obs_w.num_bits > 8 or obs_x.num_bits > 8 or not obs_w.symmetric or obs_w.ch_axis not in (0, None) \
+        if obs_w.num_bits > 8 or obs_x.num_bits != 8 or not obs_w.symmetric or obs_w.ch_axis not in (0, None) \
                 or obs_x.signed or obs_x.ch_axis is not None:
             raise ValueError(f"integer_detector: layer {name!r} is quantized as weights {obs_w.extra_repr()}, activations "
-                             f"{obs_x.extra_repr()}; the integer network needs <= 8-bit symmetric weights and unsigned "
-                             "per-tensor activations (the defaults of prepare_qat and quantize_model)")
+                             f"{obs_x.extra_repr()}; the integer network needs <= 8-bit symmetric weights and 8-bit "
+                             "unsigned per-tensor activations (act_bits=8: its grids are uint8, as ONNX Runtime's are)")
         if m.input_fq.scale.numel() == 0:
             raise ValueError(f"integer_detector: layer {name!r} was never calibrated; run calibrate(model, batches) first")
 
@@ -232,4 +238,10 @@ def integer_detector(model: nn.Module, calibration_images: Tensor, batch_size: i
     # two layers read each shared tensor; their quantizers watched the same data, so they agree (recorded)
     detector.shared_scale_gap = max(abs(input_grid(b)[0] / y_grid[a][0] - 1) for b, a in producer.items()
                                     if b in ("lateral3", "box_out"))
+    if detector.shared_scale_gap > 1e-6:
+        import warnings
+
+        warnings.warn(f"integer_detector: two layers that read the same tensor were quantized with scales "
+                      f"{detector.shared_scale_gap:.1%} apart; the integer network uses the first reader's grid for both",
+                      stacklevel=2)
     return detector

@@ -16,10 +16,14 @@ the weight w (symmetric: Z_w = 0) and the output y, a convolution ``y = Σ w·x 
 * saturation clamps to the output's integer range, and a ReLU is the same clamp with its lower
   end raised to ``Z_y`` (real 0) -- fused for free.
 
-Rounding: :func:`requantize` rounds half away from zero (as gemmlowp and TFLite do). ONNX
-Runtime's CPU kernels requantize in float32 instead, ``round_half_even(float32(acc) · M)``, so
-the two agree except where ``acc · M`` lies within float32 error of a .5 tie: at most one unit,
-counted in the tests and in notebook 09.
+Rounding: :func:`requantize` rounds ``acc · m0 / 2^(31+n)`` once, exactly, half away from zero.
+gemmlowp and TFLite round twice (a rounding doubling high multiply, then a rounding shift), so
+they can differ from it by one unit at exact ties. ONNX Runtime's x86 kernels requantize in
+float32 instead, ``round_half_even(float32(acc) · M)``, so they agree with it except where
+``acc · M`` lies within float32 error of a .5 tie: at most one unit, counted in the tests and in
+notebook 09. (On an x86 CPU *without* VNNI, ONNX Runtime's u8 × s8 kernel adds pairs of products in
+16 bits with saturation -- ``vpmaddubsw`` -- which can change results further; the exact
+comparisons here assume AVX-512 VNNI or AVX-VNNI.)
 
 Integer addition (the detector's FPN adds two feature maps of different scales) follows TFLite:
 both inputs are shifted left by 20 bits, rescaled to a common scale with fixed-point multipliers,

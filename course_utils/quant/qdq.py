@@ -1,4 +1,4 @@
-"""The integer network as an ONNX QDQ graph: QAT's learned scales carried to ONNX Runtime.
+"""The integer network as an ONNX QDQ graph: the model's own scales carried to ONNX Runtime.
 
 Taught in: 09_integer_inference.
 
@@ -7,7 +7,8 @@ QDQ form: every tensor between two layers is ``QuantizeLinear → DequantizeLine
 integer network's own scale and zero point (uint8, per tensor); every weight is an int8
 initializer behind a per-output-channel ``DequantizeLinear`` (symmetric, zero point 0), every
 bias an int32 initializer at scale ``S_w · S_x``. Nothing is re-calibrated: the numbers are the
-ones the model learned. When ONNX Runtime loads the file it fuses each
+ones the model trained (QAT) or calibrated (PTQ) with. When ONNX Runtime loads the file (graph
+optimization level "extended" or higher) it fuses each
 ``DQ → Conv [→ Relu] → Q`` group into one ``QLinearConv`` (and ``DQ, DQ → Add → Q`` into
 ``QLinearAdd``); :func:`optimized_op_types` shows which kernels it chose.
 """
@@ -88,10 +89,13 @@ def export_qdq(detector: IntegerDetector, path: str | Path, activations: str = "
     :class:`~course_utils.deploy.OrtDetector` runs it. Batch and image size are dynamic.
 
     ``activations="int8"`` stores every activation as ``q − 128`` with zero point ``Z − 128``:
-    the same grid and the same numbers, run by ONNX Runtime's signed × signed kernels instead of
-    VNNI's native unsigned × signed ones. ``fuse_head=True`` runs the two 1×1 head convs as one
-    conv with K + 4 outputs on one output grid (the union of the two ranges), then splits it: one
-    kernel call instead of two, at the price of a coarser grid for the narrower head.
+    the same grid and the same numbers. On x86, ONNX Runtime fuses such a graph into integer
+    kernels only with the session option ``session.qdqisint8allowed = "1"``
+    (``ort_session(path, config={"session.qdqisint8allowed": "1"})``); without it, it converts what
+    it can to uint8 and leaves the rest as float ops. ``fuse_head=True`` runs the two 1×1 head
+    convs as one conv with K + 4 outputs on **one** output grid (the union of the two ranges), then
+    splits it: one kernel call instead of two, but the box deltas, whose range is far narrower than
+    the logits', lose most of their levels -- notebook 09 measures what that costs.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -111,10 +115,15 @@ def export_qdq(detector: IntegerDetector, path: str | Path, activations: str = "
     for name in detector.names("stage4"):
         x = g.conv(x, layers[name], name)
     l3, l4 = g.conv(c3, layers["lateral3"], "lateral3"), g.conv(x, layers["lateral4"], "lateral4")
-    # nearest upsampling to c3's grid, as F.interpolate(mode="nearest"): floor(dst * in / out)
-    batch_channels = g.node("Slice", [g.node("Shape", [l4]), g.const("start", np.array([0])), g.const("end", np.array([2]))])
-    grid = g.node("Slice", [g.node("Shape", [l3]), g.const("start", np.array([2])), g.const("end", np.array([4]))])
-    sizes = g.node("Concat", [batch_channels, grid], axis=0)
+    # nearest upsampling to c3's grid, as F.interpolate(mode="nearest"): floor(dst * in / out). The grid is
+    # ceil(H / 8) x ceil(W / 8) (three stride-2 convs, padding 1), computed from the input's shape so that no
+    # intermediate tensor has to stay in float just to be measured.
+    shape = g.node("Shape", ["images"])
+    batch = g.node("Slice", [shape, g.const("start", np.array([0])), g.const("end", np.array([1]))])
+    hw = g.node("Slice", [shape, g.const("start", np.array([2])), g.const("end", np.array([4]))])
+    grid = g.node("Div", [g.node("Add", [hw, g.const("seven", np.array([7, 7]))]), g.const("eight", np.array([8, 8]))])
+    channels = g.const("channels", np.array([layers["lateral4"].weight.shape[0]]))
+    sizes = g.node("Concat", [batch, channels, grid], axis=0)
     up = g.node("Resize", [l4, "", "", sizes], mode="nearest", coordinate_transformation_mode="asymmetric",
                 nearest_mode="floor")
     up = g.qdq(up, layers["lateral4"].y_scale, layers["lateral4"].y_zero_point)
@@ -184,11 +193,12 @@ def conv_qdq_model(layer: IntegerConv, path: str | Path) -> Path:
     return Path(path)
 
 
-def optimized_op_types(path: str | Path, threads: int = 1, optimization: str = "all") -> Counter:
+def optimized_op_types(path: str | Path, threads: int = 1, optimization: str = "all",
+                       config: dict[str, str] | None = None) -> Counter:
     """How many nodes of each type ONNX Runtime runs after its graph optimizations.
 
     ``optimization`` as in :func:`course_utils.deploy.ort_session` (``"basic"``, ``"extended"``,
-    ``"all"``). The optimized graph is written to a temporary file and counted: a fused int8 model
+    ``"all"``) and ``config`` (session config entries). The optimized graph is written to a temporary file and counted: a fused int8 model
     shows ``QLinearConv`` (and ``QLinearAdd``), not float ``Conv``.
     """
     import tempfile
@@ -200,5 +210,5 @@ def optimized_op_types(path: str | Path, threads: int = 1, optimization: str = "
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         out = Path(tmp) / "optimized.onnx"
-        ort_session(path, threads=threads, optimization=optimization, optimized_model_path=out)
+        ort_session(path, threads=threads, optimization=optimization, optimized_model_path=out, config=config)
         return Counter(n.op_type for n in onnx.load(str(out)).graph.node)
