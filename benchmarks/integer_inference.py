@@ -1,4 +1,4 @@
-"""QAT's learned scales carried to ONNX Runtime, the integer network from scratch, and int8 latency.
+"""QAT's own scales carried to ONNX Runtime, the integer network from scratch, and int8 latency.
 
 Starts from the shipped QAT-8 model (``qat8.pt``: the converged width-1 detector after 2 epochs of
 8-bit QAT, see ``qat_sweep.py``) and compares, on the val split (200 images):
@@ -6,21 +6,23 @@ Starts from the shipped QAT-8 model (``qat8.pt``: the converged width-1 detector
 * ``fake_quant`` -- the QAT model itself (fake quantization in PyTorch);
 * ``integer`` -- :func:`course_utils.quant.integer_detector`: the same network in integer arithmetic
   (int32 accumulators, fixed-point requantization), written from scratch;
-* ``learned_qdq`` -- that network exported as ONNX QDQ with the model's *own* scales
-  (:func:`course_utils.quant.export_qdq`), run by ONNX Runtime;
+* ``qat_scales`` -- that network exported as ONNX QDQ with the model's *own* scales, the ranges
+  QAT trained with (:func:`course_utils.quant.export_qdq`), run by ONNX Runtime;
 * ``recalibrated`` -- today's path in notebook 05: the QAT weights as a float model, re-calibrated by
   ONNX Runtime's quantizer (min-max over the same 64 calibration images).
 
 For each: val mAP (with a paired image-level bootstrap CI against ``fake_quant``), the fraction of raw
-logits within one output step of the fake-quant model's, and which kernels ONNX Runtime runs. It
-also compares every integer layer with ONNX Runtime's ``QLinearConv`` on the same integer input,
-element by element.
+logits within one output step of the fake-quant model's, and which kernels ONNX Runtime runs; and a
+paired bootstrap of the two deployments against each other. It also compares every integer layer
+with ONNX Runtime's ``QLinearConv`` on the same integer input, element by element.
 
 ``--latency`` then times, in interleaved rounds at ``--threads`` threads (median round, p10/p90),
 the network alone at batch 1 and 16: fp32 eager PyTorch and fp32 ONNX Runtime (BN folded; graph
-optimization levels "all" and "extended") -- the fastest is the baseline -- against the learned-scale
-int8 model and the changes tried on it: graph optimization level (basic / extended / all), int8
-instead of uint8 activations, and the two head convs fused into one. Every ONNX Runtime session has
+optimization levels "all" and "extended") -- the fastest is the baseline -- against the int8 model
+with QAT's scales and the changes tried on it: graph optimization level (basic / extended / all),
+int8 instead of uint8 activations (with and without ONNX Runtime's ``session.qdqisint8allowed``),
+the two head convs fused into one, and the first conv (3 input channels) left in float. Each variant is also scored on val (a change that is faster
+but loses accuracy is not a win) and its kernels are listed. Every ONNX Runtime session has
 spinning off (its threads sleep between calls), so sessions timed in turn do not tax each other.
 Writes ``integer_inference.json``.
 
@@ -90,7 +92,7 @@ def accuracy(args, work: Path) -> dict:
     qat8, calib = load_qat8(), calibration_images()
     val = split_loader("val")
     det = integer_detector(qat8, calib)
-    paths = {"learned_qdq": export_qdq(det, work / "learned.onnx")}
+    paths = {"qat_scales": export_qdq(det, work / "qat_scales.onnx")}
     float_path = export_onnx(DetectorNetwork(to_float_folded(qat8)), calib[:2], work / "float.onnx")
     paths["recalibrated"] = quantize_onnx(float_path, work / "recalibrated.onnx", calib)
     models = {"fake_quant": qat8, "integer": det}
@@ -113,12 +115,17 @@ def accuracy(args, work: Path) -> dict:
                            "deltas": logit_agreement(deltas, ref["deltas"], step_box)}
     diffs = {name: paired_bootstrap_map(preds[name], preds["fake_quant"], targets, n_boot=args.n_boot, seed=0)
              for name in models if name != "fake_quant"}
-    diffs["integer_vs_learned_qdq"] = paired_bootstrap_map(preds["integer"], preds["learned_qdq"], targets,
-                                                           n_boot=args.n_boot, seed=0)
+    diffs["integer_vs_qat_scales"] = paired_bootstrap_map(preds["integer"], preds["qat_scales"], targets,
+                                                          n_boot=args.n_boot, seed=0)
+    diffs["qat_scales_vs_recalibrated"] = paired_bootstrap_map(preds["qat_scales"], preds["recalibrated"], targets,
+                                                               n_boot=args.n_boot, seed=0)
     ops = {name: dict(optimized_op_types(p)) for name, p in paths.items()}
     return {"val_map": maps, "difference_vs_fake_quant": diffs, "agreement_vs_fake_quant": agreement,
             "optimized_op_types": ops, "onnx_bytes": {k: file_size(p) for k, p in paths.items()},
             "layer_vs_ort": layer_matches(det, images[:50], work), "shared_scale_gap": det.shared_scale_gap}
+
+
+S8 = {"session.qdqisint8allowed": "1"}  # lets ONNX Runtime fuse int8 (not only uint8) activations on x86
 
 
 def latency(args, work: Path) -> dict:
@@ -128,16 +135,22 @@ def latency(args, work: Path) -> dict:
     load_checkpoint(RESULTS / "tiny_detector_converged.pt", fp32)
     eager = DetectorNetwork(fuse_conv_bn(fp32.eval())).eval()
     float_path = export_onnx(eager, calib[:2], work / "fp32.onnx")
-    files = {"int8_learned": export_qdq(det, work / "u8.onnx"), "int8_activations_s8": export_qdq(det, work / "s8.onnx", "int8"),
-             "int8_fused_head": export_qdq(det, work / "fh.onnx", fuse_head=True)}
-    variants = {  # name -> (ONNX file, ONNX Runtime graph optimization level)
-        "fp32_ort": (float_path, "all"), "fp32_ort_extended": (float_path, "extended"),
-        "int8_learned": (files["int8_learned"], "all"), "int8_learned_opt_basic": (files["int8_learned"], "basic"),
-        "int8_learned_opt_extended": (files["int8_learned"], "extended"),
-        "int8_activations_s8": (files["int8_activations_s8"], "all"), "int8_fused_head": (files["int8_fused_head"], "all"),
-        "int8_fused_head_opt_extended": (files["int8_fused_head"], "extended"),
+    u8, s8 = export_qdq(det, work / "u8.onnx"), export_qdq(det, work / "s8.onnx", "int8")
+    fused = export_qdq(det, work / "fh.onnx", fuse_head=True)
+    float_stem = export_qdq(det, work / "fs.onnx", float_stem=True)
+    variants = {  # name -> (ONNX file, graph optimization level, session config)
+        "fp32_ort": (float_path, "all", None), "fp32_ort_extended": (float_path, "extended", None),
+        "int8": (u8, "all", None), "int8_opt_basic": (u8, "basic", None), "int8_opt_extended": (u8, "extended", None),
+        "int8_s8_activations": (s8, "all", S8), "int8_s8_activations_default": (s8, "all", None),
+        "int8_fused_head": (fused, "all", None), "int8_float_stem": (float_stem, "all", None),
     }
-    sessions = {name: ort_session(path, args.threads, spin=False, optimization=level) for name, (path, level) in variants.items()}
+    sessions = {name: ort_session(path, args.threads, spin=False, optimization=level, config=config)
+                for name, (path, level, config) in variants.items()}
+    val = split_loader("val")
+    torch.set_num_threads(1)  # post-processing beside ONNX Runtime (see capstone.py)
+    scores = {name: evaluate(OrtDetector(s, TinyDetector()), val, CPU)["map"] for name, s in sessions.items()
+              if name.startswith("int8")}
+    torch.set_num_threads(args.threads)
     result = {}
     for batch in (1, 16):
         x = torch.rand(batch, 3, 128, 128, generator=torch.Generator().manual_seed(0))
@@ -151,10 +164,12 @@ def latency(args, work: Path) -> dict:
     fp32 = ("fp32_eager", "fp32_ort", "fp32_ort_extended")
     fastest = {b: min(fp32, key=lambda k: r[k]["median_ms"]) for b, r in result.items()}
     speedup = {b: {k: r[fastest[b]]["median_ms"] / v["median_ms"] for k, v in r.items()} for b, r in result.items()}
-    ops = {name: dict(optimized_op_types(path, optimization=level)) for name, (path, level) in variants.items()}
-    return {"variants": {name: {"file": Path(path).name, "optimization": level} for name, (path, level) in variants.items()},
-            "latency_ms": result, "fastest_fp32": fastest, "speedup_vs_fastest_fp32": speedup,
-            "optimized_op_types": ops, "threads": args.threads, "rounds": args.rounds}
+    ops = {name: dict(optimized_op_types(path, optimization=level, config=config))
+           for name, (path, level, config) in variants.items()}
+    return {"variants": {name: {"file": Path(path).name, "optimization": level, "config": config}
+                         for name, (path, level, config) in variants.items()},
+            "latency_ms": result, "fastest_fp32": fastest, "speedup_vs_fastest_fp32": speedup, "val_map": scores,
+            "optimized_op_types": ops, "threads": args.threads, "rounds": args.rounds, "runs": args.runs}
 
 
 def main() -> None:
@@ -173,8 +188,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         out = {"description": "QAT-8 detector: fake quantization vs the integer network written from scratch vs ONNX "
-                              "Runtime with the model's own (learned) scales vs ONNX Runtime re-calibrated; val split, "
-                              "200 images; latency of the network alone (no post-processing), interleaved rounds.",
+                              "Runtime with the model's own scales (the ranges QAT trained with) vs ONNX Runtime "
+                              "re-calibrated; val split, 200 images; latency of the network alone (no post-processing), "
+                              "interleaved rounds, every variant also scored.",
                "model": "benchmarks/results/qat8.pt (width-1 detector, 48 epochs fp32 + 2 epochs QAT-8)",
                "calibration": "SyntheticShapes(64, seed=123), min-max", **run_info(CPU)}
         if args.out.exists():  # keep the other stage's numbers when only one is re-run

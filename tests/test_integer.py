@@ -376,3 +376,14 @@ def test_integer_detector_refuses_loose_batch_norm_and_low_bit_activations(calib
     with pytest.raises(ValueError, match="act_bits=8"):
         integer_detector(four, calib)
 
+
+def test_float_stem_runs_the_first_conv_in_float_and_the_rest_in_integers(ptq_model, calib, tmp_path):
+    det = integer_detector(ptq_model, calib)
+    path = export_qdq(det, tmp_path / "fs.onnx", float_stem=True)
+    ops = optimized_op_types(path)
+    assert ops["QLinearConv"] == len(det.layers) - 1 and ops["Conv"] + ops["FusedConv"] == 1, ops
+    logits, _ = OrtDetector(ort_session(path, threads=1), TinyDetector(width=0.5)).network(calib[:2])
+    ref, _ = det.network(calib[:2])
+    step = det.layers["cls_out"].y_scale
+    assert float(((logits - ref).abs() <= 4 * step).float().mean()) > 0.9  # only the stem's input rounding is gone
+

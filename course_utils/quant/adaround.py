@@ -1,6 +1,6 @@
 """AdaRound: learn, per weight, whether to round up or down (Nagel et al. 2020).
 
-Taught in: 04_quantization_math (post-training quantization beyond min-max).
+Taught in: 09_integer_inference (post-training quantization beyond min-max and round-to-nearest).
 
 Nagel, Amjad, van Baalen, Louizos, Blankevoort 2020, "Up or Down? Adaptive Rounding
 for Post-Training Quantization" (ICML). Round-to-nearest rounds each weight on its own;

@@ -1,7 +1,7 @@
 """K-means (codebook) weight quantization: each weight is one of ``2^b`` shared, trained centroids.
 
-Taught in: no notebook yet; it extends 04_quantization_math (a non-uniform grid fitted to the weights instead
-of a uniform one), and ``benchmarks/codebook_sweep.py`` measures it on the course detector.
+Taught in: 09_integer_inference (a non-uniform grid fitted to the weights instead of the uniform one of
+04_quantization_math); ``benchmarks/codebook_sweep.py`` measures it on the course detector.
 
 Han et al. 2016 ("Deep Compression", §3) cluster each layer's weights with 1-D k-means, store per
 weight only its ``b``-bit cluster index plus a small table of ``2^b`` float centroids, and fine-tune

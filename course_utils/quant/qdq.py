@@ -80,8 +80,20 @@ class _Graph:
             y = self.node("Relu", [y])
         return self.qdq(y, *(out or (layer.y_scale, layer.y_zero_point)))
 
+    def float_conv(self, x: str, layer: IntegerConv, stem: str) -> str:
+        """The layer in float on its dequantized weight ``S_w · q_w`` and bias ``S_w S_x · q_b``, then its output QDQ."""
+        w = (layer.weight.double() * layer.w_scale.double().reshape(-1, 1, 1, 1)).float().numpy()
+        b = (layer.bias.double() * layer.w_scale.double() * layer.x_scale).float().numpy()
+        k = int(w.shape[-1])
+        y = self.node("Conv", [x, self.const(f"{stem}_weight", w), self.const(f"{stem}_bias", b)], stem, kernel_shape=[k, k],
+                      strides=[layer.stride] * 2, pads=[layer.padding] * 4)
+        if layer.relu:
+            y = self.node("Relu", [y])
+        return self.qdq(y, layer.y_scale, layer.y_zero_point)
 
-def export_qdq(detector: IntegerDetector, path: str | Path, activations: str = "uint8", fuse_head: bool = False) -> Path:
+
+def export_qdq(detector: IntegerDetector, path: str | Path, activations: str = "uint8", fuse_head: bool = False,
+               float_stem: bool = False) -> Path:
     """Write ``detector`` (from :func:`~course_utils.quant.convert.integer_detector`) as an ONNX QDQ model.
 
     Input ``images`` (batch, 3, H, W) float in [0, 1]; outputs ``logits`` (batch, A, K) and
@@ -108,8 +120,13 @@ def export_qdq(detector: IntegerDetector, path: str | Path, activations: str = "
     g = _Graph(activations)
     layers = detector.layers
     x = g.node("Sub", ["images", g.const("offset", np.float32(INPUT_OFFSET))])
-    x = g.qdq(x, detector.input_scale, detector.input_zero_point)
-    for name in detector.names("stem") + detector.names("stage2") + detector.names("stage3"):
+    first = detector.names("stem")
+    if float_stem:
+        x = g.float_conv(x, layers[first[0]], first[0])
+        first = first[1:]
+    else:
+        x = g.qdq(x, detector.input_scale, detector.input_zero_point)
+    for name in first + detector.names("stage2") + detector.names("stage3"):
         x = g.conv(x, layers[name], name)
     c3 = x
     for name in detector.names("stage4"):
