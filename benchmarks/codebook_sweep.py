@@ -40,14 +40,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from course_utils import SyntheticShapes, TinyDetector, collate_detection, evaluate, get_device, load_checkpoint, materialize, seed_everything
+from course_utils import SyntheticShapes, TinyDetector, evaluate, get_device, load_checkpoint, materialize, seed_everything
 from course_utils.metrics import seed_summary
 from course_utils.quant import (
     CodebookLayer, QATSchedule, calibrate, codebook_bytes, codebook_quantize, float_bytes, linear_bytes, prepare_qat,
     quantize_model,
 )
 
-from harness import RESULTS, ROOT, finetune, run_info, split_loader, write_json
+from harness import RESULTS, ROOT, finetune, run_info, seeded_loader, split_loader, write_json
 
 
 def forward_raw(model: torch.nn.Module, images: torch.Tensor) -> dict:
@@ -116,9 +116,7 @@ def main() -> None:
         return evaluate(model, val_loader, device)["map"]
 
     def loader_for(seed: int) -> DataLoader:
-        """A fresh loader per run: every run of one seed sees the same batches in the same order."""
-        return DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
-                          generator=torch.Generator().manual_seed(seed))
+        return seeded_loader(train_set, seed)
 
     runs: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}

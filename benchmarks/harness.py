@@ -30,6 +30,13 @@ def split_loader(split: str, batch_size: int = 50) -> DataLoader:
                       batch_size=batch_size, collate_fn=collate_detection)
 
 
+def seeded_loader(dataset: Any, seed: int, batch_size: int = 32) -> DataLoader:
+    """A shuffled training loader whose order depends only on ``seed``: every run of one seed sees the same
+    batches in the same order (the course's equal-data rule for a method and its control)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_detection,
+                      generator=torch.Generator().manual_seed(seed))
+
+
 def finetune(model: TinyDetector, loader: DataLoader, epochs: int, lr: float, device: torch.device,
              hooks: Iterable[Any] = ()) -> TinyDetector:
     """The course's fine-tuning recipe for a trained model: AdamW, cosine decay from ``lr`` to 0, no warm-up

@@ -51,6 +51,8 @@ from course_utils.quant import QATSchedule, calibrate, post_training_quantize, p
 from course_utils.metrics import bootstrap_map, seed_summary
 from course_utils.train import make_finetune_optimizer, predict
 
+from harness import seeded_loader
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -114,9 +116,7 @@ def main() -> None:
         return evaluate(model, val_loader, device)["map"]
 
     def loader_for(seed: int) -> DataLoader:
-        """A fresh loader per run: every run of one seed sees the same batches in the same order."""
-        return DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
-                          generator=torch.Generator().manual_seed(seed))
+        return seeded_loader(train_set, seed)
 
     runs: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}

@@ -590,7 +590,7 @@ def test_each_quant_name_lives_in_the_module_of_its_concept():
         obj = getattr(q, name)
         home = getattr(obj, "__module__", None)
         if home is None:  # a constant such as OBSERVERS: find the module that defines it
-            home = next(f"course_utils.quant.{m}" for m in ("observers", "integer", "convert")
+            home = next(f"course_utils.quant.{m}" for m in ("observers", "integer", "convert", "adaround")
                         if name in vars(importlib.import_module(f"course_utils.quant.{m}")))
         assert home.startswith("course_utils.quant."), (name, home)
         assert name in importlib.import_module(home).__all__, f"{name} is re-exported but not in {home}.__all__"

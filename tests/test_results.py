@@ -164,3 +164,38 @@ def test_codebook_sweep_gives_every_fine_tuned_variant_a_float_control_and_count
         assert sweep["bytes"][f"linear{b}"] == linear_bytes(model, b)
         assert sweep["bytes"][f"codebook{b}"] == codebook_bytes(codebook_quantize(model, b, iters=1))
         assert sweep["max_distinct_weights_per_layer"][f"codebook{b}_ft"] <= 2**b
+
+
+def test_integer_inference_baseline_is_the_fastest_fp32_and_every_int8_variant_is_scored():
+    data = _load("integer_inference.json")
+    lat, acc = data["latency"], data["accuracy"]
+    fp32 = [k for k in lat["latency_ms"]["batch16"] if k.startswith("fp32")]
+    assert len(fp32) >= 3  # eager and ONNX Runtime at two optimization levels
+    for batch, timings in lat["latency_ms"].items():
+        fastest = min(fp32, key=lambda k: timings[k]["median_ms"])
+        assert lat["fastest_fp32"][batch] == fastest
+        for key, t in timings.items():
+            assert lat["speedup_vs_fastest_fp32"][batch][key] == pytest.approx(timings[fastest]["median_ms"] / t["median_ms"])
+            assert t["p10_ms"] <= t["median_ms"] <= t["p90_ms"]
+    int8 = [k for k in lat["latency_ms"]["batch16"] if k.startswith("int8")]
+    assert set(int8) == set(lat["val_map"]), "every int8 variant timed must also be scored"
+    assert lat["rounds"] >= 3
+    # the integer network and ONNX Runtime with the model's own scales agree to within 0.1 point (issue 15)
+    assert abs(acc["val_map"]["integer"] - acc["val_map"]["qat_scales"]) <= 0.001
+    assert abs(acc["val_map"]["qat_scales"] - acc["val_map"]["fake_quant"]) <= 0.002
+    assert acc["optimized_op_types"]["qat_scales"].get("Conv", 0) == 0 and acc["optimized_op_types"]["qat_scales"]["QLinearConv"] == 14
+    layers = acc["layer_vs_ort"].values()
+    assert all(v["max_units"] <= 1 for v in layers) and sum(v["differ"] for v in layers) <= 1e-4 * sum(v["elements"] for v in layers)
+
+
+def test_ptq_methods_summaries_and_differences_come_from_the_runs():
+    from course_utils import seed_difference
+
+    data = _load("ptq_methods.json")
+    for entry in data["val_map"].values():
+        _check_summary(entry)
+    for name, diff in data["adaround_minus_minmax"].items():
+        a, b = name.split("_minus_")
+        fresh = seed_difference(data["val_map"][a]["runs"], data["val_map"][b]["runs"])
+        assert diff["welch"]["difference"] == pytest.approx(fresh["difference"])
+        assert diff["welch"]["low"] == pytest.approx(fresh["low"]) and diff["welch"]["high"] == pytest.approx(fresh["high"])
