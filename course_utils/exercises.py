@@ -632,4 +632,4 @@ def check_int32_bias(fn: Callable[[Tensor, float, Tensor], Tensor]) -> CheckResu
     else:
         hint = " Divide each channel's bias by S_x · S_w[c] and round."
     worst = int((got.to(torch.int64) - want.to(torch.int64)).abs().max())
-    return _report(False, f"the int32 bias is off by up to {worst} units.{hint}")
+    return _report(False, f"the int32 bias is off by up to {worst} unit{'s' if worst != 1 else ''}.{hint}")
