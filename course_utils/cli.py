@@ -87,9 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the course's detector on a COCO-format dataset",
                        description="Train TinyDetector on your COCO files. After every epoch: val mAP, and "
                                    "OUT/last.pt (+ OUT/best.pt) written atomically; --resume continues from OUT/last.pt.")
-    t.add_argument("--train", type=_existing_file, required=True, metavar="ANN.json", help="COCO annotations to train on")
+    t.add_argument("--train", type=_existing_file, required=True, nargs="+", metavar="ANN.json",
+                   help="COCO annotations to train on (several files are trained on together; same categories)")
     t.add_argument("--val", type=_existing_file, required=True, metavar="ANN.json", help="COCO annotations to validate on")
-    t.add_argument("--images", type=Path, help="image folder of --train (default: images/ beside the JSON)")
+    t.add_argument("--images", type=Path, help="image folder of --train (default: images/ beside each JSON)")
     t.add_argument("--val-images", type=Path, help="image folder of --val (default: images/ beside the JSON)")
     t.add_argument("--width", type=_positive_float, default=1.0, help="channel multiplier of the detector (default 1.0)")
     t.add_argument("--epochs", type=_positive_int, default=12, help="total epochs (default 12)")
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=_image_size, default=128, help="side of the square network input (default 128)")
     t.add_argument("--out", type=Path, default=Path("runs") / "detector", help="run folder (default runs/detector)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    t.add_argument("--init", type=_existing_file, metavar="CKPT",
+                   help="start from these weights (a course checkpoint of the same width and classes, e.g. "
+                        "benchmarks/results/tiny_detector_converged.pt) instead of a random initialisation")
     t.add_argument("--seed", type=int, default=0, help="seeds initialisation and data order (default 0)")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -147,13 +151,25 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
-def _dataset(ann: Path, images: Path | None, size: int) -> Any:
+def _dataset(ann: Path | Sequence[Path], images: Path | None, size: int) -> Any:
+    """One COCO file (or several, concatenated: their categories must agree), letterboxed to ``size``."""
+    from torch.utils.data import ConcatDataset
+
     from .data import CocoDetection, DatasetError, Letterbox
 
+    files = [ann] if isinstance(ann, Path) else list(ann)
     try:
-        return Letterbox(CocoDetection(ann, image_dir=images), size)
+        parts = [CocoDetection(f, image_dir=images) for f in files]
     except DatasetError as err:
         raise CLIError(str(err)) from None
+    names = [[c.get("name", str(c["id"])) for c in part.categories] for part in parts]
+    for f, n in zip(files[1:], names[1:]):
+        if n != names[0]:
+            raise CLIError(f"{f} has categories {n}, {files[0]} has {names[0]}: files trained on together must list "
+                           "the same categories")
+    data = Letterbox(parts[0] if len(parts) == 1 else ConcatDataset(parts), size)
+    data.categories = parts[0].categories
+    return data
 
 
 def _loader(dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
@@ -222,8 +238,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     seed_everything(args.seed)
     train_set = _dataset(args.train, args.images, args.image_size)
     val_set = _dataset(args.val, args.val_images, args.image_size)
-    categories = [c.get("name", str(c["id"])) for c in train_set.dataset.categories]
-    val_names = [c.get("name", str(c["id"])) for c in val_set.dataset.categories]
+    categories = [c.get("name", str(c["id"])) for c in train_set.categories]
+    val_names = [c.get("name", str(c["id"])) for c in val_set.categories]
     if val_names != categories:
         raise CLIError(f"--train and --val have different categories ({categories} vs {val_names}); "
                        "both files must list the same categories")
@@ -237,9 +253,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     val_loader = _loader(val_set, args.batch_size, False)
     config = {"num_classes": len(categories), "width": float(args.width), "image_size": int(args.image_size),
               "categories": categories, "epochs": int(args.epochs), "batch_size": int(args.batch_size),
-              "lr": float(args.lr), "seed": int(args.seed), "train": str(args.train), "val": str(args.val),
-              "processes": world_size}
+              "lr": float(args.lr), "seed": int(args.seed), "train": [str(f) for f in args.train], "val": str(args.val),
+              "processes": world_size, "init": str(args.init) if args.init else None}
     model = TinyDetector(num_classes=len(categories), width=args.width)
+    if args.init and not args.resume:
+        try:
+            load_checkpoint(args.init, model)
+        except (ValueError, RuntimeError, OSError) as err:
+            raise CLIError(f"--init {args.init}: {err} (it must be a checkpoint of TinyDetector(width={args.width}) with "
+                           f"{len(categories)} classes)") from None
     optimizer, scheduler = make_optimizer(model, args.lr, total_steps=args.epochs * len(train_loader))
     last, best = args.out / "last.pt", args.out / "best.pt"
     start, history, best_map = 0, {"val_map": [], "val_map_50": [], "epoch_time": []}, -1.0
@@ -332,7 +354,7 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     model, meta = _load_model(args.checkpoint, device)
     config = meta["config"]
     data = _dataset(args.data, args.images, config["image_size"])
-    names = [c.get("name", str(c["id"])) for c in data.dataset.categories]
+    names = [c.get("name", str(c["id"])) for c in data.categories]
     if names != config["categories"]:
         raise CLIError(f"{args.data} has categories {names}, the checkpoint was trained on {config['categories']}")
     metrics = evaluate(model, _loader(data, 16, False), device)

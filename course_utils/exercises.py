@@ -42,6 +42,7 @@ __all__ = [
     "check_conv_macs",
     "check_fixed_point_multiplier",
     "check_int32_bias",
+    "check_linear_scaling",
 ]
 
 
@@ -633,3 +634,35 @@ def check_int32_bias(fn: Callable[[Tensor, float, Tensor], Tensor]) -> CheckResu
         hint = " Divide each channel's bias by S_x · S_w[c] and round."
     worst = int((got.to(torch.int64) - want.to(torch.int64)).abs().max())
     return _report(False, f"the int32 bias is off by up to {worst} unit{'s' if worst != 1 else ''}.{hint}")
+
+
+def check_linear_scaling(fn: Callable[[float, int, int, int], float]) -> CheckResult:
+    """Exercise (notebook 10): the learning rate for N processes by the linear scaling rule (Goyal et al. 2017).
+
+    ``fn(base_lr, base_batch, batch_per_process, processes)``: a recipe tuned at ``base_lr`` for a batch
+    of ``base_batch`` images, now run with ``batch_per_process`` images on each of ``processes`` processes.
+    """
+    cases = ((0.1, 256, 32, 8), (1e-3, 16, 16, 2), (0.02, 64, 8, 4), (0.4, 1024, 64, 4))
+    for base_lr, base_batch, per_process, processes in cases:
+        got, err = _call(fn, base_lr, base_batch, per_process, processes)
+        if err:
+            return _report(False, err)
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return _report(False, f"return the learning rate as a number, got {type(got).__name__}.")
+        effective = per_process * processes
+        want = base_lr * effective / base_batch
+        if math.isclose(got, want, rel_tol=1e-9):
+            continue
+        hint = " The effective batch is what one optimizer step averages over: batch_per_process × processes."
+        if math.isclose(got, base_lr * per_process / base_batch, rel_tol=1e-9):
+            hint = " You scaled by one process's batch; DDP averages the gradients of all processes, so one step sees batch_per_process × processes images."
+        elif math.isclose(got, base_lr * math.sqrt(effective / base_batch), rel_tol=1e-9):
+            hint = " That is the square-root rule (used with Adam-like optimizers by some); the linear rule scales by the ratio itself."
+        elif math.isclose(got, base_lr * base_batch / effective, rel_tol=1e-9):
+            hint = " The ratio is upside down: a larger batch gets a larger learning rate."
+        return _report(False, f"for base_lr={base_lr}, base_batch={base_batch}, {processes} processes × {per_process} images: "
+                              f"expected {want:g}, got {got:g}.{hint}")
+    return _report(True, "lr = base_lr × (batch_per_process × processes) / base_batch on 4 set-ups.")
+

@@ -185,3 +185,34 @@ def test_one_dataset_may_mix_image_sizes(tmp_path):
 def test_letterbox_refuses_a_bad_size():
     with pytest.raises(ValueError, match="int >= 16"):
         Letterbox([], 8)
+
+
+def test_train_on_two_files_of_different_image_sizes(folders, tmp_path, capsys):
+    argv = ["train", "--train", str(folders / "train" / "annotations.json"), str(folders / "val" / "annotations.json"),
+            "--val", str(folders / "val" / "annotations.json"), "--out", str(tmp_path / "two"), *COMMON[:1], "1", *COMMON[2:]]
+    assert cli.main(argv) == 0
+    meta = torch.load(tmp_path / "two" / "last.pt", weights_only=True)["metadata"]
+    assert len(meta["config"]["train"]) == 2 and meta["epoch"] == 1
+    other = json.loads((folders / "val" / "annotations.json").read_text())
+    other["categories"][0]["name"] = "renamed"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    (tmp_path / "images").symlink_to(folders / "val" / "images")
+    argv[3] = str(tmp_path / "other.json")
+    assert cli.main(argv) == 2
+    assert "same categories" in capsys.readouterr().err
+
+
+def test_init_starts_from_a_course_checkpoint_and_refuses_another_shape(folders, tmp_path, capsys):
+    from course_utils import TinyDetector, save_checkpoint
+
+    start = TinyDetector(width=0.5)
+    torch.nn.init.constant_(start.cls_out.bias, 1.5)
+    save_checkpoint(tmp_path / "start.pt", start)
+    argv = _train_args(folders, tmp_path / "run")
+    argv[argv.index("3")] = "1"  # one epoch
+    assert cli.main(argv + ["--init", str(tmp_path / "start.pt")]) == 0
+    trained = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]["cls_out.bias"]
+    assert (trained - 1.5).abs().max() < 0.5  # started from the given weights (a random start has -4.6)
+    save_checkpoint(tmp_path / "wide.pt", TinyDetector(width=1.0))
+    assert cli.main(argv + ["--init", str(tmp_path / "wide.pt"), "--out", str(tmp_path / "r2")]) == 2
+    assert "--init" in capsys.readouterr().err

@@ -18,6 +18,7 @@ sol05 = importlib.import_module("solutions.ex05_qat_and_int8")
 sol06 = importlib.import_module("solutions.ex06_knowledge_distillation")
 sol07 = importlib.import_module("solutions.ex07_pruning")
 sol09 = importlib.import_module("solutions.ex09_integer_inference")
+sol10 = importlib.import_module("solutions.ex10_your_own_data")
 
 
 def not_implemented(*args):
@@ -45,6 +46,7 @@ def not_implemented(*args):
         (ex.check_conv_macs, sol07.conv_macs),
         (ex.check_fixed_point_multiplier, sol09.fixed_point_multiplier),
         (ex.check_int32_bias, sol09.int32_bias),
+        (ex.check_linear_scaling, sol10.linear_scaling),
     ],
 )
 def test_solution_passes_and_stub_fails(check, solution, capsys):
@@ -303,6 +305,19 @@ def test_fixed_point_multiplier_check_rejects_typical_mistakes(wrong, hint, caps
 ])
 def test_int32_bias_check_rejects_typical_mistakes(wrong, hint, capsys):
     assert not ex.check_int32_bias(wrong)
+    out = capsys.readouterr().out
+    assert "❌ Not yet" in out and hint in out, out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda lr, b0, b, n: lr * b / b0, "all processes"),
+    (lambda lr, b0, b, n: lr * (b * n / b0) ** 0.5, "square-root rule"),
+    (lambda lr, b0, b, n: lr * b0 / (b * n), "upside down"),
+    (lambda lr, b0, b, n: "0.1", "expected"),
+    (lambda lr, b0, b, n: None, "as a number"),
+])
+def test_linear_scaling_check_rejects_typical_mistakes(wrong, hint, capsys):
+    assert not ex.check_linear_scaling(wrong)
     out = capsys.readouterr().out
     assert "❌ Not yet" in out and hint in out, out
 
