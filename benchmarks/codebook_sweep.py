@@ -38,16 +38,15 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-from course_utils import SyntheticShapes, TinyDetector, evaluate, get_device, load_checkpoint, materialize, seed_everything
+from course_utils import SyntheticShapes, TinyDetector, get_device, load_checkpoint, materialize, seed_everything
 from course_utils.metrics import seed_summary
 from course_utils.quant import (
     CodebookLayer, QATSchedule, calibrate, codebook_bytes, codebook_quantize, float_bytes, linear_bytes, prepare_qat,
     quantize_model,
 )
 
-from harness import RESULTS, ROOT, finetune, run_info, seeded_loader, split_loader, write_json
+from harness import RESULTS, ROOT, finetune, run_info, seeded_loader, val_scorer, write_json
 
 
 def forward_raw(model: torch.nn.Module, images: torch.Tensor) -> dict:
@@ -109,14 +108,8 @@ def main() -> None:
                          "benchmarks/train_tiny_detector.py so the sweep can count every variant's total epochs")
     fp32 = fp32.eval().to(device)
     train_set = materialize(SyntheticShapes(args.train_images, seed=0), progress=False)  # as qat_sweep.py
-    val_loader = split_loader("val")
+    val_loader, val_map = val_scorer(device)
     calib = list(torch.stack([train_set[i][0] for i in range(args.calib_images)]).to(device).split(32))
-
-    def val_map(model: torch.nn.Module) -> float:
-        return evaluate(model, val_loader, device)["map"]
-
-    def loader_for(seed: int) -> DataLoader:
-        return seeded_loader(train_set, seed)
 
     runs: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
@@ -142,16 +135,16 @@ def main() -> None:
         seed_everything(seed)
         for name in sorted(set(control.values())):
             start = time.perf_counter()
-            ft = finetune(copy.deepcopy(fp32), loader_for(seed), args.epochs, lrs[name], device)
+            ft = finetune(copy.deepcopy(fp32), seeded_loader(train_set, seed), args.epochs, lrs[name], device)
             record(name, val_map(ft), time.perf_counter() - start)
         for b in args.bits:
             start = time.perf_counter()
-            cb = finetune(copy.deepcopy(start_codebooks[b]), loader_for(seed), args.epochs, lrs[f"codebook{b}_ft"], device)
+            cb = finetune(copy.deepcopy(start_codebooks[b]), seeded_loader(train_set, seed), args.epochs, lrs[f"codebook{b}_ft"], device)
             record(f"codebook{b}_ft", val_map(cb), time.perf_counter() - start)
             distinct[f"codebook{b}_ft"] = max(distinct.get(f"codebook{b}_ft", 0), max_distinct(cb))
             start = time.perf_counter()
             qat = calibrate(prepare_qat(fp32, weight_bits=b, act_bits=None), calib, forward_raw)
-            qat = finetune(qat, loader_for(seed), args.epochs, lrs[f"linear{b}_ft"], device,
+            qat = finetune(qat, seeded_loader(train_set, seed), args.epochs, lrs[f"linear{b}_ft"], device,
                            hooks=[QATSchedule(freeze_bn_epoch=last, freeze_observer_epoch=last)])
             record(f"linear{b}_ft", val_map(qat), time.perf_counter() - start)
 

@@ -11,7 +11,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch.utils.data import DataLoader
@@ -28,6 +28,14 @@ def split_loader(split: str, batch_size: int = 50) -> DataLoader:
     """The shipped ``data/<split>`` set (``val`` or ``test``, 200 images each), loaded once, in a fixed order."""
     return DataLoader(materialize(CocoDetection(ROOT / "data" / split / "annotations.json"), progress=False),
                       batch_size=batch_size, collate_fn=collate_detection)
+
+
+def val_scorer(device: torch.device) -> tuple[DataLoader, Callable[[torch.nn.Module], float]]:
+    """The val split (:func:`split_loader`) and a function that scores a model on it: ``model -> val mAP@[.5:.95]``."""
+    from course_utils import evaluate
+
+    loader = split_loader("val")
+    return loader, lambda model: evaluate(model, loader, device)["map"]
 
 
 def seeded_loader(dataset: Any, seed: int, batch_size: int = 32) -> DataLoader:

@@ -85,7 +85,7 @@ def summarise(runs: dict[str, list[float]], fp32_map: float, qat: dict[str, Any]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="calibration sets: seed 1000 + s")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one calibration set per value s: SyntheticShapes(N, seed=1000 + s)")
     parser.add_argument("--calib-images", type=int, default=128)
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 8], help="weight bits (activations: 8)")
     parser.add_argument("--iterations", type=int, default=2000, help="AdaRound Adam steps per layer")

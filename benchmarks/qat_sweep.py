@@ -44,14 +44,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from course_utils import (
-    CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, fit, get_device, load_checkpoint,
+    SyntheticShapes, TinyDetector, fit, get_device, load_checkpoint,
     materialize, save_checkpoint, seed_everything,
 )
 from course_utils.quant import QATSchedule, calibrate, post_training_quantize, prepare_qat
 from course_utils.metrics import bootstrap_map, seed_summary
 from course_utils.train import make_finetune_optimizer, predict
 
-from harness import seeded_loader
+from harness import seeded_loader, val_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,14 +109,7 @@ def main() -> None:
                          "benchmarks/train_tiny_detector.py so the sweep can count every variant's total epochs")
     fp32.eval()
     train_set = materialize(SyntheticShapes(args.train_images, seed=0))  # the fp32 model's training data
-    val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json")), batch_size=50,
-                            collate_fn=collate_detection)
-
-    def val_map(model: torch.nn.Module) -> float:
-        return evaluate(model, val_loader, device)["map"]
-
-    def loader_for(seed: int) -> DataLoader:
-        return seeded_loader(train_set, seed)
+    val_loader, val_map = val_scorer(device)
 
     runs: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
@@ -154,11 +147,11 @@ def main() -> None:
 
             for bits, n_epochs, lr in ((8, args.epochs_8, args.lr_8), (4, args.epochs_4, args.lr_4)):
                 ft = copy.deepcopy(fp32)  # the equal-budget float control: same recipe, no quantizer
-                secs = finetune(ft, loader_for(seed), n_epochs, lr, device)
+                secs = finetune(ft, seeded_loader(train_set, seed), n_epochs, lr, device)
                 record(f"fp32_ft{bits}", val_map(ft), secs)
                 qat = calibrate(prepare_qat(fp32, weight_bits=bits, act_bits=bits, act_observer="moving_average"), calib, forward_raw)
                 last = max(1, n_epochs - 1)
-                secs = finetune(qat, loader_for(seed), n_epochs, lr, device,
+                secs = finetune(qat, seeded_loader(train_set, seed), n_epochs, lr, device,
                                 hooks=[QATSchedule(freeze_bn_epoch=last, freeze_observer_epoch=last)])
                 record(f"qat{bits}", val_map(qat), secs)
                 if seed == args.seeds[0]:
@@ -169,12 +162,12 @@ def main() -> None:
             for name, (lr, freeze) in variants.items():
                 if name != "qat4_no_bn_freeze":  # that one shares fp32_ft4's recipe
                     ft = copy.deepcopy(fp32)
-                    secs = finetune(ft, loader_for(seed), args.epochs_4, lr, device)
+                    secs = finetune(ft, seeded_loader(train_set, seed), args.epochs_4, lr, device)
                     record(control[name], val_map(ft), secs)
                 qat = calibrate(prepare_qat(fp32, weight_bits=4, act_bits=4, act_observer="moving_average"), calib, forward_raw)
                 last = max(1, args.epochs_4 - 1)
                 hook = QATSchedule(freeze_bn_epoch=last if freeze else None, freeze_observer_epoch=last)
-                secs = finetune(qat, loader_for(seed), args.epochs_4, lr, device, hooks=[hook])
+                secs = finetune(qat, seeded_loader(train_set, seed), args.epochs_4, lr, device, hooks=[hook])
                 record(name, val_map(qat), secs)
 
     summary = {name: seed_summary(v) for name, v in runs.items()}
