@@ -39,14 +39,14 @@ from pathlib import Path
 
 import torch
 
-from course_utils import SyntheticShapes, TinyDetector, get_device, load_checkpoint, materialize, seed_everything
+from course_utils import SyntheticShapes, get_device, materialize, seed_everything
 from course_utils.metrics import seed_summary
 from course_utils.quant import (
     CodebookLayer, QATSchedule, calibrate, codebook_bytes, codebook_quantize, float_bytes, linear_bytes, prepare_qat,
     quantize_model,
 )
 
-from harness import RESULTS, ROOT, finetune, run_info, seeded_loader, val_scorer, write_json
+from harness import RESULTS, ROOT, finetune, load_start, run_info, seeded_loader, val_scorer, write_json
 
 
 def forward_raw(model: torch.nn.Module, images: torch.Tensor) -> dict:
@@ -101,12 +101,7 @@ def main() -> None:
     lrs |= {name: lrs[variant] for variant, name in control.items()}
     torch.set_num_threads(args.threads)
     device = get_device(args.device)
-    fp32 = TinyDetector()
-    start_epochs = load_checkpoint(args.checkpoint, fp32)["metadata"].get("epochs")
-    if start_epochs is None:
-        raise ValueError(f"{args.checkpoint} records no 'epochs' in its metadata; write it with "
-                         "benchmarks/train_tiny_detector.py so the sweep can count every variant's total epochs")
-    fp32 = fp32.eval().to(device)
+    fp32, start_epochs = load_start(args.checkpoint, device)
     train_set = materialize(SyntheticShapes(args.train_images, seed=0), progress=False)  # as qat_sweep.py
     val_loader, val_map = val_scorer(device)
     calib = list(torch.stack([train_set[i][0] for i in range(args.calib_images)]).to(device).split(32))

@@ -30,6 +30,19 @@ def split_loader(split: str, batch_size: int = 50) -> DataLoader:
                       batch_size=batch_size, collate_fn=collate_detection)
 
 
+def load_start(checkpoint: Path, device: torch.device) -> tuple[TinyDetector, int]:
+    """The width-1 detector a sweep starts from, in eval mode on ``device``, and the epochs it was trained for
+    (so every variant's total epochs can be counted). Checked: the checkpoint records its epochs."""
+    from course_utils import load_checkpoint
+
+    model = TinyDetector()
+    epochs = load_checkpoint(checkpoint, model)["metadata"].get("epochs")
+    if epochs is None:
+        raise ValueError(f"{checkpoint} records no 'epochs' in its metadata; write it with "
+                         "benchmarks/train_tiny_detector.py so the sweep can count every variant's total epochs")
+    return model.eval().to(device), int(epochs)
+
+
 def val_scorer(device: torch.device) -> tuple[DataLoader, Callable[[torch.nn.Module], float]]:
     """The val split (:func:`split_loader`) and a function that scores a model on it: ``model -> val mAP@[.5:.95]``."""
     from course_utils import evaluate

@@ -44,14 +44,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from course_utils import (
-    SyntheticShapes, TinyDetector, fit, get_device, load_checkpoint,
+    SyntheticShapes, fit, get_device,
     materialize, save_checkpoint, seed_everything,
 )
 from course_utils.quant import QATSchedule, calibrate, post_training_quantize, prepare_qat
 from course_utils.metrics import bootstrap_map, seed_summary
 from course_utils.train import make_finetune_optimizer, predict
 
-from harness import seeded_loader, val_scorer
+from harness import load_start, seeded_loader, val_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,12 +102,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     device = get_device(args.device)
-    fp32 = TinyDetector()
-    start_epochs = load_checkpoint(args.checkpoint, fp32)["metadata"].get("epochs")
-    if start_epochs is None:
-        raise ValueError(f"{args.checkpoint} records no 'epochs' in its metadata; write it with "
-                         "benchmarks/train_tiny_detector.py so the sweep can count every variant's total epochs")
-    fp32.eval()
+    fp32, start_epochs = load_start(args.checkpoint, device)
     train_set = materialize(SyntheticShapes(args.train_images, seed=0))  # the fp32 model's training data
     val_loader, val_map = val_scorer(device)
 
