@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--images", type=Path, help="image folder of --train (default: images/ beside each JSON)")
     t.add_argument("--val-images", type=Path, help="image folder of --val (default: images/ beside the JSON)")
     t.add_argument("--width", type=_positive_float, default=1.0, help="channel multiplier of the detector (default 1.0)")
+    t.add_argument("--levels", type=int, choices=(1, 2, 3), default=1,
+                   help="pyramid levels to predict from: 1 = stride 8 only (default, objects up to ~64 px); 2 adds "
+                        "stride 16; 3 adds strides 16 and 32 (objects of 100 px and more; benchmarks/multiscale.py)")
     t.add_argument("--epochs", type=_positive_int, default=12, help="total epochs (default 12)")
     t.add_argument("--batch-size", type=_positive_int, default=16, help="images per step (default 16)")
     t.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate of the one-cycle schedule (default 1e-3)")
@@ -219,7 +222,7 @@ def _load_model(path: Path, device: torch.device | None = None) -> tuple[Any, di
     if not isinstance(config, dict) or "num_classes" not in config:
         raise CLIError(f"{path} is a course checkpoint but not one written by `python -m course_utils train` (it has no "
                        "'config'); train with the command, or load it in Python with load_checkpoint")
-    model = TinyDetector(num_classes=config["num_classes"], width=config["width"])
+    model = TinyDetector(num_classes=config["num_classes"], width=config["width"], levels=config.get("levels", 1))
     load_checkpoint(path, model)
     return model.to(device or "cpu").eval(), meta
 
@@ -251,17 +254,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     else:
         train_loader = _loader(train_set, args.batch_size, True, generator)
     val_loader = _loader(val_set, args.batch_size, False)
-    config = {"num_classes": len(categories), "width": float(args.width), "image_size": int(args.image_size),
+    config = {"num_classes": len(categories), "width": float(args.width), "levels": int(args.levels),
+              "image_size": int(args.image_size),
               "categories": categories, "epochs": int(args.epochs), "batch_size": int(args.batch_size),
               "lr": float(args.lr), "seed": int(args.seed), "train": [str(f) for f in args.train], "val": str(args.val),
               "processes": world_size, "init": str(args.init) if args.init else None}
-    model = TinyDetector(num_classes=len(categories), width=args.width)
+    model = TinyDetector(num_classes=len(categories), width=args.width, levels=args.levels)
     if args.init and not args.resume:
         try:
             load_checkpoint(args.init, model)
         except (ValueError, RuntimeError, OSError) as err:
-            raise CLIError(f"--init {args.init}: {err} (it must be a checkpoint of TinyDetector(width={args.width}) with "
-                           f"{len(categories)} classes)") from None
+            raise CLIError(f"--init {args.init}: {err} (it must be a checkpoint of TinyDetector(width={args.width}, "
+                           f"levels={args.levels}) with {len(categories)} classes)") from None
     optimizer, scheduler = make_optimizer(model, args.lr, total_steps=args.epochs * len(train_loader))
     last, best = args.out / "last.pt", args.out / "best.pt"
     start, history, best_map = 0, {"val_map": [], "val_map_50": [], "epoch_time": []}, -1.0
@@ -275,7 +279,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if "rng" not in meta:
             raise CLIError(f"--resume: {last} has no training state (optimizer, scheduler, RNG); was it written by "
                            "`python -m course_utils train`?")
-        saved = {k: v for k, v in meta["config"].items() if k not in ("epochs",)}
+        saved = {"levels": 1, **{k: v for k, v in meta["config"].items() if k not in ("epochs",)}}
         mine = {k: v for k, v in config.items() if k not in ("epochs",)}
         if saved != mine:
             changed = sorted(k for k in mine if saved.get(k) != mine[k])

@@ -55,8 +55,9 @@ __all__ = [
 class DetectorNetwork(nn.Module):
     """The part of a :class:`~course_utils.models.TinyDetector` that int8 accelerates.
 
-    ``forward(x) = detector.head(detector.features(x))``: images (B, 3, H, W) ->
-    logits (B, A, K), deltas (B, A, 4). Anchors and post-processing are not included.
+    ``forward(x) = detector.network(x)`` (``detector.head(detector.features(x))`` for one level; every
+    level's outputs concatenated for ``levels > 1``): images (B, 3, H, W) -> logits (B, A, K),
+    deltas (B, A, 4). Anchors and post-processing are not included.
     """
 
     def __init__(self, detector: nn.Module) -> None:
@@ -64,7 +65,7 @@ class DetectorNetwork(nn.Module):
         self.detector = detector
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        return self.detector.head(self.detector.features(images))
+        return self.detector.network(images)
 
 
 def strip_onnx_debug_info(path: str | Path) -> Path:
@@ -231,30 +232,32 @@ class OrtDetector(nn.Module):
         return torch.from_numpy(logits), torch.from_numpy(deltas)
 
     def forward(self, images: Tensor | Sequence[Tensor]) -> list[dict[str, Tensor]]:
-        """Detections for a batch; the anchor grid is the network's output grid (see :meth:`feature_size`)."""
+        """Detections for a batch; the anchor grid is the network's output grid (see :meth:`feature_sizes`)."""
         x = _stack_images(images)
         check_images(x)
         _check_no_nan(x)
         logits, deltas = self.network(x)
-        h, w = self.feature_size(tuple(x.shape[-2:]), logits.shape[1])
-        raw = {"logits": logits, "deltas": deltas, "anchors": self.detector.anchors((h, w), torch.device("cpu"))}
+        sizes = self.feature_sizes(tuple(x.shape[-2:]), logits.shape[1])
+        anchors, _ = self.detector.all_anchors(sizes, torch.device("cpu"))
+        raw = {"logits": logits, "deltas": deltas, "anchors": anchors}
         return self.detector.postprocess(raw, tuple(x.shape[-2:]))
 
-    def feature_size(self, image_size: tuple[int, int], locations: int) -> tuple[int, int]:
-        """The (h, w) grid of the network's ``locations`` outputs for an ``image_size`` input.
+    def feature_sizes(self, image_size: tuple[int, int], locations: int) -> list[tuple[int, int]]:
+        """Each level's (h, w) grid of the network's ``locations`` outputs for an ``image_size`` input.
 
-        The detector's stride-2 convs (padding 1) round up, so the grid is
-        ``(ceil(H / stride), ceil(W / stride))`` -- as in the PyTorch model, whose
-        anchors come from its feature map. A ValueError if the network returned
-        another number of locations (e.g. a network exported for another image size).
+        The detector's stride-2 convs (padding 1) round up, so level ``s``'s grid is
+        ``(ceil(H / s), ceil(W / s))`` -- as in the PyTorch model, whose anchors come
+        from its feature maps. A ValueError if the network returned another number of
+        locations (e.g. a network exported for another image size or another number of levels).
         """
-        stride = self.detector.stride
-        h, w = -(-image_size[0] // stride), -(-image_size[1] // stride)
-        if h * w != locations:
+        sizes = self.detector.level_sizes(image_size)
+        expected = sum(h * w for h, w in sizes)
+        if expected != locations:
+            grids = " + ".join(f"{h}x{w}" for h, w in sizes)
             raise ValueError(f"the ONNX network returned {locations} locations for a {image_size[0]}x{image_size[1]} "
-                             f"input, but the detector's stride-{stride} grid has {h}x{w} = {h * w}; "
-                             "was it exported for another image size or another model?")
-        return h, w
+                             f"input, but the detector's grid (strides {list(self.detector.strides)}) has {grids} = "
+                             f"{expected}; was it exported for another image size or another model?")
+        return sizes
 
 
 def _check_timing(warmup: int, runs: int, min_seconds: float) -> None:

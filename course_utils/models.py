@@ -10,6 +10,9 @@ small enough to train on a laptop CPU in a minute:
   stride-8 map, so small objects see large context;
 * **head** -- a shared conv tower, then per-location class logits (K) and box
   offsets (4) against one square anchor per location;
+* **levels** (option, default 1) -- ``levels=2`` or ``3`` also predicts from the
+  stride-16 (and a new stride-32) map, each with its own head and an anchor twice
+  (four times) as large, for data whose objects are much larger than 32 px;
 * **post-processing** -- decode offsets into boxes, score threshold, class-aware
   NMS, keep the top ``detections_per_image``.
 
@@ -50,6 +53,10 @@ class ConvBNReLU(nn.Sequential):
         super().__init__(conv, norm, nn.ReLU(inplace=True))
 
 
+#: the strides a TinyDetector can predict from: P3, P4, P5 (``levels`` takes the first 1, 2 or 3)
+LEVEL_STRIDES = (8, 16, 32)
+
+
 def _channels(base: int, width: float) -> int:
     """``base * width`` rounded to a multiple of 8 (at least 8)."""
     return max(8, int(round(base * width / 8)) * 8)
@@ -66,8 +73,11 @@ def _is_real(value: Any) -> bool:
 
 
 def _check_detector_args(num_classes: Any, width: Any, depth: Any, anchor_scale: Any, center_radius: Any,
-                         score_threshold: Any, nms_threshold: Any, detections_per_image: Any) -> None:
+                         score_threshold: Any, nms_threshold: Any, detections_per_image: Any, levels: Any = 1) -> None:
     """Refuse constructor arguments that would build a broken detector or one that silently misbehaves."""
+    if not (_is_int(levels) and 1 <= levels <= len(LEVEL_STRIDES)):
+        raise ValueError(f"levels must be 1, 2 or 3 (predict from strides {LEVEL_STRIDES[:1]}, {LEVEL_STRIDES[:2]} or "
+                         f"{LEVEL_STRIDES}), got {levels!r}; use levels=3 for objects much larger than 32 px")
     if not (_is_int(num_classes) and num_classes >= 1) or not (_is_real(width) and width > 0) or not (
             _is_int(depth) and depth >= 0):
         raise ValueError(f"need num_classes an int >= 1, width a finite number > 0, depth an int >= 0; "
@@ -149,8 +159,14 @@ class TinyDetector(nn.Module):
         center_radius: a location is positive for a box if its centre lies inside
             the box and within ``center_radius * stride`` of the box centre.
         batch_norm: use BatchNorm in every block (``False``: a plain stack, see notebook 03).
+        levels: pyramid levels to predict from (1: stride 8 only, the course's default; 2: strides 8 and 16;
+            3: strides 8, 16 and 32, with an extra backbone stage). Level ``l`` (stride ``s_l = 8·2^l``) has
+            its own smooth conv and head and anchors of side ``anchor_scale · s_l``; a ground-truth box of
+            side ``√(w·h)`` is learned only on level ``l* = clamp(round(log2(√(w·h) / (anchor_scale · 8))), 0,
+            levels - 1)`` (the level whose anchor is nearest in log scale, as FPN's level rule).
     """
 
+    #: the finest (P3) stride; ``strides`` lists every level's
     stride = 8
     #: set by :func:`course_utils.distributed.prepare`: normalise the loss by the positives of all ranks
     num_pos_across_ranks = False
@@ -166,12 +182,16 @@ class TinyDetector(nn.Module):
         nms_threshold: float = 0.6,
         detections_per_image: int = 100,
         batch_norm: bool = True,
+        levels: int = 1,
     ) -> None:
         super().__init__()
         _check_detector_args(num_classes, width, depth, anchor_scale, center_radius, score_threshold, nms_threshold,
-                             detections_per_image)
+                             detections_per_image, levels)
         num_classes, depth, detections_per_image = int(num_classes), int(depth), int(detections_per_image)
         self.num_classes = num_classes
+        self.levels = int(levels)
+        self.strides = LEVEL_STRIDES[: self.levels]
+        self.anchor_scale = anchor_scale
         self.anchor_size = anchor_scale * self.stride
         self.center_radius = center_radius
         self.score_threshold = score_threshold
@@ -197,21 +217,34 @@ class TinyDetector(nn.Module):
         self.tower = nn.Sequential(block(neck, neck), block(neck, neck))
         self.cls_out = nn.Conv2d(neck, num_classes, 1)
         self.box_out = nn.Conv2d(neck, 4, 1)
+        if self.levels == 3:  # one more stage for the stride-32 level
+            self.stage5 = stage(c4, _channels(128, width))
+            self.lateral5 = nn.Conv2d(_channels(128, width), neck, 1)
+        # the coarser levels' own heads (a head shared across levels would share BatchNorm statistics between them)
+        self.level_heads: nn.ModuleList | list[nn.ModuleDict] = []  # (not a module at levels=1: the default prints as before)
+        if self.levels > 1:
+            self.level_heads = nn.ModuleList(
+                nn.ModuleDict({"smooth": block(neck, neck), "tower": nn.Sequential(block(neck, neck), block(neck, neck)),
+                               "cls_out": nn.Conv2d(neck, num_classes, 1), "box_out": nn.Conv2d(neck, 4, 1)})
+                for _ in range(self.levels - 1))
         self.batch_norm = batch_norm
         self._init_weights()
 
     def _init_weights(self) -> None:
         """The detector's own initialisation, on top of PyTorch's default for each layer."""
+        outputs = [(self.cls_out, self.box_out)] + [(h["cls_out"], h["box_out"]) for h in self.level_heads]
         if not self.batch_norm:  # a plain ReLU stack needs He initialisation to keep signals alive
+            last = {m for pair in outputs for m in pair}
             for m in self.modules():
-                if isinstance(m, nn.Conv2d) and m not in (self.cls_out, self.box_out):
+                if isinstance(m, nn.Conv2d) and m not in last:
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                     nn.init.zeros_(m.bias)
         # Start every score at p = 0.01 so the many background locations do not
         # swamp the first steps (RetinaNet's prior initialisation).
-        nn.init.constant_(self.cls_out.bias, -math.log((1 - 0.01) / 0.01))
-        nn.init.normal_(self.box_out.weight, std=0.01)
-        nn.init.zeros_(self.box_out.bias)
+        for cls_out, box_out in outputs:
+            nn.init.constant_(cls_out.bias, -math.log((1 - 0.01) / 0.01))
+            nn.init.normal_(box_out.weight, std=0.01)
+            nn.init.zeros_(box_out.bias)
 
     def reset_parameters(self) -> "TinyDetector":
         """Re-initialise every weight in place, keeping the (possibly pruned) channel counts.
@@ -229,25 +262,74 @@ class TinyDetector(nn.Module):
         return self
 
     # ------------------------------------------------------------------ forward
+    def pyramid(self, x: Tensor) -> list[Tensor]:
+        """Backbone + neck, every level. Shapes: (B, 3, H, W) -> [(B, C, ⌈H/s⌉, ⌈W/s⌉) for s in ``strides``].
+
+        Top-down FPN: ``p5 = lateral5(c5)``, ``p4 = lateral4(c4) [+ up(p5)]``, ``p3 = lateral3(c3) + up(p4)``
+        (``up``: nearest-neighbour upsampling to the finer map's size); each level then has its own smooth conv.
+        """
+        x = self.stem(x - 0.5)  # centre pixels in [0, 1] around 0
+        c3 = self.stage3(self.stage2(x))
+        c4 = self.stage4(c3)
+        p4 = self.lateral4(c4)
+        p5 = None
+        if self.levels == 3:
+            p5 = self.lateral5(self.stage5(c4))
+            p4 = p4 + F.interpolate(p5, size=c4.shape[-2:], mode="nearest")
+        p3 = self.lateral3(c3) + F.interpolate(p4, size=c3.shape[-2:], mode="nearest")
+        coarse = [p4, p5][: self.levels - 1]
+        return [self.smooth(p3)] + [h["smooth"](p) for h, p in zip(self.level_heads, coarse)]
+
     def features(self, x: Tensor) -> Tensor:
-        """Backbone + neck. Shapes: (B, 3, H, W) -> (B, C, H/8, W/8)."""
+        """Backbone + neck, the finest level. Shapes: (B, 3, H, W) -> (B, C, H/8, W/8)."""
+        if self.levels > 1:
+            return self.pyramid(x)[0]
         x = self.stem(x - 0.5)  # centre pixels in [0, 1] around 0
         c3 = self.stage3(self.stage2(x))
         c4 = self.stage4(c3)
         p3 = self.lateral3(c3) + F.interpolate(self.lateral4(c4), size=c3.shape[-2:], mode="nearest")
         return self.smooth(p3)
 
-    def head(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-location outputs. Shapes: (B, C, h, w) -> logits (B, h*w, K), deltas (B, h*w, 4)."""
-        t = self.tower(features)
-        logits = self.cls_out(t).flatten(2).transpose(1, 2)
-        deltas = self.box_out(t).flatten(2).transpose(1, 2)
+    def head(self, features: Tensor, level: int = 0) -> tuple[Tensor, Tensor]:
+        """Per-location outputs of one level. Shapes: (B, C, h, w) -> logits (B, h*w, K), deltas (B, h*w, 4)."""
+        if level == 0:
+            tower, cls_out, box_out = self.tower, self.cls_out, self.box_out
+        else:
+            head = self.level_heads[level - 1]
+            tower, cls_out, box_out = head["tower"], head["cls_out"], head["box_out"]
+        t = tower(features)
+        logits = cls_out(t).flatten(2).transpose(1, 2)
+        deltas = box_out(t).flatten(2).transpose(1, 2)
         return logits, deltas
 
-    def anchors(self, feature_size: tuple[int, int], device: torch.device) -> Tensor:
-        """One square anchor per location, centred on the cell. Shape: (h*w, 4) xyxy."""
+    def network(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Every level's outputs, concatenated finest level first (what ONNX export and int8 run).
+
+        Shapes: (B, 3, H, W) -> logits (B, A, K), deltas (B, A, 4), ``A = Σ_s ⌈H/s⌉·⌈W/s⌉``.
+        """
+        if self.levels == 1:
+            return self.head(self.features(x))
+        outs = [self.head(f, level) for level, f in enumerate(self.pyramid(x))]
+        return torch.cat([o[0] for o in outs], 1), torch.cat([o[1] for o in outs], 1)
+
+    def level_sizes(self, image_size: tuple[int, int]) -> list[tuple[int, int]]:
+        """Each level's grid for an image of ``image_size`` (H, W): ``(⌈H/s⌉, ⌈W/s⌉)`` per stride s
+        (the stride-2 convs, padding 1, round up)."""
+        height, width = image_size
+        return [(-(-height // s), -(-width // s)) for s in self.strides]
+
+    def anchors(self, feature_size: tuple[int, int], device: torch.device, level: int = 0) -> Tensor:
+        """One square anchor per location of one level, centred on the cell. Shape: (h*w, 4) xyxy."""
         # make_anchors centres anchors on cell corners (torchvision); shift to centres.
-        return (make_anchors(feature_size, self.stride, [self.anchor_size]) + self.stride / 2).to(device)
+        stride = self.strides[level]
+        return (make_anchors(feature_size, stride, [self.anchor_scale * stride]) + stride / 2).to(device)
+
+    def all_anchors(self, sizes: list[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
+        """Every level's anchors concatenated (finest first) and each anchor's stride.
+        Shapes: ``sizes`` one (h, w) per level -> (A, 4) xyxy, (A,)."""
+        anchors = [self.anchors(size, device, level) for level, size in enumerate(sizes)]
+        strides = [torch.full((len(a),), float(s), device=device) for a, s in zip(anchors, self.strides)]
+        return torch.cat(anchors), torch.cat(strides)
 
     def _check_dtype(self, x: Tensor) -> None:
         """Outside autocast, the images' dtype must be the weights' (a float64 image in a float32 model is refused)."""
@@ -262,7 +344,9 @@ class TinyDetector(nn.Module):
 
         Returns ``{"logits": (B, A, K), "deltas": (B, A, 4), "anchors": (A, 4),
         "features": (B, C, h, w)}`` (``features``: the neck's output, A = h·w,
-        h = ceil(H / 8), w = ceil(W / 8)). Checked (:func:`check_images`): a 4-D
+        h = ceil(H / 8), w = ceil(W / 8)). With ``levels > 1``, A counts every level's
+        locations (finest first), ``features`` is the finest level's and ``"strides"`` (A,)
+        gives each anchor's stride. Checked (:func:`check_images`): a 4-D
         floating batch (uint8 is refused: convert with ``img.float() / 255``) and,
         in eval mode, no NaN pixel.
         """
@@ -271,9 +355,16 @@ class TinyDetector(nn.Module):
         self._check_dtype(x)
         if not self.training:
             _check_no_nan(x)
-        feats = self.features(x)
-        logits, deltas = self.head(feats)
-        return {"logits": logits, "deltas": deltas, "anchors": self.anchors(tuple(feats.shape[-2:]), x.device), "features": feats}
+        if self.levels == 1:
+            feats = self.features(x)
+            logits, deltas = self.head(feats)
+            return {"logits": logits, "deltas": deltas, "anchors": self.anchors(tuple(feats.shape[-2:]), x.device),
+                    "features": feats}
+        maps = self.pyramid(x)
+        outs = [self.head(f, level) for level, f in enumerate(maps)]
+        anchors, strides = self.all_anchors([tuple(f.shape[-2:]) for f in maps], x.device)
+        return {"logits": torch.cat([o[0] for o in outs], 1), "deltas": torch.cat([o[1] for o in outs], 1),
+                "anchors": anchors, "strides": strides, "features": maps[0]}
 
     def forward(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None,
                 return_raw: bool = False) -> Any:
@@ -290,13 +381,15 @@ class TinyDetector(nn.Module):
 
     # ------------------------------------------------------------------ training
     @torch.no_grad()
-    def assign(self, anchors: Tensor, gt_boxes: Tensor) -> Tensor:
+    def assign(self, anchors: Tensor, gt_boxes: Tensor, strides: Tensor | None = None) -> Tensor:
         """Match each location to at most one ground-truth box (centre sampling).
 
         A location is a candidate for a box if its centre is inside the box and
         within ``center_radius * stride`` of the box centre; the cell containing
         the box centre is always a candidate (so tiny boxes get one). Ties go to
-        the smallest box. Shapes: anchors (A, 4), gt_boxes (G, 4) -> (A,) int64,
+        the smallest box. With ``strides`` (A,) (several levels), a box is a
+        candidate only on its level ``l*`` (see the class docstring) and each
+        location uses its own stride. Shapes: anchors (A, 4), gt_boxes (G, 4) -> (A,) int64,
         the matched box index or -1 for background.
         """
         if len(gt_boxes) == 0:
@@ -305,17 +398,30 @@ class TinyDetector(nn.Module):
         gt_ctr = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2  # (G, 2)
         inside = ((ctr[:, None] > gt_boxes[None, :, :2]) & (ctr[:, None] < gt_boxes[None, :, 2:])).all(-1)
         offset = (ctr[:, None] - gt_ctr[None]).abs()  # (A, G, 2)
-        near = (offset <= self.center_radius * self.stride).all(-1)
-        own_cell = (offset <= self.stride / 2).all(-1)
-        candidate = (inside & near) | own_cell
+        if strides is None:
+            near = (offset <= self.center_radius * self.stride).all(-1)
+            own_cell = (offset <= self.stride / 2).all(-1)
+            candidate = (inside & near) | own_cell
+        else:
+            stride = strides.to(offset)[:, None, None]  # (A, 1, 1)
+            near = (offset <= self.center_radius * stride).all(-1)
+            own_cell = (offset <= stride / 2).all(-1)
+            side = ((gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])).clamp(min=1e-6).sqrt()
+            level = torch.log2(side / (self.anchor_scale * self.stride)).round().clamp(0, self.levels - 1)  # (G,)
+            on_level = strides.to(offset)[:, None] == self.stride * 2 ** level[None]  # (A, G)
+            candidate = ((inside & near) | own_cell) & on_level
         area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
         cost = torch.where(candidate, area[None].expand_as(candidate), torch.full_like(candidate, math.inf, dtype=area.dtype))
         best_cost, best = cost.min(dim=1)
         return torch.where(torch.isfinite(best_cost), best, torch.full_like(best, -1))
 
     def _grid_extent(self, anchors: Tensor) -> Tensor:
-        """(2,) the right and bottom edges of the anchor grid (>= the image's width and height), on the anchors' device."""
+        """(2,) the right and bottom edges of the finest anchor grid (>= the image's width and height), on the
+        anchors' device (the finest level's anchors come first)."""
         centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+        if self.levels > 1:
+            finest = (anchors[:, 2] - anchors[:, 0]) <= (anchors[0, 2] - anchors[0, 0])
+            centres = centres[finest]
         return centres.amax(0) + self.stride / 2
 
     def check_targets(self, targets: list[dict[str, Tensor]], batch_size: int, extent: Tensor | None = None) -> None:
@@ -410,7 +516,7 @@ class TinyDetector(nn.Module):
             if target.get("iscrowd") is not None:  # COCO crowd regions are not objects to learn (as torchvision's recipes)
                 keep = target["iscrowd"].reshape(-1).to(gt_boxes.device) == 0
                 gt_boxes, gt_labels = gt_boxes[keep], gt_labels[keep.to(gt_labels.device)]
-            match = self.assign(anchors, gt_boxes)
+            match = self.assign(anchors, gt_boxes, raw.get("strides"))
             pos = torch.nonzero(match >= 0).squeeze(1)
             if len(pos) == 0:
                 continue

@@ -281,6 +281,9 @@ def detector_channel_groups(model: nn.Module) -> list[ChannelGroup]:
     """
     if not isinstance(model, TinyDetector):
         raise TypeError(f"channel pruning knows the layout of TinyDetector only, got {type(model).__name__}")
+    if model.levels != 1:
+        raise ValueError(f"channel pruning knows the one-level TinyDetector's layout only, got levels={model.levels}; "
+                         "prune weights instead (magnitude_masks / apply_masks work on any model)")
     if any(layer is not module for module, layer in _counted_layers(model).items()):
         raise TypeError("this TinyDetector is fake-quantized (quantize_model / prepare_qat wrapped its layers): prune the "
                         "float model first, then quantize the pruned one")

@@ -216,3 +216,17 @@ def test_init_starts_from_a_course_checkpoint_and_refuses_another_shape(folders,
     save_checkpoint(tmp_path / "wide.pt", TinyDetector(width=1.0))
     assert cli.main(argv + ["--init", str(tmp_path / "wide.pt"), "--out", str(tmp_path / "r2")]) == 2
     assert "--init" in capsys.readouterr().err
+
+
+def test_levels_flag_trains_evaluates_and_exports_a_three_level_detector(folders, tmp_path, capsys):
+    argv = _train_args(folders, tmp_path / "run")
+    argv[argv.index("3")] = "1"  # one epoch
+    assert cli.main(argv + ["--levels", "3"]) == 0
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["metadata"]["config"]["levels"] == 3 and any(k.startswith("level_heads.1.") for k in saved["model"])
+    assert cli.main(["evaluate", str(tmp_path / "run" / "last.pt"), "--data", str(folders / "val" / "annotations.json")]) == 0
+    assert cli.main(["export", str(tmp_path / "run" / "last.pt"), "--onnx", str(tmp_path / "m.onnx"), "--int8",
+                     "--calib", str(folders / "train" / "annotations.json"), "--num-calib", "8"]) == 0
+    done = subprocess.run([sys.executable, "-m", "course_utils", *argv, "--levels", "4"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "--levels: invalid choice: 4" in done.stderr and "Traceback" not in done.stderr

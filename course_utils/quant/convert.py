@@ -48,6 +48,9 @@ def _check_model(model: Any) -> None:
     if not isinstance(model, TinyDetector):
         raise TypeError(f"integer_detector takes a fake-quantized TinyDetector (prepare_qat or quantize_model of one), "
                         f"got {type(model).__name__}")
+    if getattr(model, "levels", 1) != 1:
+        raise ValueError(f"integer_detector knows the one-level TinyDetector's wiring only, got levels={model.levels}; "
+                         "deploy a multi-level detector with course_utils.deploy.quantize_onnx (ONNX Runtime int8)")
     layers = _quant_layers(model)
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not layers:
