@@ -309,7 +309,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 D.barrier()
                 return
             epoch = start + state.epoch + 1
-            metrics = evaluate(model, val_loader, device)
+            metrics = evaluate(model, val_loader, device, areas=False)
             model.train()
             history["val_map"].append(metrics["map"])
             history["val_map_50"].append(metrics["map_50"])

@@ -434,26 +434,32 @@ def count_errors(
 ) -> tuple[int, int, int]:
     """``(TP, FP, FN)`` of one image's detections scoring at least ``score_threshold``.
 
-    Matching is COCO's (:func:`match_detections`), class by class: a detection is
-    a TP if it claims an unclaimed ground truth of its class with IoU >=
-    ``iou_threshold``; FN = ground truths left unclaimed. ``pred`` and ``target``
-    are checked as for :func:`mean_average_precision`; ``0 < iou_threshold <= 1``.
+    Matching is COCO's (:func:`match_coco`), class by class: a detection is a TP if
+    it claims an unclaimed ground truth of its class with IoU >= ``iou_threshold``;
+    FN = ground truths left unclaimed. Crowd regions (``iscrowd = 1``) are ignore
+    regions, as in the mAP: never counted as missed, and a detection that falls on
+    one (overlap ``|det ∩ crowd| / |det|``) is neither a TP nor an FP. ``pred`` and
+    ``target`` are checked as for :func:`mean_average_precision`; ``0 < iou_threshold <= 1``.
     """
     if isinstance(score_threshold, bool) or not isinstance(score_threshold, numbers.Real) or math.isnan(score_threshold):
         raise ValueError(f"score_threshold={score_threshold!r}: need a number, e.g. 0.5")
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) or not 0 < iou_threshold <= 1:
         raise ValueError(f"iou_threshold={iou_threshold!r}: need a number in (0, 1], e.g. 0.5")
     det_boxes, det_labels, det_scores, _, _ = _checked_image(pred, "pred", True)
-    gt_boxes, gt_labels, *_ = _checked_image(target, "target", False)
+    gt_boxes, gt_labels, _, gt_crowd, _ = _checked_image(target, "target", False)
     keep = det_scores >= score_threshold
     det_boxes, det_scores, det_labels = det_boxes[keep], det_scores[keep], det_labels[keep]
-    tp = 0
+    tp = ignored = 0
     for cls in np.unique(gt_labels):
         d = det_labels == cls
         order = np.argsort(-det_scores[d], kind="mergesort")
-        ious = _iou(det_boxes[d][order], gt_boxes[gt_labels == cls])
-        tp += int(match_detections(ious, iou_threshold).sum())
-    return tp, int(keep.sum()) - tp, len(gt_labels) - tp
+        g = np.flatnonzero(gt_labels == cls)
+        g = g[np.argsort(gt_crowd[g], kind="mergesort")]  # crowd regions last, as COCOeval sorts them
+        ious = _iou(det_boxes[d][order], gt_boxes[g], gt_crowd[g])
+        matched, on_crowd = match_coco(ious, iou_threshold, gt_crowd[g], gt_crowd[g])
+        tp += int((matched & ~on_crowd).sum())
+        ignored += int(on_crowd.sum())
+    return tp, int(keep.sum()) - tp - ignored, int((~gt_crowd).sum()) - tp
 
 
 def _mean_valid(x: np.ndarray) -> float:

@@ -446,7 +446,7 @@ def fit(
         for hook in hooks:
             hook.on_epoch_end(state)
         if val_loader is not None:
-            metrics = evaluate(model, val_loader, device)
+            metrics = evaluate(model, val_loader, device, areas=False)  # the curves need no size ranges
             for k in ("map", "map_50"):
                 state.history.setdefault(k, []).append(metrics[k])
     return state.history
@@ -490,10 +490,12 @@ def predict(model: nn.Module, data_loader: Iterable, device: torch.device | None
     return undo_letterbox(preds, targets_all)
 
 
-def evaluate(model: nn.Module, data_loader: Iterable, device: torch.device | None = None) -> dict[str, Any]:
-    """COCO mAP of ``model`` on ``data_loader`` (see :func:`mean_average_precision`)."""
+def evaluate(model: nn.Module, data_loader: Iterable, device: torch.device | None = None,
+             areas: bool = True) -> dict[str, Any]:
+    """COCO mAP of ``model`` on ``data_loader`` (see :func:`mean_average_precision`; ``areas=False`` skips the
+    small / medium / large ranges)."""
     preds, targets = predict(model, data_loader, device)
-    return mean_average_precision(preds, targets)
+    return mean_average_precision(preds, targets, areas=areas)
 
 
 #: Types :func:`save_checkpoint` accepts in metadata: what ``torch.load(weights_only=True)``

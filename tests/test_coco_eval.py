@@ -194,3 +194,53 @@ def test_training_skips_crowd_boxes():
         assert torch.allclose(a[key], b[key]), key
     c = model.loss(raw, [{**with_crowd, "iscrowd": torch.tensor([0, 0])}, obj])
     assert not torch.allclose(a["loss_cls"], c["loss_cls"])  # the same box as an object does change the loss
+
+
+def _cocoeval_counts(pred: dict, target: dict, score_threshold: float) -> tuple[int, int, int]:
+    """(TP, FP, FN) of one image at IoU 0.5 from pycocotools' own per-image matching (``evalImgs``, area
+    "all", 100 detections): matched detections that are not ignored, unmatched ones that are not
+    ignored, and counted ground truths left unmatched."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    keep = pred["scores"] >= score_threshold
+    boxes, labels = target["boxes"].double(), target["labels"]
+    anns = [{"id": j + 1, "image_id": 1, "category_id": int(c), "bbox": [*b[:2].tolist(), *(b[2:] - b[:2]).tolist()],
+             "area": float((b[2] - b[0]) * (b[3] - b[1])), "iscrowd": int(target["iscrowd"][j])}
+            for j, (b, c) in enumerate(zip(boxes, labels))]
+    res = [{"image_id": 1, "category_id": int(c), "bbox": [*b[:2].tolist(), *(b[2:] - b[:2]).tolist()], "score": float(s)}
+           for b, c, s in zip(pred["boxes"][keep].double(), pred["labels"][keep], pred["scores"][keep])]
+    classes = sorted({int(c) for c in labels} | {int(c) for c in pred["labels"]})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": [{"id": 1}], "annotations": anns, "categories": [{"id": c} for c in classes]}
+        gt.createIndex()
+        if not res:
+            return 0, 0, int((target["iscrowd"] == 0).sum())
+        ev = COCOeval(gt, gt.loadRes(res), iouType="bbox")
+        ev.params.areaRng, ev.params.areaRngLbl = [[0, 1e10]], ["all"]
+        ev.evaluate()
+    tp = fp = fn = 0
+    for e in ev.evalImgs:
+        if e is None:
+            continue
+        matched, ignored = e["dtMatches"][0] > 0, e["dtIgnore"][0].astype(bool)  # IoU 0.5 is the first threshold
+        tp += int((matched & ~ignored).sum())
+        fp += int((~matched & ~ignored).sum())
+        gt_counted = ~np.asarray(e["gtIgnore"], dtype=bool)
+        fn += int((gt_counted & ~(e["gtMatches"][0] > 0)).sum())
+    return tp, fp, fn
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_count_errors_equals_cocoevals_own_matches_with_crowds(seed):
+    from course_utils.metrics import count_errors
+
+    preds, targets = crowd_case(seed)
+    for pred, target in zip(preds, targets):
+        target = {k: v for k, v in target.items() if k != "area"}  # counts use every size: no area range
+        for threshold in (0.0, 0.5):
+            assert count_errors(pred, target, threshold, 0.5) == _cocoeval_counts(pred, target, threshold)
