@@ -18,7 +18,8 @@ scenes for validation. Every variant trains from scratch with the same recipe (A
 
 Every mAP is the mean over ``--seeds`` (std with ddof=1, n); differences from ``levels1`` carry a Welch
 95 % interval. ``--check-epochs`` trains seed 0 of ``levels1`` and ``levels3`` twice as long, to show
-whether the shorter schedule had converged. Writes ``benchmarks/results/multiscale.json``.
+whether the shorter schedule had converged. Writes ``benchmarks/results/multiscale.json``; each finished run is
+also kept in ``build/multiscale_runs/`` (``--cache``), so an interrupted sweep resumes where it stopped.
 
     python benchmarks/multiscale.py                  # ~35 min on 2 cores (two runs at a time, 1 thread each)
     python benchmarks/multiscale.py --seeds 0 --epochs 2 --train-images 64 --check-epochs 0 --out /tmp/ms   # a quick try
@@ -27,6 +28,7 @@ whether the shorter schedule had converged. Writes ``benchmarks/results/multisca
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import time
 from pathlib import Path
@@ -67,8 +69,15 @@ def difference(a: list[float], b: list[float]) -> dict[str, Any]:
         return {"not_computed": str(err)}
 
 
+def _cached(job: dict[str, Any]) -> Path:
+    """Where one finished run is kept, so an interrupted sweep starts again where it stopped."""
+    return Path(job["cache"]) / f"{job['variant']}_seed{job['seed']}_{job['epochs']}ep_{job['train_images']}img.json"
+
+
 def train_one(job: dict[str, Any]) -> dict[str, Any]:
     """One variant, one seed, from scratch; the full COCO table on val at the end (on the CPU)."""
+    if _cached(job).is_file():
+        return json.loads(_cached(job).read_text())
     torch.set_num_threads(job["threads"])
     train_set = materialize(SyntheticShapes(job["train_images"], seed=0, config=SCENES), progress=False)
     val_loader = DataLoader(materialize(SyntheticShapes(200, seed=VAL_SEED, config=SCENES), progress=False),
@@ -85,8 +94,10 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
     table = mean_average_precision(preds, targets, areas=True)
     print(f"{job['variant']} seed {job['seed']} {job['epochs']} ep: val mAP {table['map']:.4f}, AP_L "
           f"{table['map_large']:.4f} ({seconds:.0f} s)", flush=True)
-    return {**job, "parameters": count_parameters(model), "seconds": round(seconds, 1), "val_map_curve": history["map"],
-            **{k: float(table[k]) for k in TABLE}}
+    run = {**{k: v for k, v in job.items() if k != "cache"}, "parameters": count_parameters(model),
+           "seconds": round(seconds, 1), "val_map_curve": history["map"], **{k: float(table[k]) for k in TABLE}}
+    write_json(_cached(job), run)
+    return run
 
 
 def main() -> None:
@@ -101,9 +112,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each with --threads threads)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--cache", type=Path, default=RESULTS.parents[1] / "build" / "multiscale_runs",
+                        help="finished runs are kept here (untracked); a run found there is not trained again")
     args = parser.parse_args()
 
-    common = {"train_images": args.train_images, "lr": args.lr, "threads": args.threads}
+    common = {"train_images": args.train_images, "lr": args.lr, "threads": args.threads, "cache": str(args.cache)}
     jobs = [{"variant": v, "seed": s, "epochs": args.epochs, **common} for v in args.variants for s in args.seeds]
     if args.check_epochs:
         jobs += [{"variant": v, "seed": args.seeds[0], "epochs": args.check_epochs, **common}
