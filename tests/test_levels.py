@@ -116,6 +116,7 @@ def test_every_level_learns(levels):
     assert loss.item() < 0.5 * first
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_onnx_runtime_runs_a_three_level_detector(tmp_path):
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
