@@ -37,6 +37,7 @@ def test_every_command_explains_itself():
         assert done.returncode == 0 and "usage:" in done.stdout and len(done.stdout) > 300, done.stderr
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_an_interrupted_run_resumes_to_the_same_weights(folders, tmp_path, monkeypatch, capsys):
     import course_utils.train as T
 
@@ -189,6 +190,7 @@ def test_letterbox_refuses_a_bad_size():
         Letterbox([], 8)
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_train_on_two_files_of_different_image_sizes(folders, tmp_path, capsys):
     argv = ["train", "--train", str(folders / "train" / "annotations.json"), str(folders / "val" / "annotations.json"),
             "--val", str(folders / "val" / "annotations.json"), "--out", str(tmp_path / "two"), *COMMON[:1], "1", *COMMON[2:]]

@@ -10,7 +10,7 @@ notebooks shown as committed, never executed), then reads every produced HTML fi
 * each notebook, the glossary, the README and each ``course_utils`` module has a page;
 * widget outputs show their saved picture, and no widget JavaScript is loaded.
 
-Takes about a minute or two (it reads all notebooks and imports ``course_utils``): marked slow,
+Takes about half a minute (it reads all notebooks and imports ``course_utils``): marked slow,
 so ``make check`` leaves it out and ``make test`` runs it.
 """
 
