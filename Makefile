@@ -2,15 +2,21 @@
 #   make lab    -- set up .venv and open the course in JupyterLab
 #   make test   -- set up .venv and run every test (unit tests, nbval on all notebooks, browser smoke test)
 # Also:
-#   make headless -- set up and execute every notebook without a browser; prints a time table
+#   make check    -- the unit tests only (no notebooks, no browser, no slow tests): a few minutes
+#   make headless -- execute every notebook without a browser; prints a time table
+#                    (timings go to build/notebook_times.json; RECORD=1 updates benchmarks/results/notebook_times.json)
+#   make sync     -- regenerate the text sources notebooks/NN_*.py from the notebooks (jupytext)
+#   make site     -- build the course website (static HTML, no notebook execution) into build/site
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # JupyterLab refuses to run as root unless told to.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+RECORD ?=
+NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 
-.PHONY: setup lab headless test browser-deps clean
+.PHONY: setup lab headless check test sync site browser-deps clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +25,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
-# Binds to localhost only and keeps JupyterLab's token (printed in the terminal).
+# Serves the whole repository (notebooks/, docs/, solutions/, course_utils/ in the file browser)
+# and opens notebook 00. Binds to localhost only and keeps JupyterLab's token (printed in the terminal).
 lab: setup
-	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 $(ROOT_FLAG) notebooks/00_setup_and_tour.ipynb
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=. \
+		--LabApp.default_url=/lab/tree/notebooks/00_setup_and_tour.ipynb $(ROOT_FLAG)
 
 headless: setup
-	$(PY) benchmarks/run_notebooks.py
+	$(PY) benchmarks/run_notebooks.py $(if $(RECORD),--record)
+
+# Unit tests only: no nbval, no browser, no tests marked slow (those run in `make test`).
+check: setup
+	$(PY) -m pytest tests --ignore=tests/test_browser.py -m "not slow" -q
 
 browser-deps:
 	@bash scripts/ensure_chromium.sh
@@ -32,5 +44,13 @@ browser-deps:
 test: setup browser-deps
 	$(PY) -m pytest -v
 
+sync: setup
+	$(VENV)/bin/jupytext --to py:percent $(NOTEBOOKS)
+
+site: setup
+	rm -rf build/site
+	$(PY) -m sphinx -b html -W --keep-going -q -c docs . build/site
+	@echo "open build/site/index.html"
+
 clean:
-	rm -rf $(VENV) *.egg-info tests/_artifacts
+	rm -rf $(VENV) *.egg-info tests/_artifacts build

@@ -2,26 +2,26 @@
 
 One module per concept, each taught in a notebook:
 
-========================  ==========================================  ===================================
-module                    what                                        taught in
-========================  ==========================================  ===================================
-``data``                  synthetic shapes, COCO files, loader        00_setup_and_tour, 02_training_...
-``boxes``                 box formats, IoU, NMS, anchors, box coding  01_detection_basics
-``metrics``               COCO mAP (= pycocotools), bootstrap CIs     01_detection_basics, 02_...
-``models``                TinyDetector, a torchvision Faster R-CNN    02_training_a_tiny_detector
-``train``                 one training loop with hooks, evaluation    02_training_a_tiny_detector
-``clipping``              gradient clipping (value, norm, AGC), hooks 03_gradient_clipping
-``quant``                 fake quantization, observers, LSQ, PTQ/QAT  04_quantization_math, 05_qat_and_int8,
-                          integer-only inference, QDQ export          09_integer_inference
-``deploy``                ONNX export, int8 in ONNX Runtime, timing   05_qat_and_int8
-``distill``               KD losses, detection distillation hooks     06_knowledge_distillation
-``prune``                 magnitude and channel pruning, FLOPs        07_pruning
-``viz``                   boxes on images, curves                     all
-``widgets``               live controls with a static fallback        00_setup_and_tour
-``exercises``             auto-checks for the exercises               all
-``cli``                   ``python -m course_utils`` train/evaluate/  (your own data)
+========================  ===========================================  ===================================
+module                    what                                         taught in
+========================  ===========================================  ===================================
+``data``                  synthetic shapes, COCO files, loader         00_setup_and_tour, 02_training_a_tiny_detector
+``boxes``                 box formats, IoU, NMS, anchors, box coding   01_detection_basics
+``metrics``               COCO mAP (= pycocotools), bootstrap CIs      01_detection_basics, 02_training_a_tiny_detector
+``models``                TinyDetector, a torchvision Faster R-CNN     02_training_a_tiny_detector
+``train``                 one training loop with hooks, evaluation     02_training_a_tiny_detector
+``clipping``              gradient clipping (value, norm, AGC), hooks  03_gradient_clipping
+``quant``                 fake quantization, observers, LSQ, PTQ/QAT   04_quantization_math, 05_qat_and_int8,
+                          integer-only inference, QDQ export           09_integer_inference
+``deploy``                ONNX export, int8 in ONNX Runtime, timing    05_qat_and_int8
+``distill``               KD losses, detection distillation hooks      06_knowledge_distillation
+``prune``                 magnitude and channel pruning, FLOPs         07_pruning
+``viz``                   boxes on images, curves                      all
+``widgets``               live controls with a static fallback         00_setup_and_tour
+``exercises``             auto-checks for the exercises                all
+``cli``                   ``python -m course_utils`` train/evaluate/   (your own data)
                           export/predict on any COCO folder
-========================  ==========================================  ===================================
+========================  ===========================================  ===================================
 """
 
 from .boxes import batched_nms, box_area, box_convert, box_iou, decode_boxes, encode_boxes, make_anchors, nms

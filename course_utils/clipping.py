@@ -108,7 +108,7 @@ def grad_norm(parameters: _Params, norm_type: float = 2.0) -> Tensor:
     """Global gradient norm: the ``norm_type``-norm of all gradients as one vector.
 
     ``‖g‖_p = ‖(‖g_1‖_p, ..., ‖g_n‖_p)‖_p`` over the n parameters (for p = inf: the
-    largest |entry|). Returns ``tensor(0.)`` when no parameter has a gradient.
+    largest ``|entry|``). Returns ``tensor(0.)`` when no parameter has a gradient.
     Checked: ``norm_type`` >= 1 or ``math.inf``.
     """
     _check_norm_type(norm_type)

@@ -70,6 +70,7 @@ def test_beta_schedule_warm_start_then_cosine_from_20_to_2():
     assert 2.0 < adaround_beta(60, 100) < 20.0
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_adaround_layer_rounds_to_floor_or_ceil_and_beats_nearest():
     layer, x = _toy_linear(seed=0)
     w0 = layer.linear.weight.detach().clone()
@@ -90,6 +91,7 @@ def test_adaround_layer_rounds_to_floor_or_ceil_and_beats_nearest():
     assert stats["soft_fraction"] < 0.1  # from 100 % at the start: the annealed regulariser pushed most h to 0 or 1
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_adaround_layer_never_worse_than_nearest(seed):
     layer, x = _toy_linear(seed=seed)
@@ -103,6 +105,7 @@ def _tiny_convnet() -> nn.Module:
                          nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_adaround_model_rounds_every_layer_and_keeps_the_weight_scales():
     model = _tiny_convnet()
     batches = list(torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(0)).split(16))

@@ -37,6 +37,7 @@ def sgd(model: nn.Module, lr: float = 1e-2) -> torch.optim.Optimizer:
 
 
 # ------------------------------------------------------------------ E23b: OrtDetector anchors
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_e23b_ort_detector_matches_pytorch_on_sizes_not_a_multiple_of_the_stride(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, ort_session

@@ -318,6 +318,7 @@ def test_s30_kd_loss_refuses_1d_logits() -> None:
         S.kd_loss(torch.randn(8), torch.randn(8))
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_s31_feature_adapter_trains_in_a_second_fit(loader: list) -> None:
     torch.manual_seed(0)
     student = _det()

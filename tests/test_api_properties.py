@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 import torch
 from hypothesis import event, given
 from hypothesis import strategies as st
@@ -367,6 +368,7 @@ box_side = rarely(st.integers(1, 40).map(float), st.integers(-8, 0).map(float))
 class_id = rarely(st.integers(1, 3), st.sampled_from([-1, 0, 4, 5]))
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 @given(st.lists(st.tuples(box_value, box_value, box_side, box_side, class_id), max_size=3),
        mostly(st.sampled_from([torch.int64, torch.int32, torch.uint8]), st.just(torch.float32)))
 def test_detector_loss_is_finite_or_refuses(objects: list[tuple], label_dtype: torch.dtype) -> None:

@@ -12,6 +12,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != "harness.py")
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_script_explains_itself(script):
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True, timeout=120)

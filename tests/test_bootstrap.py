@@ -87,6 +87,7 @@ def _coverage(method: str, trials: int, n: int = 60) -> tuple[float, int, int, f
     return 1 - (low_misses + high_misses) / trials, low_misses, high_misses, ratio
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_bias_corrected_interval_covers_a_known_map():
     """Known answer: the mAP of a finite population of images. About 90 % of the 90 % intervals
     from samples of it must contain that mAP, and the bootstrap std must match the real spread

@@ -30,6 +30,7 @@ def val_loader():
     return DataLoader(CocoDetection(ROOT / "data" / "val" / "annotations.json"), batch_size=50, collate_fn=collate_detection)
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 @pytest.mark.parametrize("name", SHIPPED)
 def test_recorded_val_map_matches_a_fresh_evaluation(name, val_loader):
     payload = load_checkpoint(RESULTS / f"{name}.pt")  # weights_only=True inside

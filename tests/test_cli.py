@@ -30,12 +30,14 @@ def _train_args(folders, out):
             "--out", str(out), *COMMON]
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_every_command_explains_itself():
     for command in ([], ["train"], ["evaluate"], ["export"], ["predict"]):
         done = subprocess.run([sys.executable, "-m", "course_utils", *command, "--help"], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "usage:" in done.stdout and len(done.stdout) > 300, done.stderr
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_an_interrupted_run_resumes_to_the_same_weights(folders, tmp_path, monkeypatch, capsys):
     import course_utils.train as T
 
@@ -110,6 +112,7 @@ def test_predict_draws_pngs(folders, trained, tmp_path, capsys):
     assert len(pngs) == 1 and pngs[0].stat().st_size > 1000
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 @pytest.mark.parametrize("argv, message", [
     (["train", "--train", "missing.json", "--val", "missing.json"], "no file at 'missing.json'"),
     (["train", "--train", "{ann}", "--val", "{ann}", "--epochs", "0"], "must be >= 1"),
@@ -187,6 +190,7 @@ def test_letterbox_refuses_a_bad_size():
         Letterbox([], 8)
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_train_on_two_files_of_different_image_sizes(folders, tmp_path, capsys):
     argv = ["train", "--train", str(folders / "train" / "annotations.json"), str(folders / "val" / "annotations.json"),
             "--val", str(folders / "val" / "annotations.json"), "--out", str(tmp_path / "two"), *COMMON[:1], "1", *COMMON[2:]]
@@ -218,6 +222,7 @@ def test_init_starts_from_a_course_checkpoint_and_refuses_another_shape(folders,
     assert "--init" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_levels_flag_trains_evaluates_and_exports_a_three_level_detector(folders, tmp_path, capsys):
     argv = _train_args(folders, tmp_path / "run")
     argv[argv.index("3")] = "1"  # one epoch

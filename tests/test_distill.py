@@ -219,6 +219,7 @@ def test_jitter_boxes_keeps_originals_and_valid_boxes() -> None:
     assert jitter_boxes(torch.zeros(0, 4)).shape == (0, 4)
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_roi_class_logits_and_roi_distiller() -> None:
     """ROI-head KD on a torchvision Faster R-CNN: zero for an identical teacher, the teacher never changes."""
     from course_utils import build_torchvision_detector

@@ -85,6 +85,7 @@ def runs(tmp_path_factory):
     return ddp, single, norms, clip
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_two_ranks_of_batch_b_train_like_one_process_of_batch_2b(runs):
     ddp, single, _, _ = runs
     for name, value in single.state_dict().items():
@@ -93,6 +94,7 @@ def test_two_ranks_of_batch_b_train_like_one_process_of_batch_2b(runs):
     assert any(not torch.equal(start[k], v) for k, v in single.state_dict().items())  # it trained
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_clipping_under_ddp_sees_the_all_reduced_gradient(runs):
     ddp, _, norms, clip = runs
     assert len(ddp["norms"]) == len(norms) == STEPS
@@ -116,6 +118,7 @@ def test_init_from_env_says_to_use_torchrun(monkeypatch):
         init_from_env("cpu")
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_a_killed_torchrun_training_resumes_to_the_same_weights(tmp_path):
     """torchrun --nproc-per-node 2 -m course_utils train: kill it during epoch 2 (of 3), resume, and compare with a run
     that was never interrupted."""

@@ -283,6 +283,7 @@ def test_every_layer_of_the_integer_network_equals_onnx_runtime(ptq_model, calib
     assert differ <= 1e-4 * total, f"{differ} of {total} outputs differ"
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 @needs_vnni
 def test_integer_detector_scores_like_onnx_runtime_on_the_shipped_qat8_model(tmp_path):
     """Acceptance: the whole integer network's mAP equals the ORT int8 model's to within 0.1 point."""

@@ -95,6 +95,7 @@ def test_ties_and_two_sizes_in_one_image():
     assert set(raw["strides"][match == 0].tolist()) == {32.0} and set(raw["strides"][match == 1].tolist()) == {8.0}
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 @pytest.mark.parametrize("levels", [2, 3])
 def test_every_level_learns(levels):
     torch.manual_seed(0)
@@ -116,6 +117,7 @@ def test_every_level_learns(levels):
     assert loss.item() < 0.5 * first
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_onnx_runtime_runs_a_three_level_detector(tmp_path):
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)

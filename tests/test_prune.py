@@ -157,6 +157,7 @@ def test_plain_detector_without_batchnorm_prunes_exactly() -> None:
         channel_masks(model, 0.5, "l1_folded")
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 @pytest.mark.parametrize("criterion", ["l1", "bn", "l1_folded", "random"])
 def test_pruning_never_breaks_the_detector(criterion: str) -> None:
     model = detector(depth=1)

@@ -475,6 +475,7 @@ def test_freeze_bn_stats_stops_updates_and_matches_eval() -> None:
     assert torch.allclose(qat.forward_raw(x)["logits"], train_out, atol=1e-5)
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_prepare_qat_on_torchvision_backbones() -> None:
     """Faster R-CNN's backbone (Sequential Conv-BN-ReLU blocks) and a ResNet (conv1/bn1 attributes)."""
     import torchvision
@@ -502,6 +503,7 @@ def test_prepare_qat_on_torchvision_backbones() -> None:
         assert all(p.grad is not None for p in qat.parameters() if p.requires_grad)
 
 
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
 def test_qat_schedule_hook_in_the_training_loop() -> None:
     from course_utils.train import fit
 

@@ -64,7 +64,7 @@ def kmeans_codebook(weight: Tensor, bits: int, iters: int = 100) -> tuple[Tensor
     """1-D k-means (Lloyd's algorithm) of ``weight`` into ``k = 2^bits`` clusters.
 
     Start: ``k`` centroids spaced linearly from ``min(W)`` to ``max(W)`` (Han et al. 2016 found
-    linear initialisation best: it keeps centroids for the few large weights). Then repeat
+    linear initialisation best: it keeps centroids for the few large weights). Then repeat::
 
         assignment   I[i] = argmin_k |W[i] − c_k|
         update       c_k  = mean{ W[i] : I[i] = k }      (an empty cluster keeps its c_k)

@@ -1,0 +1,79 @@
+"""Sphinx configuration of the course website (``make site``).
+
+The source directory is the repository root, so the notebooks, README.md and
+docs/ keep the relative links they have on GitHub and in JupyterLab:
+
+    python -m sphinx -b html -W --keep-going -c docs . build/site
+
+Everything is offline: notebooks are shown as committed (executed, never
+re-run), widgets as their saved static picture, the theme is Sphinx's builtin
+alabaster, and no page loads a script, style or font from the network.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # course_utils for autodoc, without installing it
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+project = "Efficient Detection Course"
+author = "the course authors"
+copyright = "the course authors, MIT licence"
+
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode"]
+
+root_doc = "docs/index"
+# Only these become pages; the rest of the repository is not even walked.
+include_patterns = ["README.md", "docs/**", "notebooks/[0-9][0-9]_*.ipynb"]
+exclude_patterns = [".venv", ".git", "build", "benchmarks", "course_utils", "data", "scripts", "solutions", "tests",
+                    "docs/_templates", "**/.ipynb_checkpoints"]
+templates_path = ["_templates"]  # relative to this directory
+
+# --- notebooks (myst-nb) ---------------------------------------------------------------
+nb_execution_mode = "off"  # show the committed outputs; the site never runs a notebook
+# Widgets have no kernel on a static page: show the picture each widget output saved beside
+# its view (image/png) instead of the view, and load no widget JavaScript (its default is a CDN).
+nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
+nb_ipywidgets_js = {}
+myst_enable_extensions = ["dollarmath"]
+myst_heading_anchors = 3  # README and glossary headings get ids, as on GitHub
+
+# --- API pages (autodoc) ---------------------------------------------------------------
+autodoc_default_options = {"member-order": "bysource"}
+autodoc_typehints = "description"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+# --- HTML ------------------------------------------------------------------------------
+html_theme = "alabaster"  # builtin: no download
+html_theme_options = {"font_family": "sans-serif", "head_font_family": "sans-serif",
+                      "code_font_family": "monospace", "page_width": "1100px"}
+html_title = project
+html_show_sourcelink = False
+html_copy_source = False
+html_additional_pages = {"index": "redirect.html"}  # build/site/index.html -> docs/index.html
+html_math_renderer = "plain"
+
+
+# MathJax, Sphinx's default, would load from a CDN. Without it, formulas are shown as their
+# LaTeX source, which reads well for the short formulas the course uses.
+def _visit_inline_math(self, node):
+    self.body.append(f'<code class="math">{html.escape(node.astext())}</code>')
+    raise _SkipNode
+
+
+def _visit_block_math(self, node):
+    self.body.append(f'<pre class="math">{html.escape(node.astext())}</pre>\n')
+    raise _SkipNode
+
+
+def setup(app):
+    global _SkipNode
+    from docutils.nodes import SkipNode as _SkipNode
+
+    app.add_html_math_renderer("plain", (_visit_inline_math, None), (_visit_block_math, None))

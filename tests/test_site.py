@@ -1,0 +1,133 @@
+"""The course website (``make site``): builds with warnings as errors, every internal link
+resolves, and no page needs the network.
+
+Builds into a scratch directory with the same command as ``make site`` (Sphinx + myst-nb,
+notebooks shown as committed, never executed), then reads every produced HTML file:
+
+* every ``href``/``src`` to a local file points to a file that exists, and a ``#anchor``
+  to an id that exists in it;
+* no script, style sheet, font or image is loaded from ``http(s)://`` (the site works offline);
+* each notebook, the glossary, the README and each ``course_utils`` module has a page;
+* widget outputs show their saved picture, and no widget JavaScript is loaded.
+
+Takes about half a minute (it reads all notebooks and imports ``course_utils``): marked slow,
+so ``make check`` leaves it out and ``make test`` runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+NETWORK_URL = re.compile(r"^(https?:)?//", re.I)
+
+
+class _Page(HTMLParser):
+    """Collects ids and the URLs a page links to or loads."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.ids: set[str] = set()
+        self.links: list[tuple[str, str, str]] = []  # (tag, attribute, url)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("id", "name") if tag == "a" else ("id",):
+            if attrs.get(key):
+                self.ids.add(attrs[key])
+        for key in ("href", "src"):
+            if attrs.get(key) is not None:
+                self.links.append((tag, key, attrs[key]))
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site") / "html"
+    # Proxies that go nowhere: a build that tried to download something would fail or hang here.
+    env = dict(os.environ, http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
+               HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", PYTHONPATH=str(ROOT))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q", "-c", "docs", ".", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, f"sphinx failed (warnings are errors):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    print(f"site built in {elapsed:.0f} s")
+    return out
+
+
+def test_every_internal_link_and_anchor_resolves(site):
+    pages = {p: _parse(p) for p in site.rglob("*.html")}
+    assert len(pages) > 30
+    broken = []
+    for path, page in pages.items():
+        for tag, attr, url in page.links:
+            parts = urlsplit(url)
+            if parts.scheme or url.startswith("//") or url == "#" or url.startswith("data:"):
+                continue  # external (a plain link to read elsewhere), or nothing to resolve
+            target = path if not parts.path else (path.parent / unquote(parts.path)).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            where = f"{path.relative_to(site)}: <{tag} {attr}={url!r}>"
+            if not target.is_file():
+                broken.append(f"{where}: no file {target}")
+            elif parts.fragment and target.suffix == ".html":
+                ids = pages[target].ids if target in pages else _parse(target).ids
+                if unquote(parts.fragment) not in ids:
+                    broken.append(f"{where}: no id {parts.fragment!r} in {target.name}")
+    assert not broken, f"{len(broken)} broken links:\n" + "\n".join(broken[:40])
+
+
+def test_nothing_is_loaded_from_the_network(site):
+    loads = []
+    for path in site.rglob("*.html"):
+        for tag, attr, url in _parse(path).links:
+            if NETWORK_URL.match(url) and (tag in ("script", "img", "iframe", "source", "video", "audio", "embed") or
+                                           (tag == "link" and attr == "href")):
+                loads.append(f"{path.relative_to(site)}: <{tag} {attr}={url!r}>")
+    for path in list(site.rglob("*.css")) + list(site.rglob("*.js")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for match in re.finditer(r"(@import\s+(url\()?|url\()\s*['\"]?(https?:)?//[^'\")\s]+", text):
+            loads.append(f"{path.relative_to(site)}: {match.group(0)}")
+    assert not loads, "the site must work offline; these load from the network:\n" + "\n".join(loads[:40])
+
+
+def test_every_notebook_module_and_document_has_a_page(site):
+    expected = [f"notebooks/{p.stem}.html" for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")]
+    expected += ["index.html", "docs/index.html", "README.html", "docs/glossary.html", "docs/api/index.html"]
+    modules = [p for p in (ROOT / "course_utils").rglob("*.py") if p.stem not in ("__init__", "__main__")]
+    expected += ["docs/api/" + str(p.relative_to(ROOT / "course_utils").with_suffix(".html")) for p in modules]
+    missing = [e for e in expected if not (site / e).is_file()]
+    assert not missing, f"no page for: {missing} (a new course_utils module needs a page in docs/api/)"
+    boxes = (site / "docs/api/boxes.html").read_text(encoding="utf-8")
+    assert 'id="course_utils.boxes.box_iou"' in boxes, "autodoc did not document course_utils.boxes.box_iou"
+    readme = (site / "README.html").read_text(encoding="utf-8")
+    assert "notebooks/02_training_a_tiny_detector.html" in readme, "the README's course table should link the notebook pages"
+
+
+def test_widgets_show_their_static_picture(site):
+    for name in ("00_setup_and_tour", "03_gradient_clipping", "04_quantization_math"):
+        page = (site / f"notebooks/{name}.html").read_text(encoding="utf-8")
+        cells = page.split('<div class="cell docutils container">')[1:]
+        widget_cells = [c for c in cells if "cell_output" in c and "interactive_figure" in c.split("cell_output", 1)[0]]
+        assert widget_cells, f"{name}: no executed cell calling interactive_figure"
+        assert all("<img" in c.split("cell_output", 1)[1] for c in widget_cells), f"{name}: a widget output shows no picture"
+    for path in site.rglob("*.html"):
+        text = path.read_text(encoding="utf-8")
+        assert "application/vnd.jupyter.widget-view+json" not in text, f"{path.name}: a widget view without a kernel"
+        assert "html-manager" not in text and "require.min.js" not in text, f"{path.name}: loads widget JavaScript"
