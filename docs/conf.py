@@ -12,7 +12,6 @@ alabaster, and no page loads a script, style or font from the network.
 
 from __future__ import annotations
 
-import html
 import os
 import sys
 from pathlib import Path
@@ -57,23 +56,25 @@ html_title = project
 html_show_sourcelink = False
 html_copy_source = False
 html_additional_pages = {"index": "redirect.html"}  # build/site/index.html -> docs/index.html
-html_math_renderer = "plain"
+# Formulas: MathJax 2 from the jupyter-server-mathjax package (a dev dependency), copied into the site,
+# instead of Sphinx's default MathJax 3 from a CDN.
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"  # relative to _static/
+mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]], "processEscapes": True,
+                               # myst-nb marks notebook pages tex2jax_ignore and their formulas class "math"
+                               "processClass": "tex2jax_process|mathjax_process|math|output_area"},
+                   "showMathMenu": False, "messageStyle": "none"}
 
 
-# MathJax, Sphinx's default, would load from a CDN. Without it, formulas are shown as their
-# LaTeX source, which reads well for the short formulas the course uses.
-def _visit_inline_math(self, node):
-    self.body.append(f'<code class="math">{html.escape(node.astext())}</code>')
-    raise _SkipNode
+def _copy_mathjax(app, exception):
+    """After a successful build, put MathJax's files where mathjax_path points."""
+    import shutil
 
+    import jupyter_server_mathjax
 
-def _visit_block_math(self, node):
-    self.body.append(f'<pre class="math">{html.escape(node.astext())}</pre>\n')
-    raise _SkipNode
+    if exception is None and app.builder.format == "html":
+        source = Path(jupyter_server_mathjax.__file__).parent / "static"
+        shutil.copytree(source, Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True)
 
 
 def setup(app):
-    global _SkipNode
-    from docutils.nodes import SkipNode as _SkipNode
-
-    app.add_html_math_renderer("plain", (_visit_inline_math, None), (_visit_block_math, None))
+    app.connect("build-finished", _copy_mathjax)

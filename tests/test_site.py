@@ -8,7 +8,8 @@ notebooks shown as committed, never executed), then reads every produced HTML fi
   to an id that exists in it;
 * no script, style sheet, font or image is loaded from ``http(s)://`` (the site works offline);
 * each notebook, the glossary, the README and each ``course_utils`` module has a page;
-* widget outputs show their saved picture, and no widget JavaScript is loaded.
+* widget outputs show their saved picture, and no widget JavaScript is loaded;
+* formulas are typeset by a MathJax copied into the site (jupyter-server-mathjax's MathJax 2).
 
 Takes about half a minute (it reads all notebooks and imports ``course_utils``): marked slow,
 so ``make check`` leaves it out and ``make test`` runs it.
@@ -131,3 +132,11 @@ def test_widgets_show_their_static_picture(site):
         text = path.read_text(encoding="utf-8")
         assert "application/vnd.jupyter.widget-view+json" not in text, f"{path.name}: a widget view without a kernel"
         assert "html-manager" not in text and "require.min.js" not in text, f"{path.name}: loads widget JavaScript"
+
+
+def test_formulas_are_typeset_by_a_local_mathjax(site):
+    page = (site / "notebooks/04_quantization_math.html").read_text(encoding="utf-8")
+    assert '<div class="math notranslate nohighlight">' in page, "notebook 04's display formulas are not math blocks"
+    assert 'src="../_static/mathjax/MathJax.js?config=' in page, "formulas need MathJax, from the site itself"
+    assert (site / "_static/mathjax/config/TeX-AMS-MML_HTMLorMML-full.js").is_file()
+    assert "math|output_area" in page, "MathJax 2 must be told to typeset myst-nb's class='math' inside tex2jax_ignore"
