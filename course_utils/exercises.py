@@ -3,7 +3,11 @@
 Each ``check_*`` function calls the learner's code on test inputs, compares with
 the course's reference implementation, prints ``✅ Passed`` or ``❌ Not yet:``
 with a hint about the likely mistake, and returns ``True``/``False``. A check
-never raises, so a notebook with unfinished exercises still runs top to bottom.
+never raises, so a notebook with unfinished exercises still runs top to bottom:
+``_call`` turns an exception in the learner's code into a message, and the
+``@_check`` decorator turns anything else the check cannot use (a wrong type,
+a wrong shape, a tensor where a float belongs) into a failing result that says
+what it got and what it expected.
 
 Reference solutions live apart, in ``solutions/`` at the repository root.
 """
@@ -74,6 +78,11 @@ def _report(ok: bool, message: str) -> CheckResult:
 _CURRENT: dict[str, Any] = {"expects": "", "got": None, "called": False}
 
 
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: 'an int64 tensor', 'a str'."""
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
 def _describe(value: Any) -> str:
     """A short description of any value, for a message: type, dtype and shape for arrays."""
     if value is None:
@@ -82,20 +91,20 @@ def _describe(value: Any) -> str:
         dtype = str(value.dtype).replace("torch.", "")
         if value.dim() == 0 and not value.dtype.is_complex:
             return f"a 0-d {dtype} tensor ({value.item():.6g})"
-        return f"a {dtype} tensor of shape {tuple(value.shape)}"
+        return _a(f"{dtype} tensor of shape {tuple(value.shape)}")
     if isinstance(value, np.ndarray):
-        return f"a {value.dtype} numpy array of shape {value.shape}"
+        return _a(f"{value.dtype} numpy array of shape {value.shape}")
     if isinstance(value, (bool, int, float, np.number)):
-        return f"a {type(value).__name__} ({value!r})"
+        return _a(f"{type(value).__name__} ({value!r})")
     if isinstance(value, str):
         return f"a str ({value[:30]!r})"
     if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}"
+        return _a(f"{type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}")
     if isinstance(value, dict):
         return f"a dict with keys {list(value)[:5]}"
     if isinstance(value, type):
         return f"the class {value.__name__}"
-    return f"a {type(value).__name__}"
+    return _a(type(value).__name__)
 
 
 def _check(expects: str) -> Callable[[Callable[..., CheckResult]], Callable[..., CheckResult]]:
@@ -372,8 +381,8 @@ def check_loss_recorder(hook_class: type) -> CheckResult:
         return _report(False, f"training with your hook failed: {type(err).__name__}: {err}")
     values = getattr(hook, "values", None)
     if not isinstance(values, list) or len(values) != 2:
-        got = f"a list of {len(values)}" if isinstance(values, list) else _describe(values)
-        return _report(False, f"after 2 optimizer steps `hook.values` should be a list of 2 numbers, got {got}. "
+        got = (repr(values) if len(values) <= 4 else f"a list of {len(values)}") if isinstance(values, list) else _describe(values)
+        return _report(False, f"after 2 optimizer steps `hook.values` should hold 2 numbers, got {got}. "
                        "Which hook method runs once after every optimizer step?")
     if any(isinstance(x, Tensor) for x in values):
         return _report(False, f"`hook.values` holds {_describe(next(x for x in values if isinstance(x, Tensor)))}: "
@@ -589,10 +598,18 @@ def check_freeze_bn_hook(hook_class: type) -> CheckResult:
 
     model = prepare_qat(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()))
     blocks = [m for m in model.modules() if isinstance(m, QuantConvBn2d)]
+    if not callable(hook_class):
+        return _report(False, f"expected your hook class, got {_describe(hook_class)}.")
+    name = getattr(hook_class, "__name__", "your class")
     try:
         hook = hook_class(freeze_step=3)
+    except NotImplementedError:
+        return _report(False, f"`{name}(freeze_step=3)` still raises NotImplementedError -- replace it with your code.")
     except Exception as exc:  # noqa: BLE001 -- report any construction error to the learner
-        return _report(False, f"`{hook_class.__name__}(freeze_step=3)` raised {type(exc).__name__}: {exc}")
+        return _report(False, f"`{name}(freeze_step=3)` raised {type(exc).__name__}: {exc}")
+    if not callable(getattr(hook, "after_step", None)):
+        return _report(False, f"`{name}(freeze_step=3)` gave {_describe(hook)}, which has no after_step(): "
+                       "expected a Hook subclass (class FreezeBNAfter(Hook): ...).")
     state = StepState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     for step in range(6):
         state.step = step

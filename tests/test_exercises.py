@@ -462,7 +462,7 @@ CATALOGUE = [
     (ex.check_error_counts, lambda p, t, s, i: sol02.error_counts(p, t, 0.0, i), "expected (TP, FP, FN)"),
     (ex.check_loss_recorder, _RecordsAfterBackward, "before `optimizer.step()`"),
     (ex.check_loss_recorder, _RecordsTensors, ".item()"),
-    (ex.check_loss_recorder, _RecordsPerEpoch, "list of 2 numbers"),
+    (ex.check_loss_recorder, _RecordsPerEpoch, "should hold 2 numbers, got ["),
     (ex.check_clip_grad_norm, _clip_returns_norm_after, "*before* clipping"),
     (ex.check_clip_grad_norm, _clip_per_tensor, "same factor"),
     (ex.check_agc, _agc_per_tensor, "per output unit"),
