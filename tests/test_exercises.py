@@ -502,10 +502,6 @@ CATALOGUE = [
 CHECKS = [getattr(ex, name) for name in ex.__all__ if name.startswith("check_")]
 
 
-def _id(case):
-    return case.__name__ if callable(case) and hasattr(case, "__name__") else None
-
-
 @pytest.mark.parametrize("check, wrong, hint", CATALOGUE,
                          ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(CATALOGUE)])
 def test_check_rejects_a_typical_wrong_answer_and_names_it(check, wrong, hint, capsys):
