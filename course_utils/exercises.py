@@ -3,13 +3,18 @@
 Each ``check_*`` function calls the learner's code on test inputs, compares with
 the course's reference implementation, prints ``✅ Passed`` or ``❌ Not yet:``
 with a hint about the likely mistake, and returns ``True``/``False``. A check
-never raises, so a notebook with unfinished exercises still runs top to bottom.
+never raises, so a notebook with unfinished exercises still runs top to bottom:
+``_call`` turns an exception in the learner's code into a message, and the
+``@_check`` decorator turns anything else the check cannot use (a wrong type,
+a wrong shape, a tensor where a float belongs) into a failing result that says
+what it got and what it expected.
 
 Reference solutions live apart, in ``solutions/`` at the repository root.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +47,7 @@ __all__ = [
     "check_conv_macs",
     "check_fixed_point_multiplier",
     "check_int32_bias",
+    "check_speedup",
     "check_linear_scaling",
 ]
 
@@ -67,14 +73,96 @@ def _report(ok: bool, message: str) -> CheckResult:
     return CheckResult(ok, message)
 
 
+# What the check running now expects, and what the learner's code last returned: set by
+# ``_check`` and ``_call``, so that any failure can say what it got and what it expected.
+_CURRENT: dict[str, Any] = {"expects": "", "got": None, "called": False}
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: 'an int64 tensor', 'a str'."""
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
+def _describe(value: Any) -> str:
+    """A short description of any value, for a message: type, dtype and shape for arrays."""
+    if value is None:
+        return "None"
+    if isinstance(value, Tensor):
+        dtype = str(value.dtype).replace("torch.", "")
+        if value.dim() == 0 and not value.dtype.is_complex:
+            return f"a 0-d {dtype} tensor ({value.item():.6g})"
+        return _a(f"{dtype} tensor of shape {tuple(value.shape)}")
+    if isinstance(value, np.ndarray):
+        return _a(f"{value.dtype} numpy array of shape {value.shape}")
+    if isinstance(value, (bool, int, float, np.number)):
+        return _a(f"{type(value).__name__} ({value!r})")
+    if isinstance(value, str):
+        return f"a str ({value[:30]!r})"
+    if isinstance(value, (tuple, list)):
+        return _a(f"{type(value).__name__} of {len(value)} item{'s' if len(value) != 1 else ''}")
+    if isinstance(value, dict):
+        return f"a dict with keys {list(value)[:5]}"
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    return _a(type(value).__name__)
+
+
+def _check(expects: str) -> Callable[[Callable[..., CheckResult]], Callable[..., CheckResult]]:
+    """Decorator for every ``check_*``: whatever the learner's code returns or raises, report, never raise.
+
+    ``expects`` says in a few words what a correct answer looks like; it ends every message
+    about an answer the check could not use.
+    """
+
+    def decorate(check: Callable[..., CheckResult]) -> Callable[..., CheckResult]:
+        @functools.wraps(check)
+        def wrapper(*args: Any, **kwargs: Any) -> CheckResult:
+            _CURRENT.update(expects=expects, got=None, called=False)
+            try:
+                return check(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 -- a check reports, it never crashes the notebook
+                got = f"your code returned {_describe(_CURRENT['got'])}" if _CURRENT["called"] else "your code"
+                return _report(False, f"{got}, and the check could not use it ({type(err).__name__}: {err}). "
+                                      f"Expected {expects}.")
+        return wrapper
+
+    return decorate
+
+
 def _call(fn: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
     """Run the learner's function; turn exceptions into a hint instead of a crash."""
+    name = getattr(fn, "__name__", "your function")
+    if not callable(fn):
+        return None, f"expected a function, got {_describe(fn)}. Pass the function itself (no parentheses)."
     try:
-        return fn(*args), None
+        got = fn(*args)
     except NotImplementedError:
-        return None, f"`{getattr(fn, '__name__', 'your function')}` still raises NotImplementedError -- replace it with your code."
+        return None, f"`{name}` still raises NotImplementedError -- replace it with your code."
     except Exception as err:  # noqa: BLE001 -- any learner error becomes a message
-        return None, f"`{getattr(fn, '__name__', 'your function')}` raised {type(err).__name__}: {err}"
+        return None, f"`{name}` raised {type(err).__name__}: {err}. Expected it to return {_CURRENT['expects']}."
+    _CURRENT.update(got=got, called=True)
+    return got, None
+
+
+def _as_float(value: Any) -> float | None:
+    """A Python float from a number, a numpy scalar or a one-element tensor/array; None otherwise."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_complex():
+            return None
+        value = value.detach().reshape(()).item()
+    elif isinstance(value, np.ndarray):
+        if value.size != 1:
+            return None
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return float(value)
+
+
+def _not_a_number(value: Any, what: str = "a number") -> str:
+    """The message for an answer that should have been one number."""
+    hint = " Reduce it to one value (one number, or a tensor with one element)." if isinstance(value, (Tensor, np.ndarray)) else ""
+    return f"expected {what}, got {_describe(value)}.{hint}"
 
 
 def _random_boxes(n: int, seed: int, size: float = 100.0) -> Tensor:
@@ -85,15 +173,20 @@ def _random_boxes(n: int, seed: int, size: float = 100.0) -> Tensor:
 
 
 def _same(got: Any, want: Tensor, atol: float = 1e-5) -> tuple[bool, str]:
+    """Compare the learner's tensor with the reference: (equal?, what differs -- type, shape or values)."""
     if not isinstance(got, Tensor):
-        return False, f"expected a torch.Tensor, got {type(got).__name__}."
+        return False, f"expected a torch.Tensor of shape {tuple(want.shape)}, got {_describe(got)}."
     if got.shape != want.shape:
-        return False, f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}."
-    if not torch.allclose(got.float(), want.float(), atol=atol):
-        return False, f"values differ (largest gap {(got.float() - want.float()).abs().max().item():.4g})."
+        return False, f"expected shape {tuple(want.shape)}, got {_describe(got)}."
+    if got.is_complex():
+        return False, f"expected real numbers, got {_describe(got)}."
+    gap = (got.detach().double() - want.double()).abs()
+    if not torch.allclose(got.detach().double(), want.double(), atol=atol, rtol=1e-5) or gap.isnan().any():
+        return False, f"values differ (largest gap {gap.nan_to_num(float('inf')).max().item():.4g})."
     return True, ""
 
 
+@_check("a tensor of areas, shape (N,)")
 def check_box_area(fn: Callable[[Tensor], Tensor]) -> CheckResult:
     """Exercise (notebook 00): area of xyxy boxes, (N, 4) -> (N,)."""
     boxes = _random_boxes(20, seed=0)
@@ -109,6 +202,7 @@ def check_box_area(fn: Callable[[Tensor], Tensor]) -> CheckResult:
     return _report(ok, "area = (x2 - x1) * (y2 - y1) for every box." if ok else why)
 
 
+@_check("a tensor of xyxy boxes, shape (N, 4)")
 def check_xywh_to_xyxy(fn: Callable[[Tensor], Tensor]) -> CheckResult:
     """Exercise (notebook 00): convert COCO (x, y, w, h) boxes to (x1, y1, x2, y2)."""
     xywh = B.box_convert(_random_boxes(20, seed=1), "xyxy", "xywh")
@@ -123,6 +217,7 @@ def check_xywh_to_xyxy(fn: Callable[[Tensor], Tensor]) -> CheckResult:
     return _report(ok, "x2 = x + w, y2 = y + h." if ok else why)
 
 
+@_check("a tensor of IoUs, shape (N, M)")
 def check_box_iou(fn: Callable[[Tensor, Tensor], Tensor]) -> CheckResult:
     """Exercise (notebook 01): pairwise IoU, (N, 4) and (M, 4) -> (N, M)."""
     a, b = _random_boxes(7, seed=2), _random_boxes(5, seed=3)
@@ -140,25 +235,41 @@ def check_box_iou(fn: Callable[[Tensor, Tensor], Tensor]) -> CheckResult:
     return _report(ok, "your IoU matches torchvision.ops.box_iou on 35 pairs." if ok else why)
 
 
+@_check("a 1-D int64 tensor of kept indices, best score first")
 def check_nms(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
-    """Exercise (notebook 01): greedy NMS returning kept indices, best score first."""
+    """Exercise (notebook 01): greedy NMS returning kept indices, best score first.
+
+    A box is suppressed when its IoU with a kept box is strictly greater than the threshold. The
+    first case has IoUs exactly at the threshold (0.5 = 200 / 400, exact in float32), where ``>`` and
+    ``>=`` disagree; then 3 random sets.
+    """
+    at_threshold = torch.tensor([[0.0, 0.0, 30.0, 10.0], [10.0, 0.0, 40.0, 10.0], [20.0, 0.0, 50.0, 10.0],
+                                 [100.0, 100.0, 110.0, 110.0]])
+    cases = [(at_threshold, torch.tensor([0.9, 0.8, 0.7, 0.6]), 0.5)]
     for seed, thr in ((4, 0.5), (5, 0.3), (6, 0.7)):
-        boxes = _random_boxes(40, seed=seed, size=60)
-        scores = torch.rand(40, generator=torch.Generator().manual_seed(seed))
-        got, err = _call(fn, boxes, scores, thr)
+        cases.append((_random_boxes(40, seed=seed, size=60), torch.rand(40, generator=torch.Generator().manual_seed(seed)), thr))
+    for i, (boxes, scores, thr) in enumerate(cases):
+        got, err = _call(fn, boxes.clone(), scores.clone(), thr)
         if err:
             return _report(False, err)
         want = B.nms(boxes, scores, thr)
-        if not isinstance(got, Tensor):
-            return _report(False, f"expected a tensor of indices, got {type(got).__name__}.")
+        if not isinstance(got, Tensor) or got.dim() != 1 or got.is_floating_point() or got.is_complex():
+            return _report(False, f"expected a 1-D tensor of integer indices, got {_describe(got)}.")
         if sorted(got.tolist()) == sorted(want.tolist()) and got.tolist() != want.tolist():
             return _report(False, "you keep the right boxes but in the wrong order: return them by decreasing score.")
         if got.tolist() != want.tolist():
+            if i == 0:
+                ious = B.box_iou(boxes, boxes)
+                return _report(False, f"boxes whose IoU is exactly the threshold {thr}: you kept {got.tolist()}, expected "
+                               f"{want.tolist()} (IoU(box 0, box 1) = {ious[0, 1].item():g}, IoU(box 1, box 2) = "
+                               f"{ious[1, 2].item():g}). A box is suppressed only when IoU > threshold (strictly greater), "
+                               "so IoU = threshold keeps it.")
             hint = " Suppress a box when IoU > threshold (strictly greater), and compare against kept boxes only."
             return _report(False, f"at iou_threshold={thr} you kept {len(got)} boxes, the reference keeps {len(want)}.{hint}")
-    return _report(True, "same indices, same order as the reference on 3 random sets.")
+    return _report(True, "same indices, same order as the reference on boxes at the threshold and on 3 random sets.")
 
 
+@_check("one number, the AP in [0, 1]")
 def check_average_precision(fn: Callable[[np.ndarray, int], float]) -> CheckResult:
     """Exercise (notebook 01): COCO 101-point AP from score-sorted TP flags."""
     rng = np.random.default_rng(7)
@@ -169,10 +280,10 @@ def check_average_precision(fn: Callable[[np.ndarray, int], float]) -> CheckResu
         if err:
             return _report(False, err)
         want = float(precision_at_recall(is_tp, num_gt).mean())
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            return _report(False, f"expected a number, got {type(got).__name__}.")
+        value = _as_float(got)
+        if value is None:
+            return _report(False, _not_a_number(got, "one number, the AP"))
+        got = value
         if abs(got - want) > 1e-6:
             raw = np.cumsum(is_tp) / np.arange(1, len(is_tp) + 1)
             hint = ""
@@ -182,6 +293,7 @@ def check_average_precision(fn: Callable[[np.ndarray, int], float]) -> CheckResu
     return _report(True, "matches COCO's 101-point interpolated AP on 5 random rankings.")
 
 
+@_check("a tuple (TP, FP, FN) of three integers")
 def check_error_counts(fn: Callable[[dict[str, Tensor], dict[str, Tensor], float, float], tuple[int, int, int]]) -> CheckResult:
     """Exercise (notebook 02): (TP, FP, FN) for one image at a score and IoU threshold.
 
@@ -202,42 +314,90 @@ def check_error_counts(fn: Callable[[dict[str, Tensor], dict[str, Tensor], float
         if err:
             return _report(False, err)
         want = count_errors(pred, target, score_thr, iou_thr)
-        try:
-            got = tuple(int(v) for v in got)
-        except (TypeError, ValueError):
-            return _report(False, f"expected a tuple (TP, FP, FN) of three integers, got {got!r}.")
+        counts = [_as_int(v) for v in got] if isinstance(got, (tuple, list)) else []
+        if len(counts) != 3 or None in counts:
+            return _report(False, f"expected a tuple (TP, FP, FN) of three integers, got {_describe(got)}"
+                                  f"{': ' + ', '.join(_describe(v) for v in got[:3]) if isinstance(got, (tuple, list)) else ''}.")
+        got = tuple(counts)
         if got != want:
             return _report(False, f"at score >= {score_thr}, IoU >= {iou_thr}: expected (TP, FP, FN) = {want}, got {got}. "
                            "Each ground truth can be matched once; labels must agree; FN = ground truths left unmatched.")
     return _report(True, "TP/FP/FN counts agree at three (score, IoU) thresholds.")
 
 
+@_check("a Hook subclass whose `values` list gets one float per optimizer step")
 def check_loss_recorder(hook_class: type) -> CheckResult:
-    """Exercise (notebook 02): a Hook that records the total loss after every step in ``self.values``."""
+    """Exercise (notebook 02): a Hook that records the total loss after every step in ``self.values``.
+
+    Trains a small model for 2 steps with the learner's hook and a second hook that notes, after the
+    learner's ``after_backward`` and after its ``after_step``, how many values were recorded: a hook
+    that records after each optimizer step has recorded k values before step k's ``optimizer.step()``
+    and k + 1 after it.
+    """
     from .data import SyntheticShapes, collate_detection
     from .models import TinyDetector
-    from .train import fit
+    from .train import _HOOK_METHODS, Hook, fit
 
+    if not callable(hook_class):
+        return _report(False, f"expected your hook class, got {_describe(hook_class)}.")
     try:
         hook = hook_class()
+    except NotImplementedError:
+        return _report(False, "creating your hook raises NotImplementedError -- replace it with your code.")
     except Exception as err:  # noqa: BLE001
         return _report(False, f"could not create your hook: {type(err).__name__}: {err}")
+    missing = [m for m in _HOOK_METHODS if not callable(getattr(hook, m, None))]
+    if missing:
+        return _report(False, f"`{getattr(hook_class, '__name__', 'your class')}()` gave {_describe(hook)}, which has no "
+                       f"{missing[0]}(): expected a Hook subclass (class LossRecorder(Hook): ...).")
+
+    class Counter(Hook):  # runs after the learner's hook: how many values exist at each point of the step
+        def __init__(self) -> None:
+            self.after_backward_counts: list[int] = []
+            self.after_step_counts: list[int] = []
+
+        @staticmethod
+        def _count() -> int:
+            values = getattr(hook, "values", None)
+            return len(values) if isinstance(values, list) else -1
+
+        def after_backward(self, state: Any) -> None:
+            self.after_backward_counts.append(self._count())
+
+        def after_step(self, state: Any) -> None:
+            self.after_step_counts.append(self._count())
+
+    counter = Counter()
     torch.manual_seed(0)
     model = TinyDetector(width=0.25, depth=0)
     data = [SyntheticShapes(4, seed=0)[i] for i in range(4)]
     loader = torch.utils.data.DataLoader(data, batch_size=2, collate_fn=collate_detection)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     try:
-        history = fit(model, loader, optimizer, epochs=1, device=torch.device("cpu"), hooks=[hook], progress=False)
+        history = fit(model, loader, optimizer, epochs=1, device=torch.device("cpu"), hooks=[hook, counter], progress=False)
+    except NotImplementedError:
+        return _report(False, "a method of your hook still raises NotImplementedError -- replace it with your code.")
     except Exception as err:  # noqa: BLE001
         return _report(False, f"training with your hook failed: {type(err).__name__}: {err}")
     values = getattr(hook, "values", None)
     if not isinstance(values, list) or len(values) != 2:
-        return _report(False, f"after 2 optimizer steps `hook.values` should hold 2 numbers, got {values!r}. "
+        got = (repr(values) if len(values) <= 4 else f"a list of {len(values)}") if isinstance(values, list) else _describe(values)
+        return _report(False, f"after 2 optimizer steps `hook.values` should hold 2 numbers, got {got}. "
                        "Which hook method runs once after every optimizer step?")
-    if not np.allclose(values, history["loss"], rtol=1e-5):
-        return _report(False, f"recorded {values} but the losses were {history['loss']}. Sum `state.losses.values()` and call .item().")
-    return _report(True, "your hook saw both steps and recorded the right losses.")
+    if any(isinstance(x, Tensor) for x in values):
+        return _report(False, f"`hook.values` holds {_describe(next(x for x in values if isinstance(x, Tensor)))}: "
+                       "store Python floats -- call .item() on the summed loss (a stored tensor also keeps the step's "
+                       "whole autograd graph alive).")
+    numbers = [_as_float(x) for x in values]
+    if None in numbers:
+        return _report(False, f"`hook.values` holds {_describe(values[numbers.index(None)])}; expected one float per step.")
+    if not np.allclose(numbers, history["loss"], rtol=1e-5):
+        return _report(False, f"recorded {numbers} but the losses were {history['loss']}. Sum `state.losses.values()` and call .item().")
+    if counter.after_backward_counts != [0, 1] or counter.after_step_counts != [1, 2]:
+        return _report(False, "the values are right, but your hook records them before `optimizer.step()` (in "
+                       "`after_backward` or earlier): the exercise asks for the loss after every optimizer step -- "
+                       "override `after_step`.")
+    return _report(True, "your hook recorded the right loss after each of the 2 optimizer steps.")
 
 
 def _grad_params(seed: int, scale: float = 1.0) -> list[torch.nn.Parameter]:
@@ -251,6 +411,7 @@ def _grad_params(seed: int, scale: float = 1.0) -> list[torch.nn.Parameter]:
     return params
 
 
+@_check("the total gradient norm before clipping (a number or 0-d tensor), with the gradients clipped in place")
 def check_clip_grad_norm(fn: Callable[[list, float], Tensor]) -> CheckResult:
     """Exercise (notebook 03): global-norm clipping, in place; returns the norm before clipping."""
     for seed, max_norm in ((0, 1.0), (1, 100.0), (2, 0.01)):
@@ -259,16 +420,18 @@ def check_clip_grad_norm(fn: Callable[[list, float], Tensor]) -> CheckResult:
         if err:
             return _report(False, err)
         want = torch.nn.utils.clip_grad_norm_(ref, max_norm)
-        try:
-            got_value = float(got)
-        except (TypeError, ValueError):
-            return _report(False, f"return the total norm before clipping (a number or 0-dim tensor), got {type(got).__name__}.")
+        got_value = _as_float(got)
+        if got_value is None:
+            return _report(False, _not_a_number(got, "the total norm before clipping (a number or 0-d tensor)"))
         if abs(got_value - want.item()) > 1e-4 * max(1.0, want.item()):
             return _report(False, f"returned norm {got_value:.5g}, expected {want.item():.5g}: the norm of all gradients "
                            "together, sqrt(sum of squares over every parameter), taken *before* clipping.")
         for p, q in zip(ours, ref):
             if q.grad is None:
                 continue
+            if not isinstance(p.grad, Tensor) or p.grad.shape != q.grad.shape:
+                return _report(False, f"after your function a parameter's .grad is {_describe(p.grad)}, expected a tensor "
+                               f"of shape {tuple(q.grad.shape)}: scale the gradients in place (p.grad.mul_(factor)).")
             if not torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7):
                 ratio = (p.grad.norm() / q.grad.norm()).item()
                 hint = (" Only scale down: if the norm is already below max_norm, leave the gradients alone."
@@ -278,17 +441,28 @@ def check_clip_grad_norm(fn: Callable[[list, float], Tensor]) -> CheckResult:
     return _report(True, "same gradients and same returned norm as torch.nn.utils.clip_grad_norm_.")
 
 
+@_check("the parameter's gradient clipped in place (the return value is not used)")
 def check_agc(fn: Callable[[torch.nn.Parameter, float, float], None]) -> CheckResult:
-    """Exercise (notebook 03): AGC for one parameter, in place (see ``adaptive_clip_grad_``)."""
+    """Exercise (notebook 03): AGC for one parameter, in place (see ``adaptive_clip_grad_``).
+
+    The gradients' output units are scaled from 0.01 to 3 times their size, so that some units lie
+    below the limit (and must stay as they are) and others above it; a bias is below it for seed 4.
+    """
     from .clipping import adaptive_clip_grad_
 
     for seed in (3, 4):
         for index in range(3):  # a conv kernel, a matrix, a bias
             ours, ref = _grad_params(seed, scale=0.2)[index], _grad_params(seed, scale=0.2)[index]
+            units = torch.logspace(-2, math.log10(3.0), ours.shape[0]) if ours.ndim > 1 else torch.tensor(0.01 if seed == 4 else 1.0)
+            for p in (ours, ref):
+                p.grad.mul_(units.reshape(-1, *[1] * (p.ndim - 1)) if p.ndim > 1 else units)
             got, err = _call(fn, ours, 0.05, 1e-3)
             if err:
                 return _report(False, err)
             adaptive_clip_grad_([ref], 0.05, 1e-3)
+            if not isinstance(ours.grad, Tensor) or ours.grad.shape != ref.grad.shape:
+                return _report(False, f"after your function param.grad is {_describe(ours.grad)}, expected a tensor of "
+                               f"shape {tuple(ref.grad.shape)}: clip the gradient in place (param.grad.mul_(...)).")
             if not torch.allclose(ours.grad, ref.grad, rtol=1e-5, atol=1e-7):
                 kind = {4: "conv kernel", 2: "weight matrix", 1: "bias"}[ref.ndim]
                 return _report(False, f"wrong gradient for a {kind} of shape {tuple(ref.shape)}. Norms are per output "
@@ -297,24 +471,27 @@ def check_agc(fn: Callable[[torch.nn.Parameter, float, float], None]) -> CheckRe
     return _report(True, "matches the AGC formula on a conv kernel, a matrix and a bias.")
 
 
+@_check("a pair (scale, zero_point): a positive float and an integer")
 def check_qparams(fn: Callable[[float, float, int], tuple[Any, Any]]) -> CheckResult:
     """Exercise (notebook 04): asymmetric unsigned ``(scale, zero_point)`` for a range ``[x_min, x_max]``."""
     from .quant import fake_quantize
 
     cases = ((-0.3, 1.0, 8), (0.0, 6.0, 8), (-2.0, -0.5, 8), (0.2, 0.9, 4), (-1.0, 3.0, 2), (-5e-4, 2e-3, 8))
+    short: list[str] = []  # ranges whose ends the learner's grid stops short of (allowed, but said)
     for x_min, x_max, bits in cases:
         got, err = _call(fn, x_min, x_max, bits)
         if err:
             return _report(False, err)
-        try:
-            scale, zp = float(got[0]), got[1]
-        except (TypeError, ValueError, IndexError):
-            return _report(False, "return a pair (scale, zero_point).")
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            return _report(False, f"return a pair (scale, zero_point), got {_describe(got)}.")
+        scale, zp = _as_float(got[0]), _as_float(got[1])
+        if scale is None or zp is None or not math.isfinite(scale) or not math.isfinite(zp):
+            return _report(False, f"scale and zero_point must be numbers, got {_describe(got[0])} and {_describe(got[1])}.")
         q_max = 2**bits - 1
-        if float(zp) != round(float(zp)):
-            return _report(False, f"zero_point must be an integer (got {float(zp)} for [{x_min}, {x_max}]): round it, "
+        if zp != round(zp):
+            return _report(False, f"zero_point must be an integer (got {zp} for [{x_min}, {x_max}]): round it, "
                            "so that real 0 lands exactly on a level.")
-        zp = int(round(float(zp)))
+        zp = int(round(zp))
         if not 0 <= zp <= q_max:
             return _report(False, f"zero_point {zp} is outside 0..{q_max} for [{x_min}, {x_max}]: first widen the range "
                            "to include 0 (x_min = min(x_min, 0), x_max = max(x_max, 0)).")
@@ -328,9 +505,18 @@ def check_qparams(fn: Callable[[float, float, int], tuple[Any, Any]]) -> CheckRe
         if worst > 0.5001 * scale + 1e-9:
             return _report(False, f"values in [{x_min}, {x_max}] are off by up to {worst:.3g} > scale/2: the grid "
                            "S·(q − Z), q = 0..2^bits − 1, does not cover the range. Z = −round(x_min / S).")
-    return _report(True, "zero is exact and the grid covers the range in every case.")
+        grid_lo, grid_hi = scale * (0 - zp), scale * (q_max - zp)
+        if grid_lo > lo + 1e-12 * max(1.0, abs(lo)) or grid_hi < hi - 1e-12 * max(1.0, abs(hi)):
+            short.append(f"[{grid_lo:.6g}, {grid_hi:.6g}] for [{lo:g}, {hi:g}]")
+    note = ""
+    if short:  # true of some correct answers: rounding Z moves the grid by up to S/2
+        note = (f" (Your grid does not reach both ends everywhere -- {short[0]}: rounding Z shifts it by up to S/2, "
+                "so the values beyond its end clamp to the last level, still within S/2.)")
+    return _report(True, "real 0 is exactly a level and every value of each range is within S/2 of a level, "
+                         f"in all {len(cases)} ranges (2 to 8 bits).{note}")
 
 
+@_check("a tensor shaped like x, with a straight-through gradient")
 def check_fake_quantize(fn: Callable[[Tensor, float, int, int, int], Tensor]) -> CheckResult:
     """Exercise (notebook 04): fake quantization with a straight-through gradient."""
     for bits, signed, scale, zp in ((8, False, 0.02, 128), (4, True, 0.3, 0), (3, False, 0.5, 2)):
@@ -342,7 +528,7 @@ def check_fake_quantize(fn: Callable[[Tensor, float, int, int, int], Tensor]) ->
         if err:
             return _report(False, err)
         if not isinstance(got, Tensor) or got.shape != x.shape:
-            return _report(False, f"return a tensor shaped like x {tuple(x.shape)}.")
+            return _report(False, f"return a tensor shaped like x {tuple(x.shape)}, got {_describe(got)}.")
         want = torch.fake_quantize_per_tensor_affine(ref, scale, zp, q_min, q_max)
         off = (got.detach() - want.detach()).abs() > 1e-6
         if off.float().mean() > 0.005 or ((got.detach() - want.detach()).abs()[off] > scale * 1.001).any():
@@ -369,6 +555,7 @@ def check_fake_quantize(fn: Callable[[Tensor, float, int, int, int], Tensor]) ->
     return _report(True, "same forward and same straight-through gradient as torch.fake_quantize_per_tensor_affine.")
 
 
+@_check("a pair (weight, bias) of tensors")
 def check_fold_bn(fn: Callable[..., tuple[Tensor, Tensor]]) -> CheckResult:
     """Exercise (notebook 05): fold BN into the preceding conv; returns ``(weight, bias)``."""
     from torch.nn.utils.fusion import fuse_conv_bn_weights
@@ -382,11 +569,15 @@ def check_fold_bn(fn: Callable[..., tuple[Tensor, Tensor]]) -> CheckResult:
         got, err = _call(fn, w, b, gamma, beta, mean, var, 1e-5)
         if err:
             return _report(False, err)
-        try:
-            got_w, got_b = got
-        except (TypeError, ValueError):
-            return _report(False, "return a pair (weight, bias).")
         want_w, want_b = fuse_conv_bn_weights(w, b, mean, var, 1e-5, gamma, beta)
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            return _report(False, f"return a pair (weight, bias), got {_describe(got)}.")
+        got_w, got_b = got
+        if not isinstance(got_w, Tensor) or not isinstance(got_b, Tensor):
+            return _report(False, f"return two tensors (weight {tuple(want_w.shape)}, bias {tuple(want_b.shape)}), "
+                           f"got {_describe(got_w)} and {_describe(got_b)}.")
+        if tuple(got_b.shape) != tuple(want_b.shape):
+            return _report(False, f"bias shape {tuple(got_b.shape)}, expected {tuple(want_b.shape)}: one bias per output channel.")
         if tuple(got_w.shape) != tuple(want_w.shape):
             return _report(False, f"weight shape {tuple(got_w.shape)}, expected {tuple(want_w.shape)}: scale each output "
                            "channel, i.e. multiply by factor.reshape(-1, 1, 1, 1).")
@@ -399,6 +590,7 @@ def check_fold_bn(fn: Callable[..., tuple[Tensor, Tensor]]) -> CheckResult:
     return _report(True, "same folded weight and bias as torch.nn.utils.fusion.fuse_conv_bn_weights.")
 
 
+@_check("a Hook subclass taking freeze_step, whose after_step freezes BN statistics")
 def check_freeze_bn_hook(hook_class: type) -> CheckResult:
     """Exercise (notebook 05): a training-loop hook that freezes BN statistics after ``freeze_step`` optimizer steps."""
     from .quant import QuantConvBn2d, prepare_qat
@@ -406,10 +598,18 @@ def check_freeze_bn_hook(hook_class: type) -> CheckResult:
 
     model = prepare_qat(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()))
     blocks = [m for m in model.modules() if isinstance(m, QuantConvBn2d)]
+    if not callable(hook_class):
+        return _report(False, f"expected your hook class, got {_describe(hook_class)}.")
+    name = getattr(hook_class, "__name__", "your class")
     try:
         hook = hook_class(freeze_step=3)
+    except NotImplementedError:
+        return _report(False, f"`{name}(freeze_step=3)` still raises NotImplementedError -- replace it with your code.")
     except Exception as exc:  # noqa: BLE001 -- report any construction error to the learner
-        return _report(False, f"`{hook_class.__name__}(freeze_step=3)` raised {type(exc).__name__}: {exc}")
+        return _report(False, f"`{name}(freeze_step=3)` raised {type(exc).__name__}: {exc}")
+    if not callable(getattr(hook, "after_step", None)):
+        return _report(False, f"`{name}(freeze_step=3)` gave {_describe(hook)}, which has no after_step(): "
+                       "expected a Hook subclass (class FreezeBNAfter(Hook): ...).")
     state = StepState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     for step in range(6):
         state.step = step
@@ -430,6 +630,7 @@ def check_freeze_bn_hook(hook_class: type) -> CheckResult:
     return _report(True, "BN statistics freeze exactly after 3 steps and stay frozen.")
 
 
+@_check("a 0-d tensor (the loss) with a gradient to the student's logits")
 def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
     """Exercise (notebook 06): Hinton's ``T² · KL(softmax(t/T) ‖ softmax(s/T))``, batch mean."""
     import torch.nn.functional as F
@@ -442,7 +643,8 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
         if err:
             return _report(False, err)
         if not isinstance(got, Tensor) or got.numel() != 1:
-            return _report(False, "return one number (a 0-d tensor): average over the batch, sum over the classes.")
+            return _report(False, f"return one number (a 0-d tensor), got {_describe(got)}: average over the batch, "
+                           "sum over the classes.")
         want = temperature**2 * F.kl_div(F.log_softmax(s / temperature, -1), F.softmax(t / temperature, -1),
                                          reduction="batchmean")
         value, ref = got.detach().reshape(()).item(), want.item()
@@ -469,6 +671,7 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
     return _report(True, "equals T² · F.kl_div(log_softmax(s/T), softmax(t/T), reduction='batchmean') for T = 1, 4, 10.")
 
 
+@_check("a 0-d tensor (the loss) with a gradient to the student's features only")
 def check_feature_imitation(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> CheckResult:
     """Exercise (notebook 06): masked feature imitation ``Σ_mask ‖f_s − f_t‖² / (2 · N_mask · C)``."""
     from .distill import feature_imitation_loss
@@ -481,7 +684,7 @@ def check_feature_imitation(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> C
     if err:
         return _report(False, err)
     if not isinstance(got, Tensor) or got.numel() != 1:
-        return _report(False, "return one number (a 0-d tensor).")
+        return _report(False, f"return one number (a 0-d tensor), got {_describe(got)}.")
     want = feature_imitation_loss(fs, ft, mask).item()
     value = got.detach().reshape(()).item()
     if not math.isclose(value, want, rel_tol=1e-4):
@@ -497,6 +700,9 @@ def check_feature_imitation(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> C
         else:
             hint = "square the difference, sum over channels and masked locations, divide by 2 · N_mask · C."
         return _report(False, f"got {value:.5g}, expected {want:.5g}: {hint}")
+    if not got.requires_grad:
+        return _report(False, "the value is right, but no gradient reaches the student's features: build the loss from "
+                       "them (no .detach(), .item() or numpy on the student's side).")
     got.backward()
     if teacher.grad is not None and teacher.grad.abs().sum() > 0:
         return _report(False, "the value is right, but gradient reaches the teacher's features: .detach() them -- "
@@ -506,18 +712,22 @@ def check_feature_imitation(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> C
     return _report(True, "same value as course_utils.distill.feature_imitation_loss, and only the student gets a gradient.")
 
 
+@_check("a boolean tensor shaped like the weight (True = keep)")
 def check_magnitude_mask(fn: Callable[[Tensor, float], Tensor]) -> CheckResult:
-    """Exercise (notebook 07): the keep-mask zeroing the ``round(s·n)`` smallest ``|w|`` of one tensor."""
+    """Exercise (notebook 07): the keep-mask zeroing the ``round(s·n)`` smallest ``|w|`` of one tensor.
+
+    One case has ``s·n = 0.55 · 21 = 11.55``, where ``round`` (12) and ``int`` (11) differ.
+    """
     import torch.nn.utils.prune as torch_prune
 
     g = torch.Generator().manual_seed(8)
-    for shape, amount in (((8, 4, 3, 3), 0.8), ((16, 5), 0.5), ((6, 3, 1, 1), 0.0)):
+    for shape, amount in (((8, 4, 3, 3), 0.8), ((16, 5), 0.5), ((7, 3), 0.55), ((6, 3, 1, 1), 0.0)):
         w = torch.randn(shape, generator=g)
         got, err = _call(fn, w.clone(), amount)
         if err:
             return _report(False, err)
-        if not isinstance(got, Tensor) or got.shape != w.shape:
-            return _report(False, f"return a mask shaped like the weight {tuple(w.shape)}.")
+        if not isinstance(got, Tensor) or got.shape != w.shape or got.is_complex():
+            return _report(False, f"return a mask shaped like the weight {tuple(w.shape)}, got {_describe(got)}.")
         layer = torch.nn.Linear(1, 1)
         layer.weight = torch.nn.Parameter(w.clone())
         want = torch_prune.l1_unstructured(layer, "weight", amount=amount).weight_mask.bool()
@@ -526,14 +736,18 @@ def check_magnitude_mask(fn: Callable[[Tensor, float], Tensor]) -> CheckResult:
         if amount > 0 and torch.equal(got, ~want):
             return _report(False, "the mask is inverted: True must mean *keep* (the large |w|), False = pruned.")
         if zeroed != int((~want).sum()):
+            n_want = int((~want).sum())
+            hint = (f" int() cuts {amount * w.numel():.4g} down to {zeroed}: count with round()."
+                    if zeroed == int(amount * w.numel()) != n_want else " Count with round(), and keep True for weights that stay.")
             return _report(False, f"sparsity {amount}: zeroed {zeroed} of {w.numel()} weights, expected round({amount}·{w.numel()}) "
-                           f"= {int((~want).sum())}. Count with round(), and keep True for weights that stay.")
+                           f"= {n_want}.{hint}")
         if not torch.equal(got, want):
             return _report(False, f"sparsity {amount}: a different set of weights is zeroed. Rank by magnitude |w| (not w), "
                            "and zero the smallest ones.")
     return _report(True, "same masks as torch.nn.utils.prune.l1_unstructured.")
 
 
+@_check("one integer, the multiply-accumulates")
 def check_conv_macs(fn: Callable[[int, int, int, int, int, int], int]) -> CheckResult:
     """Exercise (notebook 07): multiply-accumulates of one Conv2d, ``C_out·H_out·W_out·(C_in/groups)·k²``."""
     from .prune import count_flops
@@ -545,6 +759,10 @@ def check_conv_macs(fn: Callable[[int, int, int, int, int, int], int]) -> CheckR
         if err:
             return _report(False, err)
         want = count_flops(conv, (32, 32), c_in)  # counts the multiply-accumulates of every conv
+        value = _as_float(got)
+        if value is None:
+            return _report(False, _not_a_number(got, "one integer, the multiply-accumulates"))
+        got = int(value) if math.isfinite(value) and value == int(value) else value
         if got != want:
             hint = ""
             if groups > 1 and got == want * groups:
@@ -567,6 +785,7 @@ def _as_int(value: Any) -> int | None:
     return int(value)
 
 
+@_check("a pair (m0, n) of integers")
 def check_fixed_point_multiplier(fn: Callable[[float], tuple[int, int]]) -> CheckResult:
     """Exercise (notebook 09): ``M -> (m0, n)`` with ``M ≈ m0 · 2^-(31 + n)`` and ``2^30 <= m0 < 2^31``."""
     from .quant.integer import fixed_point_multiplier
@@ -576,10 +795,10 @@ def check_fixed_point_multiplier(fn: Callable[[float], tuple[int, int]]) -> Chec
         if err:
             return _report(False, err)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
-            return _report(False, f"return a pair (m0, n), got {type(got).__name__} {got!r:.60}.")
+            return _report(False, f"return a pair (m0, n), got {_describe(got)}.")
         m0, n = _as_int(got[0]), _as_int(got[1])
         if m0 is None or n is None:
-            return _report(False, f"m0 and n must be integers (m0 is stored as an int32), got {got[0]!r:.40} and {got[1]!r:.40}.")
+            return _report(False, f"m0 and n must be integers (m0 is stored as an int32), got {_describe(got[0])} and {_describe(got[1])}.")
         want_m0, want_n = (int(v) for v in fixed_point_multiplier(m))
         if (m0, n) == (want_m0, want_n):
             continue
@@ -599,6 +818,7 @@ def check_fixed_point_multiplier(fn: Callable[[float], tuple[int, int]]) -> Chec
     return _report(True, "M ≈ m0 · 2^-(31+n) with M0 in [0.5, 1), including the carry case, on 6 multipliers.")
 
 
+@_check("an int32 tensor, one value per output channel")
 def check_int32_bias(fn: Callable[[Tensor, float, Tensor], Tensor]) -> CheckResult:
     """Exercise (notebook 09): the bias at the accumulator's scale, ``q_b = round(b / (S_x · S_w))`` as int32."""
     from .quant.integer import quantize_bias
@@ -636,6 +856,69 @@ def check_int32_bias(fn: Callable[[Tensor, float, Tensor], Tensor]) -> CheckResu
     return _report(False, f"the int32 bias is off by up to {worst} unit{'s' if worst != 1 else ''}.{hint}")
 
 
+def _timing_rounds(seed: int, rounds: int, runs: int, base_ms: float, slow_round: int | None) -> list[list[float]]:
+    """Made-up per-run latencies (ms), one list per round: log-normal noise, rare spikes, one slow round."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in range(rounds):
+        level = base_ms * (1.6 if r == slow_round else 1.0)
+        times = level * np.exp(rng.normal(0, 0.05, runs))
+        times[rng.random(runs) < 0.08] *= 4.0  # another process wakes up now and then
+        out.append([round(float(t), 4) for t in times])
+    return out
+
+
+def _median_round(rounds: list[list[float]]) -> float:
+    """The median of each round's median run: sorted round medians, element ``len // 2`` (odd counts here)."""
+    medians = sorted(float(np.median(r)) for r in rounds)
+    return medians[len(medians) // 2]
+
+
+@_check("one number, the speed-up (> 1 when the candidate is faster)")
+def check_speedup(fn: Callable[[list[list[float]], list[list[float]]], float]) -> CheckResult:
+    """Exercise (notebook 08): the speed-up of a candidate over a baseline from interleaved timing rounds.
+
+    ``fn(baseline_ms, candidate_ms)``: lists of rounds, each round the per-run latencies (ms) of one
+    model, the two models' rounds run in turn. As ``measure_interleaved`` reports it: each round's
+    median run, each model's median round, then ``speed-up = baseline / candidate``.
+    """
+    cases = ((3, 30, 25.0, 10.0, None, 4), (5, 20, 12.0, 5.0, 2, 2), (3, 41, 3.5, 0.7, 0, 3))
+    for rounds, runs, base_ms, cand_ms, slow_round, seed in cases:
+        baseline = _timing_rounds(seed, rounds, runs, base_ms, slow_round)
+        candidate = _timing_rounds(seed + 100, rounds, runs, cand_ms, slow_round)
+        got, err = _call(fn, [list(r) for r in baseline], [list(r) for r in candidate])
+        if err:
+            return _report(False, err)
+        value = _as_float(got)
+        if value is None:
+            return _report(False, _not_a_number(got, "one number, the speed-up"))
+        want = _median_round(baseline) / _median_round(candidate)
+        if math.isclose(value, want, rel_tol=1e-6):
+            continue
+        flat_b, flat_c = np.concatenate(baseline), np.concatenate(candidate)
+        tries = {
+            "upside down: speed-up = baseline time / candidate time, so it is > 1 when the candidate is faster.": 1 / want,
+            "that is a ratio of means: a few slow runs (spikes) pull a mean up; take medians.":
+                float(flat_b.mean() / flat_c.mean()),
+            "that ratio uses each model's fastest run: a best case, not the typical time; take medians.":
+                float(flat_b.min() / flat_c.min()),
+            "you pooled the runs of all rounds: take each round's median first, then each model's median round.":
+                float(np.median(flat_b) / np.median(flat_c)),
+            "you took the ratio within each round: here each model's own median round is the measurement; divide those.":
+                float(np.median([np.median(b) / np.median(c) for b, c in zip(baseline, candidate)])),
+            "you used the last round only: take the median round of each model.":
+                float(np.median(baseline[-1]) / np.median(candidate[-1])),
+            "you averaged the round medians: take the median round (the middle one after sorting).":
+                float(np.mean([np.median(r) for r in baseline]) / np.mean([np.median(r) for r in candidate])),
+        }
+        matches = [h for h, v in tries.items() if math.isclose(value, v, rel_tol=1e-6)]
+        hint = " Or: ".join(matches) or "take the median of each round, the median round of each model, then baseline / candidate."
+        return _report(False, f"{rounds} rounds × {runs} runs, baseline about {base_ms:g} ms, candidate about {cand_ms:g} ms: "
+                              f"expected a speed-up of {want:.4f}, got {value:.4g}: {hint}")
+    return _report(True, "speed-up = baseline's median round / candidate's median round, on 3 sets of interleaved rounds.")
+
+
+@_check("one number, the learning rate")
 def check_linear_scaling(fn: Callable[[float, int, int, int], float]) -> CheckResult:
     """Exercise (notebook 10): the learning rate for N processes by the linear scaling rule (Goyal et al. 2017).
 
@@ -647,10 +930,10 @@ def check_linear_scaling(fn: Callable[[float, int, int, int], float]) -> CheckRe
         got, err = _call(fn, base_lr, base_batch, per_process, processes)
         if err:
             return _report(False, err)
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            return _report(False, f"return the learning rate as a number, got {type(got).__name__}.")
+        value = _as_float(got)
+        if value is None:
+            return _report(False, _not_a_number(got, "the learning rate as a number"))
+        got = value
         effective = per_process * processes
         want = base_lr * effective / base_batch
         if math.isclose(got, want, rel_tol=1e-9):

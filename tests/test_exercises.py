@@ -1,6 +1,8 @@
 """Every exercise check accepts the reference solution and rejects typical mistakes."""
 
 import importlib
+import inspect
+import re
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ sol04 = importlib.import_module("solutions.ex04_quantization_math")
 sol05 = importlib.import_module("solutions.ex05_qat_and_int8")
 sol06 = importlib.import_module("solutions.ex06_knowledge_distillation")
 sol07 = importlib.import_module("solutions.ex07_pruning")
+sol08 = importlib.import_module("solutions.ex08_capstone")
 sol09 = importlib.import_module("solutions.ex09_integer_inference")
 sol10 = importlib.import_module("solutions.ex10_your_own_data")
 
@@ -44,6 +47,7 @@ def not_implemented(*args):
         (ex.check_feature_imitation, sol06.feature_imitation),
         (ex.check_magnitude_mask, sol07.magnitude_mask),
         (ex.check_conv_macs, sol07.conv_macs),
+        (ex.check_speedup, sol08.speedup),
         (ex.check_fixed_point_multiplier, sol09.fixed_point_multiplier),
         (ex.check_int32_bias, sol09.int32_bias),
         (ex.check_linear_scaling, sol10.linear_scaling),
@@ -321,3 +325,270 @@ def test_linear_scaling_check_rejects_typical_mistakes(wrong, hint, capsys):
     out = capsys.readouterr().out
     assert "❌ Not yet" in out and hint in out, out
 
+
+
+# ------------------------------------------------------------------ the catalogue of wrong answers
+# Every check rejects at least two typical wrong answers, each with a message that names the mistake.
+
+def _area_column(b):
+    return ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[:, None]  # (N, 1) instead of (N,)
+
+
+def _iou_union_without_subtracting(b1, b2):
+    area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
+    area2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
+    wh = (torch.min(b1[:, None, 2:], b2[None, :, 2:]) - torch.max(b1[:, None, :2], b2[None, :, :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[:, None] + area2[None])
+
+
+def _nms_greater_equal(boxes, scores, iou_threshold):  # suppresses at IoU >= threshold, not >
+    order = torch.argsort(scores, descending=True)
+    keep = []
+    while len(order) > 0:
+        keep.append(int(order[0]))
+        ious = sol01.box_iou(boxes[order[0]][None], boxes[order[1:]])[0]
+        order = order[1:][ious < iou_threshold]
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def _ap_envelope_mean(is_tp, num_gt):  # the envelope, but averaged over detections instead of 101 recall points
+    precision = np.cumsum(is_tp) / np.arange(1, len(is_tp) + 1)
+    return float(np.maximum.accumulate(precision[::-1])[::-1].mean())
+
+
+class _RecordsAfterBackward(Hook):  # right values, wrong place: before optimizer.step()
+    def __init__(self):
+        self.values = []
+
+    def after_backward(self, state):
+        self.values.append(sum(v.item() for v in state.losses.values()))
+
+
+class _RecordsTensors(Hook):  # forgets .item(): keeps tensors (and their graphs)
+    def __init__(self):
+        self.values = []
+
+    def after_step(self, state):
+        self.values.append(sum(state.losses.values()))
+
+
+class _RecordsPerEpoch(Hook):
+    def __init__(self):
+        self.values = []
+
+    def on_epoch_end(self, state):
+        self.values.append(sum(v.item() for v in state.losses.values()))
+
+
+def _clip_returns_norm_after(params, max_norm):
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.sqrt(sum((g**2).sum() for g in grads))
+    for g in grads:
+        g.mul_(min(1.0, max_norm / (total.item() + 1e-6)))
+    return torch.sqrt(sum((g**2).sum() for g in grads))
+
+
+def _clip_per_tensor(params, max_norm):
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.sqrt(sum((g**2).sum() for g in grads))
+    for g in grads:
+        g.mul_(min(1.0, max_norm / (g.norm().item() + 1e-6)))
+    return total
+
+
+def _agc_per_tensor(param, clip_factor, eps):
+    w, g = param.detach().norm().clamp(min=eps), param.grad.norm()
+    if g > clip_factor * w:
+        param.grad.mul_(clip_factor * w / g)
+
+
+def _agc_always_scales(param, clip_factor, eps):  # rescales every unit, also those below the limit
+    dims = tuple(range(1, param.ndim)) if param.ndim > 1 else None
+    def norm(t):
+        return torch.linalg.vector_norm(t, dim=dims, keepdim=True)
+    w, g = norm(param.detach()).clamp(min=eps), norm(param.grad).clamp(min=1e-6)
+    param.grad.mul_(clip_factor * w / g)
+
+
+def _qparams_two_to_the_bits(x_min, x_max, bits):
+    lo, hi = min(x_min, 0.0), max(x_max, 0.0)
+    scale = (hi - lo) / 2**bits
+    return scale, round(-lo / scale)
+
+
+class _FreezesAtOnce(sol05.FreezeBNAfter):
+    def after_step(self, state):
+        from course_utils.quant import freeze_bn_stats
+        freeze_bn_stats(state.model)
+
+
+class _NeverFreezes(sol05.FreezeBNAfter):
+    def after_step(self, state):
+        pass
+
+
+def _mask_with_int(weight, sparsity):  # int() instead of round() in the count
+    n_prune = int(sparsity * weight.numel())
+    mask = torch.ones(weight.numel(), dtype=torch.bool)
+    if n_prune > 0:
+        mask[torch.topk(weight.abs().flatten(), n_prune, largest=False).indices] = False
+    return mask.view_as(weight)
+
+
+def _flat(rounds):
+    return [t for r in rounds for t in r]
+
+
+CATALOGUE = [
+    (ex.check_box_area, lambda b: (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1), "+1"),
+    (ex.check_box_area, _area_column, "expected shape (20,)"),
+    (ex.check_box_area, lambda b: b[:, 2] * b[:, 3], "values differ"),
+    (ex.check_xywh_to_xyxy, lambda b: torch.cat([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1), "top-left"),
+    (ex.check_xywh_to_xyxy, lambda b: b.clone(), "values differ"),
+    (ex.check_box_iou, lambda b1, b2: sol01.box_iou(b2, b1), "expected shape (7, 5)"),
+    (ex.check_box_iou, _iou_union_without_subtracting, "subtract the intersection once"),
+    (ex.check_nms, _nms_greater_equal, "strictly greater"),
+    (ex.check_nms, lambda b, s, t: torch.sort(sol01.nms(b, s, t)).values, "wrong order"),
+    (ex.check_nms, lambda b, s, t: torch.argsort(s, descending=True), "the reference keeps"),
+    (ex.check_nms, lambda b, s, t: sol01.nms(b, s, t).float(), "integer indices"),
+    (ex.check_average_precision, lambda t, n: float((np.cumsum(t) / np.arange(1, len(t) + 1)).mean()), "mean raw precision"),
+    (ex.check_average_precision, _ap_envelope_mean, "envelope"),
+    (ex.check_average_precision, lambda t, n: np.cumsum(t) / n, "one number"),
+    (ex.check_error_counts, lambda p, t, s, i: sol02.error_counts(dict(p, labels=torch.ones_like(p["labels"])),
+                                                                  dict(t, labels=torch.ones_like(t["labels"])), s, i),
+     "labels must agree"),
+    (ex.check_error_counts, lambda p, t, s, i: sol02.error_counts(p, t, s, i)[:2], "three integers"),
+    (ex.check_error_counts, lambda p, t, s, i: sol02.error_counts(p, t, 0.0, i), "expected (TP, FP, FN)"),
+    (ex.check_loss_recorder, _RecordsAfterBackward, "before `optimizer.step()`"),
+    (ex.check_loss_recorder, _RecordsTensors, ".item()"),
+    (ex.check_loss_recorder, _RecordsPerEpoch, "should hold 2 numbers, got ["),
+    (ex.check_clip_grad_norm, _clip_returns_norm_after, "*before* clipping"),
+    (ex.check_clip_grad_norm, _clip_per_tensor, "same factor"),
+    (ex.check_agc, _agc_per_tensor, "per output unit"),
+    (ex.check_agc, _agc_always_scales, "clip only units"),
+    (ex.check_qparams, lambda lo, hi, b: ((hi - lo) / (2**b - 1), round(-lo / ((hi - lo) / (2**b - 1)))), "include 0"),
+    (ex.check_qparams, _qparams_two_to_the_bits, "(2^bits - 1)"),
+    (ex.check_qparams, lambda lo, hi, b: sol04.qparams(lo, hi, b)[0], "pair"),
+    (ex.check_fake_quantize, lambda x, s, z, lo, hi: (torch.clamp(torch.round(x / s) + z, lo, hi) - z) * s, "zero everywhere"),
+    (ex.check_fake_quantize, lambda x, s, z, lo, hi: x + ((torch.clamp(torch.round(x / s) + z, lo, hi) - z) * s - x).detach(),
+     "only where"),
+    (ex.check_fold_bn, lambda w, b, g, be, m, v, e: (w * (g / (v + e)).reshape(-1, 1, 1, 1), ((0 if b is None else b) - m) * g / (v + e) + be),
+     "square root"),
+    (ex.check_fold_bn, lambda w, b, g, be, m, v, e: (w * (g / (v + e).sqrt()).reshape(-1, 1, 1, 1), (0 if b is None else b) - m),
+     "(b − μ) · γ"),
+    (ex.check_freeze_bn_hook, _FreezesAtOnce, "BN froze after 1 step"),
+    (ex.check_freeze_bn_hook, _NeverFreezes, "still not frozen"),
+    (ex.check_kd_loss, lambda s, t, T: -sol06.kd_loss(s, t, T), "sign is flipped"),
+    (ex.check_kd_loss, lambda s, t, T: sol06.kd_loss(s, t, T) / T**2, "missing the T² factor"),
+    (ex.check_feature_imitation, lambda fs, ft, m: sol06.feature_imitation(fs, ft, torch.ones_like(m)), "mask is ignored"),
+    (ex.check_feature_imitation, lambda fs, ft, m: ((fs - ft).pow(2).sum(1)[m].sum() / (2 * m.sum() * fs.shape[1])), ".detach()"),
+    (ex.check_magnitude_mask, _mask_with_int, "int() cuts 11.55 down to 11"),
+    (ex.check_magnitude_mask, lambda w, s: ~sol07.magnitude_mask(w, s), "inverted"),
+    (ex.check_magnitude_mask, lambda w, s: sol07.magnitude_mask(w.abs() + w, s), "magnitude"),
+    (ex.check_conv_macs, lambda c_in, c_out, k, h, w, g: c_out * h * w * c_in * k * k, "groups"),
+    (ex.check_conv_macs, lambda *a: 2 * sol07.conv_macs(*a), "MAC"),
+    (ex.check_fixed_point_multiplier, _fpm_floor, "do not truncate"),
+    (ex.check_fixed_point_multiplier, lambda m: __import__("math").frexp(m), "scaled by 2^31|must be integers"),
+    (ex.check_int32_bias, lambda b, sx, sw: torch.round(b / sw).to(torch.int32), "S_w only"),
+    (ex.check_int32_bias, lambda b, sx, sw: (b / (sx * sw)).int(), "do not truncate"),
+    (ex.check_speedup, lambda b, c: sol08.speedup(c, b), "upside down"),
+    (ex.check_speedup, lambda b, c: np.mean(_flat(b)) / np.mean(_flat(c)), "ratio of means"),
+    (ex.check_speedup, lambda b, c: min(_flat(b)) / min(_flat(c)), "fastest run"),
+    (ex.check_speedup, lambda b, c: np.median(_flat(b)) / np.median(_flat(c)), "pooled the runs"),
+    (ex.check_linear_scaling, lambda lr, b0, b, n: lr * b / b0, "all processes"),
+    (ex.check_linear_scaling, lambda lr, b0, b, n: lr * b0 / (b * n), "upside down"),
+]
+CHECKS = [getattr(ex, name) for name in ex.__all__ if name.startswith("check_")]
+
+
+@pytest.mark.parametrize("check, wrong, hint", CATALOGUE,
+                         ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(CATALOGUE)])
+def test_check_rejects_a_typical_wrong_answer_and_names_it(check, wrong, hint, capsys):
+    result = check(wrong)
+    out = capsys.readouterr().out
+    assert isinstance(result, ex.CheckResult) and not result, out
+    assert "❌ Not yet" in out and re.search(hint if "|" in hint else re.escape(hint), out), out
+
+
+def test_every_check_has_at_least_two_wrong_answers_in_the_catalogue():
+    counts = {check.__name__: 0 for check in CHECKS}
+    for check, _, _ in CATALOGUE:
+        counts[check.__name__] += 1
+    assert len(counts) >= 21 and all(n >= 2 for n in counts.values()), counts
+
+
+# -------------------------------------------------------- a check never crashes, whatever it is given
+def _boom(*args, **kwargs):
+    raise RuntimeError("boom")
+
+
+class _HookInitRaises(Hook):
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("boom")
+
+
+class _HookWithTensorValues(Hook):  # `values` is one (3, 7) tensor, not a list of floats
+    def __init__(self, *args, **kwargs):
+        self.values = torch.zeros(3, 7)
+
+    def after_step(self, state):
+        state.model = torch.zeros(3, 7)
+
+
+CLASS_CHECKS = (ex.check_loss_recorder, ex.check_freeze_bn_hook)
+IN_PLACE_CHECKS = (ex.check_agc,)  # their return value is not used: what matters is the gradient left behind
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("kind", ["wrong type", "wrong shape", "raises", "not callable"])
+def test_no_check_ever_crashes(check, kind, capsys):
+    if check in CLASS_CHECKS:
+        answer = {"wrong type": lambda *a, **k: "hello", "wrong shape": _HookWithTensorValues, "raises": _HookInitRaises,
+                  "not callable": 42}[kind]
+    else:
+        answer = {"wrong type": lambda *a, **k: "hello", "wrong shape": lambda *a, **k: torch.zeros(3, 7, requires_grad=True),
+                  "raises": _boom, "not callable": 42}[kind]
+    result = check(answer)  # must not raise
+    out = capsys.readouterr().out
+    assert isinstance(result, ex.CheckResult) and not result and "❌ Not yet" in out, out
+    says_what_it_got = {"wrong type": "str", "wrong shape": "(3, 7)", "raises": "RuntimeError: boom", "not callable": "int"}[kind]
+    if kind == "raises" or kind == "not callable" or (check not in IN_PLACE_CHECKS and not (check is ex.check_freeze_bn_hook and kind == "wrong shape")):
+        assert says_what_it_got in out, out
+
+
+def test_a_check_that_cannot_use_an_answer_says_what_it_got_and_what_it_expected(capsys):
+    @ex._check("a tensor of shape (2,)")
+    def fragile_check(fn):
+        got, err = ex._call(fn)
+        return ex._report(bool(got[5] > 0), "fine")  # crashes on anything shorter than 6
+
+    result = fragile_check(lambda: (1, 2))
+    out = capsys.readouterr().out
+    assert isinstance(result, ex.CheckResult) and not result
+    assert "a tuple of 2 items" in out and "IndexError" in out and "Expected a tensor of shape (2,)" in out, out
+
+
+def test_error_counts_of_tensors_and_numpy_integers_are_accepted(capsys):
+    assert ex.check_error_counts(lambda *a: torch.tensor(sol02.error_counts(*a)).tolist())
+    assert ex.check_error_counts(lambda *a: tuple(np.int64(v) for v in sol02.error_counts(*a)))
+
+
+def test_qparams_pass_message_claims_only_what_was_checked(capsys):
+    """The hand formula's grid can stop just short of x_max (0.99922 < 1.0): the message must not say it covers it."""
+    assert ex.check_qparams(sol04.qparams)
+    out = capsys.readouterr().out
+    assert "covers the range" not in out and "within S/2 of a level" in out
+    scale, zp = sol04.qparams(-0.3, 1.0, 8)
+    assert scale * (255 - zp) < 1.0  # the claim the old message made would be false here
+    assert "does not reach both ends" in out and "clamp to the last level" in out
+
+
+def test_nms_case_is_exactly_at_the_threshold():
+    boxes = torch.tensor([[0.0, 0.0, 30.0, 10.0], [10.0, 0.0, 40.0, 10.0]])
+    assert ex.B.box_iou(boxes, boxes)[0, 1].item() == 0.5  # exact in float32, so > and >= disagree
+
+
+def test_magnitude_mask_has_a_case_where_int_and_round_differ():
+    source = inspect.getsource(ex.check_magnitude_mask)
+    assert "((7, 3), 0.55)" in source and int(0.55 * 21) != round(0.55 * 21)
