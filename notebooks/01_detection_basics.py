@@ -55,10 +55,7 @@ print("box_convert equals torchvision.ops.box_convert for all 9 format pairs")
 #
 # $$\mathrm{IoU}(P, G) = \frac{|P \cap G|}{|P \cup G|} = \frac{|P \cap G|}{|P| + |G| - |P \cap G|} \in [0, 1].$$
 #
-# The intersection of two axis-aligned boxes is itself a box: its top-left corner is the *larger* of the two top-left corners, its bottom-right the *smaller* of the two bottom-right corners — and if that gives a negative width or height, the boxes do not overlap (clamp to 0). Here is the library code; it computes all $N \times M$ pairs at once by broadcasting:
-
-# %%
-print(inspect.getsource(box_iou))
+# The intersection of two axis-aligned boxes is itself a box: its top-left corner is the *larger* of the two top-left corners, its bottom-right the *smaller* of the two bottom-right corners — and if that gives a negative width or height, the boxes do not overlap (clamp to 0). The library's `box_iou` computes all $N \times M$ pairs at once by broadcasting, and agrees with torchvision (you write it yourself in Exercise 1 below; the course's code is printed after that exercise):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -95,7 +92,7 @@ plt.show()
 # %% [markdown]
 # ### Exercise 1 — write IoU yourself
 #
-# Complete `my_box_iou(boxes1, boxes2)`: shapes `(N, 4)` and `(M, 4)` in xyxy → `(N, M)`. Try not to look at the code above. Solutions: `solutions/ex01_detection_basics.py`.
+# Complete `my_box_iou(boxes1, boxes2)`: shapes `(N, 4)` and `(M, 4)` in xyxy → `(N, M)`. Work from the formula above; the course's implementation is printed right after the check, to compare with. Solutions: `solutions/ex01_detection_basics.py`.
 
 # %%
 from course_utils.exercises import check_average_precision, check_box_iou, check_nms
@@ -107,6 +104,12 @@ def my_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
 
 
 check_box_iou(my_box_iou)
+
+# %% [markdown]
+# Compare your answer with the course's implementation, `course_utils.boxes.box_iou`:
+
+# %%
+print(inspect.getsource(box_iou))
 
 # %% [markdown]
 # ## 3. Anchors and box coding
@@ -176,9 +179,6 @@ print("decode(encode(box)) == box:", torch.allclose(decode_boxes(deltas, anchors
 # COCO's evaluation applies its own cap of 100 (`maxDets`), and it is per image *and category*: for each image and each class, only the 100 highest-scoring detections are scored (pycocotools does this in `evaluateImg`, which runs once per image and category; `course_utils.metrics` keeps the top `max_detections` per image and class, the same rule).
 
 # %%
-print(inspect.getsource(nms))
-
-# %%
 g = torch.Generator().manual_seed(0)
 image, target = val[11]
 gt_boxes = target["boxes"]
@@ -226,6 +226,12 @@ def my_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> t
 
 
 check_nms(my_nms)
+
+# %% [markdown]
+# Compare your answer with the course's implementation, `course_utils.boxes.nms`: it computes all pairwise IoUs once and marks the boxes each kept box suppresses, instead of shrinking the list of candidates.
+
+# %%
+print(inspect.getsource(nms))
 
 # %% [markdown]
 # ## 5. Mean average precision, step by step

@@ -570,7 +570,7 @@ def my_feature_imitation(student_features, teacher_features, mask):
 check_feature_imitation(my_feature_imitation)
 
 # %% [markdown]
-# **Exercise 3 (open).** In §4, keep T = 8 and α = 1 but give the student *fewer* soft targets: train on `without_threes[:100]`, with `epochs` raised so the number of optimizer steps matches §4 (about 5 × 41 steps). How many 3s does it still recognise? Then, on the full `without_threes`, try `DigitsCNN(width=2, batch_norm=True)` (about 1/30 of the teacher). What do the two results say about what carries the dark knowledge — the data, or the capacity?
+# **Exercise 3 — discussion (no check).** There is no single right answer, so no check follows: compare your counts of recognised 3s with §4's. In §4, keep T = 8 and α = 1 but give the student *fewer* soft targets: train on `without_threes[:100]`, with `epochs` raised so the number of optimizer steps matches §4 (about 5 × 41 steps). How many 3s does it still recognise? Then, on the full `without_threes`, try `DigitsCNN(width=2, batch_norm=True)` (about 1/30 of the teacher). What do the two results say about what carries the dark knowledge — the data, or the capacity?
 #
 # Solutions: `solutions/ex06_knowledge_distillation.py`.
 #

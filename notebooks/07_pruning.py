@@ -470,7 +470,7 @@ def my_conv_macs(c_in, c_out, k, h_out, w_out, groups):
 check_conv_macs(my_conv_macs)
 
 # %% [markdown]
-# **Exercise 3 (open, no reference solution).** Use the sensitivity scan of §5 to choose a keep ratio *per group* that removes as many multiply-adds as the uniform 60 % (`count_flops(model) <= 26.9e6`) but loses less mAP before fine-tuning. Build the masks with `masks = {g: channel_masks(dense, r)[g] for g, r in my_ratios.items()}` (groups you leave out stay whole) and cut with `prune_channels(dense, masks)`. Hint: weights are not multiply-adds — `stage4` holds 53 % of the weights but only 19 % of the MACs, while `smooth` and the tower hold 38 % of the MACs and are sensitive. (Choosing ratios on the validation set and scoring on it overfits: a real study would hold out a split.)
+# **Exercise 3 — discussion (no check, no reference solution).** Many choices of ratios are good, so no check follows: compare your model's `count_flops` and mAP with the uniform 60 % of §5. Use the sensitivity scan of §5 to choose a keep ratio *per group* that removes as many multiply-adds as the uniform 60 % (`count_flops(model) <= 26.9e6`) but loses less mAP before fine-tuning. Build the masks with `masks = {g: channel_masks(dense, r)[g] for g, r in my_ratios.items()}` (groups you leave out stay whole) and cut with `prune_channels(dense, masks)`. Hint: weights are not multiply-adds — `stage4` holds 53 % of the weights but only 19 % of the MACs, while `smooth` and the tower hold 38 % of the MACs and are sensitive. (Choosing ratios on the validation set and scoring on it overfits: a real study would hold out a split.)
 #
 # Solutions: `solutions/ex07_pruning.py`.
 #

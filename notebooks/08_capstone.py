@@ -315,6 +315,24 @@ print(f"benchmark, seed 0: QAT int8 {v['int8']['val_map_seed0']:.3f}; the pruned
 # Post-training int8 of the pruned model lands where the benchmark's PTQ rows did (0.853 against the fp32 model's 0.859; the benchmark's QAT model 0.858), and the conversion roughly halves the end-to-end time at batch 16. These live timings wander by up to ~30 % from run to run; the benchmark's numbers come from its interleaved rounds.
 
 # %% [markdown]
+# ### Exercise 1 — a speed-up from interleaved rounds
+#
+# Every speed-up in this notebook is a ratio of two timings taken in the same interleaved rounds (`measure_interleaved`): round $r$ times each model once, with many runs, so a slow moment of the machine hits all models alike; a model's time is the median run of its **median round** (the middle one after sorting the rounds by their medians). Write `my_speedup(baseline_ms, candidate_ms)`: both are lists of rounds, each round a list of per-run latencies in milliseconds (round $r$ of the baseline ran just before round $r$ of the candidate). Return the speed-up of the candidate over the baseline — greater than 1 when the candidate is faster. The check's timings include rare slow runs and, in one set, a slow round for both models.
+#
+# *Sanity check:* `my_speedup([[12, 10, 11], [30, 31, 29], [9, 10, 10]], [[5, 5, 6], [12, 14, 13], [4, 5, 5]])` gives 11 / 5 = 2.2. Solutions: `solutions/ex08_capstone.py`.
+
+# %%
+from course_utils.exercises import check_speedup
+
+
+def my_speedup(baseline_ms, candidate_ms):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+check_speedup(my_speedup)
+
+# %% [markdown]
 # ## 8. What to try next
 #
 # * **A gentler cut.** `python benchmarks/capstone.py --keep 0.875` removes an eighth of the channels instead of a quarter (counts stay multiples of 8). Does the pruned int8 model come back inside the 3-point budget, and how much speed is left?
