@@ -201,6 +201,45 @@ def _exercise_call(source: str) -> ast.Expr | None:
     return None
 
 
+def _split_at_call(source: str) -> tuple[str, str]:
+    """The text of an exercise cell before and after its ``check_x(name)`` call."""
+    lines = source.splitlines()
+    call = _exercise_call(source)
+    return "\n".join(lines[: call.lineno - 1]).rstrip(), "\n".join(lines[call.end_lineno :]).strip()
+
+
+_STUB = re.compile(r"# YOUR CODE HERE[^\n]*(\n[ \t]*raise NotImplementedError(\(\))?)?")
+
+
+def _canonical_stub(source: str) -> str:
+    """Cell text with every stub written ``# YOUR CODE HERE`` and without blank lines or trailing spaces."""
+    source = _STUB.sub("# YOUR CODE HERE", source)
+    return "\n".join(line.rstrip() for line in source.splitlines() if line.strip())
+
+
+def restore_stubs(release: Path, assignment: str) -> None:
+    """Put the committed notebook's own stubs back into the release's solution cells.
+
+    nbgrader writes its one ``code_stub`` in place of every solution; for a stub that is only a
+    comment (``LossRecorder`` in 02 has no ``raise``) that would differ from what the notebook
+    teaches, so each solution cell gets the committed cell's text before its check call. Only
+    solution cells change, which students edit anyway; the locked test cells keep nbgrader's checksums.
+    """
+    committed = nbformat.read(NOTEBOOKS / f"{assignment}.ipynb", as_version=4)
+    path = release / assignment / f"{assignment}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        info = cell.metadata.get("classroom", {})
+        if info.get("part") == "solution":
+            stub = _split_at_call(committed.cells[info["cell"]].source)[0]
+            if _canonical_stub(cell.source) != _canonical_stub(stub):
+                raise ClassroomError(f"{path}: nbgrader's cell {cell.metadata['nbgrader']['grade_id']} is not the "
+                                     f"notebook's stub (cell {info['cell']}); is a solution region misplaced?\n"
+                                     f"{cell.source}\n--- notebook:\n{stub}")
+            cell.source = stub
+    nbformat.write(nb, path)
+
+
 def build_source(assignment: str, dest: Path) -> list[Exercise]:
     """Write the nbgrader source notebook of ``assignment`` to ``dest`` and return its exercises."""
     nb_path = NOTEBOOKS / f"{assignment}.ipynb"
@@ -242,10 +281,7 @@ def build_source(assignment: str, dest: Path) -> list[Exercise]:
             )
         # Regions sit inside defs, before the check call, so the call's line numbers are unchanged
         # only if no region follows it; recompute from the edited text.
-        text = "\n".join(lines)
-        call = _exercise_call(text)
-        before_call = "\n".join(lines[: call.lineno - 1]).rstrip()
-        after_call = "\n".join(lines[call.end_lineno :]).strip()
+        before_call, after_call = _split_at_call("\n".join(lines))
         grade_id = name.removeprefix("my_")
         cells.append(nbformat.v4.new_code_cell(before_call, metadata={
             "nbgrader": {"solution": True, "grade": False, "locked": False, "grade_id": f"{grade_id}_solution", "schema_version": 3},
@@ -295,6 +331,8 @@ def student(course: Path = COURSE, only: list[str] | None = None) -> dict[str, l
     for assignment in only or assignments():
         made[assignment] = build_source(assignment, course / "source" / assignment / f"{assignment}.ipynb")
     _nbgrader(course, "generate_assignment", "*", "--force")  # every assignment under source/, one process
+    for assignment in made:
+        restore_stubs(course / "release", assignment)
     return made
 
 

@@ -21,12 +21,8 @@ pytest.importorskip("nbgrader")
 from classroom import nbgrader_build as nbb  # noqa: E402
 
 GRADED = ["01_detection_basics", "09_integer_inference"]  # ~11 s and ~13 s to execute
-STUB = re.compile(r"# YOUR CODE HERE[^\n]*(\n[ \t]*raise NotImplementedError(\(\))?)?")
-
-
 def _normalise(source: str) -> str:
-    """Cell text with stubs made canonical, trailing spaces and blank lines dropped."""
-    source = STUB.sub("# YOUR CODE HERE", source)
+    """Cell text without trailing spaces and blank lines (the test cell is joined back with one newline)."""
     return "\n".join(line.rstrip() for line in source.splitlines() if line.strip())
 
 
