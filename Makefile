@@ -7,6 +7,8 @@
 #                    (timings go to build/notebook_times.json; RECORD=1 updates benchmarks/results/notebook_times.json)
 #   make sync     -- regenerate the text sources notebooks/NN_*.py from the notebooks (jupytext)
 #   make site     -- build the course website (static HTML, no notebook execution) into build/site
+#   make student  -- nbgrader source notebooks (solutions filled in) and the student release, in build/nbgrader
+#   make grade SUBMISSIONS=DIR -- autograde DIR/<student>/<assignment>/<assignment>.ipynb; writes build/nbgrader/grades.csv
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,7 +18,7 @@ ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 RECORD ?=
 NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 
-.PHONY: setup lab headless check test sync site browser-deps clean
+.PHONY: setup lab headless check test sync site browser-deps student grade clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +53,14 @@ site: setup
 	rm -rf build/site
 	$(PY) -m sphinx -b html -W --keep-going -q -c docs . build/site
 	@echo "open build/site/index.html"
+
+student: setup
+	$(PY) -m classroom.nbgrader_build student
+
+SUBMISSIONS ?=
+grade: setup
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR  (DIR/<student>/<assignment>/<assignment>.ipynb)"; exit 2; }
+	$(PY) -m classroom.nbgrader_build grade "$(SUBMISSIONS)"
 
 clean:
 	rm -rf $(VENV) *.egg-info tests/_artifacts build

@@ -1,0 +1,1 @@
+"""Classroom tooling: the student release and autograding with nbgrader (see README, "For teachers")."""
