@@ -7,7 +7,7 @@ stride-16 and a stride-32 level (an extra backbone stage, 64- and 128-px anchors
 and every ground-truth box is learned on the level whose anchor is nearest its size.
 
 Data with large objects: synthetic scenes of 192 x 192 px with 1-3 objects of 32-176 px (by COCO's area
-ranges about 7 % small, 73 % medium and 20 % large), ``--train-images`` for training and 200 other
+ranges, on val: 5 % small, 76 % medium, 20 % large), ``--train-images`` for training and 200 other
 scenes for validation. Every variant trains from scratch with the same recipe (AdamW, one-cycle, peak
 ``--lr``, batch 32), the same data in the same order per seed, for the same ``--epochs``:
 
@@ -17,11 +17,16 @@ scenes for validation. Every variant trains from scratch with the same recipe (A
   is a gain due to the levels, or only to having twice the parameters?
 
 Every mAP is the mean over ``--seeds`` (std with ddof=1, n); differences from ``levels1`` carry a Welch
-95 % interval. ``--check-epochs`` trains seed 0 of ``levels1`` and ``levels3`` twice as long, to show
-whether the shorter schedule had converged. Writes ``benchmarks/results/multiscale.json``; each finished run is
+95 % interval. ``--check-epochs`` trains seed 0 of ``levels1`` and ``levels3`` for longer, to show
+whether the schedule had converged. Writes ``benchmarks/results/<--name>.json``; each finished run is
 also kept in ``build/multiscale_runs/`` (``--cache``), so an interrupted sweep resumes where it stopped.
 
-    python benchmarks/multiscale.py                  # ~35 min on 2 cores (two runs at a time, 1 thread each)
+The shipped files:
+
+    # 16 epochs, all three variants, and the check at 32 epochs -- which showed 16 epochs too short
+    python benchmarks/multiscale.py --epochs 16 --check-epochs 32 --name multiscale_16ep     # ~35 min on 2 cores
+    # 32 epochs, levels1 vs levels3 (the comparison notebook 10 reports)
+    python benchmarks/multiscale.py --epochs 32 --check-epochs 0 --variants levels1 levels3 # ~25 min
     python benchmarks/multiscale.py --seeds 0 --epochs 2 --train-images 64 --check-epochs 0 --out /tmp/ms   # a quick try
 """
 
@@ -49,6 +54,8 @@ SCENES = SceneConfig(image_size=192, min_size=32, max_size=176, min_objects=1, m
 VAL_SEED = 900_000
 VARIANTS = {"levels1": {"levels": 1, "width": 1.0}, "levels3": {"levels": 3, "width": 1.0},
             "levels1_w1.5": {"levels": 1, "width": 1.5}}
+MEANING = {"levels1": "one prediction level, the course's default", "levels3": "strides 8, 16 and 32",
+           "levels1_w1.5": "one level at width 1.5: the parameter count of three levels"}
 TABLE = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100", "mar_small", "mar_medium",
          "mar_large")
 
@@ -104,14 +111,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=16, help="epochs of every variant (default 16)")
-    parser.add_argument("--check-epochs", type=int, default=32,
-                        help="the longer schedule for seed 0 of levels1 and levels3 (0: no check; default 32)")
+    parser.add_argument("--epochs", type=int, default=32, help="epochs of every variant (default 32)")
+    parser.add_argument("--check-epochs", type=int, default=64,
+                        help="the longer schedule for seed 0 of levels1 and levels3 (0: no check; default 64)")
     parser.add_argument("--train-images", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=4e-3, help="peak learning rate (the course detector's recipe)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each with --threads threads)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="multiscale", help="writes OUT/NAME.json (default multiscale)")
     parser.add_argument("--cache", type=Path, default=RESULTS.parents[1] / "build" / "multiscale_runs",
                         help="finished runs are kept here (untracked); a run found there is not trained again")
     args = parser.parse_args()
@@ -141,11 +149,12 @@ def main() -> None:
     train_preview = materialize(SyntheticShapes(args.train_images, seed=0, config=SCENES), progress=False)
     val_preview = materialize(SyntheticShapes(200, seed=VAL_SEED, config=SCENES), progress=False)
     out = {
-        "description": ("TinyDetector with one prediction level (the course's default) vs three (strides 8, 16, 32) "
-                        "and vs the one-level detector at width 1.5 (the same parameter count as three levels), each "
+        "description": (f"TinyDetector variants {', '.join(f'{v} ({MEANING[v]})' for v in args.variants)}, each "
                         f"trained from scratch for {args.epochs} epochs on {args.train_images} synthetic 192x192 scenes "
                         "with large objects, seeds " + ", ".join(map(str, args.seeds)) + "; COCO's full table on 200 "
-                        "other scenes. Made by benchmarks/multiscale.py."),
+                        "other scenes" + (f"; seed {args.seeds[0]} of levels1 and levels3 also for {args.check_epochs} "
+                                          "epochs (the convergence check)" if args.check_epochs else "")
+                        + ". Made by benchmarks/multiscale.py."),
         "scenes": {k: getattr(SCENES, k) for k in ("image_size", "min_size", "max_size", "min_objects", "max_objects")},
         "train_sizes": size_mix(train_preview), "val_sizes": size_mix(val_preview),
         "recipe": f"AdamW + one-cycle (make_optimizer), peak lr {args.lr:g}, batch 32, {args.epochs} epochs, "
@@ -153,7 +162,7 @@ def main() -> None:
         "seeds": args.seeds, "summary": summary, "convergence_check": check, "runs": runs,
         **run_info(torch.device("cpu")),
     }
-    path = write_json(args.out / "multiscale.json", out)
+    path = write_json(args.out / f"{args.name}.json", out)
     print(f"wrote {path}")
 
 

@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-images", type=Path, help="image folder of --val (default: images/ beside the JSON)")
     t.add_argument("--width", type=_positive_float, default=1.0, help="channel multiplier of the detector (default 1.0)")
     t.add_argument("--levels", type=int, choices=(1, 2, 3), default=1,
-                   help="pyramid levels to predict from: 1 = stride 8 only (default, objects up to ~64 px); 2 adds "
-                        "stride 16; 3 adds strides 16 and 32 (objects of 100 px and more; benchmarks/multiscale.py)")
+                   help="pyramid levels to predict from: 1 = stride 8 only (default); 2 adds stride 16; 3 adds "
+                        "strides 16 and 32, for large objects (on scenes with objects of 32-176 px it learned faster "
+                        "but was not better after 32 epochs: benchmarks/results/multiscale.json)")
     t.add_argument("--epochs", type=_positive_int, default=12, help="total epochs (default 12)")
     t.add_argument("--batch-size", type=_positive_int, default=16, help="images per step (default 16)")
     t.add_argument("--lr", type=_positive_float, default=1e-3, help="peak learning rate of the one-cycle schedule (default 1e-3)")

@@ -199,3 +199,32 @@ def test_ptq_methods_summaries_and_differences_come_from_the_runs():
         fresh = seed_difference(data["val_map"][a]["runs"], data["val_map"][b]["runs"])
         assert diff["welch"]["difference"] == pytest.approx(fresh["difference"])
         assert diff["welch"]["low"] == pytest.approx(fresh["low"]) and diff["welch"]["high"] == pytest.approx(fresh["high"])
+
+
+@pytest.mark.parametrize("name", ["multiscale.json", "multiscale_16ep.json"])
+def test_multiscale_variants_train_alike_and_the_summary_comes_from_the_runs(name):
+    from course_utils import TinyDetector, count_parameters, seed_difference
+
+    data = _load(name)
+    epochs = {s["epochs"] for s in data["summary"].values()}
+    assert len(epochs) == 1, "every variant must train for the same epochs"
+    main = [r for r in data["runs"] if r["epochs"] in epochs]
+    assert {r["lr"] for r in main} == {main[0]["lr"]} and {r["train_images"] for r in main} == {main[0]["train_images"]}
+    variants = {"levels1": TinyDetector(), "levels3": TinyDetector(levels=3), "levels1_w1.5": TinyDetector(width=1.5)}
+    for variant, entry in data["summary"].items():
+        runs = [r for r in main if r["variant"] == variant]
+        assert sorted(r["seed"] for r in runs) == sorted(data["seeds"]) and len(runs) >= 3
+        assert entry["parameters"] == count_parameters(variants[variant]) == runs[0]["parameters"]
+        for key in ("map", "map_large", "mar_100"):
+            fresh = seed_summary([r[key] for r in runs])
+            assert entry[key]["n"] == fresh["n"] and entry[key]["mean"] == pytest.approx(fresh["mean"])
+            assert entry[key]["std"] == pytest.approx(fresh["std"])
+        for key, diff in entry.get("minus_levels1", {}).items():
+            fresh = seed_difference([r[key] for r in runs], [r[key] for r in main if r["variant"] == "levels1"])
+            assert diff["difference"] == pytest.approx(fresh["difference"]) and diff["low"] == pytest.approx(fresh["low"])
+            assert diff["within_noise"] == fresh["within_noise"]
+    for variant, check in data["convergence_check"].items():  # the longer schedule of seed 0 is a recorded run
+        for e, value in zip(check["epochs"], check["val_map"]):
+            assert value == next(r["map"] for r in data["runs"] if r["variant"] == variant and r["epochs"] == e
+                                 and r["seed"] == data["seeds"][0])
+    assert f"{epochs.pop()} epochs" in data["description"]
