@@ -77,7 +77,8 @@ def test_measure_latency_and_cpu_features(tmp_path) -> None:
     assert not any(cpu_int8_features(tmp_path / "missing").values())
 
 
-def test_measure_interleaved_runs_rounds_in_turn_and_keeps_the_median_round() -> None:
+def test_measure_interleaved_runs_rounds_in_turn_and_keeps_the_median_round(monkeypatch) -> None:
+    from course_utils import deploy
     from course_utils.deploy import measure_interleaved
 
     calls = {"a": [], "b": []}
@@ -90,10 +91,17 @@ def test_measure_interleaved_runs_rounds_in_turn_and_keeps_the_median_round() ->
     fns = {n: (lambda n=n: seen.append(n)) for n in ("a", "b")}
     measure_interleaved(fns, rounds=2, runs=1, min_seconds=0.0)
     assert "".join(seen) == "a" * 11 + "b" * 11 + "a" * 11 + "b" * 11
-    # the median round is kept: rounds of 1, 3 and 2 ms -> the 2 ms round
+    # the median round is kept: rounds of 1, 3 and 2 ms -> the 2 ms round (a fake clock: sleep overshoots on a busy machine)
+    clock = [0.0]
+    monkeypatch.setattr(deploy.time, "perf_counter", lambda: clock[0])
     durations = iter([0.001] * 11 + [0.003] * 11 + [0.002] * 11)
-    out = measure_interleaved({"x": lambda: time.sleep(next(durations))}, rounds=3, runs=1, min_seconds=0.0)
-    assert 1.8 < out["x"]["median_ms"] < 2.9
+
+    def run() -> None:
+        clock[0] += next(durations)
+
+    out = measure_interleaved({"x": run}, rounds=3, runs=1, min_seconds=0.0)
+    monkeypatch.undo()
+    assert out["x"]["median_ms"] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="rounds"):
         measure_interleaved(fns, rounds=0)
 
