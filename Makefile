@@ -9,6 +9,7 @@
 #   make site     -- build the course website (static HTML, no notebook execution) into build/site
 #   make student  -- nbgrader source notebooks (solutions filled in) and the student release, in build/nbgrader
 #   make grade SUBMISSIONS=DIR -- autograde DIR/<student>/<assignment>/<assignment>.ipynb; writes build/nbgrader/grades.csv
+#   make slides   -- slide copies of the notebooks for RISE in build/slides (open one in `make lab`, press Alt+R)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +19,7 @@ ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 RECORD ?=
 NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 
-.PHONY: setup lab headless check test sync site browser-deps student grade clean
+.PHONY: setup lab headless check test sync site browser-deps student grade slides clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,9 @@ SUBMISSIONS ?=
 grade: setup
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR  (DIR/<student>/<assignment>/<assignment>.ipynb)"; exit 2; }
 	$(PY) -m classroom.nbgrader_build grade "$(SUBMISSIONS)"
+
+slides: setup
+	$(PY) -m classroom.slides
 
 clean:
 	rm -rf $(VENV) *.egg-info tests/_artifacts build

@@ -10,12 +10,19 @@ front-end picks the richest one it understands:
 * GitHub, nbviewer, a static HTML export: a PNG of the figure at the default
   settings;
 * a plain terminal: a one-line text note saying what the controls would do.
+
+With the environment variable ``COURSE_STATIC_WIDGETS=1`` no live controls are made at all: the
+output is the PNG and the note only. ``make grade`` sets it, because a notebook that is executed
+without a browser (nbclient, as nbgrader's autograder uses it) can stall forever on an ipywidgets
+``interact`` output -- an intermittent race between the widget's output capture and the kernel's
+reply (jupyter/nbclient#312) that the static output avoids.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +37,16 @@ def figure_to_png(fig: Figure, dpi: int = 80) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
+
+
+class _Static:
+    """Display object of the static mode: the PNG and the text note, no widget."""
+
+    def __init__(self, png: bytes, note: str) -> None:
+        self.widget, self.png, self.note = None, png, note
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return {"image/png": base64.b64encode(self.png).decode("ascii"), "text/plain": self.note}
 
 
 class _LiveWithFallback:
@@ -55,10 +72,18 @@ def interactive_figure(make_figure: Callable[..., Figure], description: str = ""
 
     Returns the display object (the last expression of a cell shows it). Its
     ``.widget`` is the underlying ``ipywidgets.interactive``, so tests can move a
-    control: ``obj.widget.children[0].value = 3``.
+    control: ``obj.widget.children[0].value = 3`` (``None`` when ``COURSE_STATIC_WIDGETS=1``).
     """
     import ipywidgets as W
     from IPython.display import display
+
+    if os.environ.get("COURSE_STATIC_WIDGETS") == "1":
+        defaults = {name: (c if isinstance(c, W.ValueWidget) else W.interactive.widget_from_abbrev(c)).value
+                    for name, c in controls.items()}
+        fig = make_figure(**defaults)
+        png = figure_to_png(fig)
+        plt.close(fig)
+        return _Static(png, _note(defaults, description))
 
     first_png: list[bytes] = []  # the figure at the defaults, kept for the fallback
 
@@ -74,7 +99,10 @@ def interactive_figure(make_figure: Callable[..., Figure], description: str = ""
     if not first_png:  # the first draw failed inside the widget: raise its error here
         draw(**defaults)
     png = first_png[0]
-    names = ", ".join(defaults)
-    note = (f"[Interactive controls ({names}) -- they need a live Jupyter kernel with ipywidgets. "
+    return _LiveWithFallback(ui, png, _note(defaults, description))
+
+
+def _note(defaults: dict[str, Any], description: str) -> str:
+    """The text fallback: which controls there would be, and at which values the picture was drawn."""
+    return (f"[Interactive controls ({', '.join(defaults)}) -- they need a live Jupyter kernel with ipywidgets. "
             f"Static result at the defaults {defaults}.] {description}").strip()
-    return _LiveWithFallback(ui, png, note)

@@ -206,7 +206,7 @@ plt.show()
 # NMS left more boxes than objects: a copy that was jittered so far that its IoU with the kept box is ≤ 0.5 is not a "duplicate" by NMS's rule and survives. Lower thresholds remove more duplicates but also merge genuinely overlapping objects — a trade-off, not a bug.
 #
 # > ### ❌ Myth vs ✅ fact — "gradient clipping is detection post-processing"
-# > **Myth** (a widely copied article): *"Gradient clipping is a post-processing method for detection results: it computes the gradient of each detection and clips away the inaccurate, low-confidence ones."*
+# > **Myth** (a common claim, for example in widely shared blog posts): *"Gradient clipping is a post-processing method for detection results: it computes the gradient of each detection and clips away the inaccurate, low-confidence ones."*
 # >
 # > **Fact:** detection post-processing is what you just saw — **decode, clip boxes to the image, score threshold, NMS, top-k**. What the myth describes has real names: dropping low-confidence detections is *score thresholding*; dropping inaccurate duplicates is *NMS*. The only "clipping" in post-processing is **box clipping** — cutting boxes at the image border — which has nothing to do with gradients. At inference no gradients are computed (`torch.inference_mode()`) and no weights change.
 # >

@@ -54,7 +54,7 @@ device = get_device()  # the GPU when there is one
 # In the course's loop, clipping is a hook: `fit(..., hooks=[GradientClipping("norm", 1.0)])` runs it in `after_backward`, between `backward()` and `step()`. In Keras you pass the threshold **to the optimizer**: `keras.optimizers.SGD(learning_rate=0.01, global_clipnorm=1.0)` is torch's `clip_grad_norm_` (one norm over all gradients); `clipnorm=1.0` clips each variable's gradient separately, and `clipvalue=0.5` clips entries. Setting a variable `clip_threshold = 5` and never handing it to the optimizer clips nothing.
 #
 # > ### ❌ Myth vs ✅ fact — "clipping makes the model smaller and faster"
-# > **Myth** (a widely copied article on clipping for detection and classification): *gradient clipping "reduces the model's size" and "lowers its computational cost", so it is a way to make a model efficient.*
+# > **Myth** (a common claim, for example in widely shared blog posts on clipping for detection and classification): *gradient clipping "reduces the model's size" and "lowers its computational cost", so it is a way to make a model efficient.*
 # >
 # > **Fact:** clipping rescales **gradients during training**. The model has exactly the same layers, parameters, file size and inference cost before and after. It makes training *stable* (fewer blow-ups, larger usable learning rates); it is not a compression method. (Compression comes in notebooks 04–07.)
 #

@@ -90,12 +90,12 @@ fp32_map_cpu = fp32_map if device.type == "cpu" else val_map_cpu(model_cpu)
 # ## 1. Two myths first
 #
 # > ### ❌ Myth vs ✅ fact — "integer quantization is `w % Q`"
-# > **Myth** (a model-optimisation survey that circulates widely): *integer quantization turns a parameter into* `parameter mod Q`; *its code does* `model.conv1.weight.data = model.conv1.weight.data % Q`.
+# > **Myth** (a common claim, for example in widely shared blog posts on model optimisation): *integer quantization turns a parameter into* `parameter mod Q`; *its code does* `model.conv1.weight.data = model.conv1.weight.data % Q`.
 # >
 # > **Fact:** `%` is the *remainder*. It throws the magnitude, the sign and the order of values away and keeps only where a value sits inside one period: `1.7 % 0.25 = 0.2`, `−0.52 % 0.25 = 0.23`. Its outputs are not integers, and a large weight can land below a small one: the network is destroyed. Quantization **rounds each value to the nearest point of an evenly spaced grid** and **clamps** to the grid's ends: `q = clamp(round(r / S) + Z, q_min, q_max)`.
 #
 # > ### ❌ Myth vs ✅ fact — "QAT is the sub-gradient method (次梯度方法), fine-tuned with FGSM"
-# > **Myth** (a QAT-for-detection article): *quantization-aware training is called the sub-gradient method; quantize the weights with* `round(w × Q)` *and then fine-tune with* `w ← w_q + ε·sign(∇L)` *(FGSM).*
+# > **Myth** (a common claim, for example in widely shared blog posts on QAT for detection): *quantization-aware training is called the sub-gradient method; quantize the weights with* `round(w × Q)` *and then fine-tune with* `w ← w_q + ε·sign(∇L)` *(FGSM).*
 # >
 # > **Fact:** QAT trains through **fake quantization** — quantize-then-dequantize in the forward pass — and passes gradients through the rounding with the **straight-through estimator** (section 9). The sub-gradient method is an unrelated optimiser for non-smooth convex functions. FGSM (Goodfellow et al. 2014) is an **adversarial attack**: it moves the *input* by ε·sign(∇ₓL) to *increase* the loss. Applied to weights it would make the model worse, and a sign step ignores every gradient's size. `round(w × Q)` with `Q = 8` is a grid of step 1/8 with **no bit width** — nothing bounds the integers — and no zero point; it is the start of fixed-point, not a quantizer. Notebook 05 does QAT properly.
 

@@ -69,7 +69,7 @@ print(f"fp32 val mAP@[.5:.95] = {fp32_map:.3f}")
 # ## 1. Myths about QAT
 #
 # > ### ❌ Myth vs ✅ fact — "quantize the weights, then fine-tune them with FGSM"
-# > **Myth** (a QAT-for-detection article): *round the weights to integers, then "fine-tune" with* `w ← w_q + ε · sign(∇L)` *— FGSM, I-FGSM — and, in code, overwrite* `model.trainable_variables = [round(v / Q) ...]` *before applying ordinary float gradients.*
+# > **Myth** (a common claim, for example in widely shared blog posts on QAT for detection): *round the weights to integers, then "fine-tune" with* `w ← w_q + ε · sign(∇L)` *— FGSM, I-FGSM — and, in code, overwrite* `model.trainable_variables = [round(v / Q) ...]` *before applying ordinary float gradients.*
 # >
 # > **Fact:** FGSM is an adversarial **attack** on *inputs*: it steps along the sign of the gradient to *raise* the loss. A sign step on weights throws away every gradient's magnitude, and `+ε·sign(∇L)` climbs the loss. Rounding the weights and then applying float updates undoes the rounding at the first step: the trained model is float again, and was never trained to tolerate quantization. **QAT keeps float "shadow" weights, fake-quantizes them (and the activations) in every forward pass, and lets gradients reach the float weights through the straight-through estimator**; the integer model is made once, at the end.
 #

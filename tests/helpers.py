@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 import os
+import shutil
 import traceback
+from pathlib import Path
 from typing import Any
 
+import pytest
 from torch import nn
 
 import course_utils
 
 PACKAGE_DIR = os.path.dirname(course_utils.__file__)
+#: screenshots of the browser tests (kept as test artifacts)
+ARTIFACTS = Path(__file__).resolve().parent / "_artifacts"
+#: Debian's Chromium (``apt-get install -y chromium``), never a browser download
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def require_chromium() -> None:
+    """Skip without Chromium locally; fail under CI (``CI=true``), where ``.ci/run`` installs it."""
+    if Path(CHROMIUM).exists():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("chromium is missing in CI: .ci/run must install it (apt-get install -y chromium)")
+    pytest.skip("Debian chromium not installed (apt-get install -y chromium)")
+
+
+def launch_chromium(pw: Any) -> tuple[Any, Any]:
+    """(browser, page): headless Debian Chromium through Playwright, one 1280 x 1000 page."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    return browser, browser.new_page(viewport={"width": 1280, "height": 1000})
 
 
 def run(fn: Any) -> tuple[Any, Exception | None]:

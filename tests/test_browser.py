@@ -23,24 +23,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import ARTIFACTS, launch_chromium as _launch, require_chromium as _require_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = ROOT / "tests" / "_artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-
-def _require_chromium() -> None:
-    if Path(CHROMIUM).exists():
-        return
-    if os.environ.get("CI"):
-        pytest.fail("chromium is missing in CI: .ci/run must install it (apt-get install -y chromium)")
-    pytest.skip("Debian chromium not installed (apt-get install -y chromium)")
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,7 +37,7 @@ def lab_server(tmp_path):
     """JupyterLab over a scratch copy of notebooks/ (so autosave never touches the repo)."""
     _require_chromium()
     shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
-    for shared in ("data", "benchmarks"):  # what the notebooks read via ../
+    for shared in ("data", "benchmarks", "docs"):  # what the notebooks read or link via ../
         (tmp_path / shared).symlink_to(ROOT / shared)
     port = _free_port()
     cmd = [
@@ -105,11 +90,6 @@ def _wait_for_new_figure(page, before: str | None, timeout: int = 60_000) -> Non
     page.wait_for_function(
         "(before) => { const img = document.querySelector('.widget-interact img');"
         " return img && img.getAttribute('src') !== before; }", arg=before, timeout=timeout)
-
-
-def _launch(pw):
-    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-    return browser, browser.new_page(viewport={"width": 1280, "height": 1000})
 
 
 def _drive_widget(url: str, notebook: str, shot_name: str, act) -> tuple[object, list[str], Path]:
@@ -184,3 +164,70 @@ def test_notebook_04_bit_width_explorer_reacts(lab_server):
     assert controls == 5, "scheme, granularity, observer, tensor and layer controls expected"
     assert not any("interactive(" in t or "IntSlider(" in t for t in outputs_text), "widgets rendered as text"
     assert shot.stat().st_size > 10_000
+
+
+def test_notebook_04_as_rise_slides(lab_server, tmp_path):
+    """``make slides``'s copy of notebook 04 opens in RISE (jupyterlab-rise) as a reveal.js deck with one
+    slide per heading, its formulas typeset and its figures shown, with no request leaving the machine
+    except the reveal theme's web-font style sheet (refused here; the slides fall back to local fonts)."""
+    from playwright.sync_api import sync_playwright
+
+    from classroom.slides import write_slides
+
+    (deck,) = write_slides([tmp_path / "notebooks" / "04_quantization_math.ipynb"], tmp_path / "slides")
+    import nbformat
+    expected = sum(c.metadata["slideshow"]["slide_type"] != "-" for c in nbformat.read(deck, as_version=4).cells)
+    refused: list[str] = []
+
+    def route(r):
+        if r.request.url.startswith((lab_server, "data:", "blob:")):
+            return r.continue_()
+        refused.append(r.request.url)
+        return r.abort()
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "rise_04_slides.png"
+    with sync_playwright() as pw:
+        browser, page = _launch(pw)
+        try:
+            page.route("**/*", route)
+            page.goto(f"{lab_server}/rise/slides/{deck.name}", timeout=120_000)
+            page.wait_for_selector(".reveal .slides section", timeout=120_000)
+            page.wait_for_function("() => document.querySelectorAll('.reveal mjx-container').length > 0", timeout=60_000)
+            sections = page.evaluate("() => Array.from(document.querySelectorAll('.reveal .slides section'))"
+                                     ".filter(s => !s.querySelector('section')).length")
+            images = page.evaluate("() => Array.from(document.querySelectorAll('.reveal img')).map(i => i.naturalWidth)")
+            page.screenshot(path=str(shot), full_page=False)
+        finally:
+            browser.close()
+    assert sections == expected, f"{sections} slides in the deck, {expected} slide cells in the notebook"
+    assert len(images) >= 3 and all(w > 0 for w in images), f"figures that did not load: {images}"
+    assert all(u.startswith("https://fonts.googleapis.com/") for u in refused), f"requests to the network: {refused}"
+
+
+def test_make_lab_serves_the_root_and_the_glossary_link_opens(lab_server):
+    """``make lab`` serves the repository root on 127.0.0.1 with JupyterLab's token and starts at notebook
+    00; the glossary link in a notebook's header (``../docs/glossary.md``) then opens the glossary."""
+    from playwright.sync_api import sync_playwright
+
+    recipe = (ROOT / "Makefile").read_text().split("\nlab: setup\n", 1)[1].split("\n\n", 1)[0]
+    for flag in ("--ServerApp.ip=127.0.0.1", "--ServerApp.root_dir=.",
+                 "--LabApp.default_url=/lab/tree/notebooks/00_setup_and_tour.ipynb"):
+        assert flag in recipe, f"make lab must pass {flag}"
+    assert "token" not in recipe.lower() and "password" not in recipe.lower(), "make lab must keep JupyterLab's token"
+    with sync_playwright() as pw:
+        browser, page = _launch(pw)
+        try:
+            page.goto(f"{lab_server}/lab/tree/notebooks/01_detection_basics.ipynb?reset", timeout=120_000)
+            link = page.locator(".jp-RenderedMarkdown a", has_text="glossary").first
+            link.wait_for(state="visible", timeout=120_000)
+            assert "/files/docs/glossary.md" in link.get_attribute("href"), "the link must resolve inside the served root"
+            link.click()
+            tab = page.locator(".lm-TabBar-tab .lm-TabBar-tabLabel", has_text="glossary.md")
+            tab.first.wait_for(state="visible", timeout=60_000)
+            page.wait_for_function("() => document.querySelector('.jp-MainAreaWidget:not(.lm-mod-hidden)')"
+                                   "?.innerText.includes('pyramid level')", timeout=60_000)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "lab_glossary.png"))
+        finally:
+            browser.close()

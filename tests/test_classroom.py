@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("nbgrader")
 
 from classroom import nbgrader_build as nbb  # noqa: E402
+from classroom.trial import STUDENTS, WRONG, expected_points, make_class  # noqa: E402
 
 GRADED = ["01_detection_basics", "09_integer_inference"]  # ~11 s and ~13 s to execute
 def _normalise(source: str) -> str:
@@ -133,33 +134,11 @@ def test_wrong_submission_layout_is_explained(tmp_path, layout):
     assert "<student>/<assignment>/<assignment>.ipynb" in str(err.value)
 
 
-WRONG = {  # one wrong answer per graded notebook: (exercise, broken solution body)
-    "01_detection_basics": ("nms", "return torch.arange(len(boxes))"),
-    "09_integer_inference": ("int32_bias", "return bias.to(torch.int32)"),
-}
-
-
-def make_class(release_dir: Path, source_dir: Path, submissions: Path) -> None:
-    """alice submits the reference solutions, bob the untouched release, carol one wrong answer per notebook."""
-    for assignment in GRADED:
-        name = f"{assignment}.ipynb"
-        for student in ("alice", "bob", "carol"):
-            (submissions / student / assignment).mkdir(parents=True)
-        src = nbformat.read(source_dir / assignment / name, as_version=4)
-        nbformat.write(src, submissions / "alice" / assignment / name)
-        shutil.copy(release_dir / assignment / name, submissions / "bob" / assignment / name)
-        exercise, body = WRONG[assignment]
-        for cell in src.cells:
-            if cell.metadata.get("nbgrader", {}).get("grade_id") == f"{exercise}_solution":
-                cell.source = re.sub(r"### BEGIN SOLUTION.*### END SOLUTION", body, cell.source, flags=re.S)
-        nbformat.write(src, submissions / "carol" / assignment / name)
-
-
 @pytest.mark.slow
 def test_autograde_a_class(release, tmp_path):
     course, made = release
     submissions = tmp_path / "submitted"
-    make_class(course / "release", course / "source", submissions)
+    make_class(course, submissions, GRADED)
     csv_path = nbb.grade(submissions, course=tmp_path / "course")
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
@@ -171,7 +150,49 @@ def test_autograde_a_class(release, tmp_path):
     for assignment in GRADED:
         for ex in made[assignment]:
             key = ex.name.removeprefix("my_")
-            assert points["alice", assignment, key] == 1, f"alice's reference solution failed {assignment}/{key}"
-            assert points["bob", assignment, key] == 0, f"the untouched release scored on {assignment}/{key}"
-            expected = 0 if key == WRONG[assignment][0] else 1
-            assert points["carol", assignment, key] == expected, f"carol, {assignment}/{key}"
+            for who in STUDENTS:
+                assert points[who, assignment, key] == expected_points(who, assignment, key), f"{who}, {assignment}/{key}"
+
+
+@pytest.mark.parametrize("assignment", sorted(WRONG))
+def test_trial_class_wrong_answer_fails_and_reference_passes(release, tmp_path, assignment):
+    """Without executing the notebooks: the solution cell and its test cell alone (with torch, F, nn and
+    numpy, course_utils' public API and its checks), alice's passes and carol's typical wrong answer is rejected by its check."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import course_utils
+    from course_utils import exercises
+
+    course, _ = release
+    make_class(course, tmp_path, [assignment])
+    exercise = WRONG[assignment][0]
+    outcome = {}
+    for who in ("alice", "carol"):
+        nb = nbformat.read(tmp_path / who / assignment / f"{assignment}.ipynb", as_version=4)
+        cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in nb.cells}
+        namespace = {"torch": torch, "F": F, "nn": nn, "np": np, **{k: getattr(course_utils, k) for k in course_utils.__all__},
+                     **{k: v for k, v in vars(exercises).items() if k.startswith("check_")}}
+        exec(cells[f"{exercise}_solution"], namespace)
+        try:
+            exec(cells[f"{exercise}_test"], namespace)
+            outcome[who] = "passed"
+        except AssertionError:
+            outcome[who] = "failed"
+    assert outcome == {"alice": "passed", "carol": "failed"}, f"{assignment}/{exercise}: {outcome}"
+    carol = nbformat.read(tmp_path / "carol" / assignment / f"{assignment}.ipynb", as_version=4)
+    alice = nbformat.read(tmp_path / "alice" / assignment / f"{assignment}.ipynb", as_version=4)
+    changed = [a.metadata.get("nbgrader", {}).get("grade_id") for a, c in zip(alice.cells, carol.cells) if a.source != c.source]
+    assert changed == [f"{exercise}_solution"], "carol's notebook must differ in her one wrong answer only"
+    assert tmp_path.joinpath("bob", assignment, f"{assignment}.ipynb").read_bytes() == \
+        course.joinpath("release", assignment, f"{assignment}.ipynb").read_bytes()
+
+
+def test_trial_class_refuses_what_it_cannot_mark(tmp_path):
+    with pytest.raises(ValueError, match="no wrong answer for \\['99_new'\\]"):
+        make_class(tmp_path, tmp_path / "s", ["99_new"])
+    with pytest.raises(ValueError, match="not in the trial class"):
+        expected_points("dave", "01_detection_basics", "nms")
+    assert sorted(WRONG) == nbb.assignments(), "every assignment needs a wrong answer in classroom.trial.WRONG"

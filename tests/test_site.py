@@ -9,7 +9,9 @@ notebooks shown as committed, never executed), then reads every produced HTML fi
 * no script, style sheet, font or image is loaded from ``http(s)://`` (the site works offline);
 * each notebook, the glossary, the README and each ``course_utils`` module has a page;
 * widget outputs show their saved picture, and no widget JavaScript is loaded;
-* formulas are typeset by a MathJax copied into the site (jupyter-server-mathjax's MathJax 2).
+* formulas are typeset by a MathJax copied into the site (jupyter-server-mathjax's MathJax 2);
+* in headless Chromium, with every non-file request refused, notebook 04's page typesets its
+  formulas and loads its pictures (a screenshot goes to ``tests/_artifacts/``).
 
 Takes about half a minute (it reads all notebooks and imports ``course_utils``): marked slow,
 so ``make check`` leaves it out and ``make test`` runs it.
@@ -27,6 +29,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from helpers import ARTIFACTS, launch_chromium, require_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -140,3 +143,43 @@ def test_formulas_are_typeset_by_a_local_mathjax(site):
     assert 'src="../_static/mathjax/MathJax.js?config=' in page, "formulas need MathJax, from the site itself"
     assert (site / "_static/mathjax/config/TeX-AMS-MML_HTMLorMML-full.js").is_file()
     assert "math|output_area" in page, "MathJax 2 must be told to typeset myst-nb's class='math' inside tex2jax_ignore"
+
+
+def test_a_notebook_page_renders_offline_in_chromium(site):
+    """Open notebook 04's page from disk in headless Chromium with every non-file request refused:
+    the formulas are typeset (by the site's own MathJax), every picture loads, nothing asks the
+    network, and a screenshot goes to ``tests/_artifacts/site_04_quantization_math.png``."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "site_04_quantization_math.png"
+    refused: list[str] = []
+
+    def route(r):
+        if r.request.url.startswith("file://"):
+            return r.continue_()
+        refused.append(r.request.url)
+        return r.abort()
+
+    with sync_playwright() as pw:
+        browser, page = launch_chromium(pw)
+        try:
+            page.route("**/*", route)
+            page.goto((site / "notebooks/04_quantization_math.html").as_uri(), wait_until="load")
+            page.wait_for_function("() => window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 "
+                                   "&& document.querySelectorAll('.MathJax_Display, .MathJax').length > 0",
+                                   timeout=60_000)
+            typeset = page.locator(".MathJax_Display").count()
+            raw_tex = page.locator("div.math").evaluate_all(
+                "els => els.filter(e => !e.querySelector('.MathJax, .MathJax_Display, script[type^=\"math/tex\"]')).length")
+            images = page.evaluate("() => Array.from(document.images).map(i => [i.src.split('/').pop(), i.naturalWidth])")
+            page.locator(".MathJax_Display").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(shot), full_page=False)
+        finally:
+            browser.close()
+    assert not refused, f"the page asked the network for: {refused[:10]}"
+    assert typeset >= 3, f"only {typeset} display formulas were typeset by MathJax"
+    assert raw_tex == 0, f"{raw_tex} formula blocks were left as raw TeX"
+    assert len(images) >= 3 and all(width > 0 for _, width in images), f"pictures that did not load: {images}"
+    assert shot.stat().st_size > 20_000

@@ -51,3 +51,19 @@ def test_error_in_figure_surfaces():
         assert "positive" in str(err)
     else:
         raise AssertionError("a failing figure function must raise its own error")
+
+
+def test_static_mode_draws_the_same_picture_without_any_widget(monkeypatch):
+    """COURSE_STATIC_WIDGETS=1 (set by ``make grade``): the PNG and the note of the live output, and no
+    interactive widget -- with controls given as widgets and as ``interact`` abbreviations alike."""
+    make_figure, calls = make_recorder()
+    controls = {"seed": W.IntSlider(value=3, min=0, max=5), "show": False}
+    live = interactive_figure(make_figure, "demo", **controls)._repr_mimebundle_()
+    monkeypatch.setenv("COURSE_STATIC_WIDGETS", "1")
+    opened = []
+    monkeypatch.setattr(W.interactive, "__init__", lambda *a, **k: opened.append(a) or (_ for _ in ()).throw(AssertionError))
+    obj = interactive_figure(make_figure, "demo", **controls)
+    bundle = obj._repr_mimebundle_()
+    assert set(bundle) == {"image/png", "text/plain"} and obj.widget is None and not opened
+    assert bundle == {k: live[k] for k in ("image/png", "text/plain")}
+    assert calls == [(3, False), (3, False)]
