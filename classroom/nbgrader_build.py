@@ -313,8 +313,8 @@ def write_config(course: Path = COURSE) -> Path:
 
 def _env() -> dict[str, str]:
     """The environment for nbgrader: the course importable, this interpreter's scripts (nbgrader
-    calls ``alembic``) on PATH, and the widget explorers static (``COURSE_STATIC_WIDGETS=1``: a live
-    ``interact`` output can stall a headless execution forever, see ``course_utils.widgets``)."""
+    calls ``alembic``) on PATH, and the widget explorers and progress bars static (``COURSE_STATIC_WIDGETS=1``:
+    a live widget output can stall a headless execution, see ``course_utils.widgets``)."""
     return dict(os.environ, COURSE_STATIC_WIDGETS="1",
                 PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                 PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))

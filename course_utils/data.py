@@ -798,6 +798,17 @@ def collate_detection(batch: list[tuple[Tensor, dict[str, Any]]]) -> tuple[list[
     return list(images), list(targets)
 
 
+def progress_bar(iterable: Any, **kwargs: Any) -> Any:
+    """``tqdm.auto.tqdm(iterable, **kwargs)`` (a widget bar in Jupyter, text elsewhere), or tqdm's plain text
+    bar when ``COURSE_STATIC_WIDGETS=1``: a widget can stall a notebook executed without a browser (the
+    reason ``make grade`` sets it; see ``course_utils.widgets``)."""
+    if os.environ.get("COURSE_STATIC_WIDGETS") == "1":
+        from tqdm.std import tqdm as text_tqdm
+
+        return text_tqdm(iterable, **kwargs)
+    return tqdm(iterable, **kwargs)
+
+
 def materialize(dataset: Dataset, progress: bool = True) -> list[tuple[Tensor, dict[str, Any]]]:
     """Read every sample once into a list, so later epochs skip rendering/decoding.
 
@@ -806,7 +817,7 @@ def materialize(dataset: Dataset, progress: bool = True) -> list[tuple[Tensor, d
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
         raise TypeError(f"materialize needs a dataset with len() and indexing (a Dataset or a list), "
                         f"got {type(dataset).__name__}; for a generator use list(...)")
-    return [dataset[i] for i in tqdm(range(len(dataset)), desc="preparing images", disable=not progress, leave=False)]
+    return [dataset[i] for i in progress_bar(range(len(dataset)), desc="preparing images", disable=not progress, leave=False)]
 
 
 def load_digits(split: str = "train", seed: int = 0) -> list[tuple[Tensor, dict[str, Tensor]]]:

@@ -622,7 +622,9 @@ def build_torchvision_detector(num_classes: int = 3, image_size: int = 128) -> n
     Backbone: the same Conv-BN-ReLU stages as :class:`TinyDetector` (stride 8,
     64 channels), one feature map; anchors of 8-64 px; images kept at
     ``image_size`` (no resizing). ``num_classes`` excludes background
-    (torchvision counts it, so the model gets ``num_classes + 1``).
+    (torchvision counts it, so the model gets ``num_classes + 1``). COCO crowd
+    regions (targets' ``iscrowd = 1``) are left out of training, as in
+    :class:`TinyDetector` and torchvision's own COCO recipe (:func:`drop_crowd`).
     """
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -634,7 +636,7 @@ def build_torchvision_detector(num_classes: int = 3, image_size: int = 128) -> n
         ConvBNReLU(32, 64, stride=2), ConvBNReLU(64, 64),
     )
     backbone.out_channels = 64  # FasterRCNN reads this attribute
-    return FasterRCNN(
+    model = FasterRCNN(
         backbone,
         num_classes=None,  # given by box_predictor below
         min_size=image_size,
@@ -649,6 +651,32 @@ def build_torchvision_detector(num_classes: int = 3, image_size: int = 128) -> n
         rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
         box_batch_size_per_image=128, box_detections_per_img=100,
     )
+    model.register_forward_pre_hook(_drop_crowd_hook, with_kwargs=True)
+    return model
+
+
+def drop_crowd(target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``target`` without its crowd boxes: every per-box entry (``boxes`` (N, 4), ``labels`` (N,),
+    ``iscrowd`` (N,), ``area`` (N,) ...) indexed by ``iscrowd == 0``; a target without ``iscrowd`` is
+    returned unchanged. A crowd region marks many objects at once, so it is an ignore region in COCO's
+    evaluation and no object to learn."""
+    crowd = target.get("iscrowd")
+    if crowd is None:
+        return target
+    keep = crowd.reshape(-1) == 0
+    n = keep.numel()
+    return {k: v[keep.to(v.device)] if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == n else v
+            for k, v in target.items()}
+
+
+def _drop_crowd_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook of :func:`build_torchvision_detector`: ``model(images, targets)`` trains on
+    ``[drop_crowd(t) for t in targets]``."""
+    if len(args) > 1 and args[1] is not None:
+        args = (args[0], [drop_crowd(t) for t in args[1]], *args[2:])
+    elif kwargs.get("targets") is not None:
+        kwargs = {**kwargs, "targets": [drop_crowd(t) for t in kwargs["targets"]]}
+    return args, kwargs
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -38,9 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
-
-from .data import undo_letterbox
+from .data import progress_bar, undo_letterbox
 from .metrics import mean_average_precision
 
 __all__ = [
@@ -237,7 +235,7 @@ def train_one_epoch(
     if isinstance(device, str):
         device = torch.device(device)
     model.train()
-    bar = tqdm(data_loader, desc=f"epoch {state.epoch}", leave=False, disable=not progress)
+    bar = progress_bar(data_loader, desc=f"epoch {state.epoch}", leave=False, disable=not progress)
     batches = 0
     for images, targets in bar:
         batches += 1

@@ -15,7 +15,8 @@ With the environment variable ``COURSE_STATIC_WIDGETS=1`` no live controls are m
 output is the PNG and the note only. ``make grade`` sets it, because a notebook that is executed
 without a browser (nbclient, as nbgrader's autograder uses it) can stall forever on an ipywidgets
 ``interact`` output -- an intermittent race between the widget's output capture and the kernel's
-reply (jupyter/nbclient#312) that the static output avoids.
+reply (jupyter/nbclient#312) that the static output avoids. The training and data-loading progress
+bars (``course_utils.data.progress_bar``) are plain text in that mode, for the same reason.
 """
 
 from __future__ import annotations

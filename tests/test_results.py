@@ -228,3 +228,40 @@ def test_multiscale_variants_train_alike_and_the_summary_comes_from_the_runs(nam
             assert value == next(r["map"] for r in data["runs"] if r["variant"] == variant and r["epochs"] == e
                                  and r["seed"] == data["seeds"][0])
     assert f"{epochs.pop()} epochs" in data["description"]
+
+
+def test_autograde_trial_class_covers_every_exercise_and_gets_the_marks_it_must():
+    """benchmarks/autograde.py's run: every checked exercise of every notebook, for alice (reference), bob
+    (untouched release) and carol (one wrong answer per notebook); the expected marks are recomputed here."""
+    import re
+    import sys
+
+    import nbformat
+
+    root = RESULTS.parents[1]
+    sys.path.insert(0, str(root))
+    try:
+        from classroom.trial import STUDENTS, WRONG
+    finally:
+        sys.path.remove(str(root))
+    data = _load("autograde.json")
+    exercises = {}
+    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        checked = [name for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"
+                   for name in re.findall(r"^check_\w+\((?:my_)?(\w+)\)", c.source, re.M)]
+        if checked:
+            exercises[path.stem] = sorted(checked)
+    assert data["notebooks"] == sorted(exercises), "the trial must grade every notebook with an exercise"
+    graded = {}
+    for r in data["rows"]:
+        graded.setdefault((r["student"], r["notebook"]), []).append(r["exercise"])
+        expected = {"alice": 1, "bob": 0}.get(r["student"], int(r["exercise"] != WRONG[r["notebook"]][0]))
+        assert r["expected"] == expected and r["max_points"] == 1
+        assert r["points"] == expected, f"{r['student']} got {r['points']} on {r['notebook']}/{r['exercise']}, expected {expected}"
+    for who in STUDENTS:
+        for notebook, names in exercises.items():
+            assert sorted(graded[who, notebook]) == names, f"{who}/{notebook}: graded {graded[who, notebook]}"
+    n = sum(map(len, exercises.values()))
+    assert data["totals"] == {"alice": {"points": n, "max_points": n}, "bob": {"points": 0, "max_points": n},
+                              "carol": {"points": n - len(exercises), "max_points": n}}
+    assert data["all_as_expected"] is True

@@ -400,3 +400,39 @@ def test_make_finetune_optimizer_is_cosine_without_warmup() -> None:
     expected = [2e-3 * (1 + math.cos(math.pi * t / 10)) / 2 for t in range(10)]
     assert all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12) for a, b in zip(lrs, expected)), lrs
     assert optimizer.param_groups[0]["lr"] < 1e-12
+
+
+def test_drop_crowd_keeps_every_per_box_entry_in_step():
+    from course_utils.models import drop_crowd
+
+    t = {"boxes": torch.arange(12.0).reshape(3, 4), "labels": torch.tensor([1, 2, 3]), "iscrowd": torch.tensor([0, 1, 0]),
+         "area": torch.tensor([4.0, 5.0, 6.0]), "image_id": torch.tensor(7)}
+    out = drop_crowd(t)
+    assert out["boxes"].tolist() == [[0, 1, 2, 3], [8, 9, 10, 11]] and out["labels"].tolist() == [1, 3]
+    assert out["iscrowd"].tolist() == [0, 0] and out["area"].tolist() == [4.0, 6.0] and int(out["image_id"]) == 7
+    plain = {"boxes": t["boxes"], "labels": t["labels"]}
+    assert drop_crowd(plain) is plain
+
+
+@pytest.mark.slow
+def test_torchvision_detector_does_not_train_on_crowd_regions():
+    """The Faster R-CNN wrapper's losses with a crowd box equal its losses without that box (same seed)."""
+    from course_utils import build_torchvision_detector
+
+    torch.manual_seed(0)
+    model = build_torchvision_detector(num_classes=3).train()
+    images = list(torch.rand(2, 3, 128, 128))
+    boxes = [torch.tensor([[10.0, 10.0, 60.0, 50.0], [0.0, 0.0, 120.0, 120.0]]), torch.tensor([[5.0, 5.0, 30.0, 30.0]])]
+    with_crowd = [{"boxes": boxes[0], "labels": torch.tensor([1, 2]), "iscrowd": torch.tensor([0, 1])},
+                  {"boxes": boxes[1], "labels": torch.tensor([3]), "iscrowd": torch.tensor([1])}]
+    without = [{"boxes": boxes[0][:1], "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    every_box = [{"boxes": b, "labels": t["labels"]} for b, t in zip(boxes, with_crowd)]
+    losses = {}
+    for name, targets in (("crowd", with_crowd), ("without", without), ("every box", every_box)):
+        torch.manual_seed(1)
+        losses[name] = {k: v.item() for k, v in model(images, targets).items()}
+    torch.manual_seed(1)
+    assert {k: v.item() for k, v in model(images, targets=with_crowd).items()} == losses["crowd"]
+    assert losses["crowd"] == pytest.approx(losses["without"], rel=1e-6)
+    assert losses["crowd"] != pytest.approx(losses["every box"], rel=1e-3), "the crowd boxes should have changed the loss"

@@ -67,3 +67,16 @@ def test_static_mode_draws_the_same_picture_without_any_widget(monkeypatch):
     assert set(bundle) == {"image/png", "text/plain"} and obj.widget is None and not opened
     assert bundle == {k: live[k] for k in ("image/png", "text/plain")}
     assert calls == [(3, False), (3, False)]
+
+
+def test_progress_bars_are_plain_text_in_static_mode(monkeypatch):
+    import tqdm.auto
+    import tqdm.std
+
+    from course_utils.data import progress_bar
+
+    monkeypatch.delenv("COURSE_STATIC_WIDGETS", raising=False)
+    assert type(progress_bar(range(3), disable=True)) is tqdm.auto.tqdm
+    monkeypatch.setenv("COURSE_STATIC_WIDGETS", "1")
+    bar = progress_bar(range(3), disable=True)
+    assert type(bar) is tqdm.std.tqdm and list(bar) == [0, 1, 2]
