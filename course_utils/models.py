@@ -512,10 +512,8 @@ class TinyDetector(nn.Module):
         quality = torch.zeros_like(logits)
         pos_pred, pos_deltas, pos_gt, pos_anchors = [], [], [], []
         for b, target in enumerate(targets):
+            target = drop_crowd(target)  # COCO crowd regions are not objects to learn (as torchvision's recipes)
             gt_boxes, gt_labels = target["boxes"].to(anchors).reshape(-1, 4), target["labels"].reshape(-1)
-            if target.get("iscrowd") is not None:  # COCO crowd regions are not objects to learn (as torchvision's recipes)
-                keep = target["iscrowd"].reshape(-1).to(gt_boxes.device) == 0
-                gt_boxes, gt_labels = gt_boxes[keep], gt_labels[keep.to(gt_labels.device)]
             match = self.assign(anchors, gt_boxes, raw.get("strides"))
             pos = torch.nonzero(match >= 0).squeeze(1)
             if len(pos) == 0:
