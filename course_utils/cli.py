@@ -10,6 +10,9 @@ Four subcommands, each with ``--help``::
     python -m course_utils predict runs/mine/best.pt photo1.jpg photo2.png --out predictions/
     torchrun --nproc-per-node 2 -m course_utils train ...                             # DDP, see course_utils.distributed
 
+From a notebook, :func:`run_command` runs the same commands in a new process and fails loudly (a
+notebook's ``!`` line does not: a command that fails there leaves an error message and the cell goes on).
+
 Images of any size are letterboxed to ``--image-size`` (aspect kept, grey padding) for the
 network and scored in their own pixels (:class:`~course_utils.data.Letterbox`). Checkpoints are
 written atomically after every epoch (``last.pt``, and ``best.pt`` for the best val mAP) with the
@@ -23,7 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import numbers
+import os
 import random
+import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -34,11 +41,69 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "run_command", "CommandFailed"]
 
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+class CommandFailed(RuntimeError):
+    """:func:`run_command`: the command exited with another status than expected."""
+
+
+def _shown(word: Any) -> str:
+    """How one word of a command is printed: a path as given (relative stays relative), quoted for a shell."""
+    return shlex.quote(str(word))
+
+
+def run_command(*args: Any, processes: int = 1, expect_error: bool = False) -> None:
+    """Run ``python -m course_utils ARGS`` (or, with ``processes=N``, the same under ``torchrun``) in a new
+    process, and print the command (after a ``$``) and everything it prints.
+
+    Unlike a notebook's ``!`` line, a failure is loud: a non-zero exit status raises
+    :class:`CommandFailed` with the command's last lines. With ``expect_error=True`` the command is
+    *meant* to fail (a demonstration of an error message): only its last line -- the one-line error the
+    command line promises -- is printed, and a command that succeeds raises instead.
+
+    ``processes > 1`` runs ``python -m torch.distributed.run --nproc-per-node N -m course_utils ARGS`` with
+    ``OMP_NUM_THREADS=1`` (one thread per process, so N processes share N cores instead of fighting).
+    Paths are passed as given: give relative ones, and neither the command nor its output names
+    folders of your machine. Taught in: 10_your_own_data.
+    """
+    if isinstance(processes, bool) or not isinstance(processes, numbers.Integral) or processes < 1:
+        raise ValueError(f"processes must be a whole number >= 1, got {processes!r}")
+    if not isinstance(expect_error, bool):
+        raise TypeError(f"expect_error must be True or False, got {expect_error!r}")
+    wrong = [a for a in args if isinstance(a, bool) or not isinstance(a, (str, os.PathLike, numbers.Real))]
+    if wrong:
+        raise TypeError(f"run_command takes the command's words one by one (strings, paths, numbers), got {wrong[0]!r}; "
+                        "e.g. run_command('evaluate', 'run/best.pt', '--data', 'val.json')")
+    processes = int(processes)
+    words = [str(a) for a in args]
+    if processes == 1:
+        argv, shown, env = [sys.executable, "-m", "course_utils", *words], "python -m course_utils", None
+    else:
+        argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes), "-m", "course_utils", *words]
+        shown, env = f"OMP_NUM_THREADS=1 torchrun --nproc-per-node {processes} -m course_utils", dict(os.environ, OMP_NUM_THREADS="1")
+    command = " ".join([shown, *(_shown(w) for w in words)])
+    print(f"$ {command}", flush=True)
+    lines = []
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if not expect_error:
+                print(line, end="", flush=True)
+    output, status = "".join(lines), proc.returncode
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    if expect_error:
+        if status == 0:
+            raise CommandFailed(f"`{command}` was expected to fail, but it succeeded (exit status 0); its output:\n{output[-2000:]}")
+        print(last)
+        return
+    if status != 0:
+        raise CommandFailed(f"`{command}` failed with exit status {status}; its last lines:\n" + "".join(lines[-15:]))
 
 
 # ------------------------------------------------------------------ argument types

@@ -302,9 +302,13 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 3, runs
 
     Round r times every ``fns[name]`` once with :func:`measure_latency`, so a slow
     moment of the machine (other load, a clock-speed change) hits all of them
-    alike instead of one. Returns, per name, the :func:`measure_latency` result
-    of the round with the median ``median_ms``. Checked up front: ``fns`` a non-empty
-    dict of callables, ``rounds`` and ``runs`` ints >= 1, ``min_seconds >= 0``.
+    alike instead of one; each round starts one name later than the round before
+    (a, b, c; then b, c, a; ...), so no function always runs first, right after
+    the warm-up, or always after the same neighbour. Returns, per name, the :func:`measure_latency` result
+    of the round with the median ``median_ms``, plus ``round_medians_ms``: every
+    round's median, in round order (what :func:`paired_speedup` divides round by
+    round). Checked up front: ``fns`` a non-empty dict of callables, ``rounds`` and
+    ``runs`` ints >= 1, ``min_seconds >= 0``.
     """
     if not isinstance(fns, Mapping) or not fns:
         raise ValueError(f"fns must be a non-empty dict {{name: function}} to time, got {fns!r}")
@@ -312,13 +316,54 @@ def measure_interleaved(fns: dict[str, Callable[[], Any]], rounds: int = 3, runs
     if not_callable:
         raise TypeError(f"fns[{not_callable[0]!r}] is not callable; give functions, e.g. {{'fp32': lambda: model(x)}}")
     if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
+        raise ValueError(f"rounds must be an int >= 1 (typically 3), got {rounds!r}")
     _check_timing(10, runs, min_seconds)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            results[name].append(_measure(fn, 10, runs, min_seconds))
-    return {name: sorted(r, key=lambda m: m["median_ms"])[len(r) // 2] for name, r in results.items()}
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order from round to round
+            results[name].append(_measure(fns[name], 10, runs, min_seconds))
+    return {name: {**sorted(r, key=lambda m: m["median_ms"])[len(r) // 2], "round_medians_ms": [m["median_ms"] for m in r]}
+            for name, r in results.items()}
+
+
+def _round_medians(timing: Any, what: str) -> list[float]:
+    """The per-round medians of one :func:`measure_interleaved` result (or a plain list of them)."""
+    values = timing.get("round_medians_ms") if isinstance(timing, Mapping) else timing
+    if isinstance(values, (str, bytes, set, frozenset)) or (isinstance(values, Sequence) and any(isinstance(v, bool) for v in values)):
+        raise ValueError(f"{what}: round medians must be a list of milliseconds, got {values!r}")
+    if values is None:
+        raise ValueError(f"{what} has no 'round_medians_ms': give a result of measure_interleaved (or a list of round medians)")
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: round medians must be a list of milliseconds, got {values!r}") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"{what}: round medians must be positive finite milliseconds, got {values}")
+    return values
+
+
+def paired_speedup(baseline: Any, candidate: Any) -> dict[str, Any]:
+    """The speed-up of ``candidate`` over ``baseline`` from the same interleaved rounds, round by round.
+
+    With round medians ``b_r`` and ``c_r`` (round r timed both, one just after the other)::
+
+        ratio_r = b_r / c_r          speedup = median_r ratio_r
+
+    A slow moment of the machine that hits a whole round slows both models of that round, so it
+    cancels in the ratio: the paired estimate wanders less than the ratio of the two models' own
+    median rounds (``tests/test_deploy.py`` simulates it). ``baseline``, ``candidate``: results of
+    :func:`measure_interleaved` (or lists of round medians), from the same rounds. Returns
+    ``{"speedup", "rounds": [ratio_r...], "low": min, "high": max}``; > 1 when the candidate is faster.
+    Taught in: 08_capstone.
+    """
+    b, c = _round_medians(baseline, "baseline"), _round_medians(candidate, "candidate")
+    if len(b) != len(c):
+        raise ValueError(f"baseline has {len(b)} rounds and candidate {len(c)}: pair the rounds of one measure_interleaved call")
+    ratios = [x / y for x, y in zip(b, c)]
+    if not all(math.isfinite(r) for r in ratios):
+        raise ValueError(f"the per-round ratios {ratios} overflow: give milliseconds (baseline {b}, candidate {c})")
+    return {"speedup": statistics.median(ratios), "rounds": ratios, "low": min(ratios), "high": max(ratios)}
 
 
 def file_size(path: str | Path) -> int:

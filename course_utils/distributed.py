@@ -6,21 +6,31 @@ What changes when one training run becomes N processes (one per GPU, or N CPU pr
 
 * **Each process sees 1/N of the data** (:func:`shard_loader`: a ``DistributedSampler``, which
   must be told the epoch -- :class:`SetEpoch` -- or every epoch repeats the same order). The
-  effective batch is N × the per-process batch; with Adam(W) the course keeps the learning rate,
-  with SGD the linear scaling rule (Goyal et al. 2017) multiplies it by N.
+  effective batch is N × the per-process batch; when it grows by a factor k, the linear scaling rule
+  (Goyal et al. 2017, for SGD) multiplies the learning rate by k, and for Adam(W) a square-root rule
+  (lr × √k, Malladi et al. 2022) is the usual starting point; the course keeps the effective batch, and
+  so the learning rate, unchanged.
 * **Gradients are averaged across processes during backward** (DDP's all-reduce), so every
   hook that runs after backward -- gradient clipping above all -- sees the *reduced* gradient:
   ``clip_grad_norm_`` on each process computes the norm of the global average gradient, the same
   number on every rank, as one process with the whole batch would (tested). Clipping each
   process's *local* gradient instead would clip a noisier gradient by a different factor per rank.
-  (FSDP shards the gradients themselves, so no rank holds the whole vector: it needs its own
-  ``FSDP.clip_grad_norm_``, which all-reduces the squared norms of the shards.)
+  (FSDP shards the gradients themselves, so no rank holds the whole vector. With FSDP2's
+  ``fully_shard`` they are DTensors, and the ordinary ``torch.nn.utils.clip_grad_norm_`` all-reduces
+  the shards' norms for you; the older ``FullyShardedDataParallel`` wrapper has its own
+  ``FSDP.clip_grad_norm_`` for that.)
 * **Loss normalisation must be global**: the detector divides its loss by the number of positive
   locations; each process counts only its own, so :func:`prepare` makes the model all-reduce that
   count (:attr:`TinyDetector.num_pos_across_ranks`) -- otherwise N processes train on a
   differently weighted loss than one process with the same images.
 * **BatchNorm** normalises with per-process statistics unless converted to ``SyncBatchNorm``
-  (``sync_bn=True``; CUDA only in PyTorch). The CPU tests use a detector without BN.
+  (``sync_bn=True``; PyTorch runs it on accelerators -- CUDA, XPU, HPU -- not on CPU processes). So
+  N processes equal one process with the whole batch only for a network without BN: the CPU tests
+  use a detector without BN.
+* **Random numbers**: every rank is seeded alike, so the model starts the same everywhere (DDP also
+  broadcasts rank 0's weights). The course's training has no random augmentation; a recipe that
+  has it must seed each rank's augmentation differently (e.g. ``seed + rank``), or every rank draws
+  the same crops.
 * **Only rank 0 evaluates, logs and writes checkpoints**; the others wait at a barrier.
 
 Backends: ``gloo`` on CPU, ``nccl`` on CUDA. ``torchrun`` sets ``RANK``, ``WORLD_SIZE``,
@@ -84,12 +94,13 @@ def prepare(model: nn.Module, device: torch.device, sync_bn: bool = False) -> nn
     """``model`` on ``device`` wrapped in ``DistributedDataParallel``, its loss normalised across ranks.
 
     ``sync_bn=True`` converts every BatchNorm to ``SyncBatchNorm`` first (statistics over the whole
-    global batch; PyTorch implements it for CUDA only).
+    global batch; PyTorch runs it on accelerators -- CUDA, XPU, HPU -- not on the CPU).
     """
     if sync_bn:
-        if device.type != "cuda":
-            raise ValueError("prepare(sync_bn=True): PyTorch's SyncBatchNorm runs on CUDA only; on the CPU leave "
-                             "BatchNorm per process (or train a detector with batch_norm=False)")
+        if device.type == "cpu":
+            raise ValueError("prepare(sync_bn=True): PyTorch's SyncBatchNorm runs on accelerators (CUDA, XPU, HPU), "
+                             "not on CPU processes; on the CPU leave BatchNorm per process (or train a detector with "
+                             "batch_norm=False)")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if hasattr(model, "num_pos_across_ranks"):

@@ -138,7 +138,7 @@ def _call(fn: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
         got = fn(*args)
     except NotImplementedError:
         return None, f"`{name}` still raises NotImplementedError -- replace it with your code."
-    except Exception as err:  # noqa: BLE001 -- any learner error becomes a message
+    except (Exception, SystemExit) as err:  # noqa: BLE001 -- any learner error (even sys.exit) becomes a message
         return None, f"`{name}` raised {type(err).__name__}: {err}. Expected it to return {_CURRENT['expects']}."
     _CURRENT.update(got=got, called=True)
     return got, None
@@ -879,8 +879,9 @@ def check_speedup(fn: Callable[[list[list[float]], list[list[float]]], float]) -
     """Exercise (notebook 08): the speed-up of a candidate over a baseline from interleaved timing rounds.
 
     ``fn(baseline_ms, candidate_ms)``: lists of rounds, each round the per-run latencies (ms) of one
-    model, the two models' rounds run in turn. As ``measure_interleaved`` reports it: each round's
-    median run, each model's median round, then ``speed-up = baseline / candidate``.
+    model, the two models' rounds run in turn. The paired estimate, as ``deploy.paired_speedup``
+    computes it: each round's median run, the ratio ``baseline / candidate`` within each round, then
+    the median of those ratios.
     """
     cases = ((3, 30, 25.0, 10.0, None, 4), (5, 20, 12.0, 5.0, 2, 2), (3, 41, 3.5, 0.7, 0, 3))
     for rounds, runs, base_ms, cand_ms, slow_round, seed in cases:
@@ -892,7 +893,7 @@ def check_speedup(fn: Callable[[list[list[float]], list[list[float]]], float]) -
         value = _as_float(got)
         if value is None:
             return _report(False, _not_a_number(got, "one number, the speed-up"))
-        want = _median_round(baseline) / _median_round(candidate)
+        want = float(np.median([np.median(b) / np.median(c) for b, c in zip(baseline, candidate)]))
         if math.isclose(value, want, rel_tol=1e-6):
             continue
         flat_b, flat_c = np.concatenate(baseline), np.concatenate(candidate)
@@ -902,20 +903,22 @@ def check_speedup(fn: Callable[[list[list[float]], list[list[float]]], float]) -
                 float(flat_b.mean() / flat_c.mean()),
             "that ratio uses each model's fastest run: a best case, not the typical time; take medians.":
                 float(flat_b.min() / flat_c.min()),
-            "you pooled the runs of all rounds: take each round's median first, then each model's median round.":
+            "you pooled the runs of all rounds: take each round's median first, and divide within each round.":
                 float(np.median(flat_b) / np.median(flat_c)),
-            "you took the ratio within each round: here each model's own median round is the measurement; divide those.":
-                float(np.median([np.median(b) / np.median(c) for b, c in zip(baseline, candidate)])),
-            "you used the last round only: take the median round of each model.":
+            "you divided each model's own median round: that leaves the rounds unpaired, so a round that was slow "
+            "for both models still moves the answer; divide within each round (the two timings taken together), "
+            "then take the median of those ratios.": _median_round(baseline) / _median_round(candidate),
+            "you used the last round only: take the ratio in every round, then their median.":
                 float(np.median(baseline[-1]) / np.median(candidate[-1])),
-            "you averaged the round medians: take the median round (the middle one after sorting).":
-                float(np.mean([np.median(r) for r in baseline]) / np.mean([np.median(r) for r in candidate])),
+            "you averaged the per-round ratios: take their median (a round disturbed for one model only is an outlier).":
+                float(np.mean([np.median(b) / np.median(c) for b, c in zip(baseline, candidate)])),
         }
         matches = [h for h, v in tries.items() if math.isclose(value, v, rel_tol=1e-6)]
-        hint = " Or: ".join(matches) or "take the median of each round, the median round of each model, then baseline / candidate."
+        hint = " Or: ".join(matches) or "take each round's median run, the ratio baseline / candidate in each round, then the median ratio."
         return _report(False, f"{rounds} rounds × {runs} runs, baseline about {base_ms:g} ms, candidate about {cand_ms:g} ms: "
-                              f"expected a speed-up of {want:.4f}, got {value:.4g}: {hint}")
-    return _report(True, "speed-up = baseline's median round / candidate's median round, on 3 sets of interleaved rounds.")
+                              f"expected a speed-up of {want:.6g}, got {value:.6g}: {hint}")
+    return _report(True, "speed-up = the median over rounds of (baseline's round median / candidate's round median), "
+                         "on 3 sets of interleaved rounds.")
 
 
 @_check("one number, the learning rate")

@@ -74,6 +74,8 @@ __all__ = [
     "bootstrap_interval",
     "seed_summary",
     "seed_difference",
+    "compare_intervals",
+    "pareto_front",
     "mean_average_precision",
     "count_errors",
     "pycocotools_map",
@@ -676,7 +678,7 @@ def _seed_values(values: Any, where: str) -> list[float]:
     if isinstance(values, Mapping):
         raise TypeError(f"{where} got a dict; iterating it gives its keys (the seeds), not the results: "
                         "pass list(d.values())")
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable) or (
+    if isinstance(values, (str, bytes, set, frozenset)) or not isinstance(values, Iterable) or (
             isinstance(values, (np.ndarray, torch.Tensor)) and values.ndim != 1):
         raise TypeError(f"{where} needs a list of per-seed values, e.g. [0.31, 0.33, 0.35], got {values!r}")
     runs = []
@@ -707,7 +709,7 @@ def seed_summary(values: list[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(runs)), "std": std, "n": len(runs), "runs": runs}
 
 
-def seed_difference(a: list[float], b: list[float], confidence: float = 0.95) -> dict[str, Any]:
+def seed_difference(a: list[float], b: list[float], confidence: float = 0.95, paired: bool = False) -> dict[str, Any]:
     """Is method a better than control b, given their seed-to-seed spread? Welch's t interval.
 
     With ``n_a`` and ``n_b`` runs (seeds), sample means ``m_a, m_b`` and sample
@@ -727,8 +729,17 @@ def seed_difference(a: list[float], b: list[float], confidence: float = 0.95) ->
     with :func:`paired_bootstrap_map` instead (the images are a sample too).
     Equal to ``scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval()``.
 
+    ``paired=True``: a and b were run **with the same seeds**, in the same order -- seed i of the
+    method started from the same model and saw the same data order as seed i of its control -- so
+    the seed-by-seed differences ``d_i = a_i - b_i`` are the measurement (the paired t interval)::
+
+        d = mean(d_i),   se = std(d_i, ddof=1) / sqrt(n),   df = n - 1,   CI = d ± t · se
+
+    What the two runs of a seed share (the start, the data order) cancels in ``d_i``, so the interval
+    is usually narrower than Welch's. Equal to ``scipy.stats.ttest_rel(a, b).confidence_interval()``.
+
     Returns ``{"difference", "std_error", "low", "high", "df", "within_noise",
-    "confidence", "n_a", "n_b"}``. ``a`` and ``b``: lists of numbers (a dict is refused:
+    "confidence", "n_a", "n_b", "paired"}``. ``a`` and ``b``: lists of numbers (a dict is refused:
     pass ``list(d.values())``).
     """
     from scipy import stats
@@ -740,8 +751,12 @@ def seed_difference(a: list[float], b: list[float], confidence: float = 0.95) ->
                          f"{len(np.atleast_1d(b_arr))}: run more seeds (the course uses >= 3)")
     if not (np.isfinite(a_arr).all() and np.isfinite(b_arr).all()):
         raise ValueError(f"seed_difference got non-finite values {a_arr.tolist()} / {b_arr.tolist()}: a run diverged or was not scored")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence}")
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number in (0, 1), e.g. 0.95; got {confidence!r}")
+    if not isinstance(paired, bool):
+        raise TypeError(f"paired must be True or False, got {paired!r}")
+    if paired:
+        return _paired_difference(a_arr, b_arr, confidence)
     # identical runs have exactly zero variance (np.var would leave a rounding residue such as 1e-32)
     va, vb = ((0.0 if np.ptp(x) == 0 else x.var(ddof=1)) / len(x) for x in (a_arr, b_arr))
     if va == 0.0 and vb == 0.0:
@@ -752,9 +767,106 @@ def seed_difference(a: list[float], b: list[float], confidence: float = 0.95) ->
     df = float((va + vb) ** 2 / (va**2 / (len(a_arr) - 1) + vb**2 / (len(b_arr) - 1)))
     half = float(stats.t.ppf((1 + confidence) / 2, df)) * se
     low, high = d - half, d + half
+    if not all(map(math.isfinite, (d, low, high))):
+        raise ValueError(f"seed_difference: the values {a_arr.tolist()} and {b_arr.tolist()} overflow a float; give mAPs "
+                         "or other numbers of a sensible size")
     return {"difference": d, "std_error": se, "low": low, "high": high, "df": df,
             "within_noise": bool(low <= 0 <= high), "confidence": float(confidence),
-            "n_a": len(a_arr), "n_b": len(b_arr)}
+            "n_a": len(a_arr), "n_b": len(b_arr), "paired": False}
+
+
+def _paired_difference(a: np.ndarray, b: np.ndarray, confidence: float) -> dict[str, Any]:
+    """:func:`seed_difference` with ``paired=True``: the t interval of the seed-by-seed differences."""
+    from scipy import stats
+
+    if len(a) != len(b):
+        raise ValueError(f"seed_difference(paired=True) needs one run of each side per seed, got {len(a)} and {len(b)} "
+                         "runs: pair seed i of the method with seed i of its control")
+    diffs = a - b
+    if not np.isfinite(diffs).all():
+        raise ValueError(f"seed_difference: the values {a.tolist()} and {b.tolist()} overflow a float; give mAPs or other "
+                         "numbers of a sensible size")
+    if np.ptp(diffs) <= 1e-12 * max(1.0, float(np.abs(diffs).max())):  # equal up to rounding (0.3 - 0.2 vs 0.1 - 0.0)
+        raise ValueError(f"every seed gives the same difference ({diffs[0]}): the seeds carry no noise to judge it by; "
+                         "compare the models on the same images with course_utils.paired_bootstrap_map instead")
+    n = len(diffs)
+    d, se = float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(n))
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * se
+    low, high = d - half, d + half
+    if not all(map(math.isfinite, (d, low, high))):
+        raise ValueError(f"seed_difference: the values {a.tolist()} and {b.tolist()} overflow a float; give mAPs or other "
+                         "numbers of a sensible size")
+    return {"difference": d, "std_error": se, "low": low, "high": high, "df": float(n - 1),
+            "within_noise": bool(low <= 0 <= high), "confidence": float(confidence), "n_a": n, "n_b": n, "paired": True}
+
+
+def compare_intervals(a: tuple[float, float], b: tuple[float, float], higher_is_better: bool = True) -> int:
+    """Is ``a`` better than ``b`` beyond their noise? +1 (better), -1 (worse), 0 (a tie).
+
+    ``a`` and ``b`` are ``(low, high)`` intervals of the same quantity: a confidence interval
+    of an mAP, the p10-p90 band of a latency, or ``(x, x)`` for an exact number such as a file
+    size. Overlapping intervals are a **tie**: the measurement cannot tell the two apart. With
+    ``higher_is_better=False`` (a cost), the lower interval wins. Taught in: 08_capstone.
+    """
+    if not isinstance(higher_is_better, bool):
+        raise TypeError(f"higher_is_better must be True (accuracy) or False (a cost), got {higher_is_better!r}")
+    (a_lo, a_hi), (b_lo, b_hi) = (_interval(v, name) for v, name in ((a, "a"), (b, "b")))
+    above = 1 if a_lo > b_hi else -1 if a_hi < b_lo else 0
+    return above if higher_is_better else -above
+
+
+def _interval(value: Any, name: str) -> tuple[float, float]:
+    """``(low, high)`` as two finite floats with low <= high, or a ValueError naming ``name`` and the fix."""
+    if isinstance(value, Mapping) and {"low", "high"} <= set(value):  # a bootstrap_map / seed_difference result
+        value = (value["low"], value["high"])
+    try:
+        low, high = (float(x) for x in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"compare_intervals: {name} must be a (low, high) pair of numbers (or a result with 'low' and "
+                         f"'high', such as bootstrap_map's), got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise ValueError(f"compare_intervals: {name} = ({low}, {high}) must be finite with low <= high")
+    return low, high
+
+
+def pareto_front(names: Iterable[str], accuracy: Any, cost: Any) -> list[str]:
+    """The names no other name **beats**, where noise makes ties (the noise-aware Pareto front).
+
+    ``accuracy(m, n)`` and ``cost(m, n)`` compare two candidates on one axis each and return +1
+    when m is better than n beyond the noise (more accurate; cheaper), -1 when worse, 0 for a
+    tie (e.g. :func:`compare_intervals`). m beats n when it is better on one axis and not worse
+    on the other::
+
+        beats(m, n) = accuracy(m, n) >= 0 and cost(m, n) >= 0 and (accuracy(m, n) > 0 or cost(m, n) > 0)
+
+    A candidate tied with another on both axes stays on the front beside it: the data cannot
+    choose between them. Returns the front in the order of ``names``. Taught in: 08_capstone.
+    """
+    if isinstance(names, (str, bytes, Mapping)) or not isinstance(names, Iterable):
+        raise TypeError(f"pareto_front: names must be a list of candidate names, e.g. ['teacher', 'int8'], got {names!r}")
+    names = list(names)
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"pareto_front: names must be distinct strings, got {names}")
+    for what, fn in (("accuracy", accuracy), ("cost", cost)):
+        if not callable(fn):
+            raise TypeError(f"pareto_front: {what} must be a function (m, n) -> -1, 0 or +1, got {type(fn).__name__}")
+
+    def compared(what: str, fn: Any, m: str, n: str) -> int:
+        value = fn(m, n)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in (-1, 0, 1):
+            raise ValueError(f"pareto_front: {what}({m!r}, {n!r}) must return -1, 0 or +1, got {value!r}")
+        return int(value)
+
+    def beats(m: str, n: str) -> bool:
+        a, c = compared("accuracy", accuracy, m, n), compared("cost", cost, m, n)
+        return a >= 0 and c >= 0 and (a > 0 or c > 0)
+
+    for i, m in enumerate(names):
+        for n in names[i + 1:]:
+            if beats(m, n) and beats(n, m):
+                raise ValueError(f"pareto_front: the comparisons say {m!r} beats {n!r} and {n!r} beats {m!r}; a comparator "
+                                 "must be antisymmetric (f(m, n) == -f(n, m))")
+    return [n for n in names if not any(beats(m, n) for m in names if m != n)]
 
 
 def pycocotools_map(preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, Any]:

@@ -235,3 +235,23 @@ def test_levels_flag_trains_evaluates_and_exports_a_three_level_detector(folders
     done = subprocess.run([sys.executable, "-m", "course_utils", *argv, "--levels", "4"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and "--levels: invalid choice: 4" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow  # seconds to a minute (subprocesses, training or many evaluations): not in `make check`
+def test_run_command_prints_the_command_and_fails_loudly(capsys):
+    """What notebook 10 runs its commands with: the command and its output are printed; a failure raises
+    (a notebook's `!` line would not); an expected failure prints only its one-line error."""
+    assert cli.run_command("evaluate", "--help") is None  # a notebook cell shows what it prints, nothing twice
+    printed = capsys.readouterr().out
+    assert printed.startswith("$ python -m course_utils evaluate --help\nusage:") and "--data ANN.json" in printed
+    with pytest.raises(cli.CommandFailed, match=r"(?s)exit status 2.*no file at 'nothing.pt'"):
+        cli.run_command("evaluate", "nothing.pt", "--data", "missing.json")
+    capsys.readouterr()
+    cli.run_command("train", "--train", "missing.json", "--val", "missing.json", expect_error=True)
+    printed = capsys.readouterr().out.splitlines()  # just the command and the error line, no usage text
+    assert len(printed) == 2 and printed[0].startswith("$ python -m course_utils train --train missing.json")
+    assert printed[1].startswith("python -m course_utils train: error:") and "no file at 'missing.json'" in printed[1]
+    with pytest.raises(cli.CommandFailed, match="expected to fail, but it succeeded"):
+        cli.run_command("train", "--help", expect_error=True)
+    with pytest.raises(ValueError, match="processes"):
+        cli.run_command("train", processes=0)

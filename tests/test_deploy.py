@@ -84,11 +84,12 @@ def test_measure_interleaved_runs_rounds_in_turn_and_keeps_the_median_round(monk
     out = measure_interleaved(fns, rounds=3, runs=5, min_seconds=0.0)
     assert set(out) == {"a", "b"} and all(r["runs"] == 5 for r in out.values())
     assert len(calls["a"]) == len(calls["b"]) == 3 * (10 + 5)  # warm-up + runs, every round
-    # interleaving: round r of "a" comes before round r of "b", which comes before round r + 1 of "a"
+    # interleaving: every round times every function once, each round starting one function later
     seen: list[str] = []
+    fns = {n: (lambda n=n: seen.append(n)) for n in ("a", "b", "c")}
+    measure_interleaved(fns, rounds=3, runs=1, min_seconds=0.0)
+    assert "".join(seen) == "".join(n * 11 for n in "abc" + "bca" + "cab")
     fns = {n: (lambda n=n: seen.append(n)) for n in ("a", "b")}
-    measure_interleaved(fns, rounds=2, runs=1, min_seconds=0.0)
-    assert "".join(seen) == "a" * 11 + "b" * 11 + "a" * 11 + "b" * 11
     # the median round is kept: rounds of 1, 3 and 2 ms -> the 2 ms round (a fake clock: sleep overshoots on a busy machine)
     clock = [0.0]
     monkeypatch.setattr(deploy.time, "perf_counter", lambda: clock[0])
@@ -100,6 +101,7 @@ def test_measure_interleaved_runs_rounds_in_turn_and_keeps_the_median_round(monk
     out = measure_interleaved({"x": run}, rounds=3, runs=1, min_seconds=0.0)
     monkeypatch.undo()
     assert out["x"]["median_ms"] == pytest.approx(2.0)
+    assert out["x"]["round_medians_ms"] == pytest.approx([1.0, 3.0, 2.0])  # every round, in round order
     with pytest.raises(ValueError, match="rounds"):
         measure_interleaved(fns, rounds=0)
 
@@ -144,3 +146,48 @@ def test_checkpoint_bytes_counts_what_torch_save_writes_and_zeros_compress(tmp_p
             p.zero_()
     raw_zero, packed_zero = checkpoint_bytes(model)
     assert raw_zero == raw and packed_zero < packed / 5
+
+
+def test_paired_speedup_divides_round_by_round_and_refuses_mismatched_rounds() -> None:
+    from course_utils.deploy import paired_speedup
+
+    out = paired_speedup({"round_medians_ms": [11.0, 30.0, 10.0]}, {"round_medians_ms": [5.0, 12.0, 4.0]})
+    assert out["rounds"] == pytest.approx([2.2, 2.5, 2.5]) and out["speedup"] == pytest.approx(2.5)
+    assert (out["low"], out["high"]) == pytest.approx((2.2, 2.5))
+    assert paired_speedup([2.0, 4.0, 3.0], [1.0, 2.0, 1.5])["speedup"] == pytest.approx(2.0)  # plain lists too
+    with pytest.raises(ValueError, match="rounds"):
+        paired_speedup([2.0, 4.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="round_medians_ms"):
+        paired_speedup({"median_ms": 2.0}, [1.0])
+    with pytest.raises(ValueError, match="positive"):
+        paired_speedup([2.0, 0.0], [1.0, 1.0])
+
+
+def test_the_paired_speedup_wanders_less_when_whole_rounds_slow_down() -> None:
+    """Simulated interleaved rounds of two models whose true speed-up is 2: each round's machine speed is
+    shared by both models (another process, a clock change), each run adds its own noise. Over many
+    repetitions the median of per-round ratios lands nearer 2 than the ratio of the two median rounds."""
+    import numpy as np
+
+    from course_utils.deploy import paired_speedup
+
+    rng = np.random.default_rng(0)
+    errors = {"paired": [], "median rounds": []}
+    for _ in range(2000):
+        slowdown = np.exp(rng.normal(0, 0.15, 3))  # per round, shared by both models
+        base = 10.0 * slowdown * np.exp(rng.normal(0, 0.03, 3))
+        cand = 5.0 * slowdown * np.exp(rng.normal(0, 0.03, 3))
+        errors["paired"].append(abs(paired_speedup(list(base), list(cand))["speedup"] - 2.0))
+        errors["median rounds"].append(abs(np.median(base) / np.median(cand) - 2.0))
+    paired, unpaired = np.mean(errors["paired"]), np.mean(errors["median rounds"])
+    assert paired < 0.9 * unpaired, (paired, unpaired)
+
+
+def test_paired_speedup_refuses_strings_booleans_and_overflow() -> None:
+    from course_utils.deploy import paired_speedup
+
+    for bad in ("123", {"round_medians_ms": "12"}, [True, True], {1.0, 2.0}):
+        with pytest.raises(ValueError, match="milliseconds"):
+            paired_speedup(bad, [1.0, 2.0])
+    with pytest.raises(ValueError, match="overflow"):
+        paired_speedup([1e308], [1e-10])

@@ -496,6 +496,8 @@ CATALOGUE = [
     (ex.check_speedup, lambda b, c: np.mean(_flat(b)) / np.mean(_flat(c)), "ratio of means"),
     (ex.check_speedup, lambda b, c: min(_flat(b)) / min(_flat(c)), "fastest run"),
     (ex.check_speedup, lambda b, c: np.median(_flat(b)) / np.median(_flat(c)), "pooled the runs"),
+    (ex.check_speedup, lambda b, c: np.median([np.median(r) for r in b]) / np.median([np.median(r) for r in c]), "unpaired"),
+    (ex.check_speedup, lambda b, c: np.mean([np.median(x) / np.median(y) for x, y in zip(b, c)]), "averaged the per-round"),
     (ex.check_linear_scaling, lambda lr, b0, b, n: lr * b / b0, "all processes"),
     (ex.check_linear_scaling, lambda lr, b0, b, n: lr * b0 / (b * n), "upside down"),
 ]

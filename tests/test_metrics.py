@@ -297,3 +297,39 @@ def test_mismatched_lengths_raise(n_preds, n_targets):
     pred = {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "scores": torch.tensor([0.5]), "labels": torch.tensor([1])}
     with pytest.raises(ValueError, match="predictions"):
         mean_average_precision([pred] * n_preds, [target] * n_targets)
+
+
+def test_compare_intervals_and_the_noise_aware_pareto_front():
+    from course_utils.metrics import compare_intervals, pareto_front
+
+    assert compare_intervals((0.3, 0.4), (0.1, 0.2)) == 1 and compare_intervals((0.1, 0.2), (0.3, 0.4)) == -1
+    assert compare_intervals((0.1, 0.3), (0.2, 0.4)) == 0  # overlapping: a tie
+    assert compare_intervals((5.0, 6.0), (7.0, 8.0), higher_is_better=False) == 1  # a cost: lower wins
+    assert compare_intervals({"low": 0.3, "high": 0.4, "value": 0.35}, (0.1, 0.2)) == 1  # a bootstrap_map result
+    with pytest.raises(TypeError, match="higher_is_better"):
+        compare_intervals((0.3, 0.4), (0.1, 0.2), higher_is_better="False")
+    with pytest.raises(ValueError, match="low <= high"):
+        compare_intervals((0.4, 0.3), (0.1, 0.2))
+    with pytest.raises(ValueError, match="pair"):
+        compare_intervals(0.3, (0.1, 0.2))
+    # a: accurate and slow; b: tied with a in accuracy, faster; c: less accurate, fastest; d: beaten by b on both
+    acc = {"a": (0.80, 0.90), "b": (0.79, 0.89), "c": (0.50, 0.60), "d": (0.40, 0.50)}
+    ms = {"a": (10, 11), "b": (5, 6), "c": (1, 2), "d": (7, 8)}
+
+    def accuracy(m, n):
+        return compare_intervals(acc[m], acc[n])
+
+    def cost(m, n):
+        return compare_intervals(ms[m], ms[n], higher_is_better=False)
+
+    assert pareto_front(["a", "b", "c", "d"], accuracy, cost) == ["b", "c"]  # b beats a (tie, faster) and d
+    assert pareto_front(["a", "d"], accuracy, lambda m, n: 0) == ["a"]
+    assert pareto_front(["a", "b"], lambda m, n: 0, lambda m, n: 0) == ["a", "b"]  # tied on both axes: both stay
+    with pytest.raises(TypeError, match="list of candidate names"):
+        pareto_front("abc", accuracy, cost)
+    with pytest.raises(ValueError, match="antisymmetric"):
+        pareto_front(["a", "b"], lambda m, n: 1, lambda m, n: 0)
+    with pytest.raises(ValueError, match="must return -1, 0 or \\+1"):
+        pareto_front(["a", "b"], lambda m, n: 2, cost)
+    with pytest.raises(TypeError, match="must be a function"):
+        pareto_front(["a"], {"a": 1}, cost)

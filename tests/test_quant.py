@@ -429,15 +429,21 @@ def test_prepare_qat_folds_bn_exactly_when_fake_quant_is_off() -> None:
 
 
 def test_qat_eval_equals_ptq_with_same_observers() -> None:
-    """In eval mode a QAT model computes exactly the folded, fake-quantized network of PTQ."""
-    model = _trained_like_detector()
-    calib = [_images(2, 2)]
+    """In eval mode a QAT model computes exactly the folded, fake-quantized network of PTQ.
+
+    In float64: in float32 the two compute BN folding in a different order, and on some CPUs' kernels
+    (e.g. ATEN_CPU_CAPABILITY=avx2) a last-bit difference moves one activation across a rounding boundary,
+    which changes the logits by about 1e-3 -- a difference of float arithmetic, not of the network."""
+    model = _trained_like_detector().double()
+    calib = [_images(2, 2).double()]
     fwd = lambda m, b: m.forward_raw(b)  # noqa: E731
     qat = calibrate(prepare_qat(model, act_observer="minmax"), calib, fwd)
     ptq = calibrate(quantize_model(model, act_observer="minmax"), calib, fwd)
-    x = _images(2, 3)
-    a, b = qat.forward_raw(x), ptq.forward_raw(x)
-    assert torch.allclose(a["logits"], b["logits"], atol=1e-5) and torch.allclose(a["deltas"], b["deltas"], atol=1e-5)
+    x = _images(2, 3).double()
+    with torch.no_grad():
+        a, b = qat.forward_raw(x), ptq.forward_raw(x)
+    assert a["logits"].dtype == torch.float64
+    assert torch.allclose(a["logits"], b["logits"], rtol=0, atol=1e-9) and torch.allclose(a["deltas"], b["deltas"], rtol=0, atol=1e-9)
 
 
 def test_qat_trains_forward_and_backward_on_detector() -> None:

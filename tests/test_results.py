@@ -33,7 +33,8 @@ def _check_summary(entry: dict) -> None:
 def test_qat_sweep_every_qat_run_has_an_equally_trained_float_control():
     sweep = _load("qat_sweep.json")
     vm, epochs = sweep["val_map"], sweep["epochs"]
-    for entry in vm.values():
+    assert set(sweep["test_map"]) == set(vm)  # every variant on both splits
+    for entry in list(vm.values()) + list(sweep["test_map"].values()):
         _check_summary(entry)
     qat_runs = {name for name in vm if name.startswith("qat")}
     assert {"qat8", "qat4"} <= qat_runs and qat_runs == set(sweep["control"])  # no QAT result without its control
@@ -57,7 +58,7 @@ def test_clipping_lab_has_a_working_baseline_a_divergence_and_states_its_goal_tr
     for name, s in summary.items():
         assert s["runs"] == len(runs[name]) >= 5
         assert s["diverged"] == sum(r["diverged"] for r in runs[name])
-        for metric in ("map", "map_50"):
+        for metric in ("map", "map_50", "test_map", "test_map_50"):
             assert s[metric]["runs"] == pytest.approx([r[metric] for r in runs[name]])
             _check_summary(s[metric])
         assert all(r["map"] == 0.0 for r in runs[name] if r["nonfinite"])  # a NaN run scores 0, it is not dropped
@@ -65,54 +66,68 @@ def test_clipping_lab_has_a_working_baseline_a_divergence_and_states_its_goal_tr
     assert summary["safe"]["diverged"] == 0 and summary["safe"]["lr"] < summary["none"]["lr"]
     assert summary["none"]["diverged"] >= 1
     assert all(summary[k]["lr"] == summary["none"]["lr"] for k in ("value", "norm", "agc"))
-    # (c) the goal as stated is what the numbers say
+    # (c) the goal as stated is what the numbers say: the best rule chosen on val, judged on test
     goal, base = lab["goal"], summary["safe"]["map_50"]["mean"]
     best = max(("value", "norm", "agc"), key=lambda k: summary[k]["map_50"]["mean"])
     assert goal["best_clipped"] == best and goal["baseline_map_50"] == pytest.approx(base)
-    best50 = summary[best]["map_50"]["mean"]
-    assert goal["met"] == (best50 >= 0.5 or (base > 0 and best50 >= 0.8 * base))
+    test_base, test_best = summary["safe"]["test_map_50"]["mean"], summary[best]["test_map_50"]["mean"]
+    assert goal["test_baseline_map_50"] == pytest.approx(test_base) and goal["test_best_clipped_map_50"] == pytest.approx(test_best)
+    assert goal["met"] == (test_best >= 0.5 or (test_base > 0 and test_best >= 0.8 * test_base))
     # every run has the same step budget unless it diverged to NaN
     assert all(r["steps"] == lab["steps_per_run"] for rs in runs.values() for r in rs if not r["nonfinite"])
 
 
 def test_capstone_judges_every_step_against_an_equal_budget_control_and_states_its_goals_truthfully():
     from course_utils import seed_difference
+    from course_utils.deploy import paired_speedup
 
     cap = _load("capstone.json")
     v = cap["variants"]
     assert v["teacher"]["val_map"] == pytest.approx(_load("teacher_converged.json")["val_map"], abs=1e-6)  # the converged teacher
     assert v["student"]["val_map"] == pytest.approx(_load("tiny_detector_converged.json")["val_map"], abs=1e-6)
+    assert v["teacher"]["test_map"] == pytest.approx(_load("teacher_converged.json")["test_map"], abs=1e-6)
     chain = ["distilled", "pruned", "int8"]
     for name in chain:
         control = v[name]["control"]
         assert control in v and v[control]["control"] is None, name
         assert v[name]["total_epochs"] == v[control]["total_epochs"], name  # same extra training from the same start
-        fresh = seed_difference(v[name]["val_seeds"]["runs"], v[control]["val_seeds"]["runs"])
-        assert v[name]["vs_control"]["difference"] == pytest.approx(fresh["difference"])
-        assert v[name]["vs_control"]["within_noise"] == fresh["within_noise"], name
+        for split in ("val", "test"):  # both intervals recomputed from the seeds: Welch's and the paired one
+            a, b = v[name][f"{split}_seeds"]["runs"], v[control][f"{split}_seeds"]["runs"]
+            for kind, fresh in (("welch", seed_difference(a, b)), ("paired", seed_difference(a, b, paired=True))):
+                stated = v[name]["vs_control"][split][kind]
+                assert (stated["low"], stated["high"]) == pytest.approx((fresh["low"], fresh["high"])), (name, split, kind)
+                assert stated["within_noise"] == fresh["within_noise"], (name, split, kind)
     assert v["student"]["total_epochs"] < v["distilled"]["total_epochs"] < v["pruned"]["total_epochs"] < v["int8"]["total_epochs"]
     for name, entry in v.items():
-        if "val_seeds" in entry:
-            _check_summary(entry["val_seeds"])
-            _check_summary(entry["test_seeds"])
-            assert entry["val_map"] == pytest.approx(entry["val_seeds"]["mean"])
+        for split in ("val", "test"):
+            if f"{split}_seeds" in entry:
+                _check_summary(entry[f"{split}_seeds"])
+                assert entry[f"{split}_map"] == pytest.approx(entry[f"{split}_seeds"]["mean"])
+            if f"{split}_bootstrap" in entry:
+                assert entry[f"{split}_bootstrap"]["low"] <= entry[f"{split}_map_seed0"] <= entry[f"{split}_bootstrap"]["high"]
         if "fastest_ms" in entry:  # the fastest runtime of those measured, per batch size
             for what in ("network", "end_to_end"):
                 for b in ("batch1", "batch16"):
                     medians = [entry[r][what][b]["median_ms"] for r in ("ort_ms", "eager_ms") if r in entry]
                     assert entry["fastest_ms"][what][b]["median_ms"] == min(medians), (name, what, b)
                     t = entry["fastest_ms"][what][b]
-                    assert t["p10_ms"] <= t["median_ms"] <= t["p90_ms"]
-        if "val_bootstrap" in entry:
-            assert entry["val_bootstrap"]["low"] <= entry["val_map_seed0"] <= entry["val_bootstrap"]["high"]
-    goals, t, final = cap["goals"], v["teacher"], v["int8"]
-    smaller = t["onnx_bytes"] / final["onnx_bytes"]
-    faster = t["fastest_ms"]["end_to_end"]["batch16"]["median_ms"] / final["fastest_ms"]["end_to_end"]["batch16"]["median_ms"]
-    lost = (t["val_map"] - final["val_map"]) * 100
-    assert goals["smaller_10x"] == {"value": pytest.approx(smaller), "met": smaller >= 10}
-    assert goals["faster_5x_end_to_end_batch16"]["value"] == pytest.approx(faster)
-    assert goals["faster_5x_end_to_end_batch16"]["met"] == (faster >= 5)
-    assert goals["within_3_points"]["value"] == pytest.approx(lost) and goals["within_3_points"]["met"] == (lost <= 3)
+                    assert t["p10_ms"] <= t["median_ms"] <= t["p90_ms"] and len(t["round_medians_ms"]) == cap["config"]["rounds"]
+    paired = cap["paired_test"]  # every two deployable models on the same test images: a - b is minus (b - a)
+    for a in cap["deployable"]:
+        for b in cap["deployable"]:
+            if a != b:
+                assert paired[a][b]["value"] == pytest.approx(-paired[b][a]["value"], abs=1e-9), (a, b)
+    t = v["teacher"]
+    for name, goals in {"int8": cap["goals"], **cap["goals_other_paths"]}.items():
+        final = v[name]
+        smaller = t["onnx_bytes"] / final["onnx_bytes"]
+        faster = paired_speedup(t["fastest_ms"]["end_to_end"]["batch16"], final["fastest_ms"]["end_to_end"]["batch16"])["speedup"]
+        for split in ("val", "test"):
+            g, lost = goals[split], (t[f"{split}_map"] - final[f"{split}_map"]) * 100
+            assert g["smaller_10x"] == {"value": pytest.approx(smaller), "met": smaller >= 10}
+            assert g["faster_5x_end_to_end_batch16"]["value"] == pytest.approx(faster)
+            assert g["faster_5x_end_to_end_batch16"]["met"] == (faster >= 5)
+            assert g["within_3_points"]["value"] == pytest.approx(lost) and g["within_3_points"]["met"] == (lost <= 3)
 
 
 @pytest.mark.parametrize("name", ["distill_sweep.json", "distill_sweep_24ep.json", "distill_sweep_labeled300.json"])
@@ -122,6 +137,9 @@ def test_distillation_sweeps_give_every_setting_the_student_alones_budget(name):
     assert "student" in vm and len(vm) >= 2  # the control: the same student, trained as long, without the teacher
     assert "converged" in sweep["config"]["teacher"]
     budget = cfg["epochs"] * cfg["train_images"]  # image-steps of the full recipe
+    assert set(sweep["test_map"]) == set(vm)  # every setting on both splits
+    for entry in sweep["test_map"].values():
+        _check_summary(entry)
     for setting, entry in vm.items():
         _check_summary(entry)
         images = cfg["train_images"] if cfg["labeled"] is None or setting.startswith("pseudo") else cfg["labeled"]
@@ -147,13 +165,15 @@ def test_codebook_sweep_gives_every_fine_tuned_variant_a_float_control_and_count
 
     sweep = _load("codebook.json")
     vm, epochs, cfg = sweep["val_map"], sweep["epochs"], sweep["config"]
-    for name, entry in vm.items():
-        fresh = seed_summary(sweep["runs"][name])
-        assert entry["runs"] == sweep["runs"][name] and entry["mean"] == pytest.approx(fresh["mean"]), name
-        assert entry["std"] == (pytest.approx(fresh["std"]) if fresh["std"] is not None else None), name
-        tuned = name in sweep["lr"]
-        assert entry["n"] == (len(cfg["seeds"]) if tuned else 1) and (not tuned or entry["n"] >= 3), name
-        assert epochs[name] == epochs["fp32"] + (cfg["epochs"] if tuned else 0), name
+    assert set(sweep["test_map"]) == set(vm)  # every variant scored on both splits (lrs chosen on val, reported on test)
+    for split, summaries, runs in (("val", vm, sweep["runs"]), ("test", sweep["test_map"], sweep["test_runs"])):
+        for name, entry in summaries.items():
+            fresh = seed_summary(runs[name])
+            assert entry["runs"] == runs[name] and entry["mean"] == pytest.approx(fresh["mean"]), (split, name)
+            assert entry["std"] == (pytest.approx(fresh["std"]) if fresh["std"] is not None else None), (split, name)
+            tuned = name in sweep["lr"]
+            assert entry["n"] == (len(cfg["seeds"]) if tuned else 1) and (not tuned or entry["n"] >= 3), name
+            assert epochs[name] == epochs["fp32"] + (cfg["epochs"] if tuned else 0), name
     methods = {f"{kind}{b}_ft" for kind in ("codebook", "linear") for b in cfg["bits"]}
     assert set(sweep["control"]) == methods
     for method, control in sweep["control"].items():  # same epochs, same lr, same data order; only the quantizer differs
@@ -167,6 +187,8 @@ def test_codebook_sweep_gives_every_fine_tuned_variant_a_float_control_and_count
 
 
 def test_integer_inference_baseline_is_the_fastest_fp32_and_every_int8_variant_is_scored():
+    from course_utils.deploy import paired_speedup
+
     data = _load("integer_inference.json")
     lat, acc = data["latency"], data["accuracy"]
     fp32 = [k for k in lat["latency_ms"]["batch16"] if k.startswith("fp32")]
@@ -174,15 +196,16 @@ def test_integer_inference_baseline_is_the_fastest_fp32_and_every_int8_variant_i
     for batch, timings in lat["latency_ms"].items():
         fastest = min(fp32, key=lambda k: timings[k]["median_ms"])
         assert lat["fastest_fp32"][batch] == fastest
-        for key, t in timings.items():
-            assert lat["speedup_vs_fastest_fp32"][batch][key] == pytest.approx(timings[fastest]["median_ms"] / t["median_ms"])
-            assert t["p10_ms"] <= t["median_ms"] <= t["p90_ms"]
+        for key, t in timings.items():  # paired: the median over rounds of (fastest fp32 / the variant), same rounds
+            assert lat["speedup_vs_fastest_fp32"][batch][key] == pytest.approx(paired_speedup(timings[fastest], t)["speedup"])
+            assert t["p10_ms"] <= t["median_ms"] <= t["p90_ms"] and len(t["round_medians_ms"]) == lat["rounds"]
     int8 = [k for k in lat["latency_ms"]["batch16"] if k.startswith("int8")]
-    assert set(int8) == set(lat["val_map"]), "every int8 variant timed must also be scored"
+    assert set(int8) == set(lat["val_map"]) == set(lat["test_map"]), "every int8 variant timed must also be scored"
     assert lat["rounds"] >= 3
     # the integer network and ONNX Runtime with the model's own scales agree to within 0.1 point (issue 15)
     assert abs(acc["val_map"]["integer"] - acc["val_map"]["qat_scales"]) <= 0.001
     assert abs(acc["val_map"]["qat_scales"] - acc["val_map"]["fake_quant"]) <= 0.002
+    assert abs(acc["test_map"]["integer"] - acc["test_map"]["qat_scales"]) <= 0.001  # the same on the held-out split
     assert acc["optimized_op_types"]["qat_scales"].get("Conv", 0) == 0 and acc["optimized_op_types"]["qat_scales"]["QLinearConv"] == 14
     layers = acc["layer_vs_ort"].values()
     assert all(v["max_units"] <= 1 for v in layers) and sum(v["differ"] for v in layers) <= 1e-4 * sum(v["elements"] for v in layers)
@@ -192,13 +215,15 @@ def test_ptq_methods_summaries_and_differences_come_from_the_runs():
     from course_utils import seed_difference
 
     data = _load("ptq_methods.json")
-    for entry in data["val_map"].values():
-        _check_summary(entry)
-    for name, diff in data["adaround_minus_minmax"].items():
-        a, b = name.split("_minus_")
-        fresh = seed_difference(data["val_map"][a]["runs"], data["val_map"][b]["runs"])
-        assert diff["welch"]["difference"] == pytest.approx(fresh["difference"])
-        assert diff["welch"]["low"] == pytest.approx(fresh["low"]) and diff["welch"]["high"] == pytest.approx(fresh["high"])
+    for split, prefix in (("val", ""), ("test", "test_")):
+        for entry in data[f"{split}_map"].values():
+            _check_summary(entry)
+        for name, diff in data[f"{prefix}adaround_minus_minmax"].items():
+            a, b = name.split("_minus_")
+            for kind, paired in (("welch", False), ("paired", True)):
+                fresh = seed_difference(data[f"{split}_map"][a]["runs"], data[f"{split}_map"][b]["runs"], paired=paired)
+                assert diff[kind]["difference"] == pytest.approx(fresh["difference"]), (split, name, kind)
+                assert (diff[kind]["low"], diff[kind]["high"]) == pytest.approx((fresh["low"], fresh["high"])), (split, name, kind)
 
 
 @pytest.mark.parametrize("name", ["multiscale.json", "multiscale_16ep.json"])
@@ -210,15 +235,20 @@ def test_multiscale_variants_train_alike_and_the_summary_comes_from_the_runs(nam
     assert len(epochs) == 1, "every variant must train for the same epochs"
     main = [r for r in data["runs"] if r["epochs"] in epochs]
     assert {r["lr"] for r in main} == {main[0]["lr"]} and {r["train_images"] for r in main} == {main[0]["train_images"]}
-    variants = {"levels1": TinyDetector(), "levels3": TinyDetector(levels=3), "levels1_w1.5": TinyDetector(width=1.5)}
+    from course_utils import count_flops
+
+    variants = {"levels1": TinyDetector(), "levels3": TinyDetector(levels=3), "levels1_w1.5": TinyDetector(width=1.5),
+                "levels1_w1.1": TinyDetector(width=1.1)}
     for variant, entry in data["summary"].items():
         runs = [r for r in main if r["variant"] == variant]
         assert sorted(r["seed"] for r in runs) == sorted(data["seeds"]) and len(runs) >= 3
         assert entry["parameters"] == count_parameters(variants[variant]) == runs[0]["parameters"]
+        assert entry["macs"] == count_flops(variants[variant].eval(), (192, 192)) == runs[0]["macs"]
         for key in ("map", "map_large", "mar_100"):
-            fresh = seed_summary([r[key] for r in runs])
-            assert entry[key]["n"] == fresh["n"] and entry[key]["mean"] == pytest.approx(fresh["mean"])
-            assert entry[key]["std"] == pytest.approx(fresh["std"])
+            for fresh, stated in ((seed_summary([r[key] for r in runs]), entry[key]),
+                                  (seed_summary([r["test"][key] for r in runs]), entry["test"][key])):
+                assert stated["n"] == fresh["n"] and stated["mean"] == pytest.approx(fresh["mean"])
+                assert stated["std"] == pytest.approx(fresh["std"])
         for key, diff in entry.get("minus_levels1", {}).items():
             fresh = seed_difference([r[key] for r in runs], [r[key] for r in main if r["variant"] == "levels1"])
             assert diff["difference"] == pytest.approx(fresh["difference"]) and diff["low"] == pytest.approx(fresh["low"])

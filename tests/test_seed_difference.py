@@ -48,3 +48,39 @@ def test_bad_input_names_the_problem(a, b, match):
         seed_difference(a, b)
     with pytest.raises(ValueError, match="confidence"):
         seed_difference([0.1, 0.2], [0.1, 0.2], confidence=95)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("n", [3, 5])
+def test_paired_equals_scipy_ttest_rel(seed, n):
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(0.80, 0.02, n)  # what a method and its control share per seed (start, data order)
+    a, b = shared + 0.004 + rng.normal(0, 0.002, n), shared + rng.normal(0, 0.002, n)
+    ours = seed_difference(list(a), list(b), confidence=0.9, paired=True)
+    ref = stats.ttest_rel(a, b).confidence_interval(confidence_level=0.9)
+    assert ours["paired"] and ours["df"] == n - 1
+    assert ours["difference"] == pytest.approx((a - b).mean())
+    assert (ours["low"], ours["high"]) == pytest.approx((ref.low, ref.high), rel=1e-9)
+    # what the pairs share cancels: the paired interval is the narrower one here
+    welch = seed_difference(list(a), list(b), confidence=0.9)
+    assert not welch["paired"] and ours["high"] - ours["low"] < welch["high"] - welch["low"]
+
+
+def test_paired_refuses_unpaired_or_noiseless_input():
+    with pytest.raises(ValueError, match="one run of each side per seed"):
+        seed_difference([0.8, 0.81, 0.82], [0.8, 0.81], paired=True)
+    with pytest.raises(ValueError, match="same difference"):
+        seed_difference([0.5, 0.75, 0.625], [0.25, 0.5, 0.375], paired=True)  # 0.25 every seed, exactly
+    with pytest.raises(TypeError, match="paired"):
+        seed_difference([0.8, 0.81], [0.8, 0.82], paired="yes")
+
+
+def test_paired_treats_a_rounding_residue_as_no_noise_and_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="same difference"):  # 0.1 - 0.0, 0.2 - 0.1, 0.3 - 0.2: equal up to rounding
+        seed_difference([0.1, 0.2, 0.3], [0.0, 0.1, 0.2], paired=True)
+    with pytest.raises(TypeError, match="per-seed values"):  # a set would drop a repeated score
+        seed_difference({0.30, 0.32}, [0.28, 0.29, 0.30])
+    with pytest.raises(ValueError, match="confidence"):
+        seed_difference([0.1, 0.2], [0.1, 0.3], confidence="0.95")
+    with pytest.raises(ValueError, match="overflow"):
+        seed_difference([1e308, -1e308], [-1e308, 1e308], paired=True)
