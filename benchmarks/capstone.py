@@ -16,8 +16,8 @@ step           method                                               control (sam
 2 prune        keep ``--keep`` of every channel group (L1, counts   ``prune_control``: +E epochs with KD,
                rounded to ``--multiple-of``), +E epochs with KD     unpruned
 3 quantize     +Q epochs of 8-bit QAT with KD, then int8 ONNX       ``qat_control``: +Q float epochs with KD;
-               Runtime (``int8``)                                   ``ptq_int8`` is that control converted
-                                                                    to int8 without QAT
+               Runtime with QAT's own scales (``int8``)             ``ptq_int8`` is that control converted
+                                                                    to int8 without QAT (calibrated)
 =============  ===================================================  =======================================
 
 E = ``--epochs`` (6), Q = ``--qat-epochs`` (2). Every variant's total epochs are recorded. Two shortcuts are
@@ -34,7 +34,8 @@ Two stages, so the training can run one seed per process and the timing on a qui
   measures size (the deployable ONNX file), parameters, multiply-adds, and latency end to end
   (network + decode + NMS) and of the network alone, at batch 1 and 16, every model and runtime in
   interleaved rounds (median round, with p10/p90), and judges the goals: >= 10x smaller on disk,
-  >= 5x faster end to end at batch 16 than the fastest fp32 teacher, <= 3 val mAP points below it.
+  >= 5x faster end to end at batch 16 than the fastest fp32 teacher (paired over the rounds), <= 3 mAP
+  points below it -- on val (where the path is chosen) and on test (where it is reported).
   Writes ``capstone.json``.
 
     python benchmarks/capstone.py                      # all seeds, then measure: about 40 min on 2 CPU cores
@@ -57,11 +58,12 @@ from torch.utils.data import DataLoader
 
 from course_utils import SyntheticShapes, TinyDetector, collate_detection, count_parameters, evaluate, get_device, load_checkpoint, \
     materialize, save_checkpoint, seed_everything
-from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_interleaved, ort_session, quantize_onnx
+from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_interleaved, ort_session, paired_speedup, \
+    quantize_onnx
 from course_utils.distill import Distiller, cache_teacher_outputs
 from course_utils.metrics import bootstrap_map, mean_average_precision, paired_bootstrap_map, seed_difference, seed_summary
 from course_utils.prune import count_flops, prune_detector, shrink_to_state_dict
-from course_utils.quant import QATSchedule, calibrate, fuse_conv_bn, prepare_qat, to_float_folded
+from course_utils.quant import QATSchedule, calibrate, export_qdq, fuse_conv_bn, integer_detector, prepare_qat
 from course_utils.train import predict
 
 from harness import RESULTS, finetune, run_info, split_loader, write_json
@@ -79,7 +81,7 @@ VARIANTS = {
     "pruned": ("distilled, channels pruned, + E epochs with KD", "prune_control"),
     "qat_control": ("pruned + Q float epochs with KD (fp32)", None),
     "ptq_int8": ("qat_control converted to int8 (ONNX Runtime, no QAT)", None),
-    "int8": ("pruned + Q epochs of 8-bit QAT with KD, int8 ONNX Runtime", "qat_control"),
+    "int8": ("pruned + Q epochs of 8-bit QAT with KD, int8 ONNX Runtime with QAT's own scales", "qat_control"),
     "distilled_int8": ("distilled converted to int8 (ONNX Runtime, no QAT): the path without pruning", None),
 }
 
@@ -105,7 +107,7 @@ def calibration_images() -> torch.Tensor:
 
 
 def export_int8(float_model: torch.nn.Module, path: Path) -> Path:
-    """BN-folded float model -> ONNX -> ONNX Runtime static int8 (notebook 05's path)."""
+    """BN-folded float model -> ONNX -> ONNX Runtime static int8, calibrated (post-training: notebook 05's path)."""
     calib = calibration_images()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -181,7 +183,9 @@ def train_seed(args: argparse.Namespace) -> None:
     qat = calibrate(prepare_qat(copy.deepcopy(models["pruned"]).to(device), weight_bits=8, act_bits=8),
                     [calib[i:i + 16] for i in range(0, len(calib), 16)], lambda m, b: m.forward_raw(b))
     qat = step(qat, q, args.qat_lr, KD_OUTPUTS, [QATSchedule(freeze_bn_epoch=1, freeze_observer_epoch=1)])
-    int8_path = export_int8(to_float_folded(qat), (args.out if seed == 0 else work) / ("capstone_int8.onnx" if seed == 0 else "int8.onnx"))
+    # deployed with the scales QAT trained with (notebook 09), not re-calibrated: the int8 model is the one QAT trained
+    int8_path = export_qdq(integer_detector(qat.cpu().eval(), calibration_images()),
+                           (args.out if seed == 0 else work) / ("capstone_int8.onnx" if seed == 0 else "int8.onnx"))
     record("int8", OrtDetector(ort_session(int8_path, threads=args.threads), models["pruned"].cpu()), t0)
     to_int8("ptq_int8", "qat_control")
 
@@ -224,23 +228,28 @@ def measure(args: argparse.Namespace) -> None:
         arch = {**fp32, "int8": pruned, "student_int8": student, "distilled_int8": distilled}  # the architecture each int8 model runs
         sessions = {name: ort_session(path, threads=args.threads) for name, path in onnx.items()}
 
-        # accuracy of the deployable models (seed 0): bootstrap CI per model, paired against the teacher
-        preds = {}
+        # accuracy of the deployable models (seed 0), on val and on test: bootstrap CI per model, paired against the
+        # teacher, and paired between every two models (what the noise-aware Pareto front compares)
+        preds, targets = {"val": {}, "test": {}}, {}
         for name in onnx:
             model = OrtDetector(sessions[name], arch[name]) if name.endswith("int8") else arch[name]
-            preds[name], targets = predict(model, val, device)
+            for split, data in (("val", val), ("test", test)):
+                preds[split][name], targets[split] = predict(model, data, device)
         variants: dict[str, dict] = {}
         for name in onnx:
-            variants[name] = {
-                "parameters": count_parameters(arch[name]), "macs": count_flops(arch[name]), "onnx_bytes": file_size(onnx[name]),
-                "val_map_seed0": mean_average_precision(preds[name], targets)["map"],
-                "val_bootstrap": bootstrap_map(preds[name], targets, n_boot=args.n_boot),
-                "vs_teacher_paired": None if name == "teacher" else paired_bootstrap_map(preds[name], preds["teacher"], targets, n_boot=args.n_boot),
-            }
-        student_int8_test = evaluate(OrtDetector(sessions["student_int8"], student), test, device)["map"]
+            variants[name] = {"parameters": count_parameters(arch[name]), "macs": count_flops(arch[name]), "onnx_bytes": file_size(onnx[name])}
+            for split in ("val", "test"):
+                p, t = preds[split], targets[split]
+                variants[name].update({
+                    f"{split}_map_seed0": mean_average_precision(p[name], t)["map"],
+                    f"{split}_bootstrap": bootstrap_map(p[name], t, n_boot=args.n_boot),
+                    f"{split}_vs_teacher_paired": None if name == "teacher" else paired_bootstrap_map(p[name], p["teacher"], t, n_boot=args.n_boot),
+                })
+        paired_test = {a: {b: paired_bootstrap_map(preds["test"][a], preds["test"][b], targets["test"], n_boot=args.n_boot)
+                           for b in onnx if b != a} for a in onnx}
         variants["student_int8"].update(description="student converted to int8 (ONNX Runtime, no QAT, unpruned)",
                                         total_epochs=STUDENT_EPOCHS, control=None, val_map=variants["student_int8"]["val_map_seed0"],
-                                        test_map=student_int8_test)
+                                        test_map=variants["student_int8"]["test_map_seed0"])
 
         # latency: end to end (network + decode + NMS) and the network alone, every model and runtime interleaved.
         # Two thread pools on one small CPU fight: PyTorch's post-processing after an ONNX Runtime call runs with
@@ -266,8 +275,8 @@ def measure(args: argparse.Namespace) -> None:
 
     pitfall = timed.pop(("int8", "pitfall", "end_to_end", 16))
     for (name, runtime, what, b), t in timed.items():
-        variants[name].setdefault(f"{runtime}_ms", {}).setdefault(what, {})[f"batch{b}"] = {k: round(v, 4) for k, v in t.items()}
-    variants["int8"]["pitfall_torch_threads_ms"] = {"end_to_end": {"batch16": {k: round(v, 4) for k, v in pitfall.items()}},
+        variants[name].setdefault(f"{runtime}_ms", {}).setdefault(what, {})[f"batch{b}"] = rounded(t)
+    variants["int8"]["pitfall_torch_threads_ms"] = {"end_to_end": {"batch16": rounded(pitfall)},
                                                     "torch_threads": args.threads}
     for name, entry in variants.items():  # fp32: the faster runtime per batch size and measure; int8: ONNX Runtime
         entry["fastest_ms"] = {what: {b: min((entry[r][what][b] for r in ("ort_ms", "eager_ms") if r in entry),
@@ -282,35 +291,44 @@ def measure(args: argparse.Namespace) -> None:
         runs = {split: [run["scores"][name][f"{split}_map"] for run in per_seed] if name not in ("teacher", "student") else None
                 for split in ("val", "test")}
         entry = variants.setdefault(name, {})
-        entry.update(description=VARIANTS[name][0].replace("E epochs", f"{args.epochs} epochs").replace("Q", str(args.qat_epochs)),
+        entry.update(description=VARIANTS[name][0].replace("E epochs", f"{args.epochs} epochs").replace("Q epochs", f"{args.qat_epochs} epochs")
+                     .replace("Q float", f"{args.qat_epochs} float"),
                      total_epochs=epochs[name], control=VARIANTS[name][1])
         if runs["val"] is None:  # a shipped checkpoint: one model, its noise is the bootstrap CI
-            entry.update(val_map=entry["val_map_seed0"], test_map=evaluate(fp32[name], test, device)["map"])
+            entry.update(val_map=entry["val_map_seed0"], test_map=entry["test_map_seed0"])
         else:
             entry.update(val_map=seed_summary(runs["val"])["mean"], test_map=seed_summary(runs["test"])["mean"],
                          val_seeds=seed_summary(runs["val"]), test_seeds=seed_summary(runs["test"]))
-    for name, (_, control) in VARIANTS.items():
-        if control and len(args.seeds) > 1:
-            variants[name]["vs_control"] = seed_difference(variants[name]["val_seeds"]["runs"], variants[control]["val_seeds"]["runs"])
-    if len(args.seeds) > 1:
-        variants["ptq_int8"]["vs_int8"] = seed_difference(variants["ptq_int8"]["val_seeds"]["runs"], variants["int8"]["val_seeds"]["runs"])
+    def step_difference(a: str, b: str) -> dict:
+        """a minus b over the seeds, on each split: Welch's interval, and the paired one (a method and its control
+        share each seed's start and data order, so the seed-by-seed differences are the measurement)."""
+        return {split: {"welch": seed_difference(variants[a][f"{split}_seeds"]["runs"], variants[b][f"{split}_seeds"]["runs"]),
+                        "paired": seed_difference(variants[a][f"{split}_seeds"]["runs"], variants[b][f"{split}_seeds"]["runs"], paired=True)}
+                for split in ("val", "test")}
 
     if len(args.seeds) > 1:
-        variants["distilled_int8"]["vs_distilled"] = seed_difference(variants["distilled_int8"]["val_seeds"]["runs"],
-                                                                     variants["distilled"]["val_seeds"]["runs"])
-    goals = {name: judge_goals(variants["teacher"], variants[name]) for name in ("int8", "distilled_int8", "student_int8")}
+        for name, (_, control) in VARIANTS.items():
+            if control:
+                variants[name]["vs_control"] = step_difference(name, control)
+        variants["ptq_int8"]["vs_int8"] = step_difference("ptq_int8", "int8")
+        variants["distilled_int8"]["vs_distilled"] = step_difference("distilled_int8", "distilled")
+    goals = {name: {split: judge_goals(variants["teacher"], variants[name], split) for split in ("val", "test")}
+             for name in ("int8", "distilled_int8", "student_int8")}
     result = {
-        "description": ("The capstone from the converged detectors: each step (distillation, channel pruning, 8-bit QAT + int8) "
-                        "starts from the previous step's model and is compared with its equal-budget control (same extra epochs "
-                        f"from the same start); {len(args.seeds)} seeds per trained variant (val_seeds, ddof = 1; vs_control: Welch "
-                        "interval of the difference), and an image-level bootstrap CI of seed 0's deployable model (val_bootstrap; "
-                        "vs_teacher_paired: paired against the teacher). Sizes are the ONNX files; latency is measured end to end "
+        "description": ("The capstone from the converged detectors: each step (distillation, channel pruning, 8-bit QAT + int8 "
+                        "with QAT's own scales) starts from the previous step's model and is compared with its equal-budget control "
+                        f"(same extra epochs from the same start); {len(args.seeds)} seeds per trained variant (val_seeds, test_seeds; "
+                        "ddof = 1; vs_control: Welch and paired intervals of the difference, on val and on test), and an image-level "
+                        "bootstrap CI of seed 0's deployable model (val_bootstrap, test_bootstrap; *_vs_teacher_paired: paired "
+                        "against the teacher; paired_test: every two deployable models). Choices are made on val, the comparisons "
+                        "and goals are reported on test. Sizes are the ONNX files; latency is measured end to end "
                         "(network + decode + NMS) and for the network alone, all models and runtimes in interleaved rounds (median "
-                        "round, p10/p90 inside it); fastest_ms takes the faster of eager PyTorch and ONNX Runtime for fp32 models. With "
-                        "ONNX Runtime, PyTorch's post-processing runs on one thread: with two thread pools on a 2-core CPU the "
-                        "pipeline is several times slower (int8.pitfall_torch_threads_ms)."),
+                        "round, p10/p90 inside it, and every round's median); fastest_ms takes the faster of eager PyTorch and ONNX "
+                        "Runtime for fp32 models. With ONNX Runtime, PyTorch's post-processing runs on one thread: with two thread "
+                        "pools on a 2-core CPU the pipeline is slower and far more erratic (int8.pitfall_torch_threads_ms)."),
         "variants": {name: variants[name] for name in list(VARIANTS) + ["student_int8"]},
         "deployable": list(onnx),
+        "paired_test": paired_test,
         "goals": goals["int8"],
         "goals_other_paths": {name: g for name, g in goals.items() if name != "int8"},
         "seeds": args.seeds,
@@ -322,8 +340,13 @@ def measure(args: argparse.Namespace) -> None:
     write_json(args.out / "capstone.json", result)
     for name, e in result["variants"].items():
         ms = e["fastest_ms"]["end_to_end"]["batch16"]["median_ms"] if "fastest_ms" in e else float("nan")
-        print(f"{name:>16}: val {e['val_map']:.4f}  {e.get('total_epochs', '')!s:>3} ep  b16 end to end {ms:7.2f} ms")
+        print(f"{name:>16}: val {e['val_map']:.4f}  test {e['test_map']:.4f}  {e.get('total_epochs', '')!s:>3} ep  b16 end to end {ms:7.2f} ms")
     print(json.dumps(goals, indent=1))
+
+
+def rounded(timing: dict) -> dict:
+    """A timing of measure_interleaved with its milliseconds rounded to 4 decimals (lists too)."""
+    return {k: [round(x, 4) for x in v] if isinstance(v, list) else round(v, 4) for k, v in timing.items()}
 
 
 def with_threads(n: int, fn):
@@ -334,14 +357,15 @@ def with_threads(n: int, fn):
     return run
 
 
-def judge_goals(teacher: dict, final: dict) -> dict:
-    """The capstone's three goals for one deployable model, against the fp32 teacher."""
+def judge_goals(teacher: dict, final: dict, split: str) -> dict:
+    """The capstone's three goals for one deployable model, against the fp32 teacher, with the accuracy on ``split``.
+    Speed-ups are paired: the median over rounds of (teacher's round median / the model's), end to end."""
     smaller = teacher["onnx_bytes"] / final["onnx_bytes"]
-    faster = {b: teacher["fastest_ms"]["end_to_end"][b]["median_ms"] / final["fastest_ms"]["end_to_end"][b]["median_ms"]
+    faster = {b: paired_speedup(teacher["fastest_ms"]["end_to_end"][b], final["fastest_ms"]["end_to_end"][b])["speedup"]
               for b in ("batch1", "batch16")}
-    lost = (teacher["val_map"] - final["val_map"]) * 100
-    paired = final["vs_teacher_paired"]
-    std = final.get("val_seeds", {}).get("std")
+    lost = (teacher[f"{split}_map"] - final[f"{split}_map"]) * 100
+    paired = final[f"{split}_vs_teacher_paired"]
+    std = final.get(f"{split}_seeds", {}).get("std")
     return {
         "smaller_10x": {"value": smaller, "met": smaller >= 10},
         "faster_5x_end_to_end_batch16": {"value": faster["batch16"], "met": faster["batch16"] >= 5, "batch1": faster["batch1"]},

@@ -1,7 +1,7 @@
 """K-means (codebook) vs linear weight quantization of the course detector at 2, 3 and 4 bits.
 
 Starts from the converged width-1 detector (``tiny_detector_converged.pt``, 48 epochs) and scores
-val mAP@[.5:.95] for, at each bit width b (weights only; activations stay float in every variant):
+mAP@[.5:.95] on val and test for, at each bit width b (weights only; activations stay float in every variant):
 
 * ``codebook{b}``      -- BN folded, each Conv2d's weights clustered by 1-D k-means into 2^b centroids
                           (``codebook_quantize``), no training;
@@ -46,7 +46,7 @@ from course_utils.quant import (
     quantize_model,
 )
 
-from harness import RESULTS, ROOT, finetune, load_start, run_info, seeded_loader, val_scorer, write_json
+from harness import RESULTS, ROOT, finetune, load_start, run_info, seeded_loader, split_scorers, write_json
 
 
 def forward_raw(model: torch.nn.Module, images: torch.Tensor) -> dict:
@@ -103,26 +103,28 @@ def main() -> None:
     device = get_device(args.device)
     fp32, start_epochs = load_start(args.checkpoint, device)
     train_set = materialize(SyntheticShapes(args.train_images, seed=0), progress=False)  # as qat_sweep.py
-    val_loader, val_map = val_scorer(device)
+    scorers = split_scorers(device)  # the learning rates were chosen on val (lr_probe); the comparison is reported on test
     calib = list(torch.stack([train_set[i][0] for i in range(args.calib_images)]).to(device).split(32))
 
     runs: dict[str, list[float]] = {}
+    test_runs: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
     distinct: dict[str, int] = {}
 
-    def record(name: str, value: float, secs: float = 0.0) -> None:
-        runs.setdefault(name, []).append(value)
+    def record(name: str, model: torch.nn.Module, secs: float = 0.0) -> None:
+        runs.setdefault(name, []).append(scorers["val"](model))
+        test_runs.setdefault(name, []).append(scorers["test"](model))
         seconds.setdefault(name, []).append(round(secs, 1))
-        print(f"  {name:>12}: val mAP {value:.4f}  ({secs:.0f} s)", flush=True)
+        print(f"  {name:>12}: val mAP {runs[name][-1]:.4f}  test {test_runs[name][-1]:.4f}  ({secs:.0f} s)", flush=True)
 
-    record("fp32", val_map(fp32))
+    record("fp32", fp32)
     start_codebooks = {}
     for b in args.bits:
         start = time.perf_counter()
         start_codebooks[b] = codebook_quantize(fp32, b, iters=args.kmeans_iters)
-        record(f"codebook{b}", val_map(start_codebooks[b]), time.perf_counter() - start)
+        record(f"codebook{b}", start_codebooks[b], time.perf_counter() - start)
         distinct[f"codebook{b}"] = max_distinct(start_codebooks[b])
-        record(f"linear{b}", val_map(calibrate(quantize_model(fp32, weight_bits=b, act_bits=None), calib, forward_raw)))
+        record(f"linear{b}", calibrate(quantize_model(fp32, weight_bits=b, act_bits=None), calib, forward_raw))
 
     last = max(1, args.epochs - 1)
     for seed in args.seeds:
@@ -131,23 +133,24 @@ def main() -> None:
         for name in sorted(set(control.values())):
             start = time.perf_counter()
             ft = finetune(copy.deepcopy(fp32), seeded_loader(train_set, seed), args.epochs, lrs[name], device)
-            record(name, val_map(ft), time.perf_counter() - start)
+            record(name, ft, time.perf_counter() - start)
         for b in args.bits:
             start = time.perf_counter()
             cb = finetune(copy.deepcopy(start_codebooks[b]), seeded_loader(train_set, seed), args.epochs, lrs[f"codebook{b}_ft"], device)
-            record(f"codebook{b}_ft", val_map(cb), time.perf_counter() - start)
+            record(f"codebook{b}_ft", cb, time.perf_counter() - start)
             distinct[f"codebook{b}_ft"] = max(distinct.get(f"codebook{b}_ft", 0), max_distinct(cb))
             start = time.perf_counter()
             qat = calibrate(prepare_qat(fp32, weight_bits=b, act_bits=None), calib, forward_raw)
             qat = finetune(qat, seeded_loader(train_set, seed), args.epochs, lrs[f"linear{b}_ft"], device,
                            hooks=[QATSchedule(freeze_bn_epoch=last, freeze_observer_epoch=last)])
-            record(f"linear{b}_ft", val_map(qat), time.perf_counter() - start)
+            record(f"linear{b}_ft", qat, time.perf_counter() - start)
 
     epochs = {name: start_epochs + (args.epochs if name in lrs else 0) for name in runs}
     bytes_ = {"fp32": float_bytes(fp32)} | {f"codebook{b}": codebook_bytes(start_codebooks[b]) for b in args.bits} \
         | {f"linear{b}": linear_bytes(fp32, b) for b in args.bits}
     result = {
-        "description": __doc__.split("\n\n")[0] + " Val mAP@[.5:.95] of the converged width-1 detector, weights "
+        "description": __doc__.split("\n\n")[0] + " mAP@[.5:.95] of the converged width-1 detector on val and on "
+                       "test (the learning rates were chosen on val, so comparisons are reported on test), weights "
                        "only; fine-tuned variants: mean and sample std (ddof=1) over seeds (data order); the others "
                        "are deterministic, scored once.",
         "config": {k: (str(v.relative_to(ROOT)) if isinstance(v, Path) and v.is_relative_to(ROOT) else str(v)
@@ -161,19 +164,24 @@ def main() -> None:
         "control": control,
         "run_info": run_info(device),
         "runs": runs,
+        "test_runs": test_runs,
         "train_seconds": seconds,
         "val_map": {name: seed_summary(v) for name, v in runs.items()},
+        "test_map": {name: seed_summary(v) for name, v in test_runs.items()},
         "epochs": epochs,
         "bytes": bytes_,
         "compression_vs_fp32": {k: bytes_["fp32"] / v for k, v in bytes_.items()},
         "max_distinct_weights_per_layer": distinct,
     }
+    previous = args.out / "codebook.json"
     if args.lr_probe:
         result["lr_probe"] = lr_probe(args.lr_probe)
-    path = write_json(args.out / "codebook.json", result)
-    for name, s in result["val_map"].items():
+    elif previous.is_file() and "lr_probe" in json.loads(previous.read_text()):  # a re-run keeps the probe its lrs came from
+        result["lr_probe"] = json.loads(previous.read_text())["lr_probe"]
+    path = write_json(previous, result)
+    for name, s in result["test_map"].items():
         std = f"{s['std']:.4f}" if s["std"] is not None else "  -   "
-        print(f"{name:>12}: {s['mean']:.4f} ± {std} (n={s['n']}, {epochs[name]} epochs)")
+        print(f"{name:>12}: test {s['mean']:.4f} ± {std} (n={s['n']}, {epochs[name]} epochs)")
     print(bytes_, "->", path)
 
 

@@ -88,8 +88,12 @@ def main() -> None:
     teacher = teacher.to(device).eval()
     val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json")), batch_size=50,
                             collate_fn=collate_detection)
+    test_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "test" / "annotations.json")), batch_size=50,
+                             collate_fn=collate_detection)  # choices on val; the comparisons are reported on test
     teacher_map = evaluate(teacher, val_loader, device)["map"]
-    print(f"teacher (width {args.teacher_width}, {count_parameters(teacher):,} parameters): val mAP {teacher_map:.4f}", flush=True)
+    teacher_test_map = evaluate(teacher, test_loader, device)["map"]
+    print(f"teacher (width {args.teacher_width}, {count_parameters(teacher):,} parameters): val mAP {teacher_map:.4f}, "
+          f"test {teacher_test_map:.4f}", flush=True)
 
     start = time.perf_counter()
     train_set = cache_teacher_outputs(teacher, materialize(SyntheticShapes(args.train_images, seed=0)), device=device)
@@ -101,6 +105,7 @@ def main() -> None:
     suffix = ("" if args.labeled is None else f"_labeled{args.labeled}") + args.tag
     json_path = args.out / f"distill_sweep{suffix}.json"
     runs: dict[str, list[float]] = {}
+    test_runs: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
     total_epochs: dict[str, int] = {}  # every student trains from scratch: its epochs are all its training
     for seed in args.seeds:
@@ -121,15 +126,19 @@ def main() -> None:
             fit(student, loader, optimizer, epochs, device=device, hooks=hooks, scheduler=scheduler, progress=False)
             seconds.setdefault(name, []).append(round(time.perf_counter() - t0, 1))
             runs.setdefault(name, []).append(evaluate(student, val_loader, device)["map"])
-            print(f"seed {seed} {name:>8}: val mAP {runs[name][-1]:.4f}  ({seconds[name][-1]:.0f} s)", flush=True)
+            test_runs.setdefault(name, []).append(evaluate(student, test_loader, device)["map"])
+            print(f"seed {seed} {name:>8}: val mAP {runs[name][-1]:.4f}  test {test_runs[name][-1]:.4f}  "
+                  f"({seconds[name][-1]:.0f} s)", flush=True)
             if seed == args.seeds[0]:
                 save_checkpoint(args.out / f"student_{name}{suffix}.pt", student.cpu(), config=name, seed=seed,
                                 val_map=runs[name][-1])
 
     summary = {name: seed_summary(v) for name, v in runs.items()}
+    test_summary = {name: seed_summary(v) for name, v in test_runs.items()}
     if args.merge and json_path.exists():  # settings run earlier with the same options stay
         old = json.loads(json_path.read_text())
         summary = {**{k: v for k, v in old["val_map"].items() if k not in summary}, **summary}
+        test_summary = {**{k: v for k, v in old.get("test_map", {}).items() if k not in test_summary}, **test_summary}
         seconds = {**{k: v for k, v in old["train_seconds"].items() if k not in seconds}, **seconds}
         total_epochs = {**old.get("epochs", {}), **total_epochs}
     result = {
@@ -137,10 +146,13 @@ def main() -> None:
                    for k, v in vars(args).items() if k not in ("out", "merge")},
         "terms": CONFIGS,
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
-        "teacher": {"width": args.teacher_width, "parameters": count_parameters(teacher), "val_map": teacher_map},
+        "teacher": {"width": args.teacher_width, "parameters": count_parameters(teacher), "val_map": teacher_map,
+                    "test_map": teacher_test_map},
         "student_parameters": count_parameters(TinyDetector(width=args.student_width)),
         "teacher_cache_seconds": round(cache_seconds, 1),
+        "splits": "every choice (a setting, a weight) is made on val; comparisons are reported on test",
         "val_map": summary,
+        "test_map": test_summary,
         "epochs": total_epochs,
         "train_seconds": seconds,
     }
@@ -149,6 +161,10 @@ def main() -> None:
         gap = teacher_map - summary["student"]["mean"]
         result["gap_closed"] = {name: (s["mean"] - summary["student"]["mean"]) / gap if gap > 0 else float("nan")
                                 for name, s in summary.items() if name != "student"}
+    if "student" in test_summary:
+        gap = teacher_test_map - test_summary["student"]["mean"]
+        result["test_gap_closed"] = {name: (s["mean"] - test_summary["student"]["mean"]) / gap if gap > 0 else float("nan")
+                                     for name, s in test_summary.items() if name != "student"}
     args.out.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("val_map",) + (("gap_closed",) if "gap_closed" in result else ())}, indent=1))

@@ -1,6 +1,10 @@
 """Small pieces the benchmark scripts share: the evaluation splits, the fine-tuning recipe, the run's
 description, and an atomic JSON write.
 
+The course's rule for the splits: every choice (a learning rate, a threshold, the "best" variant) is made
+on ``val``; every headline comparison is reported on ``test``, which no choice was made on. So the
+scripts score every model on both (:func:`split_scorers`) and record both.
+
 Imported by the scripts next to it (``python benchmarks/capstone.py`` puts this folder on ``sys.path``).
 """
 
@@ -43,12 +47,13 @@ def load_start(checkpoint: Path, device: torch.device) -> tuple[TinyDetector, in
     return model.eval().to(device), int(epochs)
 
 
-def val_scorer(device: torch.device) -> tuple[DataLoader, Callable[[torch.nn.Module], float]]:
-    """The val split (:func:`split_loader`) and a function that scores a model on it: ``model -> val mAP@[.5:.95]``."""
+def split_scorers(device: torch.device) -> dict[str, Callable[[torch.nn.Module], float]]:
+    """``{"val": model -> val mAP@[.5:.95], "test": model -> test mAP@[.5:.95]}``, each split loaded once
+    (:func:`split_loader`). Choose on val, report on test."""
     from course_utils import evaluate
 
-    loader = split_loader("val")
-    return loader, lambda model: evaluate(model, loader, device)["map"]
+    loaders = {split: split_loader(split) for split in ("val", "test")}
+    return {split: (lambda model, data=data: evaluate(model, data, device)["map"]) for split, data in loaders.items()}
 
 
 def seeded_loader(dataset: Any, seed: int, batch_size: int = 32) -> DataLoader:

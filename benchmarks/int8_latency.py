@@ -39,6 +39,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -172,17 +173,38 @@ def load_models_and_images(args):
     return fp32, qat, folded_fp32, folded_qat, calib, images
 
 
-def write_scores_only(path: Path, sizes: dict, maps: dict) -> None:
+def summarize(latency: dict) -> dict:
+    """Per batch size: the fastest fp32 path and int8 ONNX Runtime's speed-up over it -- paired (the median of the
+    per-round ratios, the course's estimate), every round's ratio, and the ratio of the two median rounds."""
+    fp32_paths = [k for k in latency if k.startswith("fp32_")]  # (not the isa_* probes)
+    summary = {}
+    for batch in ("batch1", "batch16"):
+        fastest = min(fp32_paths, key=lambda k: latency[k][batch]["median_ms"])
+        per_round = [f / i for f, i in zip(latency[fastest][batch]["round_medians_ms"], latency["int8_ort"][batch]["round_medians_ms"])]
+        summary[batch] = {
+            "fastest_fp32": fastest,
+            "fastest_fp32_ms": latency[fastest][batch]["median_ms"],
+            "int8_ort_ms": latency["int8_ort"][batch]["median_ms"],
+            "speedup_int8_ort_vs_fastest_fp32": statistics.median(per_round),
+            "speedup_int8_ort_vs_fastest_fp32_per_round": per_round,
+            "speedup_int8_ort_vs_fastest_fp32_median_rounds": latency[fastest][batch]["median_ms"] / latency["int8_ort"][batch]["median_ms"],
+            "speedup_int8_ort_vs_fp32_ort": statistics.median(
+                f / i for f, i in zip(latency["fp32_ort"][batch]["round_medians_ms"], latency["int8_ort"][batch]["round_medians_ms"])),
+        }
+    return summary
+
+
+def write_scores_only(path: Path, sizes: dict, maps: dict, test_maps: dict) -> None:
     """Update sizes and mAPs in an existing result file, keeping its latencies (same shapes, new weights)."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run without --scores-only first to measure the latencies")
     result = json.loads(path.read_text())
     result.update({
-        "file_bytes": sizes, "val_map": maps,
+        "file_bytes": sizes, "val_map": maps, "test_map": test_maps, "summary": summarize(result["latency_ms"]),
         "size_ratio_fp32_onnx_over_int8_onnx": sizes["fp32_onnx"] / sizes["int8_onnx"],
         "size_ratio_fp32_state_dict_over_int8_onnx": sizes["fp32_state_dict"] / sizes["int8_onnx"],
         "int8_ort_minus_fake_quant_map": maps["int8_ort"] - maps["qat8_fake_quant"],
-        "scores_only_update": ("file_bytes and val_map re-measured with the current checkpoints "
+        "scores_only_update": ("file_bytes, val_map and test_map re-measured with the current checkpoints "
                                "(tiny_detector_converged.pt, qat8.pt); latency_ms kept from the timing run "
                                "(same network shapes; latency depends on the shapes, not on the weights' values -- up to effects such as denormal floats, which neither runtime flushes by default)"),
     })
@@ -215,13 +237,19 @@ def main() -> None:
     fp32, qat, folded_fp32, folded_qat, calib, images = load_models_and_images(args)
     val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json"), progress=False),
                             batch_size=50, collate_fn=collate_detection)
+    test_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "test" / "annotations.json"), progress=False),
+                             batch_size=50, collate_fn=collate_detection)
 
     work = Path(tempfile.mkdtemp(prefix="int8_"))
-    sizes, maps, latency, seconds = {}, {}, {}, {}
+    sizes, maps, test_maps, latency, seconds = {}, {}, {}, {}, {}
     torch.save(fp32.state_dict(), work / "fp32.pt")
     sizes["fp32_state_dict"] = file_size(work / "fp32.pt")
-    maps["fp32"] = evaluate(fp32, val_loader)["map"]
-    maps["qat8_fake_quant"] = evaluate(qat, val_loader)["map"]
+
+    def score(name: str, model) -> None:  # both splits: nothing is chosen here, comparisons are reported on test
+        maps[name], test_maps[name] = evaluate(model, val_loader)["map"], evaluate(model, test_loader)["map"]
+
+    score("fp32", fp32)
+    score("qat8_fake_quant", qat)
 
     # --- ONNX Runtime fp32 and int8 (files shared with the timing processes)
     start = time.perf_counter()
@@ -233,18 +261,18 @@ def main() -> None:
     seconds["ort_quantize"] = time.perf_counter() - start
     sizes["fp32_onnx"], sizes["int8_onnx"] = file_size(work / "fp32.onnx"), file_size(work / "int8.onnx")
     for name in ("fp32", "int8"):
-        maps[f"{name}_ort"] = evaluate(OrtDetector(ort_session(work / f"{name}.onnx", threads=args.threads), fp32), val_loader)["map"]
+        score(f"{name}_ort", OrtDetector(ort_session(work / f"{name}.onnx", threads=args.threads), fp32))
     if not args.skip_torchao:  # score torchao's own int8 model (the fp32 paths share the eager weights)
         start = time.perf_counter()
         runner = build_runner("int8_torchao", folded_fp32, folded_qat, calib, images, work, args.threads)
         seconds["int8_torchao"] = time.perf_counter() - start
-        maps["int8_torchao"] = evaluate(_TorchDetector(runner, fp32), val_loader)["map"]
+        score("int8_torchao", _TorchDetector(runner, fp32))
         del runner
         torch._dynamo.reset()
         gc.collect()
 
     if args.scores_only:
-        return write_scores_only(args.out / "int8_latency.json", sizes, maps)
+        return write_scores_only(args.out / "int8_latency.json", sizes, maps, test_maps)
 
     # --- latency: every runtime in a fresh process, round after round
     onednn_paths = ["fp32_eager", "fp32_compile"] + ([] if args.skip_torchao else ["int8_torchao"])
@@ -270,19 +298,7 @@ def main() -> None:
                 lambda: fp32.postprocess(raw, (128, 128)), warmup=5, runs=args.runs, min_seconds=1.0)
     print("postprocess", latency["postprocess"], flush=True)
 
-    fp32_paths = [k for k in latency if k.startswith("fp32_")]  # (not the isa_* probes)
-    summary = {}
-    for batch in ("batch1", "batch16"):
-        fastest = min(fp32_paths, key=lambda k: latency[k][batch]["median_ms"])
-        per_round = [f / i for f, i in zip(latency[fastest][batch]["round_medians_ms"], latency["int8_ort"][batch]["round_medians_ms"])]
-        summary[batch] = {
-            "fastest_fp32": fastest,
-            "fastest_fp32_ms": latency[fastest][batch]["median_ms"],
-            "int8_ort_ms": latency["int8_ort"][batch]["median_ms"],
-            "speedup_int8_ort_vs_fastest_fp32": latency[fastest][batch]["median_ms"] / latency["int8_ort"][batch]["median_ms"],
-            "speedup_int8_ort_vs_fastest_fp32_per_round": per_round,
-            "speedup_int8_ort_vs_fp32_ort": latency["fp32_ort"][batch]["median_ms"] / latency["int8_ort"][batch]["median_ms"],
-        }
+    summary = summarize(latency)
     result = {
         "description": ("Network latency (backbone + head) of the course detector in every runtime with the same "
                         "thread count, each runtime in a fresh process, in interleaved rounds; per runtime and batch "
@@ -290,7 +306,8 @@ def main() -> None:
                         "Made by benchmarks/int8_latency.py."),
         "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "machine": platform.machine(),
         "processor": platform.processor(), "cpu": cpu_info(), "cpu_int8_features": cpu_int8_features(),
-        "latency_ms": latency, "file_bytes": sizes, "val_map": maps, "setup_seconds": seconds, "summary": summary,
+        "latency_ms": latency, "file_bytes": sizes, "val_map": maps, "test_map": test_maps, "setup_seconds": seconds,
+        "summary": summary,
         "size_ratio_fp32_onnx_over_int8_onnx": sizes["fp32_onnx"] / sizes["int8_onnx"],
         "size_ratio_fp32_state_dict_over_int8_onnx": sizes["fp32_state_dict"] / sizes["int8_onnx"],
         "int8_ort_minus_fake_quant_map": maps["int8_ort"] - maps["qat8_fake_quant"],

@@ -1,7 +1,7 @@
 """QAT's own scales carried to ONNX Runtime, the integer network from scratch, and int8 latency.
 
 Starts from the shipped QAT-8 model (``qat8.pt``: the converged width-1 detector after 2 epochs of
-8-bit QAT, see ``qat_sweep.py``) and compares, on the val split (200 images):
+8-bit QAT, see ``qat_sweep.py``) and compares, on the val and the test split (200 images each):
 
 * ``fake_quant`` -- the QAT model itself (fake quantization in PyTorch);
 * ``integer`` -- :func:`course_utils.quant.integer_detector`: the same network in integer arithmetic
@@ -11,7 +11,7 @@ Starts from the shipped QAT-8 model (``qat8.pt``: the converged width-1 detector
 * ``recalibrated`` -- today's path in notebook 05: the QAT weights as a float model, re-calibrated by
   ONNX Runtime's quantizer (min-max over the same 64 calibration images).
 
-For each: val mAP (with a paired image-level bootstrap CI against ``fake_quant``), the fraction of raw
+For each: val and test mAP (with a paired image-level bootstrap CI against ``fake_quant``), the fraction of raw
 logits within one output step of the fake-quant model's, and which kernels ONNX Runtime runs; and a
 paired bootstrap of the two deployments against each other. It also compares every integer layer
 with ONNX Runtime's ``QLinearConv`` on the same integer input, element by element.
@@ -21,7 +21,7 @@ the network alone at batch 1 and 16: fp32 eager PyTorch and fp32 ONNX Runtime (B
 optimization levels "all" and "extended") -- the fastest is the baseline -- against the int8 model
 with QAT's scales and the changes tried on it: graph optimization level (basic / extended / all),
 int8 instead of uint8 activations (with and without ONNX Runtime's ``session.qdqisint8allowed``),
-the two head convs fused into one, and the first conv (3 input channels) left in float. Each variant is also scored on val (a change that is faster
+the two head convs fused into one, and the first conv (3 input channels) left in float. Each variant is also scored on val and test (a change that is faster
 but loses accuracy is not a win) and its kernels are listed. Every ONNX Runtime session has
 spinning off (its threads sleep between calls), so sessions timed in turn do not tax each other.
 Writes ``integer_inference.json``.
@@ -40,7 +40,8 @@ from pathlib import Path
 import torch
 
 from course_utils import SyntheticShapes, TinyDetector, evaluate, load_checkpoint, materialize, paired_bootstrap_map
-from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_interleaved, ort_session, quantize_onnx
+from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_interleaved, ort_session, paired_speedup, \
+    quantize_onnx
 from course_utils.quant import conv_qdq_model, export_qdq, fuse_conv_bn, integer_detector, optimized_op_types, prepare_qat, \
     to_float_folded
 from course_utils.train import predict
@@ -90,18 +91,20 @@ def layer_matches(det, images: torch.Tensor, work: Path) -> dict[str, dict[str, 
 
 def accuracy(args, work: Path) -> dict:
     qat8, calib = load_qat8(), calibration_images()
-    val = split_loader("val")
+    val, test = split_loader("val"), split_loader("test")
     det = integer_detector(qat8, calib)
     paths = {"qat_scales": export_qdq(det, work / "qat_scales.onnx")}
     float_path = export_onnx(DetectorNetwork(to_float_folded(qat8)), calib[:2], work / "float.onnx")
     paths["recalibrated"] = quantize_onnx(float_path, work / "recalibrated.onnx", calib)
     models = {"fake_quant": qat8, "integer": det}
     models.update({k: OrtDetector(ort_session(p, threads=args.threads), TinyDetector()) for k, p in paths.items()})
-    preds, maps = {}, {}
+    preds, maps, test_preds, test_maps = {}, {}, {}, {}
     for name, model in models.items():
         preds[name], targets = predict(model, val, CPU)
         maps[name] = evaluate(model, val, CPU)["map"]
-        print(f"{name:<14} val mAP {maps[name]:.4f}", flush=True)
+        test_preds[name], test_targets = predict(model, test, CPU)
+        test_maps[name] = evaluate(model, test, CPU)["map"]
+        print(f"{name:<14} val mAP {maps[name]:.4f}, test {test_maps[name]:.4f}", flush=True)
     images = torch.cat([b[0] if isinstance(b[0], torch.Tensor) else torch.stack(list(b[0])) for b in val])
     with torch.no_grad():
         ref = qat8.forward_raw(images)
@@ -119,8 +122,13 @@ def accuracy(args, work: Path) -> dict:
                                                           n_boot=args.n_boot, seed=0)
     diffs["qat_scales_vs_recalibrated"] = paired_bootstrap_map(preds["qat_scales"], preds["recalibrated"], targets,
                                                                n_boot=args.n_boot, seed=0)
+    test_diffs = {name: paired_bootstrap_map(test_preds[name], test_preds["fake_quant"], test_targets, n_boot=args.n_boot, seed=0)
+                  for name in models if name != "fake_quant"}
+    test_diffs["qat_scales_vs_recalibrated"] = paired_bootstrap_map(test_preds["qat_scales"], test_preds["recalibrated"],
+                                                                    test_targets, n_boot=args.n_boot, seed=0)
     ops = {name: dict(optimized_op_types(p)) for name, p in paths.items()}
-    return {"val_map": maps, "difference_vs_fake_quant": diffs, "agreement_vs_fake_quant": agreement,
+    return {"val_map": maps, "test_map": test_maps, "difference_vs_fake_quant": diffs,
+            "test_difference_vs_fake_quant": test_diffs, "agreement_vs_fake_quant": agreement,
             "optimized_op_types": ops, "onnx_bytes": {k: file_size(p) for k, p in paths.items()},
             "layer_vs_ort": layer_matches(det, images[:50], work), "shared_scale_gap": det.shared_scale_gap}
 
@@ -146,10 +154,10 @@ def latency(args, work: Path) -> dict:
     }
     sessions = {name: ort_session(path, args.threads, spin=False, optimization=level, config=config)
                 for name, (path, level, config) in variants.items()}
-    val = split_loader("val")
+    splits = {"val": split_loader("val"), "test": split_loader("test")}  # changes are chosen on val, reported on test
     torch.set_num_threads(1)  # post-processing beside ONNX Runtime (see capstone.py)
-    scores = {name: evaluate(OrtDetector(s, TinyDetector()), val, CPU)["map"] for name, s in sessions.items()
-              if name.startswith("int8")}
+    scores = {split: {name: evaluate(OrtDetector(s, TinyDetector()), data, CPU)["map"] for name, s in sessions.items()
+                      if name.startswith("int8")} for split, data in splits.items()}
     torch.set_num_threads(args.threads)
     result = {}
     for batch in (1, 16):
@@ -163,12 +171,14 @@ def latency(args, work: Path) -> dict:
         print({k: round(v["median_ms"], 2) for k, v in result[f"batch{batch}"].items()}, flush=True)
     fp32 = ("fp32_eager", "fp32_ort", "fp32_ort_extended")
     fastest = {b: min(fp32, key=lambda k: r[k]["median_ms"]) for b, r in result.items()}
-    speedup = {b: {k: r[fastest[b]]["median_ms"] / v["median_ms"] for k, v in r.items()} for b, r in result.items()}
+    speedup = {b: {k: paired_speedup(r[fastest[b]], v)["speedup"] for k, v in r.items()} for b, r in result.items()}
     ops = {name: dict(optimized_op_types(path, optimization=level, config=config))
            for name, (path, level, config) in variants.items()}
     return {"variants": {name: {"file": Path(path).name, "optimization": level, "config": config}
                          for name, (path, level, config) in variants.items()},
-            "latency_ms": result, "fastest_fp32": fastest, "speedup_vs_fastest_fp32": speedup, "val_map": scores,
+            "latency_ms": result, "fastest_fp32": fastest, "speedup_vs_fastest_fp32": speedup,
+            "speedup": "paired: the median over rounds of (fastest fp32's round median / the variant's)",
+            "val_map": scores["val"], "test_map": scores["test"],
             "optimized_op_types": ops, "threads": args.threads, "rounds": args.rounds, "runs": args.runs}
 
 
@@ -189,8 +199,9 @@ def main() -> None:
         work = Path(tmp)
         out = {"description": "QAT-8 detector: fake quantization vs the integer network written from scratch vs ONNX "
                               "Runtime with the model's own scales (the ranges QAT trained with) vs ONNX Runtime "
-                              "re-calibrated; val split, 200 images; latency of the network alone (no post-processing), "
-                              "interleaved rounds, every variant also scored.",
+                              "re-calibrated; val and test splits, 200 images each (choices on val, comparisons "
+                              "reported on test); latency of the network alone (no post-processing), interleaved "
+                              "rounds (paired per-round speed-ups), every variant also scored.",
                "model": "benchmarks/results/qat8.pt (width-1 detector, 48 epochs fp32 + 2 epochs QAT-8)",
                "calibration": "SyntheticShapes(64, seed=123), min-max", **run_info(CPU)}
         if args.out.exists():  # keep the other stage's numbers when only one is re-run

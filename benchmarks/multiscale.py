@@ -13,11 +13,15 @@ scenes for validation. Every variant trains from scratch with the same recipe (A
 
 * ``levels1``: the default detector (415,511 parameters);
 * ``levels3``: three levels (942,053 parameters);
-* ``levels1_w1.5``: the default detector at width 1.5 (933,151 parameters) -- the capacity control:
-  is a gain due to the levels, or only to having twice the parameters?
+* ``levels1_w1.5``: the default detector at width 1.5 (933,151 parameters) -- the parameter control:
+  is a gain due to the levels, or only to having twice the parameters? (It costs 2.2x the default's
+  multiply-adds, 1.9x those of ``levels3``.)
+* ``levels1_w1.1``: the default detector at width 1.1 (200 M multiply-adds per 192-px image, as ``levels3``'s
+  198 M) -- the compute control: is a gain due to the levels, or only to spending more compute?
 
-Every mAP is the mean over ``--seeds`` (std with ddof=1, n); differences from ``levels1`` carry a Welch
-95 % interval. ``--check-epochs`` trains seed 0 of ``levels1`` and ``levels3`` for longer, to show
+Every run is scored on the val scenes (seeds from 900,000) and on 200 test scenes (seeds from 950,000) that
+no choice was made on: comparisons are reported on test. Every mAP is the mean over ``--seeds`` (std with
+ddof=1, n); differences from ``levels1`` carry a Welch 95 % interval. ``--check-epochs`` trains seed 0 of ``levels1`` and ``levels3`` for longer, to show
 whether the schedule had converged. Writes ``benchmarks/results/<--name>.json``; each finished run is
 also kept in ``build/multiscale_runs/`` (``--cache``), so an interrupted sweep resumes where it stopped.
 
@@ -44,18 +48,19 @@ from torch.utils.data import DataLoader
 
 from harness import RESULTS, run_info, seeded_loader, write_json
 
-from course_utils import SyntheticShapes, TinyDetector, collate_detection, count_parameters, fit, materialize, seed_everything
+from course_utils import SyntheticShapes, TinyDetector, collate_detection, count_flops, count_parameters, fit, materialize, seed_everything
 from course_utils.data import SceneConfig
 from course_utils.metrics import mean_average_precision, seed_difference, seed_summary
 from course_utils.train import make_optimizer, predict
 
-#: the large-object scenes (train seeds from 0, val seeds from 900_000: never the same scene)
+#: the large-object scenes (train seeds from 0, val from 900_000, test from 950_000: never the same scene)
 SCENES = SceneConfig(image_size=192, min_size=32, max_size=176, min_objects=1, max_objects=3)
-VAL_SEED = 900_000
+VAL_SEED, TEST_SEED = 900_000, 950_000
 VARIANTS = {"levels1": {"levels": 1, "width": 1.0}, "levels3": {"levels": 3, "width": 1.0},
-            "levels1_w1.5": {"levels": 1, "width": 1.5}}
+            "levels1_w1.5": {"levels": 1, "width": 1.5}, "levels1_w1.1": {"levels": 1, "width": 1.1}}
 MEANING = {"levels1": "one prediction level, the course's default", "levels3": "strides 8, 16 and 32",
-           "levels1_w1.5": "one level at width 1.5: the parameter count of three levels"}
+           "levels1_w1.5": "one level at width 1.5: the parameter count of three levels",
+           "levels1_w1.1": "one level at width 1.1: the multiply-adds of three levels"}
 TABLE = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100", "mar_small", "mar_medium",
          "mar_large")
 
@@ -82,7 +87,7 @@ def _cached(job: dict[str, Any]) -> Path:
 
 
 def train_one(job: dict[str, Any]) -> dict[str, Any]:
-    """One variant, one seed, from scratch; the full COCO table on val at the end (on the CPU)."""
+    """One variant, one seed, from scratch; the full COCO table on val and on test at the end (on the CPU)."""
     if _cached(job).is_file():
         return json.loads(_cached(job).read_text())
     torch.set_num_threads(job["threads"])
@@ -99,10 +104,15 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     preds, targets = predict(model.eval(), val_loader, torch.device("cpu"))
     table = mean_average_precision(preds, targets, areas=True)
+    test_loader = DataLoader(materialize(SyntheticShapes(200, seed=TEST_SEED, config=SCENES), progress=False),
+                             batch_size=50, collate_fn=collate_detection)
+    test_table = mean_average_precision(*predict(model, test_loader, torch.device("cpu")), areas=True)
     print(f"{job['variant']} seed {job['seed']} {job['epochs']} ep: val mAP {table['map']:.4f}, AP_L "
-          f"{table['map_large']:.4f} ({seconds:.0f} s)", flush=True)
+          f"{table['map_large']:.4f}; test mAP {test_table['map']:.4f}, AP_L {test_table['map_large']:.4f} ({seconds:.0f} s)", flush=True)
     run = {**{k: v for k, v in job.items() if k != "cache"}, "parameters": count_parameters(model),
-           "seconds": round(seconds, 1), "val_map_curve": history["map"], **{k: float(table[k]) for k in TABLE}}
+           "macs": count_flops(model, (SCENES.image_size, SCENES.image_size)),
+           "seconds": round(seconds, 1), "val_map_curve": history["map"], **{k: float(table[k]) for k in TABLE},
+           "test": {k: float(test_table[k]) for k in TABLE}}
     write_json(_cached(job), run)
     return run
 
@@ -136,27 +146,31 @@ def main() -> None:
     summary: dict[str, Any] = {}
     for v in args.variants:
         mine = [r for r in main_runs if r["variant"] == v]
-        summary[v] = {"parameters": mine[0]["parameters"], "epochs": args.epochs,
-                      **{k: seed_summary([r[k] for r in mine]) for k in TABLE}}
+        summary[v] = {"parameters": mine[0]["parameters"], "macs": mine[0]["macs"], "epochs": args.epochs,
+                      **{k: seed_summary([r[k] for r in mine]) for k in TABLE},
+                      "test": {k: seed_summary([r["test"][k] for r in mine]) for k in TABLE}}
         if v != "levels1" and "levels1" in args.variants and len(args.seeds) > 1:
             base = [r for r in main_runs if r["variant"] == "levels1"]
             summary[v]["minus_levels1"] = {k: difference([r[k] for r in mine], [r[k] for r in base])
                                            for k in ("map", "map_small", "map_medium", "map_large", "mar_100")}
+            summary[v]["test_minus_levels1"] = {k: difference([r["test"][k] for r in mine], [r["test"][k] for r in base])
+                                                for k in ("map", "map_small", "map_medium", "map_large", "mar_100")}
     check = {v: {"epochs": [args.epochs, args.check_epochs],
                  "val_map": [next(r["map"] for r in runs if r["variant"] == v and r["seed"] == args.seeds[0]
                                   and r["epochs"] == e) for e in (args.epochs, args.check_epochs)]}
              for v in ("levels1", "levels3") if args.check_epochs and v in args.variants}
     train_preview = materialize(SyntheticShapes(args.train_images, seed=0, config=SCENES), progress=False)
     val_preview = materialize(SyntheticShapes(200, seed=VAL_SEED, config=SCENES), progress=False)
+    test_preview = materialize(SyntheticShapes(200, seed=TEST_SEED, config=SCENES), progress=False)
     out = {
         "description": (f"TinyDetector variants {', '.join(f'{v} ({MEANING[v]})' for v in args.variants)}, each "
                         f"trained from scratch for {args.epochs} epochs on {args.train_images} synthetic 192x192 scenes "
                         "with large objects, seeds " + ", ".join(map(str, args.seeds)) + "; COCO's full table on 200 "
-                        "other scenes" + (f"; seed {args.seeds[0]} of levels1 and levels3 also for {args.check_epochs} "
+                        "other scenes (val) and on 200 more (test, which no choice was made on)" + (f"; seed {args.seeds[0]} of levels1 and levels3 also for {args.check_epochs} "
                                           "epochs (the convergence check)" if args.check_epochs else "")
                         + ". Made by benchmarks/multiscale.py."),
         "scenes": {k: getattr(SCENES, k) for k in ("image_size", "min_size", "max_size", "min_objects", "max_objects")},
-        "train_sizes": size_mix(train_preview), "val_sizes": size_mix(val_preview),
+        "train_sizes": size_mix(train_preview), "val_sizes": size_mix(val_preview), "test_sizes": size_mix(test_preview),
         "recipe": f"AdamW + one-cycle (make_optimizer), peak lr {args.lr:g}, batch 32, {args.epochs} epochs, "
                   "the same data order per seed for every variant",
         "seeds": args.seeds, "summary": summary, "convergence_check": check, "runs": runs,

@@ -32,7 +32,7 @@ as multiples of ONNX Runtime's block of 16 on an AVX-512 CPU, notebook 07).
 ``--save-models DIR`` keeps the seed-0 models; ``--merge A.json B.json ...`` combines the
 ``val_map`` entries of several runs (e.g. one variant per process) into one file.
 
-Every variant is scored on val before and after fine-tuning; ``total_epochs`` in the JSON gives each
+Every variant is scored on val before and after fine-tuning, and on test after it; ``total_epochs`` in the JSON gives each
 variant's training epochs in all (the start model's plus its own). For seed 0 it also
 measures, per variant: parameters, multiply-accumulates, checkpoint size (raw and
 gzip-compressed), and the fp32 network's latency at batch 1 and 16 (BN folded;
@@ -185,6 +185,9 @@ def merge(paths: list[Path], out: Path, description: str | None = None) -> None:
                     result["val_map"][name][stage] = seed_summary(pooled)
             else:
                 result["val_map"][name] = entry
+        for name, entry in other.get("test_map", {}).items():
+            mine = result.setdefault("test_map", {})
+            mine[name] = {"after_ft": seed_summary(mine[name]["after_ft"]["runs"] + entry["after_ft"]["runs"])} if name in mine else entry
         result.setdefault("total_epochs", {}).update(other.get("total_epochs", {}))
         for name, entry in other.get("cost_seed0", {}).items():  # prefer entries that carry latencies
             if name not in result["cost_seed0"] or ("latency_ms" in entry and "latency_ms" not in result["cost_seed0"][name]):
@@ -245,8 +248,12 @@ def main() -> None:
     base.eval()
     val_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "val" / "annotations.json")), batch_size=50,
                             collate_fn=collate_detection)
+    test_loader = DataLoader(materialize(CocoDetection(ROOT / "data" / "test" / "annotations.json")), batch_size=50,
+                             collate_fn=collate_detection)  # choices on val; the comparisons are reported on test
     score = lambda m: evaluate(m, val_loader, device)["map"]  # noqa: E731
+    test_score = lambda m: evaluate(m, test_loader, device)["map"]  # noqa: E731
     base_map = score(base.to(device))
+    base_test_map = test_score(base)
     print(f"fp32 detector: val mAP {base_map:.4f}, {count_parameters(base):,} parameters", flush=True)
     train_set = materialize(SyntheticShapes(args.train_images, seed=0))
 
@@ -268,6 +275,7 @@ def main() -> None:
              + [f"scratch_{k:g}" for k in args.scratch_keep])
     before: dict[str, list[float]] = {n: [] for n in names}
     after: dict[str, list[float]] = {n: [] for n in names}
+    after_test: dict[str, list[float]] = {n: [] for n in names}
     seed0_models: dict[str, TinyDetector] = {"dense": copy.deepcopy(base).cpu()}
     for seed in [] if args.latency_only else args.seeds:
         loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
@@ -308,10 +316,11 @@ def main() -> None:
                 epochs = {"iterative": args.epochs - args.epochs // 2, "dense2x": 2 * args.epochs}.get(kind, args.epochs)
                 model = finetune(model, loader, epochs, args.lr, device, hooks)
             after[name].append(score(model))
+            after_test[name].append(test_score(model))
             extra = f", {sum(channel_counts(model).values())} channels" if kind not in ("dense", "dense2x", "unstructured") else ""
             extra += f", sparsity {sparsity(model, hidden_layers):.3f}" if kind == "unstructured" else ""
             print(f"seed {seed} {name:>18}: {count_parameters(model):>7,} params, val mAP {before[name][-1]:.4f} -> "
-                  f"{after[name][-1]:.4f} after fine-tuning ({time.perf_counter() - t0:.0f} s{extra})", flush=True)
+                  f"{after[name][-1]:.4f} after fine-tuning (test {after_test[name][-1]:.4f}; {time.perf_counter() - t0:.0f} s{extra})", flush=True)
             if seed == args.seeds[0]:
                 seed0_models[name] = model.cpu()
     if args.latency_only:
@@ -325,6 +334,7 @@ def main() -> None:
     summary = {n: {"before_ft": {"mean": float(np.mean(before[n])), "runs": before[n]},
                    "after_ft": seed_summary(after[n])}
                for n in names}
+    test_summary = {n: {"after_ft": seed_summary(after_test[n])} for n in names}
     cost = {}
     for name, model in seed0_models.items():
         raw, packed = checkpoint_bytes(model)
@@ -340,8 +350,10 @@ def main() -> None:
     result = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"},
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
-        "dense": {"val_map": base_map, "start": str(args.start.resolve().relative_to(ROOT)) if args.start.resolve().is_relative_to(ROOT) else str(args.start)},
+        "splits": "every choice (a ranking, a keep ratio) is made on val; comparisons are reported on test",
+        "dense": {"val_map": base_map, "test_map": base_test_map, "start": str(args.start.resolve().relative_to(ROOT)) if args.start.resolve().is_relative_to(ROOT) else str(args.start)},
         "val_map": summary,
+        "test_map": test_summary,
         "total_epochs": {n: total_epochs(n, start_config.get("epochs"), args) for n in names},
         "cost_seed0": cost,
     }

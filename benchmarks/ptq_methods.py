@@ -1,7 +1,7 @@
 """PTQ weight rounding for the course detector: min-max vs MSE-optimal ranges vs AdaRound, at W4A8 and W8A8.
 
 Starts from the converged fp32 checkpoint (``tiny_detector_converged.pt``, 48 epochs) and measures
-val mAP@[.5:.95] of post-training quantized copies (BatchNorm folded; weights signed symmetric per
+val and test mAP@[.5:.95] of post-training quantized copies (BatchNorm folded; weights signed symmetric per
 output channel; activations unsigned asymmetric per tensor, 8 bits, percentile 99.99 observer --
 the same activation calibration for every method):
 
@@ -67,20 +67,27 @@ def quantized(method: str, fp32: TinyDetector, batches: list[torch.Tensor], bits
                     log=lambda name, stats: layer_stats.__setitem__(name, stats), **settings)
 
 
-def summarise(runs: dict[str, list[float]], fp32_map: float, qat: dict[str, Any]) -> dict[str, Any]:
-    """Seed summaries, AdaRound − min-max (Welch CI and per-seed pairs), and the QAT-4 reference."""
-    summary = {name: seed_summary(v) for name, v in runs.items()}
-    diffs: dict[str, Any] = {}
-    for name in runs:
-        method, bits = name.rsplit("_w", 1)
-        base = f"minmax_w{bits}"
-        if method.startswith("adaround") and base in runs and len(runs[name]) == len(runs[base]):
-            paired = [a - b for a, b in zip(runs[name], runs[base])]
-            entry: dict[str, Any] = {"per_seed": paired, "paired_mean": sum(paired) / len(paired)}
-            if len(paired) >= 2:
-                entry["welch"] = seed_difference(runs[name], runs[base])
-            diffs[f"{name}_minus_{base}"] = entry
-    return {"fp32": fp32_map, "val_map": summary, "adaround_minus_minmax": diffs, "qat_reference": qat}
+def summarise(runs: dict[str, dict[str, list[float]]], fp32: dict[str, float], qat: dict[str, Any]) -> dict[str, Any]:
+    """Seed summaries on val and test, AdaRound − min-max on each split (Welch CI, the paired t CI -- both methods
+    use the same calibration set per seed -- and the per-seed pairs), and the QAT-4 reference."""
+    out: dict[str, Any] = {"fp32": fp32["val"], "fp32_test": fp32["test"], "qat_reference": qat,
+                           "splits": "nothing is chosen here; both splits are recorded and comparisons are reported on test"}
+    for split, prefix in (("val", ""), ("test", "test_")):
+        r = runs[split]
+        diffs: dict[str, Any] = {}
+        for name in r:
+            method, bits = name.rsplit("_w", 1)
+            base = f"minmax_w{bits}"
+            if method.startswith("adaround") and base in r and len(r[name]) == len(r[base]):
+                paired = [a - b for a, b in zip(r[name], r[base])]
+                entry: dict[str, Any] = {"per_seed": paired, "paired_mean": sum(paired) / len(paired)}
+                if len(paired) >= 2:
+                    entry["welch"] = seed_difference(r[name], r[base])
+                    entry["paired"] = seed_difference(r[name], r[base], paired=True)
+                diffs[f"{name}_minus_{base}"] = entry
+        out[f"{split}_map"] = {name: seed_summary(v) for name, v in r.items()}
+        out[f"{prefix}adaround_minus_minmax"] = diffs
+    return out
 
 
 def main() -> None:
@@ -105,15 +112,17 @@ def main() -> None:
     fp32 = TinyDetector()
     load_checkpoint(args.checkpoint, fp32)
     fp32.eval().to(device)
-    val = split_loader("val")
+    val, test = split_loader("val"), split_loader("test")
     fp32_map = evaluate(fp32, val, device)["map"]
+    fp32_test_map = evaluate(fp32, test, device)["map"]
     sweep = json.loads((RESULTS / "qat_sweep.json").read_text())
     qat = {"qat4": sweep["val_map"]["qat4"], "ptq4": sweep["val_map"]["ptq4"],
+           **{f"{k}_test": sweep["test_map"][k] for k in ("qat4", "ptq4") if k in sweep.get("test_map", {})},
            "note": "from qat_sweep.json: W4A4 (4-bit activations too), QAT = 6 epochs of fine-tuning on 2000 "
                    "images from the converged checkpoint, PTQ-4 = min-max weights, percentile activations, 64 "
                    "calibration images; not the same bits nor the same budget as the PTQ rows here"}
     methods = ["minmax", "mse", "adaround"] + ([] if args.no_adaround_mse else ["adaround_mse"])
-    runs: dict[str, list[float]] = {}
+    runs: dict[str, dict[str, list[float]]] = {"val": {}, "test": {}}
     seconds: dict[str, list[float]] = {}
     layers: dict[str, dict[str, dict[str, float]]] = {}
     config = {k: (str(v.relative_to(ROOT)) if isinstance(v, Path) and v.is_relative_to(ROOT) else str(v)
@@ -130,11 +139,13 @@ def main() -> None:
                 torch.manual_seed(seed)
                 model = quantized(method, fp32, batches, bits, args, stats)
                 value = evaluate(model, val, device)["map"]
-                runs.setdefault(name, []).append(value)
+                runs["val"].setdefault(name, []).append(value)
+                runs["test"].setdefault(name, []).append(evaluate(model, test, device)["map"])
                 seconds.setdefault(name, []).append(round(time.perf_counter() - start, 1))
                 if stats:
                     layers[f"{name}_seed{seed}"] = stats
-                print(f"seed {seed} {name:>18}: val mAP {value:.4f} ({seconds[name][-1]:.0f} s)", flush=True)
+                print(f"seed {seed} {name:>18}: val mAP {value:.4f}, test {runs['test'][name][-1]:.4f} "
+                      f"({seconds[name][-1]:.0f} s)", flush=True)
         result = {
             "description": "Post-training quantization of the converged course detector (val mAP 0.865 in fp32) with "
                            "three ways of choosing the weights' integers: min-max range and round-to-nearest, "
@@ -157,13 +168,13 @@ def main() -> None:
             "calibration": f"SyntheticShapes({args.calib_images}, seed=1000 + s) for s in seeds, batches of 32",
             "run_info": run_info(device),
             "seeds_done": args.seeds[: args.seeds.index(seed) + 1],
-            **summarise(runs, fp32_map, qat),
+            **summarise(runs, {"val": fp32_map, "test": fp32_test_map}, qat),
             "seconds": seconds,
             "total_seconds": round(time.perf_counter() - start_all, 1),
             "adaround_layers": layers,
         }
         write_json(args.out / "ptq_methods.json", result)
-    for name, s in result["val_map"].items():
+    for name, s in result["test_map"].items():
         print(f"{name:>20}: {s['mean']:.4f} ± {s['std'] if s['std'] is not None else float('nan'):.4f} (n={s['n']})")
 
 

@@ -1,7 +1,7 @@
 """PTQ vs QAT at 8 and 4 bits for the course detector, over several seeds.
 
 Starts from the converged fp32 checkpoint of ``train_tiny_detector.py`` (48 epochs,
-``tiny_detector_converged.pt``) and measures val mAP@[.5:.95] for:
+``tiny_detector_converged.pt``) and measures val and test mAP@[.5:.95] for:
 
 * ``fp32``        -- the checkpoint as it is (its 95 % image-bootstrap CI is recorded too);
 * ``fp32_ft8``, ``fp32_ft4`` -- the equal-budget controls: fine-tuned in float with
@@ -51,7 +51,7 @@ from course_utils.quant import QATSchedule, calibrate, post_training_quantize, p
 from course_utils.metrics import bootstrap_map, seed_summary
 from course_utils.train import make_finetune_optimizer, predict
 
-from harness import load_start, seeded_loader, val_scorer
+from harness import load_start, seeded_loader, split_loader, split_scorers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,18 +104,22 @@ def main() -> None:
     device = get_device(args.device)
     fp32, start_epochs = load_start(args.checkpoint, device)
     train_set = materialize(SyntheticShapes(args.train_images, seed=0))  # the fp32 model's training data
-    val_loader, val_map = val_scorer(device)
+    scorers = split_scorers(device)  # choices on val; the comparisons are reported on test
 
     runs: dict[str, list[float]] = {}
+    test_runs: dict[str, list[float]] = {}
     seconds: dict[str, list[float]] = {}
 
-    def record(name: str, value: float, secs: float = 0.0) -> None:
-        runs.setdefault(name, []).append(value)
+    def record(name: str, model: torch.nn.Module | dict[str, float], secs: float = 0.0) -> None:
+        scores = model if isinstance(model, dict) else {split: score(model) for split, score in scorers.items()}
+        runs.setdefault(name, []).append(scores["val"])
+        test_runs.setdefault(name, []).append(scores["test"])
         seconds.setdefault(name, []).append(round(secs, 1))
-        print(f"  {name:>8}: val mAP {value:.4f}  ({secs:.0f} s)", flush=True)
+        print(f"  {name:>8}: val mAP {scores['val']:.4f}  test {scores['test']:.4f}  ({secs:.0f} s)", flush=True)
 
-    fp32_map = val_map(fp32.to(device))
-    fp32_ci = bootstrap_map(*predict(fp32, val_loader, device))
+    fp32_scores = {split: score(fp32.to(device)) for split, score in scorers.items()}
+    fp32_ci = bootstrap_map(*predict(fp32, split_loader("val"), device))
+    fp32_test_ci = bootstrap_map(*predict(fp32, split_loader("test"), device))
     variants = {"qat4_lr_x0.1": (args.lr_4 / 10, True), "qat4_lr_x3": (args.lr_4 * 3, True),
                 "qat4_no_bn_freeze": (args.lr_4, False)}
     # total epochs: the start's, plus the fine-tuning of the entries that have a recipe
@@ -131,24 +135,24 @@ def main() -> None:
         calib_images = torch.stack([train_set[int(i)][0] for i in order[: args.calib_images]]).to(device)
         calib = list(calib_images.split(32))
         if not args.variants_only:
-            record("fp32", fp32_map)
+            record("fp32", fp32_scores)
             for bits in (8, 4):
                 start = time.perf_counter()
                 ptq = post_training_quantize(fp32, calib, forward_raw, weight_bits=bits, act_bits=bits, **quant)
-                record(f"ptq{bits}", val_map(ptq), time.perf_counter() - start)
+                record(f"ptq{bits}", ptq, time.perf_counter() - start)
             start = time.perf_counter()
-            record("ptq4_w", val_map(post_training_quantize(fp32, calib, forward_raw, weight_bits=4, act_bits=None)),
+            record("ptq4_w", post_training_quantize(fp32, calib, forward_raw, weight_bits=4, act_bits=None),
                    time.perf_counter() - start)
 
             for bits, n_epochs, lr in ((8, args.epochs_8, args.lr_8), (4, args.epochs_4, args.lr_4)):
                 ft = copy.deepcopy(fp32)  # the equal-budget float control: same recipe, no quantizer
                 secs = finetune(ft, seeded_loader(train_set, seed), n_epochs, lr, device)
-                record(f"fp32_ft{bits}", val_map(ft), secs)
+                record(f"fp32_ft{bits}", ft, secs)
                 qat = calibrate(prepare_qat(fp32, weight_bits=bits, act_bits=bits, act_observer="moving_average"), calib, forward_raw)
                 last = max(1, n_epochs - 1)
                 secs = finetune(qat, seeded_loader(train_set, seed), n_epochs, lr, device,
                                 hooks=[QATSchedule(freeze_bn_epoch=last, freeze_observer_epoch=last)])
-                record(f"qat{bits}", val_map(qat), secs)
+                record(f"qat{bits}", qat, secs)
                 if seed == args.seeds[0]:
                     save_checkpoint(args.out / f"qat{bits}.pt", qat.cpu(), bits=bits, epochs=start_epochs + n_epochs,
                                     finetune_epochs=n_epochs, lr=lr, seed=seed, val_map=runs[f"qat{bits}"][-1])
@@ -158,18 +162,20 @@ def main() -> None:
                 if name != "qat4_no_bn_freeze":  # that one shares fp32_ft4's recipe
                     ft = copy.deepcopy(fp32)
                     secs = finetune(ft, seeded_loader(train_set, seed), args.epochs_4, lr, device)
-                    record(control[name], val_map(ft), secs)
+                    record(control[name], ft, secs)
                 qat = calibrate(prepare_qat(fp32, weight_bits=4, act_bits=4, act_observer="moving_average"), calib, forward_raw)
                 last = max(1, args.epochs_4 - 1)
                 hook = QATSchedule(freeze_bn_epoch=last if freeze else None, freeze_observer_epoch=last)
                 secs = finetune(qat, seeded_loader(train_set, seed), args.epochs_4, lr, device, hooks=[hook])
-                record(name, val_map(qat), secs)
+                record(name, qat, secs)
 
     summary = {name: seed_summary(v) for name, v in runs.items()}
+    test_summary = {name: seed_summary(v) for name, v in test_runs.items()}
     previous = args.out / "qat_sweep.json"
     if args.variants_only and previous.exists():  # keep the main results, replace the variants
         old = json.loads(previous.read_text())
         summary = {**old["val_map"], **summary}
+        test_summary = {**old.get("test_map", {}), **test_summary}
         seconds = {**old["train_seconds"], **seconds}
         variants_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
         args = argparse.Namespace(**{**vars(args), **{k: v for k, v in old["config"].items() if k != "checkpoint"}})
@@ -184,8 +190,11 @@ def main() -> None:
         "quantizer": {"weights": "signed symmetric per-channel, min-max", "activations": "unsigned asymmetric per-tensor",
                       "ptq_act_observer": "percentile 99.99", "qat_act_observer": "moving-average min-max"},
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
+        "splits": "every choice (the default recipe, a variant) is made on val; comparisons are reported on test",
         "val_map": summary,
+        "test_map": test_summary,
         "fp32_bootstrap_ci": fp32_ci,
+        "fp32_test_bootstrap_ci": fp32_test_ci,
         "epochs": {k: v for k, v in epochs.items() if k in summary},
         "control": {k: v for k, v in control.items() if k in summary},
         "recipes": {k: v for k, v in recipes(args).items() if k in summary},
@@ -200,7 +209,7 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "qat_sweep.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["val_map"], indent=1))
+    print(json.dumps({k: (v["mean"], test_summary[k]["mean"]) for k, v in summary.items()}, indent=1))
     print(json.dumps(result["checks"], indent=1))
 
 

@@ -123,7 +123,7 @@ plt.show()
 #
 # `CocoDetection` reads *any* COCO-format folder. It checks everything as it loads, and when something is wrong it says **which file**, **what is wrong** and **how to fix it** — instead of crashing three hours into training with an `IndexError`. Here we write a small dataset, break one box on purpose, and read the message:
 
-# %%
+# %% tags=["expected-error"]
 import json
 import tempfile
 

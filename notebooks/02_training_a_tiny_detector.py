@@ -236,6 +236,8 @@ print(f"converged minus 6-epoch: {100 * diff['value']:+.1f} mAP points, "
 
 # %% [markdown]
 # **Why this matters for the rest of the course.** A compressed model is usually fine-tuned for a few more epochs after it is pruned, quantized or distilled. If its baseline was stopped early, those extra epochs alone raise the compressed model's mAP, and the gain is credited to the compression method. A fair comparison starts from a converged model (`benchmarks/results/tiny_detector_converged.pt`, `teacher_converged.pt`) and gives the baseline the same extra training as the method: same epochs, schedule and data, without the compression.
+#
+# **Choose on val, report on test.** Every choice in the course — a learning rate, a threshold, the number of epochs, which variant is "best" — is made on the **val** split. A score used to choose is optimistic: of several variants, the one that looks best on val is partly the one that was lucky on those 200 images. So every headline comparison — a method against its control, a goal met or missed — is reported on the held-out **test** split, which no choice has seen, and every table says which split it shows. (The 48 epochs above were chosen on val; the converged model's test mAP is printed beside it, and the benchmarks behind notebooks 03–10 score every model on both splits.)
 
 # %%
 plot_pr_curves(metrics, class_names, iou_thresholds=(0.5, 0.75, 0.9))

@@ -255,10 +255,13 @@ for name, weight in conv_weights.items():
 # Per-channel wins on every layer, by the most where channel ranges differ most (`tower.1.0`: 5.6 → 13.1 dB). What it means for the detector (weights only, activations left in float):
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# NBVAL_IGNORE_OUTPUT -- the last digit can differ between CPUs; the assertion checks the lesson
+weights_only = {}
 for per_channel in (False, True):
     q_model = post_training_quantize(model_cpu, calib_cpu, forward_raw, weight_bits=4, act_bits=None, per_channel=per_channel)
-    print(f"4-bit weights, {'per-channel' if per_channel else 'per-tensor '}: val mAP {val_map_cpu(q_model):.3f}   (fp32 {fp32_map_cpu:.3f})")
+    weights_only[per_channel] = val_map_cpu(q_model)
+    print(f"4-bit weights, {'per-channel' if per_channel else 'per-tensor '}: val mAP {weights_only[per_channel]:.3f}   (fp32 {fp32_map_cpu:.3f})")
+assert weights_only[True] > weights_only[False] + 0.3  # per-channel scales rescue 4-bit weights
 
 # %% [markdown]
 # ## 7. Choosing the range: rounding error vs clamping error
@@ -302,18 +305,23 @@ plt.show()
 # Min-max spends the grid on a few large activations; the MSE-optimal range clips them and has about a quarter of min-max's error on this layer (4.98e-3 vs 1.87e-2). The same choice, made for every layer of the detector at 4-bit activations (8-bit weights). How much of a difference is real? The calibration images are a random sample, so each observer is run with three different calibration sets and we report mean ± std:
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# NBVAL_IGNORE_OUTPUT -- the last digit can differ between CPUs; the assertions check the lesson
 calib_sets = [calib_cpu] + [list(torch.stack([img for img, _ in materialize(SyntheticShapes(64, seed=seed), progress=False)]).split(32))
                             for seed in (7, 8)]  # three sets of 64 images, on the CPU like every checked cell
+w8a4 = {}
 for observer in ("minmax", "percentile", "mse"):
-    maps = [val_map_cpu(post_training_quantize(model_cpu, batches, forward_raw, weight_bits=8, act_bits=4, act_observer=observer))
-            for batches in calib_sets]
-    print(f"W8A4, activation observer {observer:>10}: val mAP {np.mean(maps):.3f} ± {np.std(maps, ddof=1):.3f}  (sample std, 3 calibration sets)")
+    w8a4[observer] = [val_map_cpu(post_training_quantize(model_cpu, batches, forward_raw, weight_bits=8, act_bits=4, act_observer=observer))
+                      for batches in calib_sets]
+    print(f"W8A4, activation observer {observer:>10}: val mAP {np.mean(w8a4[observer]):.3f} ± {np.std(w8a4[observer], ddof=1):.3f}  "
+          "(sample std, 3 calibration sets)")
 q_model = post_training_quantize(model_cpu, calib_cpu, forward_raw, weight_bits=8, act_bits=8)
-print(f"W8A8, min-max everywhere          : val mAP {val_map_cpu(q_model):.3f}   (fp32 {fp32_map_cpu:.3f})")
+w8a8 = val_map_cpu(q_model)
+print(f"W8A8, min-max everywhere          : val mAP {w8a8:.3f}   (fp32 {fp32_map_cpu:.3f})")
+assert abs(w8a8 - fp32_map_cpu) < 0.01  # 8 bits: essentially free
+assert min(np.mean(w8a4["mse"]), np.mean(w8a4["percentile"])) > np.mean(w8a4["minmax"]) + 0.05  # 4 bits: the range matters
 
 # %% [markdown]
-# At 8 bits, post-training quantization (PTQ) is essentially free (0.860 vs 0.865). At 4 bits the choice of range is worth about 10 mAP points — far more than the spread between calibration sets (± 0.002–0.018, sample std over 3 calibration sets of 64 images): min-max 0.696, percentile 0.781, MSE-optimal 0.797. Here the range with the lowest error on the plotted layer also gives the best mAP, but do not count on it: a layer's MSE weighs every activation equally, while the detector's output may depend most on its few large activations (strong responses to objects), which the MSE range clips hardest; how much that matters depends on the trained weights, so the ranking of observers can change from one model to the next. The lesson: choose observers by the task metric, measured on the model you will ship, not by a proxy. Notebook 05 shows how much of what 4 bits lose QAT recovers.
+# At 8 bits, post-training quantization (PTQ) is essentially free (less than a point below fp32). At 4 bits the choice of range is worth about 10 mAP points — far more than the spread between calibration sets (at most about ± 0.02, sample std over 3 calibration sets of 64 images): min-max about 0.70, percentile about 0.78, MSE-optimal about 0.80. Here the range with the lowest error on the plotted layer also gives the best mAP, but do not count on it: a layer's MSE weighs every activation equally, while the detector's output may depend most on its few large activations (strong responses to objects), which the MSE range clips hardest; how much that matters depends on the trained weights, so the ranking of observers can change from one model to the next. The lesson: choose observers by the task metric, measured on the model you will ship, not by a proxy. Notebook 05 shows how much of what 4 bits lose QAT recovers.
 #
 # ## 8. The "6 dB per bit" rule, measured
 #
@@ -542,7 +550,7 @@ check_fake_quantize(my_fake_quantize)
 #
 # * Quantization is `q = clamp(round(r/S) + Z, q_min, q_max)`, `r̂ = S(q − Z)`; 0 is exact. Not `w % Q`, and not `round(w·Q)` without a bit width.
 # * Symmetric grids suit weights (and integer kernels); ReLU activations need asymmetric or unsigned grids, or they lose about a bit.
-# * Per-channel weight scales matter most after BN folding; on this detector 4-bit weights with one scale per tensor collapse it (val mAP 0.087), one scale per channel keeps 0.749.
+# * Per-channel weight scales matter most after BN folding; on this detector 4-bit weights with one scale per tensor collapse it (val mAP about 0.09), one scale per channel keeps about 0.75.
 # * The range is a trade-off between rounding and clamping error; at low bit widths a range that clips has far less error than min-max — but the lowest error is not guaranteed to give the best mAP: measure on the task, on the model you ship.
 # * SQNR grows ≈ 6 dB per bit (the noise model predicts 20·log10 of the step ratio: more than 6 dB at 2–3 bits, and at 2 bits the measured gain falls short of it); the distribution and the range decide the offset.
 # * The (saturated) STE — gradient 1 inside the range, 0 outside — is what lets QAT train through `round`; LSQ learns the step itself.
