@@ -30,7 +30,7 @@ setup: $(VENV)/.installed
 
 # Serves the whole repository (notebooks/, docs/, solutions/, course_utils/ in the file browser)
 # and opens notebook 00. Binds to localhost only and keeps JupyterLab's token (printed in the terminal).
-# GOMP_SPINCOUNT: PyTorch's threads soon sleep while they wait, so other programs cannot slow it many times over (tests/conftest.py).
+# GOMP_SPINCOUNT: PyTorch's threads soon sleep while they wait, so other programs cannot slow it many times over (conftest.py).
 lab: setup
 	GOMP_SPINCOUNT=$${GOMP_SPINCOUNT:-1000} $(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=. \
 		--LabApp.default_url=/lab/tree/notebooks/00_setup_and_tour.ipynb $(ROOT_FLAG)

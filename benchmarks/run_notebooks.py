@@ -32,7 +32,7 @@ BUDGET_S = 180  # every notebook must run in at most 3 minutes on 2 CPU cores
 LOCAL_TIMES = ROOT / "build" / "notebook_times.json"  # every run (untracked)
 RECORDED_TIMES = ROOT / "benchmarks" / "results" / "notebook_times.json"  # --record only (committed)
 # The kernels inherit this: OpenMP threads that soon sleep while they wait, so a busy machine slows the
-# notebooks down in proportion instead of many times over (tests/conftest.py explains).
+# notebooks down in proportion instead of many times over (conftest.py explains).
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 

@@ -316,7 +316,7 @@ def _env() -> dict[str, str]:
     calls ``alembic``) on PATH, and the widget explorers and progress bars static (``COURSE_STATIC_WIDGETS=1``:
     a live widget output can stall a headless execution, see ``course_utils.widgets``), and OpenMP
     threads that soon sleep while they wait (``GOMP_SPINCOUNT=1000``: grading runs many notebooks on a
-    busy machine, where long-spinning threads slow a training cell many times over; tests/conftest.py)."""
+    busy machine, where long-spinning threads slow a training cell many times over; conftest.py)."""
     return dict({"GOMP_SPINCOUNT": "1000", **os.environ}, COURSE_STATIC_WIDGETS="1",
                 PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                 PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
