@@ -39,7 +39,6 @@ import gc
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ from torch.utils.data import DataLoader
 
 from course_utils import CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, load_checkpoint, materialize
 from course_utils.deploy import (
-    DetectorNetwork, OrtDetector, cpu_info, cpu_int8_features, export_onnx, file_size, measure_latency, ort_session, quantize_onnx,
+    DetectorNetwork, OrtDetector, cpu_info, cpu_int8_features, export_onnx, file_size, measure_latency, ort_session, paired_speedup, quantize_onnx,
 )
 from course_utils.quant import fuse_conv_bn, prepare_qat, to_float_folded
 
@@ -180,16 +179,15 @@ def summarize(latency: dict) -> dict:
     summary = {}
     for batch in ("batch1", "batch16"):
         fastest = min(fp32_paths, key=lambda k: latency[k][batch]["median_ms"])
-        per_round = [f / i for f, i in zip(latency[fastest][batch]["round_medians_ms"], latency["int8_ort"][batch]["round_medians_ms"])]
+        paired = paired_speedup(latency[fastest][batch], latency["int8_ort"][batch])
         summary[batch] = {
             "fastest_fp32": fastest,
             "fastest_fp32_ms": latency[fastest][batch]["median_ms"],
             "int8_ort_ms": latency["int8_ort"][batch]["median_ms"],
-            "speedup_int8_ort_vs_fastest_fp32": statistics.median(per_round),
-            "speedup_int8_ort_vs_fastest_fp32_per_round": per_round,
+            "speedup_int8_ort_vs_fastest_fp32": paired["speedup"],
+            "speedup_int8_ort_vs_fastest_fp32_per_round": paired["rounds"],
             "speedup_int8_ort_vs_fastest_fp32_median_rounds": latency[fastest][batch]["median_ms"] / latency["int8_ort"][batch]["median_ms"],
-            "speedup_int8_ort_vs_fp32_ort": statistics.median(
-                f / i for f, i in zip(latency["fp32_ort"][batch]["round_medians_ms"], latency["int8_ort"][batch]["round_medians_ms"])),
+            "speedup_int8_ort_vs_fp32_ort": paired_speedup(latency["fp32_ort"][batch], latency["int8_ort"][batch])["speedup"],
         }
     return summary
 
