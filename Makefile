@@ -28,12 +28,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
-# Serves the whole repository (notebooks/, docs/, solutions/, course_utils/ in the file browser)
-# and opens notebook 00. Binds to localhost only and keeps JupyterLab's token (printed in the terminal).
+# Copies the notebooks into my-work/ (git-ignored; existing copies are never overwritten), serves the whole
+# repository (my-work/, docs/, solutions/, course_utils/ in the file browser) and opens my-work's notebook 00.
+# Binds to localhost only and keeps JupyterLab's token (printed in the terminal); no news or update pop-ups.
 # GOMP_SPINCOUNT: PyTorch's threads soon sleep while they wait, so other programs cannot slow it many times over (conftest.py).
 lab: setup
+	$(PY) scripts/my_work.py
 	GOMP_SPINCOUNT=$${GOMP_SPINCOUNT:-1000} $(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=. \
-		--LabApp.default_url=/lab/tree/notebooks/00_setup_and_tour.ipynb $(ROOT_FLAG)
+		--LabApp.default_url=/lab/tree/my-work/00_setup_and_tour.ipynb \
+		--LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate $(ROOT_FLAG)
 
 headless: setup
 	$(PY) benchmarks/run_notebooks.py $(if $(RECORD),--record)

@@ -1,7 +1,8 @@
 """Pruning the course detector: unstructured vs structured, accuracy vs size vs latency.
 
 Starts from the trained fp32 detector (``tiny_detector.pt``) and, for each seed
-(data order of the fine-tuning), compares:
+(data order of the fine-tuning: every variant of a seed sees the same order, so a variant and
+its control can be compared seed by seed, ``seed_difference(..., paired=True)``), compares:
 
 * ``dense_ft``          -- no pruning, fine-tuned with the same recipe (the fair control);
 * ``unstructured_S``    -- global magnitude pruning to sparsity S (output layers kept
@@ -41,12 +42,14 @@ interleaved rounds; ``prune_sweep.json`` itself was timed before rounds existed,
 Writes ``benchmarks/results/prune_sweep.json``.
 
     python benchmarks/prune_sweep.py                 # about 13 min on 2 CPU cores
+    python benchmarks/prune_sweep.py --multiple-of 1 # prune_sweep.json: unrounded shapes (notebook 07 §4's 60 %)
     python benchmarks/prune_sweep.py --seeds 0 --skip-latency --out /tmp/prune   # a quick try
     python benchmarks/prune_sweep.py --sparsities 0.8 0.9 --keep 0.8 0.6 0.5 --global-keep 0.6 --slim-keep 0.6   # more variants
 
 Notebook 07 §7b asks whether the results hold for a better-trained and for a wider detector::
 
-    bash benchmarks/prune_converged.sh      # prune the width-1 detector after 6 more epochs -> prune_converged.json
+    PARALLEL=2 bash benchmarks/prune_controls.sh   # notebook 07 §7: the converged detector, every control -> prune_controls.json
+    PARALLEL=2 bash benchmarks/prune_converged.sh  # prune the width-1 detector after 6 more epochs -> prune_converged.json
     python benchmarks/prune_sweep.py --start benchmarks/results/teacher.pt --width 2 --multiple-of 8 \
         --keep 0.6 0.55 0.5 --name prune_teacher.json        # the width-2 teacher (~45 min on 2 cores)
 
@@ -192,6 +195,7 @@ def merge(paths: list[Path], out: Path, description: str | None = None) -> None:
         for name, entry in other.get("cost_seed0", {}).items():  # prefer entries that carry latencies
             if name not in result["cost_seed0"] or ("latency_ms" in entry and "latency_ms" not in result["cost_seed0"][name]):
                 result["cost_seed0"][name] = entry
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({n: (round(s["after_ft"]["mean"], 4), len(s["after_ft"]["runs"])) for n, s in result["val_map"].items()}, indent=1))
 
@@ -278,10 +282,10 @@ def main() -> None:
     after_test: dict[str, list[float]] = {n: [] for n in names}
     seed0_models: dict[str, TinyDetector] = {"dense": copy.deepcopy(base).cpu()}
     for seed in [] if args.latency_only else args.seeds:
-        loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
-                            generator=torch.Generator().manual_seed(seed))
         for name in names:
-            seed_everything(seed)
+            seed_everything(seed)  # every variant of a seed sees the same data order: comparisons are paired by seed
+            loader = DataLoader(train_set, batch_size=32, shuffle=True, collate_fn=collate_detection,
+                                generator=torch.Generator().manual_seed(seed))
             t0 = time.perf_counter()
             kind, _, value = name.partition("_")
             hooks = []

@@ -1,7 +1,7 @@
 """Auto-checks for the notebooks' exercises.
 
 Each ``check_*`` function calls the learner's code on test inputs, compares with
-the course's reference implementation, prints ``✅ Passed`` or ``❌ Not yet:``
+the course's reference implementation, prints ``✓ Passed`` or ``✗ Not yet:``
 with a hint about the likely mistake, and returns ``True``/``False``. A check
 never raises, so a notebook with unfinished exercises still runs top to bottom:
 ``_call`` turns an exception in the learner's code into a message, and the
@@ -69,7 +69,7 @@ class CheckResult:
 
 
 def _report(ok: bool, message: str) -> CheckResult:
-    print(("✅ Passed: " if ok else "❌ Not yet: ") + message)
+    print(("✓ Passed: " if ok else "✗ Not yet: ") + message)
     return CheckResult(ok, message)
 
 
@@ -438,7 +438,19 @@ def check_clip_grad_norm(fn: Callable[[list, float], Tensor]) -> CheckResult:
                         if max_norm >= want.item() else " Scale every gradient by the same factor max_norm / total_norm.")
                 return _report(False, f"gradients differ from torch.nn.utils.clip_grad_norm_ at max_norm={max_norm} "
                                f"(norm ratio {ratio:.3g}).{hint}")
-    return _report(True, "same gradients and same returned norm as torch.nn.utils.clip_grad_norm_.")
+    # model.parameters() is a generator: it can be iterated only once
+    ours, ref = _grad_params(5), _grad_params(5)
+    got, err = _call(fn, (p for p in ours), 1.0)
+    if err:
+        return _report(False, f"given a generator, as model.parameters() is: {err}")
+    torch.nn.utils.clip_grad_norm_(ref, 1.0)
+    if any(q.grad is not None and not (isinstance(p.grad, Tensor) and torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7))
+           for p, q in zip(ours, ref)):
+        return _report(False, "right with a list, but given a generator (what model.parameters() returns) the gradients "
+                       "were not clipped: a generator can be iterated only once, so a second `for p in parameters` loop "
+                       "sees nothing. Collect the gradients in a list first: grads = [p.grad for p in parameters if p.grad is not None].")
+    return _report(True, "same gradients and same returned norm as torch.nn.utils.clip_grad_norm_, "
+                         "given a list or a generator of parameters.")
 
 
 @_check("the parameter's gradient clipped in place (the return value is not used)")
@@ -468,7 +480,21 @@ def check_agc(fn: Callable[[torch.nn.Parameter, float, float], None]) -> CheckRe
                 return _report(False, f"wrong gradient for a {kind} of shape {tuple(ref.shape)}. Norms are per output "
                                "unit (dim 0) for kernels and matrices, over the whole tensor for a bias; "
                                "clip only units where ||G_i|| > clip_factor * max(||W_i||, eps).")
-    return _report(True, "matches the AGC formula on a conv kernel, a matrix and a bias.")
+    # units whose weights are (almost) zero, e.g. freshly zero-initialised: eps keeps their gradient alive
+    ours, ref = _grad_params(5, scale=0.2)[0], _grad_params(5, scale=0.2)[0]
+    with torch.no_grad():
+        for p in (ours, ref):
+            p[0].zero_()
+            p[1].mul_(1e-4)
+    got, err = _call(fn, ours, 0.05, 1e-2)
+    if err:
+        return _report(False, err)
+    adaptive_clip_grad_([ref], 0.05, 1e-2)
+    if not isinstance(ours.grad, Tensor) or not torch.allclose(ours.grad, ref.grad, rtol=1e-5, atol=1e-7):
+        return _report(False, "right on ordinary weights, wrong where a unit's weights are zero or tiny (||W_i|| < eps): "
+                       "there the limit is clip_factor * eps, not clip_factor * ||W_i|| (which would wipe the gradient "
+                       "of a zero-initialised unit, so it could never learn). Use max(||W_i||, eps).")
+    return _report(True, "matches the AGC formula on a conv kernel, a matrix and a bias, and near-zero weights use eps.")
 
 
 @_check("a pair (scale, zero_point): a positive float and an integer")
@@ -538,6 +564,15 @@ def check_fake_quantize(fn: Callable[[Tensor, float, int, int, int], Tensor]) ->
                     "subtract Z, multiply by S.")
             return _report(False, f"forward differs from torch.fake_quantize_per_tensor_affine for {bits}-bit "
                            f"{'signed' if signed else 'unsigned'} (scale {scale}, zero point {zp}).{hint}")
+        tie = torch.arange(q_min - zp - 1, q_max - zp + 1, dtype=torch.float32) + 0.5  # exactly halfway between levels
+        tied, err = _call(fn, tie * 2.0**-3, 2.0**-3, zp, q_min, q_max)  # a power-of-two scale: x / S is exact
+        if err:
+            return _report(False, err)
+        want_tied = torch.fake_quantize_per_tensor_affine(tie * 2.0**-3, 2.0**-3, zp, q_min, q_max)
+        if isinstance(tied, Tensor) and tied.shape == tie.shape and not torch.equal(tied.detach().float(), want_tied):
+            return _report(False, f"values exactly halfway between two levels round wrong ({bits}-bit, zero point {zp}): "
+                           "torch.round rounds half to even (0.5 -> 0, 1.5 -> 2, 2.5 -> 2), as integer hardware and ONNX "
+                           "Runtime do; floor(x + 0.5) rounds every half up, a bias of +S/2 on those values. Use torch.round.")
         if not got.requires_grad:
             return _report(False, "the output has no gradient: build it from x with differentiable operations "
                            "(e.g. x + (rounded - x).detach()) or a torch.autograd.Function.")

@@ -43,14 +43,34 @@ def draw_boxes(
     linestyle: str = "-",
     linewidth: float = 1.5,
 ) -> None:
-    """Draw ``xyxy`` boxes (N, 4) on ``ax``, optionally with a text label each."""
+    """Draw ``xyxy`` boxes (N, 4) on ``ax``, optionally with a text label each.
+
+    A label sits just inside its box's top-left corner; where it would cover a label already
+    drawn (overlapping boxes, duplicates), it moves down a line until it is free.
+    """
     boxes = torch.as_tensor(boxes).detach().cpu().reshape(-1, 4).tolist()
     colors = [color] * len(boxes) if isinstance(color, str) else list(color)
+    placed: list[Any] = []  # the labels' extents in display pixels
     for i, (x1, y1, x2, y2) in enumerate(boxes):
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colors[i], linestyle=linestyle, linewidth=linewidth))
-        if labels is not None:  # small label just inside the box's top-left corner
-            ax.text(x1 + 0.5, y1 + 0.5, labels[i], color="black", fontsize=6, va="top", ha="left",
-                    bbox={"facecolor": colors[i], "alpha": 0.7, "pad": 0.5, "edgecolor": "none"})
+        if labels is not None:
+            text = ax.text(x1 + 0.5, y1 + 0.5, labels[i], color="black", fontsize=6, va="top", ha="left",
+                           bbox={"facecolor": colors[i], "alpha": 0.7, "pad": 0.5, "edgecolor": "none"})
+            _move_off_others(ax, text, placed)
+
+
+def _move_off_others(ax: Axes, text: Any, placed: list[Any]) -> None:
+    """Shift ``text`` down one line at a time (at most 8) while it overlaps a label in ``placed``."""
+    renderer = ax.figure.canvas.get_renderer()
+    for _ in range(8):
+        extent = text.get_window_extent(renderer).expanded(1.0, 1.15)
+        if not any(extent.overlaps(other) for other in placed):
+            break
+        x, y = text.get_position()
+        to_data = ax.transData.inverted()
+        (_, y0), (_, y1) = to_data.transform([(0, 0), (0, extent.height)])
+        text.set_position((x, y + abs(y1 - y0)))  # image axes point down: +y is one line lower
+    placed.append(text.get_window_extent(renderer))
 
 
 def show_detections(

@@ -7,7 +7,8 @@ docs/ keep the relative links they have on GitHub and in JupyterLab:
 
 Everything is offline: notebooks are shown as committed (executed, never
 re-run), widgets as their saved static picture, the theme is Sphinx's builtin
-alabaster, and no page loads a script, style or font from the network.
+alabaster, and no page loads a script, style or font from the network (the
+site carries its own CJK font subset for the Chinese terms, docs/_static/fonts).
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ napoleon_numpy_docstring = False
 
 # --- HTML ------------------------------------------------------------------------------
 html_theme = "alabaster"  # builtin: no download
-html_theme_options = {"font_family": "sans-serif", "head_font_family": "sans-serif",
+html_theme_options = {"font_family": 'sans-serif, "Course CJK"', "head_font_family": 'sans-serif, "Course CJK"',
                       "code_font_family": "monospace", "page_width": "1100px"}
+html_static_path = ["_static"]  # course.css and the CJK font it declares (scripts/make_cjk_font.py)
+html_css_files = ["course.css"]
 html_title = project
 html_show_sourcelink = False
 html_copy_source = False
@@ -62,7 +65,13 @@ mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"  # relativ
 mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]], "processEscapes": True,
                                # myst-nb marks notebook pages tex2jax_ignore and their formulas class "math"
                                "processClass": "tex2jax_process|mathjax_process|math|output_area"},
-                   "showMathMenu": False, "messageStyle": "none"}
+                   "showMathMenu": False, "messageStyle": "none",
+                   # jupyter-server-mathjax ships only the STIX web font: without this MathJax asks for its TeX
+                   # fonts (absent), then falls back to the system's serif with misplaced accents
+                   "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web", "imageFont": None},
+                   # the hidden MathML kept for screen readers would pull MathJax's absent TeX fonts for ℝ, 𝒩...:
+                   # it is never seen, so it keeps the page's font
+                   "AssistiveMML": {"styles": {".MJX_Assistive_MathML [mathvariant]": {"font-family": "inherit !important"}}}}
 
 
 def _copy_mathjax(app, exception):

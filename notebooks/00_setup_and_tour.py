@@ -1,42 +1,46 @@
 # %% [markdown]
 # # 00 · Setup and tour
 #
-# **Efficient Detection Course** — how to make object detectors small and fast, taught with code you can run on a laptop CPU.
+# **Efficient Detection Course** — how to make object detectors small and fast, on a laptop CPU.
 #
-# **In this notebook you will**
-# 1. check that your environment works (and whether you have a GPU — you do not need one);
-# 2. learn how the course is organised: notebooks that teach, a small library `course_utils` that holds the real code, exercises with automatic checks;
-# 3. meet the dataset every notebook uses, and see how the loader protects you from broken annotation files;
-# 4. try a live widget — the same mechanism later notebooks use to explore clip thresholds and bit widths.
+# **You will learn to**
+# 1. check your environment (no GPU needed);
+# 2. find your way around the notebooks, the library `course_utils` and the exercises;
+# 3. load the course dataset and read an image's boxes;
+# 4. use a live widget.
+
+# %% [markdown]
+# > **Terms** (English–中文 in the [glossary](../docs/glossary.md))
+# > * **object detection:** finding each object in an image: its box, class and score. A **detector** does it.
+# > * **box formats:** **xyxy** stores the top-left and bottom-right corners `(x1, y1, x2, y2)`; **xywh** the top-left corner, width and height.
+# > * **ground truth:** an image's correct boxes and classes, from its **annotation** file.
+# > * **widget:** a control, such as a slider, that redraws a figure.
 #
-# *Time: about 10 minutes. Prerequisites: Python and a little PyTorch.*
+# *Time: about 35 minutes. Prerequisites: Python and a little PyTorch.*
 
 # %% [markdown]
 # ## 1. How the course works
 #
-# | notebook | topic | status |
+# | notebook | topic | guided time |
 # |---|---|---|
-# | `00_setup_and_tour` | environment, data, widgets | ✅ |
-# | `01_detection_basics` | boxes, IoU, anchors, NMS, mAP | ✅ |
-# | `02_training_a_tiny_detector` | one training loop for the whole course | ✅ |
-# | `03_gradient_clipping` | why gradients explode and how clipping fixes it | ✅ |
-# | `04_quantization_math` | scale, zero point, fake quantization, the STE | ✅ |
-# | `05_qat_and_int8` | PTQ vs QAT, a real int8 model | ✅ |
-# | `06_knowledge_distillation` | soft targets, detection distillation | ✅ |
-# | `07_pruning` | magnitude and channel pruning, what sparsity does to latency | ✅ |
-# | `08_capstone` | teacher → student → distilled → pruned → int8, measured the same way | ✅ |
+# | `00_setup_and_tour` | setup, data, widgets | 35 min |
+# | `01_detection_basics` | boxes, and scoring a detector | 55 min |
+# | `02_training_a_tiny_detector` | one training loop for the course | 45 min |
+# | `03_gradient_clipping` | capping exploding gradients | 50 min |
+# | `04_quantization_math` | 8-bit integers (int8): the math | 55 min |
+# | `05_qat_and_int8` | a real int8 model | 50 min |
+# | `06_knowledge_distillation` | a small model learns from a big one | 55 min |
+# | `07_pruning` | removing weights: is it faster? | 55 min |
+# | `08_capstone` | all techniques, measured alike | 35 min |
+# | `09_integer_inference` | int8 arithmetic by hand | 50 min |
+# | `10_your_own_data` | your own data, several processes | 40 min |
 #
-# Each notebook follows the same rhythm: **objectives → intuition → formula → code → experiment with a figure → exercises → takeaways**.
-#
-# * The code you *call* lives in the package `course_utils/`, one module per concept (`boxes`, `metrics`, `models`, `train`, …). Every function states its formula and tensor shapes in its docstring, and is tested against a reference library (torchvision, pycocotools, PyTorch itself). Read it: `course_utils.box_iou??` in a cell shows the source.
-# * Exercises ask you to write a small function; a `check_…` function from `course_utils.exercises` runs it and tells you what is wrong. Reference solutions are in `solutions/`, kept apart so a teacher can hand out the notebooks alone.
-# * Terms are explained in English and Chinese in the [glossary](../docs/glossary.md).
+# The code you call lives in `course_utils/`. `course_utils.box_iou??` in a cell shows a function's source.
 
 # %% [markdown]
 # ## 2. Check the environment
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import platform
 import sys
 
@@ -57,14 +61,20 @@ device = get_device()
 print(f"device       {device}" + ("" if device.type == "cuda" else "  (no GPU found: everything in this course runs on a CPU)"))
 
 # %% [markdown]
-# `get_device()` picks `cuda` when a GPU is present, otherwise `cpu`. Every notebook uses it, so the same code uses your GPU if you have one.
+# `get_device()` returns `cuda` (PyTorch's name for an NVIDIA GPU) when there is one, otherwise `cpu`. Every notebook uses it, so the same code runs on either.
 
 # %% [markdown]
 # ## 3. The dataset
 #
-# Real detection datasets are gigabytes and need a download. This course ships its own: **synthetic shapes** — circles, squares and triangles of random colour and size on cluttered, noisy backgrounds. It is small (two 200-image splits, under 4 MB, in `data/`), offline, and still has what makes detection hard: objects as small as about 8 pixels, objects that partly hide each other, distracting lines, 1–6 objects per image.
+# The course ships its own dataset, **synthetic shapes**: circles, squares and triangles on cluttered, noisy backgrounds. Objects can be as small as about 8 pixels and can hide each other.
 #
-# The files are in the standard **COCO format**: a folder of images and one JSON file with `images`, `annotations` (boxes as `[x, y, width, height]`) and `categories`. So anything you learn here works on your own COCO data too.
+# The files use the standard **COCO format**: a folder of images plus one JSON file listing the `images`, their `annotations` (boxes in xywh) and the `categories`.
+
+# %% [markdown]
+# **Three splits, three jobs.**
+# * *Train*: what the model learns from. `SyntheticShapes(n, seed)` draws it on the fly from a **seed** (the number that starts a random generator), so every learner gets the same images.
+# * *Val*: for development; every figure and choice in the notebooks uses it.
+# * *Test*: only the benchmark scripts use it, to report a number that no choice was tuned on.
 
 # %%
 from pathlib import Path
@@ -81,13 +91,11 @@ print("one image:", tuple(image.shape), image.dtype, f"values in [{image.min():.
 print("its target:", {k: (tuple(v.shape), v.dtype) if torch.is_tensor(v) else v for k, v in target.items()})
 
 # %% [markdown]
-# Each sample is `(image, target)`, exactly the convention of torchvision's detection models:
-# `image` is a float tensor `(3, H, W)` in `[0, 1]`; `target["boxes"]` is `(N, 4)` in **xyxy** (corners) format; `target["labels"]` holds class numbers `1…K` (0 is reserved for "background" in torchvision).
+# Each sample is `(image, target)`, as in torchvision: `image` is a float tensor `(3, H, W)` in `[0, 1]`; `target["boxes"]` is `(N, 4)` in xyxy; `target["labels"]` holds class numbers `1…K` (torchvision reserves 0 for "background").
 #
-# Let us count what is in the split. This cell's output is checked by the test suite, so if the data ever changes, we notice.
+# Let us count the split.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from collections import Counter
 
 boxes = torch.cat([val[i][1]["boxes"] for i in range(len(val))])
@@ -98,6 +106,9 @@ print("objects:", len(labels))
 print("per class:", {class_names[k - 1]: int((labels == k).sum()) for k in range(1, 4)})
 print("objects per image:", dict(sorted(per_image.items())))
 print(f"small objects (shorter side < 16 px): {int((sides < 16).sum())}")
+
+# %% [markdown]
+# In the histogram, each object left of the red line is small: 249 of the 638 counted above.
 
 # %%
 import matplotlib.pyplot as plt
@@ -119,43 +130,13 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# ## 4. Bring your own data — and what happens when it is broken
+# ## 4. A live widget
 #
-# `CocoDetection` reads *any* COCO-format folder. It checks everything as it loads, and when something is wrong it says **which file**, **what is wrong** and **how to fix it** — instead of crashing three hours into training with an `IndexError`. Here we write a small dataset, break one box on purpose, and read the message:
-
-# %% tags=["expected-error"]
-import json
-import tempfile
-
-from course_utils import DatasetError
-from course_utils.data import write_coco_split
-
-with tempfile.TemporaryDirectory() as tmp:
-    ann_file = write_coco_split(tmp, seeds=[1, 2])
-    coco = json.loads(ann_file.read_text())
-    coco["annotations"][0]["bbox"] = [10, 10, 0, 25]  # a box with zero width
-    ann_file.write_text(json.dumps(coco))
-    try:
-        CocoDetection(ann_file)
-    except DatasetError as err:
-        print("DatasetError:", str(err).replace(tmp, "<tmp>"))
-
-# %% [markdown]
-# The same goes for malformed JSON, missing or corrupt image files, boxes outside the image and unknown category ids (see `tests/test_data.py` for each case).
+# Later notebooks let you drag a slider and watch a detector change. Try it: pick a seed.
 #
-# **Three splits, three jobs.** *Train* is what the model learns from. *Val* is what we look at while developing — every figure and every choice (learning rate, epochs…) in the notebooks uses it. *Test* is touched only by the benchmark scripts, to report a number that no choice was tuned on.
-#
-# The *train* split is not shipped: `SyntheticShapes(n, seed)` draws it on the fly, deterministically from the seed, so every learner trains on identical images.
+# > **Widget not showing?** Run the cell in JupyterLab, Jupyter Notebook 7 or VS Code. On GitHub you see a picture instead.
 
-# %% [markdown]
-# ## 5. A live widget
-#
-# Later notebooks let you drag a slider and watch a clip threshold or a bit width change a detector. They all use `course_utils.widgets.interactive_figure`. Try it: pick a seed and see the scene it generates.
-#
-# > **Widgets not showing?** Widgets need a live kernel (run the cell) in JupyterLab, Jupyter Notebook 7 or VS Code. On GitHub or in a static export you see a picture of the default setting instead, and in a plain terminal a one-line text note — the output carries all three.
-
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import ipywidgets as widgets
 
 from course_utils import render_scene
@@ -183,9 +164,9 @@ interactive_figure(
 )
 
 # %% [markdown]
-# ## 6. Exercises
+# ## 5. Exercises
 #
-# Each exercise is a function for you to complete, followed by a check. Until you write it, the check says `❌ Not yet` — the notebook still runs. Solutions: `solutions/ex00_setup_and_tour.py`.
+# Each exercise is a function for you to complete, followed by a check. Until you write it, the check says `✗ Not yet` — the notebook still runs. Solutions: `solutions/ex00_setup_and_tour.py`.
 #
 # **Exercise 1 — box area.** Complete `box_area` for boxes in xyxy format, shape `(N, 4)` → `(N,)`.
 # Hint: width is `x2 - x1` (no `+ 1`: COCO and torchvision treat coordinates as continuous).
@@ -216,11 +197,61 @@ check_xywh_to_xyxy(xywh_to_xyxy)
 # %% [markdown]
 # ## Takeaways
 #
-# * The course runs offline on a CPU; `get_device()` uses a GPU when there is one.
-# * Detection samples are `(image, target)` with `boxes` in xyxy and `labels` `1…K`, as in torchvision.
-# * `CocoDetection` reads any COCO folder and fails early with a message that names the file and the fix.
-# * Widgets have a static fallback, so every notebook reads well on the web too.
+# * The course runs on a CPU; `get_device()` uses a GPU when there is one.
+# * Detection samples are `(image, target)`, with `boxes` in xyxy and `labels` `1…K`.
+# * Choose on *val*, report on *test*.
 #
-# **Next:** `01_detection_basics` — IoU, anchors, non-maximum suppression and mAP, each built from scratch and checked against the libraries.
+# **Next:** `01_detection_basics`.
+
+# %% [markdown]
+# ## Going deeper
 #
-# *Run all notebooks without a browser:* `make headless` (prints how long each one took).
+# These parts are optional: nothing in the core path depends on them. They reuse the variables above, so run the core first.
+
+# %% [markdown]
+# ### How the course is built
+#
+# * Every notebook has the same rhythm: objectives → intuition → formula → code → experiment with a figure → exercises → takeaways. The optional parts come last, under *Going deeper*.
+# * Every `course_utils` function states its formula and tensor shapes in its docstring. Its tests compare it with a reference library (torchvision, pycocotools, PyTorch itself).
+# * Exercises call a `check_…` function from `course_utils.exercises`, which runs your code and says what is wrong. The solutions sit apart in `solutions/`, so a teacher can hand out the notebooks alone.
+# * To run every notebook without a browser: `make headless`. It prints how long each one took.
+
+# %% [markdown]
+# ### The dataset's size
+#
+# Two 200-image splits, *val* and *test*, under 4 MB in all, in `data/`. Each image holds 1–6 objects. Nothing is downloaded.
+
+# %% [markdown]
+# ### When your own data is broken
+#
+# `CocoDetection` reads *any* COCO-format folder. It checks everything as it loads. When something is wrong, it says **which file**, **what is wrong** and **how to fix it**. Without these checks, a broken box might crash training hours later with an `IndexError`.
+#
+# Here we write a small dataset, break one box on purpose, and read the message:
+
+# %% tags=["expected-error"]
+import json
+import tempfile
+
+from course_utils import DatasetError
+from course_utils.data import write_coco_split
+
+with tempfile.TemporaryDirectory() as tmp:
+    ann_file = write_coco_split(tmp, seeds=[1, 2])
+    coco = json.loads(ann_file.read_text())
+    coco["annotations"][0]["bbox"] = [10, 10, 0, 25]  # a box with zero width
+    ann_file.write_text(json.dumps(coco))
+    try:
+        CocoDetection(ann_file)
+    except DatasetError as err:
+        print("DatasetError:", str(err).replace(tmp, "<tmp>"))
+
+# %% [markdown]
+# The loader also catches malformed JSON, missing or corrupt image files, boxes outside the image and unknown category ids. `tests/test_data.py` has one case for each.
+
+# %% [markdown]
+# ### How a widget shows without a live kernel
+#
+# A widget needs a **kernel**: the Python process that runs the notebook's cells. `interactive_figure` therefore gives its output three versions, and each front end shows the richest one it understands:
+# * the live controls, in JupyterLab, Jupyter Notebook 7 or VS Code after you run the cell;
+# * a picture of the default setting, on GitHub or in a static export;
+# * a one-line text note, in a plain terminal.

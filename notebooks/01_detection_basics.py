@@ -1,15 +1,22 @@
 # %% [markdown]
 # # 01 · Detection basics: boxes, IoU, anchors, NMS and mAP
 #
-# Before we make a detector small and fast, we need to know exactly what it outputs and how we score it — otherwise we cannot tell whether a compressed model is *as good*. Everything in this notebook is built from scratch in `course_utils` and checked, right here, against torchvision and pycocotools.
+# Before shrinking a detector, we must know what it outputs and how to score it.
 #
 # **You will learn to**
-# 1. convert between the three box formats and compute **IoU**;
-# 2. tile **anchors** over a feature map and encode boxes as offsets from them;
-# 3. remove duplicate detections with **non-maximum suppression (NMS)**;
-# 4. compute COCO **mAP** step by step: matching, precision–recall, interpolation — and get exactly pycocotools' number.
+# 1. convert between box formats and compute **IoU**;
+# 2. place **anchors** and encode boxes as offsets from them;
+# 3. remove duplicate detections with **NMS**;
+# 4. compute COCO **mAP** step by step, equal to pycocotools (the official COCO scorer).
+
+# %% [markdown]
+# > **Terms**
+# > * **ground truth:** the annotated, true boxes and classes.
+# > * **detection:** a predicted box with a class and a **score** (the model's confidence).
+# > * **feature map:** a convolutional layer's output: a grid with a vector of numbers per position (**cell**).
+# > * **stride:** how many image pixels one cell spans.
 #
-# *Time: about 45 minutes. Unfamiliar term? See the [glossary](../docs/glossary.md) (English–中文).*
+# *Time: about 55 minutes. Unfamiliar term? See the [glossary](../docs/glossary.md) (English–中文).*
 
 # %%
 import inspect
@@ -29,16 +36,13 @@ class_names = [c["name"] for c in val.categories]
 # %% [markdown]
 # ## 1. Three ways to write a box
 #
-# | format | numbers | used by |
-# |---|---|---|
-# | `xyxy` | top-left `(x1, y1)`, bottom-right `(x2, y2)` | torchvision models, NMS, IoU |
-# | `xywh` | top-left `(x, y)`, width, height | COCO annotation files |
-# | `cxcywh` | centre `(cx, cy)`, width, height | box regression, YOLO/DETR |
+# * `xyxy`: top-left `(x1, y1)`, bottom-right `(x2, y2)` (torchvision);
+# * `xywh`: top-left `(x, y)`, width, height (COCO files);
+# * `cxcywh`: centre `(cx, cy)`, width, height (box coding, section 3).
 #
-# Coordinates are continuous: a box from x=10 to x=30 is 20 pixels wide — no `+1` (that was Pascal VOC's pixel-index convention).
+# `box_convert` converts between them, as torchvision does:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 box = torch.tensor([[10.0, 20.0, 30.0, 60.0]])  # xyxy
 for fmt in ("xywh", "cxcywh"):
     print(f"{fmt:7s}", box_convert(box, "xyxy", fmt).tolist())
@@ -51,75 +55,25 @@ print("box_convert equals torchvision.ops.box_convert for all 9 format pairs")
 # %% [markdown]
 # ## 2. Intersection over union
 #
-# How well does a predicted box $P$ cover a ground-truth box $G$? The standard answer is
+# How well does a predicted box $P$ cover a ground-truth box $G$? Divide their shared area by the area they cover together:
 #
-# $$\mathrm{IoU}(P, G) = \frac{|P \cap G|}{|P \cup G|} = \frac{|P \cap G|}{|P| + |G| - |P \cap G|} \in [0, 1].$$
+# $$\mathrm{IoU}(P, G) = \frac{|P \cap G|}{|P| + |G| - |P \cap G|} \in [0, 1].$$
 #
-# The intersection of two axis-aligned boxes is itself a box: its top-left corner is the *larger* of the two top-left corners, its bottom-right the *smaller* of the two bottom-right corners — and if that gives a negative width or height, the boxes do not overlap (clamp to 0). The library's `box_iou` computes all $N \times M$ pairs at once by broadcasting, and agrees with torchvision (you write it yourself in Exercise 1 below; the course's code is printed after that exercise):
+# The overlap is itself a box: top-left = the *larger* of the two top-left corners, bottom-right = the *smaller* of the two bottom-right corners. A negative width or height means no overlap: clamp it to 0. `box_iou` computes all $N \times M$ pairs at once:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 a, b = all_boxes[:12], all_boxes[5:20]
 print("shape:", tuple(box_iou(a, b).shape))
 print("max |ours - torchvision|:", (box_iou(a, b) - torchvision.ops.box_iou(a, b)).abs().max().item())
 
 # %% [markdown]
-# **How strict is IoU?** Slide a copy of a box sideways, or shrink it, and watch IoU fall. A box shifted by only 1/6 of its width already drops to IoU ≈ 0.71 — this is why COCO's strict thresholds (0.75 and up) punish sloppy localisation, and why *small* objects are hard: one pixel is a big fraction of them.
-
-# %%
-gt = torch.tensor([[0.0, 0.0, 60.0, 60.0]])
-shifts = torch.linspace(0, 60, 61)
-iou_shift = box_iou(gt + torch.stack([shifts, 0 * shifts, shifts, 0 * shifts], 1), gt)[:, 0]
-scales = torch.linspace(0.2, 1.0, 41)
-iou_scale = box_iou(gt * scales[:, None], gt)[:, 0]
-
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-axes[0].plot(shifts / 60, iou_shift)
-axes[0].set_xlabel("horizontal shift (fraction of box width)")
-axes[0].set_ylabel("IoU with the original box")
-axes[1].plot(scales, iou_scale)
-axes[1].set_xlabel("side of the shrunk box (fraction of original)")
-axes[1].set_ylabel("IoU with the original box")
-for ax in axes:
-    for t, style in ((0.5, "--"), (0.75, ":")):
-        ax.axhline(t, color="gray", linestyle=style, label=f"IoU = {t}")
-    ax.legend()
-    ax.grid(alpha=0.3)
-fig.suptitle("IoU drops fast: shifted (left) and shrunk (right) copies of a 60x60 box")
-fig.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ### Exercise 1 — write IoU yourself
-#
-# Complete `my_box_iou(boxes1, boxes2)`: shapes `(N, 4)` and `(M, 4)` in xyxy → `(N, M)`. Work from the formula above; the course's implementation is printed right after the check, to compare with. Solutions: `solutions/ex01_detection_basics.py`.
-
-# %%
-from course_utils.exercises import check_average_precision, check_box_iou, check_nms
-
-
-def my_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    # YOUR CODE HERE
-    raise NotImplementedError
-
-
-check_box_iou(my_box_iou)
-
-# %% [markdown]
-# Compare your answer with the course's implementation, `course_utils.boxes.box_iou`:
-
-# %%
-print(inspect.getsource(box_iou))
-
-# %% [markdown]
 # ## 3. Anchors and box coding
 #
-# A single-stage detector (like the one we train in notebook 02) makes one prediction per location of a feature map. Each location owns an **anchor** — a reference box — and the network predicts *offsets* from it rather than raw coordinates, which keeps the numbers it must output small and similar across the image.
+# A detector like notebook 02's predicts boxes at every cell of a feature map. Each cell owns a few **anchors**: fixed reference boxes. The network predicts *offsets* from an anchor: small numbers, easier to learn than raw coordinates.
 #
-# `make_anchors(feature_size, stride, sizes, aspect_ratios)` tiles one anchor per (size, aspect ratio) at every cell; for aspect ratio $r = h/w$ and size $s$: $w = s/\sqrt{r}$, $h = s\sqrt{r}$. Like torchvision's `AnchorGenerator`, it centres anchors on each cell's top-left corner `(j·stride, i·stride)` (our detector in notebook 02 shifts them by half a stride to the cell centre). It matches torchvision exactly:
+# `make_anchors` puts one anchor per size $s$ and aspect ratio $r = h/w$ at every cell: width $s/\sqrt{r}$, height $s\sqrt{r}$. It matches torchvision:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
@@ -146,14 +100,13 @@ ax.set_axis_off()
 plt.show()
 
 # %% [markdown]
-# **Box coding.** Write the anchor in cxcywh form, centre $(x_a, y_a)$ and size $(w_a, h_a)$, and the box the same way, centre $(x_c, y_c)$ and size $(w, h)$. The box is encoded as
+# **Box coding.** An anchor with centre $(x_a, y_a)$ and size $(w_a, h_a)$ turns a box with centre $(x_c, y_c)$ and size $(w, h)$ into four offsets:
 #
 # $$d_x = \frac{x_c - x_a}{w_a},\quad d_y = \frac{y_c - y_a}{h_a},\quad d_w = \log\frac{w}{w_a},\quad d_h = \log\frac{h}{h_a}.$$
 #
-# The log makes "twice as wide" and "half as wide" symmetric. Decoding inverts it. Both match torchvision's `BoxCoder`:
+# The log makes "twice as wide" and "half as wide" symmetric. Decoding inverts this. Both match torchvision:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from torchvision.models.detection._utils import BoxCoder
 
 gt_boxes = all_boxes[:10]
@@ -167,16 +120,14 @@ print("decode(encode(box)) == box:", torch.allclose(decode_boxes(deltas, anchors
 # %% [markdown]
 # ## 4. Non-maximum suppression
 #
-# A detector fires at many neighbouring locations for the same object, so its raw output is full of near-duplicates. **Post-processing** turns that into a clean list:
+# One object makes several neighbouring cells fire, so the raw output holds near-duplicates. **Post-processing** cleans it:
 #
-# 1. **decode** the predicted offsets into boxes (section 3) and **clip the boxes** to the image borders;
-# 2. drop predictions whose score is below a threshold (e.g. 0.05);
-# 3. **NMS**: keep the highest-scoring box, remove every remaining box whose IoU with it exceeds a threshold (e.g. 0.5), repeat with the next highest survivor;
-# 4. keep the top *k* (for example 100 per image).
+# 1. **decode** offsets into boxes; **clip the boxes** to the image;
+# 2. drop detections scoring below a threshold (e.g. 0.05);
+# 3. **non-maximum suppression (NMS)**: keep the highest-scoring box, remove every box whose IoU with it exceeds a threshold (e.g. 0.5), repeat with the next survivor;
+# 4. keep the top *k* (e.g. 100 per image).
 #
-# For several classes, run NMS per class (`batched_nms`): a circle should not suppress an overlapping square.
-#
-# COCO's evaluation applies its own cap of 100 (`maxDets`), and it is per image *and category*: for each image and each class, only the 100 highest-scoring detections are scored (pycocotools does this in `evaluateImg`, which runs once per image and category; `course_utils.metrics` keeps the top `max_detections` per image and class, the same rule).
+# NMS runs per class, so a circle never suppresses a square.
 
 # %%
 g = torch.Generator().manual_seed(0)
@@ -201,42 +152,13 @@ for ax, boxes, title in ((axes[0], raw, f"before NMS: {len(raw)} boxes"), (axes[
     ax.set_axis_off()
 plt.show()
 
-
 # %% [markdown]
-# NMS left more boxes than objects: a copy that was jittered so far that its IoU with the kept box is ≤ 0.5 is not a "duplicate" by NMS's rule and survives. Lower thresholds remove more duplicates but also merge genuinely overlapping objects — a trade-off, not a bug.
-#
-# > ### ❌ Myth vs ✅ fact — "gradient clipping is detection post-processing"
-# > **Myth** (a common claim, for example in widely shared blog posts): *"Gradient clipping is a post-processing method for detection results: it computes the gradient of each detection and clips away the inaccurate, low-confidence ones."*
-# >
-# > **Fact:** detection post-processing is what you just saw — **decode, clip boxes to the image, score threshold, NMS, top-k**. What the myth describes has real names: dropping low-confidence detections is *score thresholding*; dropping inaccurate duplicates is *NMS*. The only "clipping" in post-processing is **box clipping** — cutting boxes at the image border — which has nothing to do with gradients. At inference no gradients are computed (`torch.inference_mode()`) and no weights change.
-# >
-# > **Gradient clipping** is a *training-time* technique: between `loss.backward()` and `optimizer.step()` it rescales (or caps) the gradients so one bad batch cannot blow up the weights. It changes the update, never the detections directly, and never the model's size or speed. We study it properly in notebook 03.
-
-# %% [markdown]
-# ### Exercise 2 — write NMS yourself
-#
-# Complete `my_nms(boxes, scores, iou_threshold)`, returning the kept indices (int64) in decreasing score order. A box is suppressed when its IoU with a kept box is **strictly greater** than `iou_threshold`. You may use `box_iou` (but not `nms`).
-#
-# *Sanity check:* boxes `[[0,0,10,10], [1,1,11,11], [20,20,30,30]]` with scores `[0.9, 0.8, 0.7]` and threshold 0.5 keep `[0, 2]`.
-
-# %%
-def my_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    # YOUR CODE HERE
-    raise NotImplementedError
-
-
-check_nms(my_nms)
-
-# %% [markdown]
-# Compare your answer with the course's implementation, `course_utils.boxes.nms`: it computes all pairwise IoUs once and marks the boxes each kept box suppresses, instead of shrinking the list of candidates.
-
-# %%
-print(inspect.getsource(nms))
+# NMS kept more boxes than objects: a copy whose IoU with every kept box is ≤ 0.5 survives. A lower threshold removes more copies but merges overlapping objects.
 
 # %% [markdown]
 # ## 5. Mean average precision, step by step
 #
-# A detector's output is a ranked list: boxes with scores. mAP scores the whole ranking. To learn it without training anything yet, we use a **pretend detector** (`simulate_detections`) that finds 85% of the objects with slightly wrong boxes, sometimes fires twice, and adds a few false alarms.
+# **mAP** (mean average precision) scores a detector's ranked detections with one number. We learn it on a **pretend detector** that finds most objects with slightly wrong boxes, sometimes twice, and adds false alarms.
 
 # %%
 from course_utils.metrics import (
@@ -258,10 +180,9 @@ fig.suptitle("Pretend detections (coloured, with scores) vs ground truth (white,
 plt.show()
 
 # %% [markdown]
-# **Step 1 — match.** For one class, take each image's detections in decreasing score order. Each detection claims the not-yet-claimed ground truth of that class it overlaps most, if that IoU ≥ *t*. Claimed → **true positive (TP)**; otherwise → **false positive (FP)**: a duplicate, a bad box, or a false alarm. Ground truths never claimed are **false negatives**.
+# **Step 1 — match.** Fix a class and an IoU threshold *t*. In each image, take the detections by decreasing score. Each claims the unclaimed ground truth it overlaps most, if that IoU ≥ *t*: a **true positive (TP)**. Otherwise it is a **false positive (FP)**: a duplicate, a bad box or a false alarm.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 cls = 3  # triangles, in image 2 (shown on the right above)
 pred, target = preds[2], targets[2]
 d = pred["labels"] == cls
@@ -272,13 +193,15 @@ print(np.round(ious, 2))
 print("TP at IoU 0.50:", match_detections(ious, 0.5))
 print("TP at IoU 0.90:", match_detections(ious, 0.9))
 
-
 # %% [markdown]
-# **Step 2 — precision and recall.** Pool the detections of *all* images for the class, sort by score, and walk down the list. After the first $k$ detections:
+# **Step 2 — precision and recall.** Pool the class's detections from *all* images, sort by score, and walk down the list. After the first $k$:
 #
 # $$\text{precision}_k = \frac{TP_k}{k}, \qquad \text{recall}_k = \frac{TP_k}{\#\text{ground truths}}.$$
 #
-# **Step 3 — interpolate.** Replace each precision by the best precision at *this or any higher* recall (the "envelope": if going further down the ranking finds more objects at better precision, the curve should credit that). Then read the envelope at the 101 recall points $r = 0, 0.01, \dots, 1$: for each $r$, take the envelope at the **first** detection whose recall is $\ge r$, or 0 if no detection reaches $r$. **AP** is the mean of those 101 values.
+# Precision: the share of detections that are right. Recall: the share of objects found.
+
+# %% [markdown]
+# **Step 3 — interpolate.** Replace each precision by the best precision at *this or any higher* recall: the **envelope**. Then read it at the 101 recall points $r = 0, 0.01, \dots, 1$: for each $r$, take the envelope at the **first** detection whose recall is $\ge r$, or 0 if no detection reaches $r$. **AP** (average precision) is the mean of those 101 values.
 
 # %%
 def pooled_tp(cls: int, t: float) -> tuple[np.ndarray, int]:
@@ -314,13 +237,11 @@ ax.legend()
 ax.grid(alpha=0.3)
 plt.show()
 
-# %% [markdown]
-# (This AP is for circles at IoU 0.75 only; the per-class APs printed below average IoU 0.50…0.95, so they are much lower.)
-#
-# **Step 4 — average.** COCO's headline **mAP** (written AP@[.5:.95]) averages AP over the classes *and* over ten IoU thresholds 0.50, 0.55, …, 0.95, so it rewards tight boxes. **mAP@0.5** uses the lenient threshold alone; **mAP@0.75** a strict one. Our pretend detector's boxes are a bit sloppy — watch the strict numbers drop:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% [markdown]
+# **Step 4 — average.** COCO's **mAP** (written AP@[.5:.95]) averages AP over the classes *and* ten IoU thresholds 0.50, 0.55, …, 0.95. **mAP@0.5** uses only the IoU threshold 0.5, **mAP@0.75** only 0.75. Our pretend boxes are sloppy, so the strict numbers drop. pycocotools agrees:
+
+# %% tags=["nbval-check-output"]
 ours = mean_average_precision(preds, targets)
 reference = pycocotools_map(preds, targets)
 for key in ("map", "map_50", "map_75"):
@@ -329,14 +250,51 @@ for c, ap in ours["ap_per_class"].items():
     print(f"AP {class_names[c - 1]:8s} ours {ap:.6f}   pycocotools {reference['ap_per_class'][c]:.6f}")
 
 # %% [markdown]
-# Identical to pycocotools. `tests/test_metrics.py` checks this on 60 random cases, including images without objects, images without detections, duplicates and more than 100 detections of one class in one image (where the per-image-and-class cap changes the answer).
+# ## 6. Exercises
+#
+# ### Exercise 1 — write IoU yourself
+#
+# Complete `my_box_iou(boxes1, boxes2)`: shapes `(N, 4)` and `(M, 4)` in xyxy → `(N, M)`. Work from the formula above; the course's implementation is printed right after the check, to compare with. Solutions: `solutions/ex01_detection_basics.py`.
 
 # %%
-from course_utils.viz import plot_pr_curves
+from course_utils.exercises import check_average_precision, check_box_iou, check_nms
 
-plot_pr_curves(ours, class_names, iou_thresholds=(0.5, 0.75, 0.9))
-plt.show()
 
+def my_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+check_box_iou(my_box_iou)
+
+
+# %% [markdown]
+# The course's implementation, `course_utils.boxes.box_iou`:
+
+# %%
+print(inspect.getsource(box_iou))
+
+# %% [markdown]
+# ### Exercise 2 — write NMS yourself
+#
+# Complete `my_nms(boxes, scores, iou_threshold)`, returning the kept indices (int64) in decreasing score order. A box is suppressed when its IoU with a kept box is **strictly greater** than `iou_threshold`. You may use `box_iou` (but not `nms`).
+#
+# *Sanity check:* boxes `[[0,0,10,10], [1,1,11,11], [20,20,30,30]]` with scores `[0.9, 0.8, 0.7]` and threshold 0.5 keep `[0, 2]`.
+
+# %%
+def my_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+check_nms(my_nms)
+
+
+# %% [markdown]
+# The course's implementation, `course_utils.boxes.nms`:
+
+# %%
+print(inspect.getsource(nms))
 
 # %% [markdown]
 # ### Exercise 3 — AP from a ranking
@@ -353,12 +311,102 @@ def my_average_precision(is_tp: np.ndarray, num_gt: int) -> float:
 
 check_average_precision(my_average_precision)
 
+
 # %% [markdown]
 # ## Takeaways
 #
-# * Boxes come in xyxy, xywh (COCO files) and cxcywh; convert at the boundaries.
-# * IoU measures overlap; it punishes small shifts hard, especially on small objects.
-# * A detector predicts offsets from anchors; post-processing is **score threshold → NMS → top-k** — no gradients involved.
-# * COCO mAP = match by IoU → precision/recall over the ranking → interpolate at 101 recall points → average over classes and IoU thresholds 0.5…0.95. Our implementation equals pycocotools.
+# * Boxes come as xyxy, xywh (COCO) or cxcywh.
+# * IoU = shared area ÷ area covered together.
+# * A detector predicts offsets from anchors; post-processing is **decode → score threshold → NMS → top-k**.
+# * mAP: match by IoU → precision and recall → interpolate → average over classes and IoU thresholds.
 #
-# **Next:** `02_training_a_tiny_detector` — train a detector that reaches mAP@0.5 ≥ 0.9 on this data in about 70 seconds on a 2-core CPU.
+# **Next:** `02_training_a_tiny_detector`: train a detector and score it with this mAP.
+
+# %% [markdown]
+# ## Going deeper
+#
+# These parts are optional: nothing in the core path depends on them. They reuse the variables above, so run the core first.
+#
+# * **How strict is IoU?** A figure of IoU against shift and shrinkage.
+# * **Two conventions that differ between libraries**: the `+1` in box widths, and where an anchor sits.
+# * **How the course's NMS works**, and NMS with several classes.
+# * **Box clipping is not gradient clipping.**
+# * **Why the envelope**, and why the circles' AP differs from the table's.
+# * **Precision–recall curves for every class**, at three IoU thresholds.
+# * **COCO keeps 100 detections per image and class**, not per image.
+# * **How the course checks its mAP** against pycocotools.
+
+# %% [markdown]
+# ### How strict is IoU?
+#
+# Slide a copy of a box sideways, or shrink it, and watch IoU fall. A shift of 1/6 of the box's width already drops IoU to ≈ 0.71, below the strict threshold 0.75. So strict thresholds punish sloppy boxes. Small objects suffer most: one pixel is a big part of them.
+
+# %%
+gt = torch.tensor([[0.0, 0.0, 60.0, 60.0]])
+shifts = torch.linspace(0, 60, 61)
+iou_shift = box_iou(gt + torch.stack([shifts, 0 * shifts, shifts, 0 * shifts], 1), gt)[:, 0]
+scales = torch.linspace(0.2, 1.0, 41)
+iou_scale = box_iou(gt * scales[:, None], gt)[:, 0]
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+axes[0].plot(shifts / 60, iou_shift)
+axes[0].set_xlabel("horizontal shift (fraction of box width)")
+axes[0].set_ylabel("IoU with the original box")
+axes[1].plot(scales, iou_scale)
+axes[1].set_xlabel("side of the shrunk box (fraction of original)")
+axes[1].set_ylabel("IoU with the original box")
+for ax in axes:
+    for t, style in ((0.5, "--"), (0.75, ":")):
+        ax.axhline(t, color="gray", linestyle=style, label=f"IoU = {t}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+fig.suptitle("IoU drops fast: shifted (left) and shrunk (right) copies of a 60x60 box")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### Two conventions that differ between libraries
+#
+# **No `+1`.** Coordinates are continuous: a box from x=10 to x=30 is 20 pixels wide. The `+1` in some older code was Pascal VOC's convention, which counted pixel indices.
+#
+# **Where an anchor sits.** Like torchvision's `AnchorGenerator`, `make_anchors(feature_size, stride, sizes, aspect_ratios)` centres each cell's anchors on the cell's top-left corner, `(j·stride, i·stride)` for row *i* and column *j*. The detector of notebook 02 shifts them by half a stride, to the cell's centre.
+
+# %% [markdown]
+# ### How the course's NMS works
+#
+# `course_utils.boxes.nms` computes all pairwise IoUs once with `box_iou`. Then it walks the boxes by decreasing score, and each kept box marks the boxes it suppresses; the list of candidates never shrinks.
+#
+# For several classes, `batched_nms` shifts each class's boxes far apart, so boxes of different classes never overlap, and runs one plain NMS. torchvision uses the same trick.
+
+# %% [markdown]
+# ### Box clipping is not gradient clipping
+#
+# The only "clipping" in post-processing is **box clipping**: cutting boxes at the image border. It has nothing to do with *gradient* clipping, a training-time technique (notebook 03). At inference no gradients are computed and no weights change.
+
+# %% [markdown]
+# ### Why the envelope
+#
+# Step 3 replaces each precision by the best precision at this or any higher recall. If going further down the ranking finds more objects at better precision, the curve should get credit for it. The envelope also never rises as recall grows, so the curve has no zig-zags.
+#
+# The AP in the circles figure is for one class at IoU 0.75 only. The per-class APs in the table average over all ten IoU thresholds, lenient and strict, so they are different numbers.
+
+# %% [markdown]
+# ### Precision–recall curves for every class
+#
+# Each panel is one IoU threshold; each line is one class, with its AP in the legend. Compare the panels: at a stricter threshold, fewer of the pretend detector's sloppy boxes count as matches, so the curves sit lower and end at a lower recall.
+
+# %%
+from course_utils.viz import plot_pr_curves
+
+plot_pr_curves(ours, class_names, iou_thresholds=(0.5, 0.75, 0.9))
+plt.show()
+
+# %% [markdown]
+# ### COCO keeps 100 detections per image and class
+#
+# Step 4 of post-processing keeps the top *k* per image. COCO's evaluation applies its own cap of 100 (`maxDets`), and it is per image *and class*: for each image and each class, only the 100 highest-scoring detections are scored. pycocotools does this in `evaluateImg`, which runs once per image and class. `course_utils.metrics` keeps the top `max_detections` per image and class, the same rule.
+
+# %% [markdown]
+# ### How the course checks its mAP
+#
+# `tests/test_metrics.py` compares `mean_average_precision` with pycocotools on 60 random cases. They include images without objects, images without detections, duplicates, tied scores, and more than 100 detections of one class in one image, where the per-image-and-class cap changes the answer.

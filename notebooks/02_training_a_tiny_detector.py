@@ -1,15 +1,22 @@
 # %% [markdown]
 # # 02 · Training a tiny detector
 #
-# Every later notebook compresses a detector: clips its gradients, quantizes it, distils it, prunes it. This notebook builds that detector and the **one training loop** the whole course shares.
+# Later notebooks clip a detector's gradients, quantize it, distil it and prune it. Here you build that detector, train it with the **one training loop** the whole course shares, and learn how the course compares two models fairly.
 #
-# **You will**
-# 1. read a small single-stage detector, `TinyDetector`: backbone → neck → head → decode + NMS;
-# 2. see how training decides which locations should detect which object;
-# 3. train it on a CPU in about 70 seconds to mAP@0.5 ≥ 0.9, using `fit` and its **hooks** — the plug points for clipping, quantization and distillation later;
-# 4. look at its predictions and its failures;
-# 5. put an error bar on an mAP (the bootstrap), and see where longer training takes the same detector;
-# 6. train a real torchvision **Faster R-CNN** on the same data with the same loop.
+# **You will learn to**
+# 1. read a small single-stage detector, `TinyDetector`;
+# 2. see which locations learn which object, and the loss;
+# 3. train it with `fit` and its **hooks**;
+# 4. put an error bar on an mAP, and compare models fairly.
+
+# %% [markdown]
+# > **Terms**
+# > * **single-stage detector:** predicts boxes at every feature-map location in one pass.
+# > * **GIoU:** IoU minus the share of empty space in the smallest box around both boxes.
+# > * **one-cycle schedule:** the learning rate warms up, then decays to almost zero.
+# > * **hook:** an object whose methods the training loop calls at fixed points.
+# > * **std (ddof = 1):** the sample standard deviation of n runs (divides by n − 1). A **seed** fixes a run's randomness.
+# > * In the [glossary](../docs/glossary.md): backbone / neck / head, FPN, stride, label assignment, AdamW.
 #
 # *Time: about 45 minutes; the live training takes about 70 seconds on 2 CPU cores (the whole notebook about 2 minutes). Unfamiliar term? See the [glossary](../docs/glossary.md) (English–中文).*
 
@@ -44,20 +51,19 @@ class_names = [c["name"] for c in val.categories]
 # %% [markdown]
 # ## 1. The model
 #
-# `TinyDetector` is a **single-stage** detector — one network pass predicts boxes directly at every location, in the style of the well-known FCOS and RetinaNet detectors — small enough for a laptop. In the sketch, `C3`/`C4` are backbone feature maps at strides 8 and 16 (one cell = 8 or 16 pixels), and `P3` is the fused map the head reads:
+# `TinyDetector` is a small single-stage detector:
 #
 # ```
 # image 3x128x128
-#   └─ backbone: Conv-BN-ReLU blocks, 4 stride-2 stages ──► C3 (stride 8, 16x16), C4 (stride 16, 8x8)
-#        └─ neck: P3 = conv1x1(C3) + upsample(conv1x1(C4))   (a two-level FPN: small objects get context)
-#             └─ head: 2 Conv-BN-ReLU, then per location: K class logits + 4 box offsets
-#                  └─ post-processing: decode offsets → score threshold → class-aware NMS → top 100
+#   └─ backbone: Conv-BN-ReLU blocks ──► C3 (stride 8, 16x16), C4 (stride 16, 8x8)
+#        └─ neck (a two-level FPN): P3 = conv1x1(C3) + upsample(conv1x1(C4))
+#             └─ head: per location of P3, K class logits + 4 box offsets
+#                  └─ post-processing: decode → score threshold → NMS → top 100
 # ```
 #
-# Every location of the 16×16 map owns one square anchor (32×32 pixels) and predicts offsets from it with the box coding of notebook 01. `width` multiplies every channel count, `depth` adds blocks: the same class gives a big "teacher" and a small "student" for distillation (notebook 06).
+# Each location of `P3` owns one 32×32-pixel anchor and predicts offsets from it (notebook 01's box coding). `width` multiplies every channel count: notebook 06 uses it for a big "teacher" and a small "student".
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for width in (0.5, 1.0, 2.0):
     print(f"width {width}: {count_parameters(TinyDetector(width=width)):>9,} parameters")
 model = TinyDetector(width=1.0)
@@ -65,11 +71,11 @@ raw = model.forward_raw(torch.zeros(2, 3, 128, 128))
 print({k: tuple(v.shape) for k, v in raw.items()})
 
 # %% [markdown]
-# `forward_raw` gives the raw outputs: for a batch of 2 images, 256 locations (16×16) each with 3 class logits and 4 box offsets, plus the 256 anchors and the neck's 64-channel feature map `P3` that the head reads. Distillation and quantization will act on exactly these tensors.
+# `forward_raw` returns, for 2 images: 3 class logits and 4 box offsets at each of 256 locations, the 256 anchors, and the 64-channel map `P3`.
 #
-# ## 2. Who should detect what? (label assignment)
+# ## 2. Who should detect what?
 #
-# To compute a loss, each location must know whether it is responsible for an object. `TinyDetector.assign` uses **centre sampling** (as in FCOS): a location is *positive* for a box if its centre lies inside the box and within 1.5 strides (12 px) of the box centre; the cell that contains the box centre is always positive, so even an 8-pixel object gets a location. All other locations are background.
+# Label assignment here is **centre sampling** (`TinyDetector.assign`): a location is *positive* for a box if its centre lies inside the box and within 1.5 strides (12 px) of the box's centre. The cell holding the box centre is always positive, so even an 8-pixel object gets one.
 
 # %%
 image, target = val[3]
@@ -94,17 +100,16 @@ plt.show()
 # %% [markdown]
 # ## 3. The loss
 #
-# At positive locations, with predicted box $\hat b$ and its ground truth $b$:
+# **Box loss**, at positive locations, for predicted box $\hat b$, ground truth $b$, and offsets $\delta$ against target offsets $\delta^*$:
+# $$2\,\big(1 - \mathrm{GIoU}(\hat b, b)\big) + 0.5\,\lVert \delta - \delta^* \rVert_1.$$
 #
-# * **box loss:** $2\,(1 - \mathrm{GIoU}(\hat b, b)) + 0.5\,\lVert \delta - \delta^* \rVert_1$, where $\delta$ are the predicted offsets and $\delta^*$ the encoded target (notebook 01). **GIoU** (generalized IoU, Rezatofighi et al. 2019) is $\mathrm{GIoU} = \mathrm{IoU} - \frac{|C \setminus (\hat b \cup b)|}{|C|}$ with $C$ the smallest box enclosing both: IoU minus the fraction of empty space around them, so it still has a gradient when the boxes do not overlap.
-# * **class loss**, at *every* location: the quality focal loss (Li et al. 2020)
-#   $$\mathrm{QFL}(\sigma, y) = -|y - \sigma|^{\beta}\,\big[y\log\sigma + (1-y)\log(1-\sigma)\big],\quad \beta = 2,$$
-#   where $\sigma$ is the predicted class probability and the target $y$ is the IoU of the predicted box with its object (0 at background). The score therefore learns *how good the box is* — exactly what mAP@[.5:.95] rewards — and the $|y-\sigma|^\beta$ factor down-weights the ~240 easy background locations per image.
+# **Class loss**, at *every* location: the quality focal loss (QFL)
+# $$\mathrm{QFL}(\sigma, y) = -|y - \sigma|^{2}\,\big[y\log\sigma + (1-y)\log(1-\sigma)\big],$$
+# with $\sigma$ the predicted class probability and $y$ the IoU of the predicted box with its object (0 at background). So the score learns *how good the box is*; the factor $|y-\sigma|^2$ quiets the many easy background locations.
 #
-# All terms are divided by the number of positives. In train mode the model returns them as a dict, like torchvision detectors (`loss_giou` and `loss_l1` already include their weights 2 and 0.5):
+# In train mode the model returns the terms as a dict (weights 2 and 0.5 included):
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 model.train()
 losses = model([val[0][0], val[1][0]], [val[0][1], val[1][1]])
 print({k: round(v.item(), 3) for k, v in losses.items()})
@@ -112,22 +117,11 @@ print({k: round(v.item(), 3) for k, v in losses.items()})
 # %% [markdown]
 # ## 4. Train it
 #
-# **The recipe.** 2,000 training scenes (rendered once from seed 0 by `materialize`, then reused each epoch), batches of 32, 6 epochs, and the AdamW optimizer (Adam with decoupled weight decay) under a one-cycle learning-rate schedule peaking at 4e-3 (`make_optimizer`).
+# **The recipe.** 2,000 training scenes (rendered once by `materialize`), batches of 32, 6 epochs, AdamW with a one-cycle schedule peaking at 4e-3 (`make_optimizer`).
 #
-# **The loop.** `fit` runs `train_one_epoch` per epoch — forward → losses → non-finite guard → backward → *hooks* → optimizer step — and evaluates mAP on the validation split after each epoch. It is the only training loop in the course; later notebooks plug into it through hooks (table below) instead of copying it.
-#
-# | hook method | runs | used later for |
-# |---|---|---|
-# | `on_train_start(state)` | once, before the first step | preparing a model for QAT (05) |
-# | `extra_losses(state)` | after the forward pass | distillation loss (06) |
-# | `after_backward(state)` | between `backward()` and `step()` | gradient clipping, norm monitors (03) |
-# | `after_step(state)` | after `step()` | logging |
-# | `on_epoch_end(state)` | after each epoch | freezing BN statistics in QAT (05) |
-#
-# If the loss becomes NaN or infinite ("non-finite"), `fit` stops at once with a message that says what to try, instead of silently training garbage.
+# **The loop.** Each step of `fit` runs forward → losses → backward → *hooks* → optimizer step; each epoch ends with val mAP. Later notebooks plug into it through the methods of a `Hook`: `after_backward` (gradient clipping, notebook 03), `on_train_start` and `on_epoch_end` (quantization, 05), `extra_losses` (distillation, 06) and `after_step` (logging).
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from course_utils.train import make_optimizer
 
 seed_everything(0)
@@ -149,31 +143,26 @@ plot_history(history)
 plt.show()
 
 # %% [markdown]
-# The losses fall (log scale; the class loss plateaus for a while before the boxes are good enough for it to improve — its target is the boxes' IoU), and validation mAP climbs within a few epochs. Now the final numbers on the validation split:
+# The losses fall (log scale) and val mAP climbs. The final numbers on val:
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 metrics = evaluate(model, val_loader, device)
 print(f"mAP@[.5:.95] {metrics['map']:.3f}   mAP@0.5 {metrics['map_50']:.3f}   mAP@0.75 {metrics['map_75']:.3f}")
 for c, ap in metrics["ap_per_class"].items():
     print(f"  AP {class_names[c - 1]:8s} {ap:.3f}")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("mAP@0.5 >= 0.90:", metrics["map_50"] >= 0.90)
 print("mAP@[.5:.95] >= 0.60:", metrics["map"] >= 0.60)
 
 # %% [markdown]
 # The detector passes the course's bar: mAP@0.5 ≥ 0.90 and mAP@[.5:.95] ≥ 0.60.
 #
-# ### How sure is that number?
+# ## 5. How sure is that number?
 #
-# The validation split has 200 images. Another 200 images of the same kind would give a somewhat different mAP, so a single number hides its own noise. The **image-level bootstrap** estimates how much: draw 200 images *with replacement* from the 200 (some twice, some not at all), score that resample, repeat 1,000 times, and read off the middle 95 % of the scores. `bootstrap_map` does it: an image drawn twice counts twice, and precision and recall are recomputed from scratch for each resample (the matching of each image's boxes is done once and reused). Its interval is *bias-corrected*: mAP on a small set comes out a little high (the precision envelope takes a maximum over noisy values), and the plain percentile interval would sit too high (`tests/test_bootstrap.py` measures both on a population whose mAP is known).
-#
-# From here on the course gives every mAP with such an interval, or as mean ± standard deviation over at least 3 seeds (ddof = 1, with the number of seeds), and calls a difference a gain only when it is larger than that noise.
+# Another 200 val images would give a somewhat different mAP. The **image-level bootstrap** measures how much: draw 200 images *with replacement* from the 200, score them, repeat 1,000 times, and keep the middle 95 % of the scores. That is a 95 % **confidence interval** (CI):
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from course_utils.metrics import bootstrap_map, paired_bootstrap_map
 
 preds, targets = predict(model, val_loader, device)
@@ -182,17 +171,16 @@ print(f"val mAP {ci['value']:.3f}, 95% CI [{ci['low']:.3f}, {ci['high']:.3f}]  "
       f"({ci['n_boot']} resamples of {ci['num_images']} images; bootstrap std {ci['std']:.3f})")
 
 # %% [markdown]
-# ### The short version, and where training goes
+# ## 6. Is six epochs enough?
 #
-# Six epochs fit this notebook's time budget; they are **not** where this recipe stops improving. `benchmarks/train_tiny_detector.py` trains the same recipe (same 2,000 images, seed, optimizer and peak learning rate) with one-cycle schedules of 12, 24 and 48 epochs, and scores val after every epoch. A one-cycle schedule anneals the learning rate to almost zero at its end, so a longer schedule is a different run, not a continuation: each length is trained from scratch. Two rules decide where to stop:
+# No: this recipe keeps improving. `benchmarks/train_tiny_detector.py` trained it for 12, 24 and 48 epochs, each from scratch: a one-cycle schedule cannot be extended. Two rules pick the **converged baseline**, the model more training no longer improves:
 #
-# 1. **Keep** the shortest schedule that one twice as long beats by less than 0.5 mAP points (if none, the longest).
-# 2. **Check the plateau**: give the kept model exactly the extra training every compression method in this course gets — 6 epochs of fine-tuning (AdamW, cosine from 2e-3), 3 seeds — and require that the mean gain over the seeds is under 0.5 points. The one-sided 95 % upper bound of that mean is reported beside it: the gain the three seeds cannot rule out. A baseline that still gains there would hand its gain to whichever method is compared with it.
+# 1. **Keep** the shortest schedule that one twice as long beats by under 0.5 mAP points (a point is 0.01 mAP; if none, the longest).
+# 2. **Check the plateau:** 6 more epochs of fine-tuning (what every compression method gets), 3 seeds, must add under 0.5 points on average.
 #
-# The same for the width-2 detector that notebook 06 uses as a teacher (24 and 48 epochs). The results (`benchmarks/results/*_converged.json`; every recorded mAP is measured on the CPU, since a GPU's TF32 convolutions shift mAP slightly):
+# The same for notebook 06's width-2 teacher. The recorded results:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 import json
 from pathlib import Path
 
@@ -206,8 +194,7 @@ for width, result in converged.items():
     print(f"  kept: {result['plateau']['epochs']} epochs ({result['plateau']['verdict']})")
     print(f"  val mAP {result['val_map']:.3f} (95% CI [{low:.3f}, {high:.3f}]), test {result['test_map']:.3f}")
     print(f"  plateau check: 6 more epochs add {100 * check['gain']:+.2f} points "
-          f"(upper bound {100 * check['gain_upper95']:+.2f}, {check['val_map_after']['n']} seeds) -> "
-          f"{'plateaued' if result['plateau']['reached'] else 'NOT plateaued'}")
+          f"({check['val_map_after']['n']} seeds) -> {'plateaued' if result['plateau']['reached'] else 'NOT plateaued'}")
 
 # %%
 from course_utils.viz import plot_schedule_curves
@@ -219,12 +206,11 @@ for ax, (width, result) in zip(axes, converged.items()):
 plt.tight_layout()
 
 # %% [markdown]
-# Every curve climbs steeply in the first epochs, is noisy in the middle while the learning rate is high, and settles upward only in its last epochs, when the one-cycle schedule anneals the learning rate. For width 1, doubling from 12 to 24 epochs adds 4.1 points and from 24 to 48 another 1.3: no schedule length passed the doubling rule, so the longest (48 epochs) is kept — and the fine-tuning check then shows that it has plateaued: 6 more epochs add 0.1 points. For width 2, 48 epochs add only 0.2 points over 24, and the 24-epoch model is kept; its plateau check finds +0.3 points on average, under the 0.5 line, but the three seeds spread enough that up to +0.6 cannot be ruled out. That is one reason every comparison in the course *also* gives its baseline the same extra training as the method: a converged start and an equal-budget control together, not either alone.
+# For width 1, each doubling still gained over 0.5 points (12 → 24: +4.1, 24 → 48: +1.3), so 48 epochs are kept; 6 more add only 0.1.
 #
-# Is the converged model's lead over this notebook's 6-epoch model real, or noise? Score both on the *same* bootstrap resamples: the noise from which images happen to be in the split then cancels, and the interval of the difference is much narrower than either model's own.
+# Is the converged model's lead over your 6-epoch model real? Score both on the *same* resamples (`paired_bootstrap_map`): the noise from which images were drawn cancels, so the interval of the difference is much narrower.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from course_utils import load_checkpoint
 
 converged_model = TinyDetector()
@@ -235,70 +221,21 @@ print(f"converged minus 6-epoch: {100 * diff['value']:+.1f} mAP points, "
       f"95% CI [{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}] -> {'within noise' if diff['within_noise'] else 'a real difference'}")
 
 # %% [markdown]
-# **Why this matters for the rest of the course.** A compressed model is usually fine-tuned for a few more epochs after it is pruned, quantized or distilled. If its baseline was stopped early, those extra epochs alone raise the compressed model's mAP, and the gain is credited to the compression method. A fair comparison starts from a converged model (`benchmarks/results/tiny_detector_converged.pt`, `teacher_converged.pt`) and gives the baseline the same extra training as the method: same epochs, schedule and data, without the compression.
+# ## 7. The rules of a fair comparison
 #
-# **Choose on val, report on test.** Every choice in the course — a learning rate, a threshold, the number of epochs, which variant is "best" — is made on the **val** split. A score used to choose is optimistic: of several variants, the one that looks best on val is partly the one that was lucky on those 200 images. So every headline comparison — a method against its control, a goal met or missed — is reported on the held-out **test** split, which no choice has seen, and every table says which split it shows. (The 48 epochs above were chosen on val; the converged model's test mAP is printed beside it, and the benchmarks behind notebooks 03–10 score every model on both splits.)
-
-# %%
-plot_pr_curves(metrics, class_names, iou_thresholds=(0.5, 0.75, 0.9))
-plt.show()
-
-# %% [markdown]
-# At IoU 0.5 precision stays high almost to full recall. At 0.9 every class loses a lot and triangles collapse: the boxes are *roughly* right much more often than they are *pixel-tight*. Triangles are hardest because a rotated triangle's box depends on exactly where its thin corners are.
+# Later notebooks compare compressed models with a baseline by four rules:
 #
-# ## 5. Look at the predictions — and the failures
+# 1. **A converged baseline.** Compressed models are usually fine-tuned for a few epochs. From a baseline stopped early, those epochs alone raise mAP, and the compression gets the credit.
+# 2. **Equal budgets.** The baseline gets the same extra training, without the compression: an **equal-budget control**.
+# 3. **Noise.** Every mAP comes with its CI, or as mean ± std over at least 3 seeds (ddof = 1). A difference inside that noise is *within noise*, not a gain.
+# 4. **Choose on val, report on test.** Every choice in the course — a learning rate, a threshold, the number of epochs, which variant is "best" — is made on **val**. A score used to choose is optimistic: the variant best on val was partly lucky on those 200 images. So every headline comparison is reported on the held-out **test** split, which no choice has seen, and every table says which split it shows.
+
+# %% [markdown]
+# ## Exercises
 #
-# Numbers hide *how* a model fails. Predictions (coloured, with scores ≥ 0.4) against the ground truth (white, dashed):
-
-# %%
-preds, targets = predict(model, val_loader, device)
-fig = show_detection_grid([val[i] for i in range(8)], preds[:8], class_names, ncols=4, score_threshold=0.4)
-fig.suptitle("Predictions with score ≥ 0.4 (coloured) vs ground truth (white, dashed)", y=1.02)
-plt.show()
-
-# %% [markdown]
-# Now the worst images: count true positives, false positives (wrong or duplicate boxes) and false negatives (missed objects) per image at score ≥ 0.4 and IoU ≥ 0.5 with `count_errors`, and show the images with the most errors.
-
-# %%
-from course_utils.metrics import count_errors
-
-errors = [count_errors(p, t, score_threshold=0.4, iou_threshold=0.5) for p, t in zip(preds, targets)]
-worst = sorted(range(len(val)), key=lambda i: -(errors[i][1] + errors[i][2]))[:8]
-print(f"total over {len(val)} images: TP {sum(e[0] for e in errors)}, FP {sum(e[1] for e in errors)}, FN {sum(e[2] for e in errors)}")
-fig = show_detection_grid([val[i] for i in worst], [preds[i] for i in worst], class_names, ncols=4, score_threshold=0.4,
-                          titles=[f"image {i}: FP {errors[i][1]}, FN {errors[i][2]}" for i in worst])
-plt.show()
-
-# %% [markdown]
-# Typical failures: **small objects** (an 8-pixel triangle is a handful of pixels), **occluded objects** whose visible part looks like another shape, and **class confusion** between a small square and a small circle. Small objects are worth measuring on their own; COCO reports AP by size for the same reason. (COCO's buckets are by *area* — small < 32² px, medium < 96², large ≥ 96² — which would put 540 of the 638 val objects in "small", 98 in "medium" and none in "large"; we use our own buckets by the shorter side, and plot recall rather than AP.)
-
-# %%
-sizes = torch.cat([(t["boxes"][:, 2:] - t["boxes"][:, :2]).min(1).values for t in targets])
-buckets = {"small\n(< 16 px)": (0, 16), "medium\n(16-32 px)": (16, 32), "large\n(>= 32 px)": (32, 1e9)}
-recalls = []
-for lo, hi in buckets.values():
-    tp = gt = 0
-    for p, t in zip(preds, targets):
-        side = (t["boxes"][:, 2:] - t["boxes"][:, :2]).min(1).values
-        keep = (side >= lo) & (side < hi)
-        sub = {"boxes": t["boxes"][keep], "labels": t["labels"][keep]}
-        tp += count_errors(p, sub, 0.4, 0.5)[0]
-        gt += int(keep.sum())
-    recalls.append(tp / max(gt, 1))
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.bar(list(buckets), recalls, color=["tab:red", "tab:orange", "tab:green"])
-ax.set_xlabel("shorter side of the object")
-ax.set_ylabel("recall (score ≥ 0.4, IoU ≥ 0.5)")
-ax.set_ylim(0, 1.15)
-ax.set_title("Recall by object size")
-for i, r in enumerate(recalls):
-    ax.text(i, r + 0.02, f"{r:.2f}", ha="center")
-plt.show()
-
-# %% [markdown]
 # ### Exercise 1 — count the errors yourself
 #
-# Complete `my_error_counts(pred, target, score_threshold, iou_threshold)` returning `(TP, FP, FN)` for one image, without calling `count_errors`. Keep predictions with score ≥ `score_threshold`; take them best score first; each claims the unclaimed ground truth *of the same label* with the highest IoU, if that IoU ≥ `iou_threshold` (a TP), otherwise it is a FP. FN = ground truths never claimed. Solutions: `solutions/ex02_training_a_tiny_detector.py`.
+# Complete `my_error_counts(pred, target, score_threshold, iou_threshold)` returning `(TP, FP, FN)` for one image, without calling the library's `count_errors`. Keep predictions with score ≥ `score_threshold`; take them best score first; each claims the unclaimed ground truth *of the same label* with the highest IoU, if that IoU ≥ `iou_threshold` (a TP), otherwise it is a FP. FN = ground truths never claimed. Solutions: `solutions/ex02_training_a_tiny_detector.py`.
 
 # %%
 from course_utils.exercises import check_error_counts, check_loss_recorder
@@ -335,7 +272,135 @@ class LossRecorder(Hook):
 check_loss_recorder(LossRecorder)
 
 # %% [markdown]
-# ## 6. Saving and loading — safely
+# ## Takeaways
+#
+# * `TinyDetector`: backbone → FPN neck → head → decode + NMS.
+# * Its loss: QFL (scores that predict IoU) + GIoU + L1, at the assigned locations.
+# * One loop, `fit`, with **hooks** for what later notebooks add.
+# * Six epochs pass the bar; the recipe keeps improving up to 48.
+# * Fair comparisons: a converged baseline, an equal-budget control, noise measured, choices on val and results on test.
+
+# %% [markdown]
+# ## Going deeper
+#
+# These parts are optional: nothing in the core path depends on them. Each stands on its own; read the ones you are curious about.
+#
+# ### Where the detector fails
+#
+# Numbers hide *how* a model fails. Your 6-epoch model's predictions (coloured, with scores ≥ 0.4) against the ground truth (white, dashed):
+
+# %%
+fig = show_detection_grid([val[i] for i in range(8)], preds[:8], class_names, ncols=4, score_threshold=0.4)
+fig.suptitle("Predictions with score ≥ 0.4 (coloured) vs ground truth (white, dashed)", y=1.02)
+plt.show()
+
+# %% [markdown]
+# Now the worst images. `count_errors` counts, per image, true positives, false positives (wrong or duplicate boxes) and false negatives (missed objects), at score ≥ 0.4 and IoU ≥ 0.5. The 8 images with the most errors:
+
+# %%
+from course_utils.metrics import count_errors
+
+errors = [count_errors(p, t, score_threshold=0.4, iou_threshold=0.5) for p, t in zip(preds, targets)]
+worst = sorted(range(len(val)), key=lambda i: -(errors[i][1] + errors[i][2]))[:8]
+print(f"total over {len(val)} images: TP {sum(e[0] for e in errors)}, FP {sum(e[1] for e in errors)}, FN {sum(e[2] for e in errors)}")
+fig = show_detection_grid([val[i] for i in worst], [preds[i] for i in worst], class_names, ncols=4, score_threshold=0.4,
+                          titles=[f"image {i}: FP {errors[i][1]}, FN {errors[i][2]}" for i in worst])
+plt.show()
+
+# %% [markdown]
+# Typical failures: **small objects** (an 8-pixel triangle is a handful of pixels), **occluded objects** whose visible part looks like another shape, and **class confusion** between a small square and a small circle.
+
+# %% [markdown]
+# ### Recall by object size
+#
+# Small objects are worth measuring on their own; COCO reports AP by size for the same reason. COCO's buckets are by *area*: small < 32² px, medium < 96², large ≥ 96². They would put 540 of the 638 val objects in "small", 98 in "medium" and none in "large". So we use our own buckets, by the shorter side, and plot recall rather than AP.
+
+# %%
+sizes = torch.cat([(t["boxes"][:, 2:] - t["boxes"][:, :2]).min(1).values for t in targets])
+buckets = {"small\n(< 16 px)": (0, 16), "medium\n(16-32 px)": (16, 32), "large\n(>= 32 px)": (32, 1e9)}
+recalls = []
+for lo, hi in buckets.values():
+    tp = gt = 0
+    for p, t in zip(preds, targets):
+        side = (t["boxes"][:, 2:] - t["boxes"][:, :2]).min(1).values
+        keep = (side >= lo) & (side < hi)
+        sub = {"boxes": t["boxes"][keep], "labels": t["labels"][keep]}
+        tp += count_errors(p, sub, 0.4, 0.5)[0]
+        gt += int(keep.sum())
+    recalls.append(tp / max(gt, 1))
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.bar(list(buckets), recalls, color=["tab:red", "tab:orange", "tab:green"])
+ax.set_xlabel("shorter side of the object")
+ax.set_ylabel("recall (score ≥ 0.4, IoU ≥ 0.5)")
+ax.set_ylim(0, 1.15)
+ax.set_title("Recall by object size")
+for i, r in enumerate(recalls):
+    ax.text(i, r + 0.02, f"{r:.2f}", ha="center")
+plt.show()
+
+# %% [markdown]
+# ### Precision and recall at stricter IoU
+#
+# The precision–recall curves of your 6-epoch model on val, at three IoU thresholds:
+
+# %%
+plot_pr_curves(metrics, class_names, iou_thresholds=(0.5, 0.75, 0.9))
+plt.show()
+
+# %% [markdown]
+# At IoU 0.5 precision stays high almost to full recall. At 0.9 every class loses a lot and triangles collapse: the boxes are *roughly* right much more often than they are *pixel-tight*. Triangles are hardest because a rotated triangle's box depends on exactly where its thin corners are.
+
+# %% [markdown]
+# ### Inside the loss: where GIoU and QFL come from
+#
+# GIoU (generalized IoU, Rezatofighi et al. 2019) is
+# $$\mathrm{GIoU} = \mathrm{IoU} - \frac{|C \setminus (\hat b \cup b)|}{|C|},$$
+# with $C$ the smallest box enclosing both $\hat b$ and $b$. When the boxes do not overlap, IoU is 0 whatever their distance, but the empty-space term still shrinks as they move closer: that is the gradient.
+#
+# Every loss term is divided by the number of positive locations. Because QFL's target is the box's IoU, the class loss improves only once the boxes do: in §4's plot it stalls for a while.
+#
+# QFL (Li et al. 2020) is the focal loss with a soft target: the factor $|y-\sigma|^\beta$ ($\beta = 2$ here) is small wherever the prediction is already close to its target, as on most background locations.
+
+# %% [markdown]
+# ### The one-cycle schedule
+#
+# `make_optimizer` wraps torch's `OneCycleLR`. The learning rate warms up (cosine) from `lr / 25` to `lr` over the first 15 % of the steps. It then decays (cosine) to `lr / 250,000` at the last step. It also cycles AdamW's β₁ the other way: 0.95 at the start, 0.85 at the peak, 0.95 at the end. Because it ends so low, a schedule cannot be extended: a 48-epoch run is not a 24-epoch run plus 24 more.
+
+# %% [markdown]
+# ### When the loss becomes NaN
+#
+# `fit` checks the loss before every backward pass. If it is NaN or infinite ("non-finite"), `fit` stops at once with a message that says what to try, instead of silently training garbage. Notebook 03 shows what makes a loss explode.
+
+# %% [markdown]
+# ### The bootstrap in detail
+#
+# `bootstrap_map` matches each image's boxes once, then for each resample pools the matches (an image drawn twice counts twice) and recomputes precision and recall from scratch.
+#
+# Its interval is **bias-corrected**. mAP on a small set comes out a little high, because the precision envelope takes a maximum over noisy values. Resampling adds that bias again, so the plain middle 95 % of the resampled scores would sit too high. The bias-corrected interval (Efron 1981) moves the two percentiles by how far the resampled scores sit off the full-set score. `tests/test_bootstrap.py` measures both intervals on a population whose mAP is known. `paired_bootstrap_map` uses the same correction.
+
+# %% [markdown]
+# ### The plateau check's upper bound
+#
+# Three seeds give a mean gain, but the mean is itself noisy. The **one-sided 95 % upper bound** (Student's t, n − 1 degrees of freedom) is the largest mean gain the seeds cannot rule out; only the high side matters, since the question is whether more training still pays.
+
+# %% tags=["nbval-check-output"]
+for width, result in converged.items():
+    check = result["plateau"]["check"]
+    print(f"width {width}: 6 more epochs add {100 * check['gain']:+.2f} points on average, "
+          f"one-sided 95% upper bound {100 * check['gain_upper95']:+.2f} ({check['val_map_after']['n']} seeds)")
+
+# %% [markdown]
+# For width 2, the mean gain is under the 0.5 line, but the three seeds spread enough that a gain above it cannot be ruled out. That is one reason every comparison in the course *also* gives its baseline the same extra training as the method: a converged start and an equal-budget control together, not either alone.
+
+# %% [markdown]
+# ### Where the recorded numbers come from
+#
+# Every recorded mAP is measured on the CPU. On a GPU with TF32 support (NVIDIA's since 2020), PyTorch runs float32 convolutions in **TF32** by default: a format that keeps float32's range but only 10 bits of mantissa. It is faster, but it shifts mAP slightly.
+#
+# To regenerate them: `python benchmarks/train_tiny_detector.py --epochs 6 --name tiny_detector` (this notebook's recipe; writes `benchmarks/results/tiny_detector.json`, with the held-out *test* split's mAP, and the checkpoint). `python benchmarks/train_tiny_detector.py` trains the converged one.
+
+# %% [markdown]
+# ### Saving and loading — safely
 #
 # `save_checkpoint` writes to a temporary file and renames it into place, so a crash never leaves half a checkpoint. `load_checkpoint` uses `torch.load(weights_only=True)`: a checkpoint is a **pickle**, and unpickling an untrusted file can run arbitrary code, so only tensors and plain containers are accepted.
 
@@ -363,14 +428,13 @@ with tempfile.TemporaryDirectory() as tmp:
         print("refused:", str(err).replace(tmp, "<tmp>")[:160], "...")
 
 # %% [markdown]
-# ## 7. The same data through a torchvision detector
+# ### The same data through a torchvision detector
 #
-# Production code uses library detectors. `build_torchvision_detector()` builds torchvision's **Faster R-CNN** — a *two-stage* detector: a region proposal network suggests boxes, then a second head classifies and refines each — on a small backbone of the same Conv-BN-ReLU blocks, with no downloaded weights. Because our data already follows torchvision's conventions (xyxy boxes, labels 1…K) and `fit` accepts any model that returns a loss dict, nothing else changes.
+# Production code uses library detectors. `build_torchvision_detector()` builds torchvision's **Faster R-CNN**, a *two-stage* detector: a region proposal network suggests boxes, then a second head classifies and refines each. It uses a small backbone of the same Conv-BN-ReLU blocks, with no downloaded weights. Our data already follows torchvision's conventions (xyxy boxes, labels 1…K), and `fit` accepts any model that returns a loss dict, so nothing else changes.
 #
-# Faster R-CNN is much slower per image on a CPU, so here we train it only briefly (~30 s): enough to see the whole API work end to end, not to get a good model — after 80 steps its mAP is far below the tiny detector's, and it needs many more epochs to catch up.
+# Faster R-CNN is much slower per image on a CPU, so here we train it only briefly (~30 s). That is enough to see the whole API work end to end, not to get a good model: after 80 steps its mAP is far below the tiny detector's, and it needs many more epochs to catch up.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 from course_utils import build_torchvision_detector
 
 seed_everything(0)
@@ -389,16 +453,3 @@ print("loss terms:", [k for k in frcnn_history if k.startswith("loss_")])
 # %%
 plot_history(frcnn_history, smooth=10)
 plt.show()
-
-# %% [markdown]
-# ## Takeaways
-#
-# * `TinyDetector` = Conv-BN-ReLU backbone → FPN neck → shared head → decode + NMS; `width`/`depth` scale it.
-# * Training needs an **assignment** of locations to objects; the loss is QFL (IoU-aware scores) + GIoU + L1.
-# * One loop, `fit`, with **hooks** for everything later topics add; it stops on a non-finite loss with advice.
-# * About a minute of training on 2 CPU cores reaches mAP@0.5 ≥ 0.9 on val — the short version: the same recipe keeps improving up to 48 epochs (val mAP 0.865 against 0.740). Errors concentrate on small and occluded objects.
-# * Every mAP has noise: on 200 images the 95 % bootstrap interval is about ±2.5 points. Compare two models on the same resamples (`paired_bootstrap_map`) and call a difference a gain only when it is outside the noise.
-# * Checkpoints: written atomically, loaded with `weights_only=True`.
-# * torchvision detectors use the same data format and the same loop.
-#
-# **Regenerate the benchmark numbers:** `python benchmarks/train_tiny_detector.py --epochs 6 --name tiny_detector` (this notebook's recipe; writes `benchmarks/results/tiny_detector.json` — including the held-out *test* split's mAP — and the checkpoint; `python benchmarks/train_tiny_detector.py` for the converged one).

@@ -1,18 +1,28 @@
 # %% [markdown]
 # # 04 · Quantization math: from floats to integers and back
 #
-# A trained detector stores every weight as a 32-bit float. An **int8** model stores each as one byte — 4× smaller — and a CPU with integer dot-product instructions multiplies them much faster. This notebook is the arithmetic behind that: how a float becomes an integer and back, what it costs in accuracy, and how training can still push gradients through a rounding function.
+# An **int8** model stores each weight in one byte instead of a 32-bit float: 4× smaller, and faster on CPUs with integer dot-product instructions. This is the arithmetic behind it.
 #
-# **You will**
-# 1. see why `w % Q` and `round(w·Q)` are not quantization, and what is;
-# 2. compute a scale and zero point by hand, and check them against the course's and torch's code;
-# 3. compare symmetric vs asymmetric, signed vs unsigned, per-tensor vs per-channel — on the course detector's real weights and activations;
-# 4. trade rounding error against clamping error when choosing a range (min-max, percentile, MSE-optimal);
-# 5. measure the "≈ 6 dB per bit" rule on real weights;
-# 6. understand the straight-through estimator (STE) and learned step sizes (LSQ);
-# 7. explore bit widths live: histogram, grid, error and the detector's mAP.
+# **You will learn to**
+# 1. map floats to small integers and back;
+# 2. simulate that in PyTorch, and see its two kinds of error;
+# 3. choose grids for weights and activations, on the course detector;
+# 4. train through rounding with the straight-through estimator.
+
+# %% [markdown]
+# **Terms**
+# - **int8 / uint8**: 8-bit integers, −128..127 / 0..255. A **b-bit** integer has 2^b levels.
+# - **scale `S`, zero point `Z`**: the grid step; the integer that stands for real 0.
+# - **fake quantization**: quantize, then dequantize at once, in float.
+# - **rounding / clamping error**: the error inside / outside the grid's range.
+# - **symmetric / asymmetric**: `Z` fixed at 0 / free to fit the range.
+# - **per-tensor / per-channel**: one scale per tensor / per output channel.
+# - **BN folding**: merging a batch norm into the conv before it.
+# - **calibration set**, **observer**: images used to choose ranges; the rule that chooses them.
+# - **SQNR**: signal-to-quantization-noise ratio, in dB; higher is better.
+# - **STE**: straight-through estimator (section 7).
 #
-# *Time: about 45 minutes. Prerequisites: notebook 02 (the trained detector). Terms: [glossary](../docs/glossary.md) (English–中文).*
+# *Time: about 55 minutes. Prerequisites: notebook 02 (the trained detector). Terms: [glossary](../docs/glossary.md) (English–中文).*
 
 # %%
 import copy
@@ -48,10 +58,9 @@ RESULTS = Path("..") / "benchmarks" / "results"
 device = get_device()  # the GPU when there is one
 
 # %% [markdown]
-# We quantize the course's converged detector — notebook 02's recipe run for 48 epochs (`tiny_detector_converged.pt`, made by `benchmarks/train_tiny_detector.py`; val mAP 0.865) — and measure it on the shipped validation split. A few rendered training-style scenes serve as the **calibration set**: the images the quantizer looks at to pick activation ranges. They are never the images we score on.
+# We quantize the course's converged detector (notebook 02's recipe, 48 epochs) and score it on the validation split. The calibration set: 64 rendered scenes, never scored on.
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 model = TinyDetector()
 info = load_checkpoint(RESULTS / "tiny_detector_converged.pt", model)
 model = model.to(device).eval()
@@ -73,8 +82,8 @@ def val_map(m) -> float:
 fp32_map = val_map(model)
 print(f"fp32 detector: {sum(p.numel() for p in model.parameters()):,} parameters, val mAP@[.5:.95] = {fp32_map:.3f}")
 
-# The cells whose printed numbers the test suite checks compute on the CPU: on a GPU, TF32 convolutions would
-# change their last digits. Without a GPU these are the very same model, images and score as above.
+# Some cells below compute on the CPU, so that their printed numbers are the same on every machine: on a GPU,
+# TF32 convolutions would change their last digits. Without a GPU these are the very same model, images and score as above.
 cpu = torch.device("cpu")
 model_cpu = model if device.type == "cpu" else copy.deepcopy(model).cpu()
 calib_cpu = [b.cpu() for b in calib_batches]
@@ -87,61 +96,41 @@ def val_map_cpu(m) -> float:
 fp32_map_cpu = fp32_map if device.type == "cpu" else val_map_cpu(model_cpu)
 
 # %% [markdown]
-# ## 1. Two myths first
+# ## 1. Quantization rounds to a grid
 #
-# > ### ❌ Myth vs ✅ fact — "integer quantization is `w % Q`"
-# > **Myth** (a common claim, for example in widely shared blog posts on model optimisation): *integer quantization turns a parameter into* `parameter mod Q`; *its code does* `model.conv1.weight.data = model.conv1.weight.data % Q`.
-# >
-# > **Fact:** `%` is the *remainder*. It throws the magnitude, the sign and the order of values away and keeps only where a value sits inside one period: `1.7 % 0.25 = 0.2`, `−0.52 % 0.25 = 0.23`. Its outputs are not integers, and a large weight can land below a small one: the network is destroyed. Quantization **rounds each value to the nearest point of an evenly spaced grid** and **clamps** to the grid's ends: `q = clamp(round(r / S) + Z, q_min, q_max)`.
+# Quantization **rounds** each value to the nearest point of an evenly spaced grid and **clamps** it to the grid's ends. It stores the point's number, a small integer.
 #
-# > ### ❌ Myth vs ✅ fact — "QAT is the sub-gradient method (次梯度方法), fine-tuned with FGSM"
-# > **Myth** (a common claim, for example in widely shared blog posts on QAT for detection): *quantization-aware training is called the sub-gradient method; quantize the weights with* `round(w × Q)` *and then fine-tune with* `w ← w_q + ε·sign(∇L)` *(FGSM).*
+# > ### Myth vs fact — "integer quantization is `w % Q`"
+# > **Myth** (a common claim): *quantization turns a parameter into* `parameter mod Q`, *as in* `model.conv1.weight.data = model.conv1.weight.data % Q`.
 # >
-# > **Fact:** QAT trains through **fake quantization** — quantize-then-dequantize in the forward pass — and passes gradients through the rounding with the **straight-through estimator** (section 9). The sub-gradient method is an unrelated optimiser for non-smooth convex functions. FGSM (Goodfellow et al. 2014) is an **adversarial attack**: it moves the *input* by ε·sign(∇ₓL) to *increase* the loss. Applied to weights it would make the model worse, and a sign step ignores every gradient's size. `round(w × Q)` with `Q = 8` is a grid of step 1/8 with **no bit width** — nothing bounds the integers — and no zero point; it is the start of fixed-point, not a quantizer. Notebook 05 does QAT properly.
+# > **Fact:** `%` is the *remainder*. It throws away each value's size and sign (`1.7 % 0.25 = 0.2`), its outputs are not integers, and a large weight can land below a small one. The network is destroyed.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 w = torch.tensor([-0.52, -0.07, 0.0, 0.31, 0.9, 1.7])
-scale, zp = calc_qparams(w.min(), w.max(), num_bits=4)  # scale and zero point: section 3 derives them
+scale, zp = calc_qparams(w.min(), w.max(), num_bits=4)  # scale and zero point: section 2 derives them
 print("weights           :", [round(v, 3) for v in w.tolist()])
 print("w % 0.25 (myth)   :", [round(v, 3) for v in (w % 0.25).tolist()])
-print("round(w*8) (myth) :", torch.round(w * 8).tolist(), "<- integers, but how many bits?")
 print(f"4-bit affine grid : S = {scale:.4f}, Z = {int(zp)}")
 print("  q (integers)    :", quantize(w, scale, zp, 0, 15).tolist())
 print("  S·(q − Z)       :", [round(v, 3) for v in fake_quantize(w, scale, zp, 0, 15).tolist()])
 
 # %% [markdown]
-# The 4-bit codes are small integers in 0..15 and map back close to the originals (−0.07 becomes exactly 0: one grid step is 0.15); `w % Q` bears no relation to them.
-#
-# ## 2. Integers and floats
-#
-# A b-bit integer has 2^b levels: **signed** `[−2^(b−1), 2^(b−1) − 1]`, **unsigned** `[0, 2^b − 1]`. A float32 has a 24-bit significand and an 8-bit exponent, so its *relative* precision is the same at every magnitude; an integer grid has the same *absolute* step everywhere. Quantization trades the float's adaptive precision for a fixed step inside a chosen range. (Sizes below 8 bits assume bit-packing — e.g. two 4-bit values per byte — which storage formats for int4 do, but no standard PyTorch dtype.)
-
-# %%
-# NBVAL_CHECK_OUTPUT
-print(f"{'bits':>4} | {'signed range':>16} | {'unsigned range':>14} | {'levels':>6} | {'size vs fp32':>12}")
-for bits in (8, 6, 4, 3, 2):
-    s_lo, s_hi = qrange(bits, signed=True)
-    u_lo, u_hi = qrange(bits, signed=False)
-    print(f"{bits:>4} | {f'[{s_lo}, {s_hi}]':>16} | {f'[{u_lo}, {u_hi}]':>14} | {2**bits:>6} | {32 / bits:>10.1f}× ")
+# The 4-bit codes `q` are integers in 0..15 and map back close to the originals (one grid step is 0.15). The remainders do not.
 
 # %% [markdown]
-# ## 3. The affine map `r = S · (q − Z)`
+# ## 2. The affine map `r = S · (q − Z)`
 #
-# Jacob et al. (2018) map a real value `r` to an integer `q` with two numbers per tensor: a **scale** `S > 0` (the grid step) and a **zero point** `Z` (the integer that stands for real 0):
+# Two numbers per tensor link a real value `r` to an integer `q` in `[q_min, q_max]`: the scale `S > 0` and the zero point `Z`. `r̂` is the value read back:
 #
 # $$q = \mathrm{clamp}\big(\mathrm{round}(r / S) + Z,\ q_{min},\ q_{max}\big), \qquad \hat r = S\,(q - Z).$$
 #
-# For a range `[x_min, x_max]` (widened to contain 0) and `q_max − q_min` steps between the grid's ends:
+# For a range `[x_min, x_max]`, widened to contain 0:
 #
 # $$S = \frac{x_{max} - x_{min}}{q_{max} - q_{min}}, \qquad Z = q_{min} - \mathrm{round}(x_{min} / S).$$
 #
-# **Why must 0 be exact?** Zero padding and ReLU produce exact zeros everywhere; if 0 dequantized to, say, 0.002, every padded border would be biased. With an integer `Z`, `r = 0 ↦ q = Z ↦ r̂ = 0` exactly.
-#
-# Let's do one by hand: the range `[−0.3, 1.0]` in 8-bit unsigned.
+# Real 0 maps to `Z` and back to exactly 0, so the zeros of padding and ReLU stay exact. Here is `[−0.3, 1.0]` in uint8, by hand and with `course_utils`:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 x_min, x_max, q_min, q_max = -0.3, 1.0, 0, 255
 S_hand = (x_max - x_min) / (q_max - q_min)
 Z_hand = q_min - round(x_min / S_hand)
@@ -156,20 +145,19 @@ print("q            :", q.tolist())
 print("S·(q − Z)    :", [round(v, 5) for v in dequantize(q, S, Z).tolist()], " <- 0.0 stays exactly 0.0")
 
 # %% [markdown]
-# `calc_qparams` gives a scale a hair larger than the hand formula. Rounding `Z` to an integer (58.85 → 59) shifts the whole grid by a fraction of a step, so with the hand scale the top end would fall 0.0008 short of 1.0 and clip; `calc_qparams` widens `S` just enough that both ends are covered (torch's observers accept the small clip instead). Either way, every value inside the range is off by at most `S/2`.
-#
-# ## 4. Fake quantization — and the reference it must equal
-#
-# Training and accuracy studies don't need integer kernels: they **fake-quantize** — quantize and immediately dequantize, staying in float — so the network sees exactly the values an int8 model would, and everything else (autograd, GPUs) keeps working. `course_utils.quant.fake_quantize` is written from scratch; the tests check it is *bit-identical* to PyTorch's `torch.fake_quantize_per_tensor_affine`, in value and gradient, for every bit width 2–8, including ties exactly halfway between two levels (both round half to even) and values far outside the range.
+# Each value comes back within `S/2`, and 0.0 stays exactly 0.0. (Why `calc_qparams`'s scale is a hair larger: see the deep dives.)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% [markdown]
+# ## 3. Fake quantization and its two errors
+#
+# To study accuracy we **fake-quantize**: quantize and immediately dequantize, in float. The network sees exactly the values an int8 model would, and autograd keeps working. `course_utils.quant.fake_quantize` matches PyTorch's own function exactly:
+
+# %% tags=["nbval-check-output"]
 x = torch.linspace(-2, 2, 100_001)
 S3, Z3 = calc_qparams(-1.0, 1.0, num_bits=3, symmetric=True, signed=True)
 ours = fake_quantize(x, S3, Z3, -4, 3)
 theirs = torch.fake_quantize_per_tensor_affine(x, float(S3), int(Z3), -4, 3)
 print("identical to torch.fake_quantize_per_tensor_affine:", torch.equal(ours, theirs))
-print("round half to even: fq([0.5, 1.5, 2.5] with S=1) =", fake_quantize(torch.tensor([0.5, 1.5, 2.5]), 1.0, 0, -4, 3).tolist())
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -185,17 +173,14 @@ ax.grid(alpha=0.3)
 plt.show()
 
 # %% [markdown]
-# Two kinds of error are visible: inside the range, **rounding error** (the staircase, at most `S/2`); outside it, **clamping error** (unbounded). Every design choice below moves error from one kind to the other.
-#
-# ## 5. Symmetric vs asymmetric, signed vs unsigned
-#
-# * **Symmetric** fixes `Z` at the middle (0 for signed integers) and sets `S = max|x| / q_max`. Integer kernels love it: in the product `S_w(q_w − Z_w) · S_x(q_x − Z_x)` a zero weight zero point `Z_w = 0` removes the correction terms that would otherwise have to be computed per input (what remains, `Z_x·Σq_w`, is a constant precomputed per output channel). Weights, roughly symmetric around 0, usually use it: symmetric int8 weights are the common, fast path of today's x86 int8 kernels and ONNX Runtime's default for int8 weights. That is a convention, not a requirement — ONNX Runtime's CPU kernels (MLAS) accept a weight zero point too (its integer convolution wants one zero point shared by all output channels), and Jacob et al. 2018 used asymmetric uint8 weights.
-# * **Asymmetric** fits `[min, max]` exactly. Activations after ReLU are all ≥ 0: a symmetric signed grid would spend half its levels on negative values that never occur.
-#
-# Measure it on a real activation: the input of the detector's first head conv (`tower.0.0`), which comes out of a ReLU. To get it we need the deployed form of the network, with each batch norm **folded** into the conv before it (for a BN with statistics μ, σ² and affine γ, β: `W' = W·γ/√(σ²+ε)` per output channel and `b' = (b − μ)·γ/√(σ²+ε) + β`; `fuse_conv_bn` does this and notebook 05 explains it).
+# Inside the range, **rounding error** makes the staircase (at most `S/2`). Outside it, **clamping error** grows without bound. Each choice below trades one for the other.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% [markdown]
+# ## 4. Symmetric or asymmetric
+#
+# A **symmetric** grid fixes `Z = 0` on signed integers; weights, spread around 0, usually use one. An **asymmetric** grid has a free `Z` and fits `[min, max]` exactly. ReLU outputs are all ≥ 0, so a symmetric grid wastes its negative half on them. We measure it on the input of the head conv `tower.0.0`, with each batch norm folded into its conv (`fuse_conv_bn`):
+
+# %% tags=["nbval-check-output"]
 folded = fuse_conv_bn(model)  # BN folded into the convs, as an int8 deployment does (notebook 05)
 acts = capture_activations(fuse_conv_bn(model_cpu), "tower.0.0", calib_cpu, forward_raw)  # the same, on the CPU
 print(f"activations into tower.0.0: shape {tuple(acts.shape)}, min {acts.min():.3f}, max {acts.max():.3f}, "
@@ -208,11 +193,12 @@ for bits in (8, 4):
     print(f"{bits}-bit SQNR: " + " | ".join(row))
 
 # %% [markdown]
-# The symmetric signed grid loses about one bit — 6.0 dB at 8 bits, 6.5 dB at 4 bits — on ReLU outputs, because half its levels are negative. (SQNR, the signal-to-quantization-noise ratio `10·log10(Σx² / Σ(x − x̂)²)` in decibels, is defined properly in section 8; +6 dB means 4× less noise power.)
+# The symmetric grid loses 6.0 dB at 8 bits and 6.5 dB at 4 bits, close to the 6 dB one extra bit adds.
+
+# %% [markdown]
+# ## 5. Per-tensor or per-channel: an experiment
 #
-# ## 6. Per-tensor vs per-channel
-#
-# After batch norm is folded into the conv (`W' = W·γ/√(σ²+ε)`, notebook 05), each output channel's weights are scaled by its own BN factor, so channels can differ in range several-fold. One scale for the whole tensor (**per-tensor**) must cover the widest channel, and the narrow channels then get only a handful of levels. **Per-channel** quantization gives each output channel its own `S_c` — cheap for weights, since the scale can be applied to each output of the integer dot product.
+# BN folding scales each output channel by its own factor, so channel ranges can differ several-fold. **Per-tensor**, one scale must cover the widest channel. **Per-channel**, each output channel gets its own scale. Left: the channel ranges of `tower.1.0`. Right: its narrowest channel on a 4-bit per-tensor grid.
 
 # %%
 layer = "tower.1.0"
@@ -235,27 +221,12 @@ codes = torch.round(w_layer[narrow] / s_t).clamp(-8, 7)  # the per-tensor 4-bit 
 print(f"channel {narrow}: max |w| {float(ranges[narrow]):.3f}, grid step S = {float(s_t):.3f}; "
       f"distinct codes {sorted(set(codes.int().flatten().tolist()))}, {int((codes != 0).sum())} of {codes.numel()} weights nonzero")
 
-
 # %% [markdown]
-# On the right, the narrowest channel's weights all fall within half a grid step of zero, so per-tensor quantization rounds every one of them to 0 (the line above counts them): the whole channel is wiped out. The table measures it for every layer at 4 bits (symmetric, min-max range):
+# All that channel's weights lie within half a step of 0, so all round to 0 (the printed line counts them): the channel is wiped out.
+#
+# Now the whole detector: all weights in 4 bits, per tensor or per channel, activations in float.
 
-# %%
-# NBVAL_CHECK_OUTPUT
-def weight_sqnr(weight: torch.Tensor, bits: int, per_channel: bool) -> float:
-    weight_q, _, _ = quantize_tensor(weight, bits, symmetric=True, ch_axis=0 if per_channel else None)
-    return sqnr_db(weight, weight_q)
-
-
-conv_weights = {name: m.weight.detach().cpu() for name, m in folded.named_modules() if isinstance(m, torch.nn.Conv2d)}
-print(f"{'layer':>11} | {'shape':>17} | per-tensor | per-channel   (4-bit SQNR, dB)")
-for name, weight in conv_weights.items():
-    print(f"{name:>11} | {str(tuple(weight.shape)):>17} | {weight_sqnr(weight, 4, False):10.1f} | {weight_sqnr(weight, 4, True):11.1f}")
-
-# %% [markdown]
-# Per-channel wins on every layer, by the most where channel ranges differ most (`tower.1.0`: 5.6 → 13.1 dB). What it means for the detector (weights only, activations left in float):
-
-# %%
-# NBVAL_IGNORE_OUTPUT -- the last digit can differ between CPUs; the assertion checks the lesson
+# %% tags=["nbval-ignore-output"]
 weights_only = {}
 for per_channel in (False, True):
     q_model = post_training_quantize(model_cpu, calib_cpu, forward_raw, weight_bits=4, act_bits=None, per_channel=per_channel)
@@ -264,18 +235,18 @@ for per_channel in (False, True):
 assert weights_only[True] > weights_only[False] + 0.3  # per-channel scales rescue 4-bit weights
 
 # %% [markdown]
-# ## 7. Choosing the range: rounding error vs clamping error
+# Per-tensor, the detector collapses; per-channel, it keeps most of its fp32 mAP (compare the printed lines).
+
+# %% [markdown]
+# ## 6. Choosing the range
 #
-# A tighter range means a finer grid (less rounding error) but more values clamped (more clamping error). With `b` bits and range `[−c, c]` the step is `S ≈ 2c / 2^b`, and for values spread over the range the rounding noise has power `S²/12`. Observers choose the range:
+# A tighter range means a finer grid (less rounding error) but more clamped values (more clamping error). For activations, an observer picks the range from the calibration set:
 #
-# | observer | range | good for |
-# |---|---|---|
-# | min-max | `[min x, max x]` — never clips | weights at 8 bits |
-# | moving-average min-max | EMA of each batch's min/max | activations during QAT |
-# | percentile | `[p₀.₀₁, p₉₉.₉₉]` — clips rare outliers | heavy-tailed activations |
-# | MSE-optimal | the shrunken range `a·[min, max]`, `0 < a ≤ 1`, that minimises `mean((x − x̂)²)` | low bit widths |
+# * **min-max**: the full range; never clamps;
+# * **percentile**: the 0.01th to 99.99th percentile; clamps rare outliers;
+# * **MSE-optimal**: the shrunken range with the lowest mean squared error.
 #
-# Here is the trade-off on the activations from section 5, at 4 bits, for ranges `[0, c]`: total error split into its rounding part (values inside the range) and clamping part (values above `c`), computed by `range_tradeoff`.
+# The plot splits the 4-bit error on section 4's activations into its two parts, for ranges `[0, c]`:
 
 # %%
 bits = 4
@@ -302,83 +273,18 @@ ax.grid(alpha=0.3)
 plt.show()
 
 # %% [markdown]
-# Min-max spends the grid on a few large activations; the MSE-optimal range clips them and has about a quarter of min-max's error on this layer (4.98e-3 vs 1.87e-2). The same choice, made for every layer of the detector at 4-bit activations (8-bit weights). How much of a difference is real? The calibration images are a random sample, so each observer is run with three different calibration sets and we report mean ± std:
-
-# %%
-# NBVAL_IGNORE_OUTPUT -- the last digit can differ between CPUs; the assertions check the lesson
-calib_sets = [calib_cpu] + [list(torch.stack([img for img, _ in materialize(SyntheticShapes(64, seed=seed), progress=False)]).split(32))
-                            for seed in (7, 8)]  # three sets of 64 images, on the CPU like every checked cell
-w8a4 = {}
-for observer in ("minmax", "percentile", "mse"):
-    w8a4[observer] = [val_map_cpu(post_training_quantize(model_cpu, batches, forward_raw, weight_bits=8, act_bits=4, act_observer=observer))
-                      for batches in calib_sets]
-    print(f"W8A4, activation observer {observer:>10}: val mAP {np.mean(w8a4[observer]):.3f} ± {np.std(w8a4[observer], ddof=1):.3f}  "
-          "(sample std, 3 calibration sets)")
-q_model = post_training_quantize(model_cpu, calib_cpu, forward_raw, weight_bits=8, act_bits=8)
-w8a8 = val_map_cpu(q_model)
-print(f"W8A8, min-max everywhere          : val mAP {w8a8:.3f}   (fp32 {fp32_map_cpu:.3f})")
-assert abs(w8a8 - fp32_map_cpu) < 0.01  # 8 bits: essentially free
-assert min(np.mean(w8a4["mse"]), np.mean(w8a4["percentile"])) > np.mean(w8a4["minmax"]) + 0.05  # 4 bits: the range matters
+# Min-max spends the grid on a few large activations. The MSE-optimal range clips them, for about a quarter of min-max's error (see the legend). On the whole detector, this choice moves mAP too (see the deep dives).
 
 # %% [markdown]
-# At 8 bits, post-training quantization (PTQ) is essentially free (less than a point below fp32). At 4 bits the choice of range is worth about 10 mAP points — far more than the spread between calibration sets (at most about ± 0.02, sample std over 3 calibration sets of 64 images): min-max about 0.70, percentile about 0.78, MSE-optimal about 0.80. Here the range with the lowest error on the plotted layer also gives the best mAP, but do not count on it: a layer's MSE weighs every activation equally, while the detector's output may depend most on its few large activations (strong responses to objects), which the MSE range clips hardest; how much that matters depends on the trained weights, so the ranking of observers can change from one model to the next. The lesson: choose observers by the task metric, measured on the model you will ship, not by a proxy. Notebook 05 shows how much of what 4 bits lose QAT recovers.
+# ## 7. Training through `round`: the STE
 #
-# ## 8. The "6 dB per bit" rule, measured
-#
-# **SQNR** — signal-to-quantization-noise ratio — compares the signal's power with the error's:
-#
-# $$\mathrm{SQNR} = 10 \log_{10} \frac{\sum x^2}{\sum (x - \hat x)^2}\ \text{dB}.$$
-#
-# On a grid of 2^b levels over a fixed range, one extra bit halves the step `S`, which divides the rounding noise power `S²/12` by 4: `10·log10(4) ≈ 6.02 dB` per bit. Our symmetric signed grid uses `S = max|w| / (2^(b−1) − 1)` (the positive side has `2^(b−1) − 1` steps), so one more bit shrinks `S` by `(2^b − 1)/(2^(b−1) − 1)` — 3× from 2 to 3 bits, tending to 2× — and the predicted gain is `20·log10` of that ratio: 9.5, 7.4, 6.6, 6.3, 6.2, 6.1 dB, approaching 6.02. Measured on all of the detector's (BN-folded) conv weights, per-channel symmetric:
-
-# %%
-# NBVAL_CHECK_OUTPUT
-all_bits = list(range(2, 9))
-sqnr_table = {}
-for observer in ("minmax", "mse"):
-    sqnr_table[observer] = []
-    for bits in all_bits:
-        noise = signal = 0.0
-        for weight in conv_weights.values():  # pool signal and noise over all layers
-            weight_q, _, _ = quantize_tensor(weight, bits, symmetric=True, ch_axis=0, observer=observer)
-            noise += float((weight - weight_q).double().pow(2).sum())
-            signal += float(weight.double().pow(2).sum())
-        sqnr_table[observer].append(10 * np.log10(signal / noise))
-predicted_gain = [20 * np.log10((2**b - 1) / (2 ** (b - 1) - 1)) for b in all_bits[:-1]]  # S_b / S_(b+1)
-slope = np.polyfit(all_bits[2:], sqnr_table["minmax"][2:], 1)[0]
-print("bits            :", "  ".join(f"{b:5d}" for b in all_bits))
-for observer, values in sqnr_table.items():
-    print(f"SQNR {observer:>6} dB :", "  ".join(f"{v:5.1f}" for v in values))
-print("gain per bit    :", "       " + "  ".join(f"{b - a:5.1f}" for a, b in zip(sqnr_table["minmax"], sqnr_table["minmax"][1:])), "(min-max, measured)")
-print("predicted gain  :", "       " + "  ".join(f"{g:5.1f}" for g in predicted_gain), "(step ratio of the grid)")
-print(f"fitted slope over 4..8 bits: {slope:.2f} dB/bit (the rule: 6.02)")
-
-# %%
-fig, ax = plt.subplots(figsize=(6.5, 3.4))
-ax.plot(all_bits, sqnr_table["minmax"], "o-", label="measured, min-max range")
-ax.plot(all_bits, sqnr_table["mse"], "s-", label="measured, MSE-optimal range")
-ref = sqnr_table["minmax"][-1] + 6.02 * (np.array(all_bits) - all_bits[-1])
-ax.plot(all_bits, ref, ":", color="black", label="6.02 dB per bit through the 8-bit point")
-ax.set_xlabel("bits")
-ax.set_ylabel("SQNR (dB)")
-ax.set_title("Detector weights (per-channel): SQNR vs bit width")
-ax.legend(fontsize=8)
-ax.grid(alpha=0.3)
-plt.show()
-
-# %% [markdown]
-# Read the table and plot: from 3 bits up the measured gains follow the grid's step ratio within 0.3 dB — about 6 dB per bit from 4 bits up (the fitted slope is a little above 6.02 because the ratio is still slightly above 2), and more per bit at 3 bits, where each added bit more than halves the step. From 2 to 3 bits the measured gain (7.9 dB) falls short of the predicted 9.5: with three levels the error is no longer the small, uniform rounding noise the `S²/12` model assumes — most weights round to 0. So the rule of thumb holds; what it does not tell you is the *offset*. That depends on the distribution: bell-shaped weights have a large peak-to-average ratio, and a min-max range wastes levels on the rare large weights. At 2 bits the MSE-optimal range, which clips those tails, gains 5.6 dB over min-max; at 8 bits the two coincide.
-#
-# ## 9. The straight-through estimator: training through `round`
-#
-# `round` is a staircase: flat almost everywhere, so its derivative is **0** almost everywhere (and undefined at the jumps). Backpropagating the true derivative through a quantizer therefore gives every weight a zero gradient, and nothing learns. The **straight-through estimator** (STE; Bengio et al. 2013, after Hinton's lectures) uses the identity's derivative instead. The version used for quantization — the *saturated* STE of Hubara, Courbariaux et al. 2016 — passes the gradient inside the range and 0 where the clamp is active:
+# `round` is flat almost everywhere: its true derivative is 0, so no gradient reaches the weights. The **straight-through estimator** (STE) uses gradient 1 inside the range and 0 where the clamp is active (`x̂` is the fake-quantized `x`):
 #
 # $$\frac{\partial \hat x}{\partial x} \approx \mathbb 1\left[q_{min} \le \mathrm{round}(x/S) + Z \le q_{max}\right].$$
 #
-# That is the entire trick of QAT: the forward pass sees the quantized values, the backward pass pretends the rounding wasn't there. `fake_quantize`'s backward is exactly this mask (open `course_utils/quant/affine.py`: `_FakeQuantizeSTE` is 15 lines). Note that the mask tests the *rounded* value: 3.4 rounds to 3 = q_max, so it still counts as inside.
+# Quantization-aware training (QAT, notebook 05) relies on it: the forward pass sees quantized values, the backward pass ignores the rounding. 3.4 counts as inside: it *rounds* to 3 = `q_max`.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 x = torch.tensor([-5.0, -1.2, 0.3, 2.6, 3.4, 9.0], requires_grad=True)
 (torch.round(x) * 1.0).sum().backward()
 print("d round(x)/dx, true derivative:", x.grad.tolist())
@@ -387,73 +293,66 @@ fake_quantize(x, 1.0, 0, -4, 3).sum().backward()
 print("d fq(x)/dx, STE (range -4..3) :", x.grad.tolist())
 
 # %% [markdown]
-# A tiny experiment: learn a weight vector whose **2-bit** quantized version should match a target. With the true gradient the loss never moves; with the STE gradient descent finds weights that quantize well.
+# ## 8. Exercises
+#
+# **Exercise 1.** Write `my_qparams(x_min, x_max, num_bits)` returning `(scale, zero_point)` for **asymmetric unsigned** quantization. Remember: widen the range to contain 0, and `Z` must be an integer.
 
 # %%
-# NBVAL_CHECK_OUTPUT
-target = torch.tensor([0.5, -1.0, 0.0, 0.5, -0.5, 1.0])  # 2-bit grid of step 0.5 is {-1, -0.5, 0, 0.5}; 1.0 is off it
-for name, quantizer in (("true gradient (0)", lambda v: torch.round(v / 0.5).clamp(-2, 1) * 0.5),
-                        ("STE", lambda v: fake_quantize(v, 0.5, 0, -2, 1))):
-    v = torch.zeros(6, requires_grad=True)
-    opt = torch.optim.SGD([v], lr=0.2)
-    losses = []
-    for step in range(30):
-        loss = (quantizer(v) - target).pow(2).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    print(f"{name:>18}: loss {losses[0]:.2f} -> {losses[-1]:.2f}")
+from course_utils.exercises import check_fake_quantize, check_qparams
+
+
+def my_qparams(x_min: float, x_max: float, num_bits: int):
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+check_qparams(my_qparams)
 
 # %% [markdown]
-# (The target's `1.0` lies outside the signed 2-bit grid `{−1, −0.5, 0, 0.5}`, so a loss of 0.25 remains: the clamp caps it, and the STE correctly stops pushing once the weight leaves the range.)
-#
-# ## 10. Learning the step size: LSQ
-#
-# Observers set `S` from statistics. **LSQ** (Esser et al. 2020, "Learned Step Size Quantization") makes `S` a trainable parameter and lets the task loss choose it. In the paper's notation the step is `s`, the values `v`, and the grid runs from `−Q_N` to `Q_P` (so `Q_N = −q_min`, `Q_P = q_max`, and `Z = 0`). With `v̂ = round(clamp(v/s, −Q_N, Q_P)) · s` — clamping before rounding gives the same values as `fake_quantize`, since the bounds are integers — the gradient with respect to the step is
-#
-# $$\frac{\partial \hat v}{\partial s} = \begin{cases} -v/s + \mathrm{round}(v/s) & -Q_N < v/s < Q_P \\ -Q_N & v/s \le -Q_N \\ Q_P & v/s \ge Q_P \end{cases}$$
-#
-# scaled by `g = 1/√(N·Q_P)` so that the step learns at the same pace as the `N` weights it serves, and initialised at `s₀ = 2⟨|v|⟩/√Q_P`. The tests check `course_utils.quant.lsq_fake_quantize` against this formula element by element.
-#
-# Below, LSQ learns a 3-bit step for one detector layer by minimising the reconstruction error (in QAT the loss would be the detector's), and lands next to the best step a brute-force search finds. (We use Adam, which normalises each parameter's update and so largely cancels `g`; `g` matters with SGD, where step and weights share one learning rate.)
+# **Exercise 2.** Write `my_fake_quantize(x, scale, zero_point, q_min, q_max)`: the quantize-dequantize forward pass, with the **straight-through** gradient (1 where `round(x/S) + Z` is inside `[q_min, q_max]`, 0 elsewhere). Hint: `y = a + (b - a).detach()` has the value of `b` and the gradient of `a`. With `a = x` the gradient would be 1 everywhere; to zero it outside the range, make `a` equal to `x` only where the value is inside (multiply by a 0/1 mask), and let `b` be the fake-quantized value. (Or write a `torch.autograd.Function`, as `course_utils.quant` does.)
 
 # %%
-# NBVAL_CHECK_OUTPUT
-weight = conv_weights["stage4.1.0"].flatten()
-lsq = LSQQuantizer(num_bits=3, signed=True)
-opt = torch.optim.Adam(lsq.parameters(), lr=1e-2)
-for step in range(300):
-    loss = (lsq(weight) - weight).pow(2).mean()
-    if step == 0:
-        init_step, init_mse = lsq.step.item(), loss.item()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-learned = lsq.step.item()
-grid = torch.linspace(0.2 * learned, 3 * learned, 400)
-mses = [quant_mse(weight, fake_quantize(weight, float(s), 0, -4, 3)) for s in grid]
-best = float(grid[int(np.argmin(mses))])
-print(f"LSQ initial step  {init_step:.5f}   MSE {init_mse:.3e}")
-print(f"LSQ learned step  {learned:.5f}   MSE {quant_mse(weight, fake_quantize(weight, learned, 0, -4, 3)):.3e}")
-print(f"grid-search best  {best:.5f}   MSE {min(mses):.3e}")
-s_mm, _ = calc_qparams(weight.min(), weight.max(), 3, symmetric=True, signed=True)
-print(f"min-max step      {float(s_mm):.5f}   MSE {quant_mse(weight, fake_quantize(weight, s_mm, 0, -4, 3)):.3e}")
+def my_fake_quantize(x: torch.Tensor, scale: float, zero_point: int, q_min: int, q_max: int) -> torch.Tensor:
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+check_fake_quantize(my_fake_quantize)
 
 # %% [markdown]
-# ## 11. The bit-width explorer
+# Solutions: `solutions/ex04_quantization_math.py`.
 #
-# Everything above in one place. Choose the bit width, the scheme, the granularity and the observer, and look at a real layer's weights or the activations flowing into it. The left panel shows the values with the quantization grid on top (for per-channel weights, the channel with the widest range). The right panel shows the **whole detector's** val mAP after post-training fake quantization at that setting:
+# ## Takeaways
+#
+# * Quantization: `q = clamp(round(r/S) + Z, q_min, q_max)`, read back as `S(q − Z)`. Not `w % Q`.
+# * Fake quantization simulates it in float. Error: rounding inside the range, clamping outside; the range trades one for the other.
+# * Symmetric grids suit weights; ReLU activations need asymmetric ones, or they lose about a bit.
+# * After BN folding, 4-bit weights need per-channel scales.
+# * The STE lets training pass through `round`.
+#
+# **Next:** notebook 05, QAT and a real int8 model.
+
+# %% [markdown]
+# ## Going deeper
+#
+# These sections are optional: nothing in the core path depends on them. Read any of them, in any order, but run the next cell first: it collects the BN-folded weights of every conv layer, which several deep dives use.
+
+# %%
+conv_weights = {name: m.weight.detach().cpu() for name, m in folded.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+# %% [markdown]
+# ### The bit-width explorer
+#
+# Everything in the core path, in one place. Choose the bit width, the scheme, the granularity and the observer, and look at a real layer's weights or at the activations flowing into it. The left panel shows the values with the quantization grid on top (for per-channel weights, the channel with the widest range). The right panel shows the **whole detector's** val mAP after post-training quantization (PTQ: quantizing the trained model, with no training; simulated with fake quantization) at that setting:
 #
 # * looking at **weights**: all weights quantized with your scheme and granularity; activations stay float;
 # * looking at **activations**: all layer inputs quantized with your scheme (per tensor), and the weights too, symmetric, with your granularity.
 #
-# Each new setting re-quantizes and re-scores the detector on 200 images — a few seconds on a 2-core CPU, longer for the MSE observer; settings already seen come from a cache.
+# Each new setting re-quantizes and re-scores the detector on 200 images: a few seconds on a 2-core CPU, longer for the MSE observer. Settings already seen come from a cache.
 #
 # *On a static page (GitHub, nbviewer) you see the figure at the default settings; run the notebook in JupyterLab to move the controls.*
 
-# %%
-# NBVAL_IGNORE_OUTPUT
+# %% tags=["nbval-ignore-output"]
 import ipywidgets as widgets
 
 from course_utils.widgets import interactive_figure
@@ -514,45 +413,202 @@ explorer = interactive_figure(
 explorer
 
 # %% [markdown]
-# **Things to try.** (1) Slide `bits` from 8 down to 2 with the defaults: where does mAP fall off a cliff? (2) At 4 bits, switch the weight scales to per-tensor and look at `tower.1.0` (the layer section 6 found worst). (3) Look at the activations into `tower.0.0` (a ReLU output) with the symmetric scheme: half the grid sits on negative values that never occur. (The inputs of `stem.0`, centred images, do have negative values.) (4) At 3 bits, compare the observers.
-#
-# ## 12. Exercises
-#
-# **Exercise 1.** Write `my_qparams(x_min, x_max, num_bits)` returning `(scale, zero_point)` for **asymmetric unsigned** quantization. Remember: widen the range to contain 0, and `Z` must be an integer.
-
-# %%
-from course_utils.exercises import check_fake_quantize, check_qparams
-
-
-def my_qparams(x_min: float, x_max: float, num_bits: int):
-    # YOUR CODE HERE
-    raise NotImplementedError
-
-
-check_qparams(my_qparams)
-
+# **Things to try.** (1) Slide `bits` from 8 down to 2 with the defaults: where does mAP fall off a cliff? (2) At 4 bits, switch the weight scales to per-tensor and look at `tower.1.0` (the layer of section 5). (3) Look at the activations into `tower.0.0` (a ReLU output) with the symmetric scheme: half the grid sits on negative values that never occur. (The inputs of `stem.0`, centred images, do have negative values.) (4) At 3 bits, compare the observers.
 
 # %% [markdown]
-# **Exercise 2.** Write `my_fake_quantize(x, scale, zero_point, q_min, q_max)`: the quantize-dequantize forward pass, with the **straight-through** gradient (1 where `round(x/S) + Z` is inside `[q_min, q_max]`, 0 elsewhere). Hint: `y = a + (b - a).detach()` has the value of `b` and the gradient of `a`. With `a = x` the gradient would be 1 everywhere; to zero it outside the range, make `a` equal to `x` only where the value is inside (multiply by a 0/1 mask), and let `b` be the fake-quantized value. (Or write a `torch.autograd.Function`, as `course_utils.quant` does.)
+# ### Integers, floats and bit-packing
+#
+# A float32 has a 24-bit significand and an 8-bit exponent, so its *relative* precision is the same at every magnitude. An integer grid has the same *absolute* step everywhere. Quantization trades the float's adaptive precision for a fixed step inside a chosen range.
+#
+# Sizes below 8 bits assume bit-packing, e.g. two 4-bit values per byte. Storage formats for int4 do that; no standard PyTorch dtype does.
 
-# %%
-def my_fake_quantize(x: torch.Tensor, scale: float, zero_point: int, q_min: int, q_max: int) -> torch.Tensor:
-    # YOUR CODE HERE
-    raise NotImplementedError
-
-
-check_fake_quantize(my_fake_quantize)
+# %% tags=["nbval-check-output"]
+print(f"{'bits':>4} | {'signed range':>16} | {'unsigned range':>14} | {'levels':>6} | {'size vs fp32':>12}")
+for bits in (8, 6, 4, 3, 2):
+    s_lo, s_hi = qrange(bits, signed=True)
+    u_lo, u_hi = qrange(bits, signed=False)
+    print(f"{bits:>4} | {f'[{s_lo}, {s_hi}]':>16} | {f'[{u_lo}, {u_hi}]':>14} | {2**bits:>6} | {32 / bits:>10.1f}× ")
 
 # %% [markdown]
-# Solutions: `solutions/ex04_quantization_math.py`.
+# ### Why `calc_qparams` widens the scale
 #
-# ## Takeaways
+# In section 2, `calc_qparams` gave a scale a hair larger than the hand formula. Rounding `Z` to an integer (58.85 → 59) shifts the whole grid by a fraction of a step. With the hand scale, the top end of the grid would then fall 0.0008 short of 1.0, and 1.0 would clip. `calc_qparams` widens `S` just enough that both ends are covered; torch's observers accept the small clip instead. Either way, every value inside the range is off by at most `S/2`.
+
+# %% [markdown]
+# ### `fake_quantize` against PyTorch, ties included
 #
-# * Quantization is `q = clamp(round(r/S) + Z, q_min, q_max)`, `r̂ = S(q − Z)`; 0 is exact. Not `w % Q`, and not `round(w·Q)` without a bit width.
-# * Symmetric grids suit weights (and integer kernels); ReLU activations need asymmetric or unsigned grids, or they lose about a bit.
-# * Per-channel weight scales matter most after BN folding; on this detector 4-bit weights with one scale per tensor collapse it (val mAP about 0.09), one scale per channel keeps about 0.75.
-# * The range is a trade-off between rounding and clamping error; at low bit widths a range that clips has far less error than min-max — but the lowest error is not guaranteed to give the best mAP: measure on the task, on the model you ship.
-# * SQNR grows ≈ 6 dB per bit (the noise model predicts 20·log10 of the step ratio: more than 6 dB at 2–3 bits, and at 2 bits the measured gain falls short of it); the distribution and the range decide the offset.
-# * The (saturated) STE — gradient 1 inside the range, 0 outside — is what lets QAT train through `round`; LSQ learns the step itself.
+# The tests check that `fake_quantize` is *bit-identical* to `torch.fake_quantize_per_tensor_affine`, in value and in gradient, for every bit width from 2 to 8. That includes values far outside the range and ties exactly halfway between two levels. Both round ties **half to even**: 0.5 → 0, 1.5 → 2, 2.5 → 2.
+
+# %% tags=["nbval-check-output"]
+print("round half to even: fq([0.5, 1.5, 2.5] with S=1) =", fake_quantize(torch.tensor([0.5, 1.5, 2.5]), 1.0, 0, -4, 3).tolist())
+
+# %% [markdown]
+# ### Symmetric weights and integer kernels
 #
-# **Next:** notebook 05 fine-tunes the detector *with* fake quantization in the loop (QAT), compares it with PTQ at 8 and 4 bits, and converts it to a real int8 model whose size and latency we measure.
+# An integer layer multiplies `S_w(q_w − Z_w) · S_x(q_x − Z_x)`. With a weight zero point `Z_w = 0`, the correction terms that would have to be computed for every input disappear. What remains, `Z_x·Σq_w`, is a constant, precomputed once per output channel.
+#
+# That is why symmetric int8 weights are the common, fast path of today's x86 int8 kernels, and ONNX Runtime's default for int8 weights. It is a convention, not a requirement. ONNX Runtime's CPU kernels (MLAS) accept a weight zero point too (its integer convolution wants one zero point shared by all output channels), and Jacob et al. (2018), who introduced this affine scheme, used asymmetric uint8 weights.
+
+# %% [markdown]
+# ### Per-channel, layer by layer
+#
+# BN folding computes `W' = W·γ/√(σ²+ε)` per output channel and `b' = (b − μ)·γ/√(σ²+ε) + β`, for a batch norm with statistics μ, σ² and affine parameters γ, β. The factor `γ/√(σ²+ε)` differs from channel to channel, which is what spreads the channel ranges apart.
+#
+# Per-channel weight scales cost little at run time: each is applied once, to its channel's output. The table measures 4-bit SQNR for every conv layer (symmetric, min-max range), per tensor and per channel:
+
+# %% tags=["nbval-check-output"]
+def weight_sqnr(weight: torch.Tensor, bits: int, per_channel: bool) -> float:
+    weight_q, _, _ = quantize_tensor(weight, bits, symmetric=True, ch_axis=0 if per_channel else None)
+    return sqnr_db(weight, weight_q)
+
+
+print(f"{'layer':>11} | {'shape':>17} | per-tensor | per-channel   (4-bit SQNR, dB)")
+for name, weight in conv_weights.items():
+    print(f"{name:>11} | {str(tuple(weight.shape)):>17} | {weight_sqnr(weight, 4, False):10.1f} | {weight_sqnr(weight, 4, True):11.1f}")
+
+# %% [markdown]
+# Per-channel wins on every layer. It wins by the most where channel ranges differ most: `tower.1.0` goes from 5.6 to 13.1 dB.
+
+# %% [markdown]
+# ### Observers on the whole detector
+#
+# Section 6 compared observers on one layer. Here each is used for every layer of the detector, with 8-bit weights and 4-bit activations (**W8A4**: W for weights, A for activations); PTQ means post-training quantization, with no training. Calibration images are a random sample, so each observer runs on three calibration sets and the line prints mean ± sample std. The last line is W8A8, min-max everywhere.
+
+# %% tags=["nbval-ignore-output"]
+calib_sets = [calib_cpu] + [list(torch.stack([img for img, _ in materialize(SyntheticShapes(64, seed=seed), progress=False)]).split(32))
+                            for seed in (7, 8)]  # three sets of 64 images, on the CPU like every checked cell
+w8a4 = {}
+for observer in ("minmax", "percentile", "mse"):
+    w8a4[observer] = [val_map_cpu(post_training_quantize(model_cpu, batches, forward_raw, weight_bits=8, act_bits=4, act_observer=observer))
+                      for batches in calib_sets]
+    print(f"W8A4, activation observer {observer:>10}: val mAP {np.mean(w8a4[observer]):.3f} ± {np.std(w8a4[observer], ddof=1):.3f}  "
+          "(sample std, 3 calibration sets)")
+q_model = post_training_quantize(model_cpu, calib_cpu, forward_raw, weight_bits=8, act_bits=8)
+w8a8 = val_map_cpu(q_model)
+print(f"W8A8, min-max everywhere          : val mAP {w8a8:.3f}   (fp32 {fp32_map_cpu:.3f})")
+assert abs(w8a8 - fp32_map_cpu) < 0.01  # 8 bits: essentially free
+assert min(np.mean(w8a4["mse"]), np.mean(w8a4["percentile"])) > np.mean(w8a4["minmax"]) + 0.05  # 4 bits: the range matters
+
+# %% [markdown]
+# At 8 bits PTQ is essentially free: the assertion checks that W8A8 is within a point of fp32. At 4 bits the range matters: percentile and MSE-optimal ranges beat min-max by much more than the spread between calibration sets. Notebook 05 shows how much of what 4 bits lose QAT recovers.
+
+# %% [markdown]
+# ### Observers in more detail
+#
+# | observer | range | good for |
+# |---|---|---|
+# | min-max | `[min x, max x]`, never clips | weights at 8 bits |
+# | moving-average min-max | an exponential moving average of each batch's min and max | activations during QAT |
+# | percentile | `[p₀.₀₁, p₉₉.₉₉]`, clips rare outliers | heavy-tailed activations |
+# | MSE-optimal | the shrunken range `a·[min, max]`, `0 < a ≤ 1`, that minimises `mean((x − x̂)²)` | low bit widths |
+#
+# In section 6 the MSE-optimal range had the lowest error on one layer, and in the deep dive above it also beats min-max on the whole detector. Do not count on that in general. A layer's MSE weighs every activation equally, while the detector's output may depend most on its few large activations (strong responses to objects), which the MSE range clips hardest. How much that matters depends on the trained weights, so the ranking of observers can change from one model to the next. Choose observers by the task metric, measured on the model you will ship, not by a proxy.
+
+# %% [markdown]
+# ### The "6 dB per bit" rule, measured
+#
+# **SQNR** compares the signal's power with the error's:
+#
+# $$\mathrm{SQNR} = 10 \log_{10} \frac{\sum x^2}{\sum (x - \hat x)^2}\ \text{dB}.$$
+#
+# For values spread over the range, rounding noise has power `S²/12`. On a grid over a fixed range, one extra bit halves the step `S` and so divides the noise power by 4: `10·log10(4) ≈ 6.02 dB` per bit.
+#
+# Our symmetric signed grid uses `S = max|w| / (2^(b−1) − 1)`, so one more bit shrinks `S` by `(2^b − 1)/(2^(b−1) − 1)`: 3× from 2 to 3 bits, tending to 2×. The predicted gain is `20·log10` of that ratio: 9.5, 7.4, 6.6, 6.3, 6.2, 6.1 dB. Measured on all of the detector's BN-folded conv weights, per-channel symmetric:
+
+# %% tags=["nbval-check-output"]
+all_bits = list(range(2, 9))
+sqnr_table = {}
+for observer in ("minmax", "mse"):
+    sqnr_table[observer] = []
+    for bits in all_bits:
+        noise = signal = 0.0
+        for weight in conv_weights.values():  # pool signal and noise over all layers
+            weight_q, _, _ = quantize_tensor(weight, bits, symmetric=True, ch_axis=0, observer=observer)
+            noise += float((weight - weight_q).double().pow(2).sum())
+            signal += float(weight.double().pow(2).sum())
+        sqnr_table[observer].append(10 * np.log10(signal / noise))
+predicted_gain = [20 * np.log10((2**b - 1) / (2 ** (b - 1) - 1)) for b in all_bits[:-1]]  # S_b / S_(b+1)
+slope = np.polyfit(all_bits[2:], sqnr_table["minmax"][2:], 1)[0]
+print("bits            :", "  ".join(f"{b:5d}" for b in all_bits))
+for observer, values in sqnr_table.items():
+    print(f"SQNR {observer:>6} dB :", "  ".join(f"{v:5.1f}" for v in values))
+print("gain per bit    :", "       " + "  ".join(f"{b - a:5.1f}" for a, b in zip(sqnr_table["minmax"], sqnr_table["minmax"][1:])), "(min-max, measured)")
+print("predicted gain  :", "       " + "  ".join(f"{g:5.1f}" for g in predicted_gain), "(step ratio of the grid)")
+print(f"fitted slope over 4..8 bits: {slope:.2f} dB/bit (the rule: 6.02)")
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 3.4))
+ax.plot(all_bits, sqnr_table["minmax"], "o-", label="measured, min-max range")
+ax.plot(all_bits, sqnr_table["mse"], "s-", label="measured, MSE-optimal range")
+ref = sqnr_table["minmax"][-1] + 6.02 * (np.array(all_bits) - all_bits[-1])
+ax.plot(all_bits, ref, ":", color="black", label="6.02 dB per bit through the 8-bit point")
+ax.set_xlabel("bits")
+ax.set_ylabel("SQNR (dB)")
+ax.set_title("Detector weights (per-channel): SQNR vs bit width")
+ax.legend(fontsize=8)
+ax.grid(alpha=0.3)
+plt.show()
+
+# %% [markdown]
+# From 3 bits up, the measured gains follow the grid's step ratio within 0.3 dB: about 6 dB per bit from 4 bits up. The fitted slope is a little above 6.02 because the ratio is still slightly above 2. From 2 to 3 bits the measured gain (7.9 dB) falls short of the predicted 9.5: with three levels, most weights round to 0, and the error is no longer the small, uniform noise the `S²/12` model assumes.
+#
+# So the rule of thumb holds, but it does not tell you the *offset*. That depends on the distribution. Bell-shaped weights have a large peak-to-average ratio, and a min-max range wastes levels on the rare large weights. At 2 bits the MSE-optimal range, which clips those tails, gains 5.6 dB over min-max; at 8 bits the two coincide.
+
+# %% [markdown]
+# ### The STE on a toy problem
+#
+# Learn six weights whose **2-bit** quantized values should match a target. With the true gradient of `round` the loss never moves; with the STE, gradient descent finds weights that quantize well.
+
+# %% tags=["nbval-check-output"]
+target = torch.tensor([0.5, -1.0, 0.0, 0.5, -0.5, 1.0])  # 2-bit grid of step 0.5 is {-1, -0.5, 0, 0.5}; 1.0 is off it
+for name, quantizer in (("true gradient (0)", lambda v: torch.round(v / 0.5).clamp(-2, 1) * 0.5),
+                        ("STE", lambda v: fake_quantize(v, 0.5, 0, -2, 1))):
+    v = torch.zeros(6, requires_grad=True)
+    opt = torch.optim.SGD([v], lr=0.2)
+    losses = []
+    for step in range(30):
+        loss = (quantizer(v) - target).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    print(f"{name:>18}: loss {losses[0]:.2f} -> {losses[-1]:.2f}")
+
+# %% [markdown]
+# A loss of 0.25 remains: the target's `1.0` lies outside the 2-bit grid `{−1, −0.5, 0, 0.5}`, and the STE stops pushing once the weight leaves the range.
+
+# %% [markdown]
+# ### Learning the step size: LSQ
+#
+# Observers set `S` from statistics. **LSQ** (Esser et al. 2020, "Learned Step Size Quantization") makes `S` a trainable parameter and lets the task loss choose it. In the paper's notation the step is `s`, the values `v`, and the grid runs from `−Q_N` to `Q_P` (so `Q_N = −q_min`, `Q_P = q_max`, and `Z = 0`). With `v̂ = round(clamp(v/s, −Q_N, Q_P)) · s` (clamping before rounding gives the same values as `fake_quantize`, since the bounds are integers), the gradient with respect to the step is
+#
+# $$\frac{\partial \hat v}{\partial s} = \begin{cases} -v/s + \mathrm{round}(v/s) & -Q_N < v/s < Q_P \\ -Q_N & v/s \le -Q_N \\ Q_P & v/s \ge Q_P \end{cases}$$
+
+# %% [markdown]
+# The gradient is scaled by `g = 1/√(N·Q_P)`, so that the step learns at the same pace as the `N` weights it serves, and the step starts at `s₀ = 2⟨|v|⟩/√Q_P`. The tests check `course_utils.quant.lsq_fake_quantize` against this formula element by element.
+#
+# Below, LSQ learns a 3-bit step for one detector layer by minimising the reconstruction error (in QAT the loss would be the detector's). It lands next to the best step a brute-force search finds. We use Adam, which normalises each parameter's update and so largely cancels `g`; `g` matters with SGD, where step and weights share one learning rate.
+
+# %% tags=["nbval-check-output"]
+weight = conv_weights["stage4.1.0"].flatten()
+lsq = LSQQuantizer(num_bits=3, signed=True)
+opt = torch.optim.Adam(lsq.parameters(), lr=1e-2)
+for step in range(300):
+    loss = (lsq(weight) - weight).pow(2).mean()
+    if step == 0:
+        init_step, init_mse = lsq.step.item(), loss.item()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+learned = lsq.step.item()
+grid = torch.linspace(0.2 * learned, 3 * learned, 400)
+mses = [quant_mse(weight, fake_quantize(weight, float(s), 0, -4, 3)) for s in grid]
+best = float(grid[int(np.argmin(mses))])
+print(f"LSQ initial step  {init_step:.5f}   MSE {init_mse:.3e}")
+print(f"LSQ learned step  {learned:.5f}   MSE {quant_mse(weight, fake_quantize(weight, learned, 0, -4, 3)):.3e}")
+print(f"grid-search best  {best:.5f}   MSE {min(mses):.3e}")
+s_mm, _ = calc_qparams(weight.min(), weight.max(), 3, symmetric=True, signed=True)
+print(f"min-max step      {float(s_mm):.5f}   MSE {quant_mse(weight, fake_quantize(weight, s_mm, 0, -4, 3)):.3e}")
+
+# %% [markdown]
+# The learned step has almost the grid search's error, and far less than the min-max step: at 3 bits, clipping the largest weights pays.

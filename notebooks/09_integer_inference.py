@@ -1,17 +1,25 @@
 # %% [markdown]
 # # 09 · Integer inference: what the int8 model really computes
 #
-# Notebook 05 ended with an int8 model in ONNX Runtime that runs about twice as fast as float. What runs inside it? Not `fake_quantize`, and not dequantize → float conv → quantize: each layer does a few integer operations — and one rescale that §3 turns into an integer too — that you can write yourself in a page of code. This notebook writes them, runs the whole course detector that way, and checks the result against ONNX Runtime element by element.
+# Notebook 05 built a real int8 model in ONNX Runtime. Inside it, every layer does only integer arithmetic. Here you write that arithmetic yourself, run the whole detector with it, and check it against ONNX Runtime.
 #
-# **You will**
-# 1. see why integer quantization is an affine map and not a remainder (`w % Q`);
-# 2. run one quantized convolution by hand: an int32 accumulator of int8 × uint8 products, an int32 bias, a **fixed-point multiplier** in place of the float scale, saturation, and ReLU done by the same clamp;
-# 3. run the whole detector from a uint8 input to uint8 head outputs with no float operation in between, and match ONNX Runtime's `QLinearConv` on every layer;
-# 4. carry the scales QAT trained with into the ONNX model instead of re-calibrating them, and measure what re-calibration loses;
-# 5. time int8 against the fastest fp32 path, and try what changes the speed;
-# 6. compare two other ways to quantize: **codebook** (k-means) weights against linear ones, and **AdaRound** against min-max and MSE rounding.
+# **You will learn to**
+# 1. compute one quantized convolution by hand, with integers only;
+# 2. turn its one real-valued rescale into an integer **fixed-point multiplier**;
+# 3. run the whole detector in integers and compare it with ONNX Runtime, layer by layer and in mAP.
+
+# %% [markdown]
+# > **Terms** new in this notebook (the others: notebooks 04–05)
+# > * **int8 / uint8**: signed (−128 … 127) / unsigned (0 … 255) 8-bit integers.
+# > * **int32 accumulator**: the 32-bit sum of one output's int8 × uint8 products.
+# > * **requantization**: rescaling that sum by a real number $M$ and rounding it onto the next layer's 8-bit grid.
+# > * **saturation**: clamping an out-of-range value to the range's end instead of letting it wrap around.
+# > * **fixed-point multiplier**: $M$ stored as an integer $m_0$ and a shift $n$.
+# > * **rounding shift** ($\gg k$): a division by $2^k$ done as a right shift, after adding $2^{k-1}$ so that it rounds.
+# > * **`QLinearConv`**: ONNX Runtime's integer convolution, 8-bit in and out.
+# > * **tie**: a value exactly halfway between two integers, like 7.5.
 #
-# *Time: about 75 minutes (plus Exercise 3). Prerequisites: notebooks 04 (the affine map, fake quantization) and 05 (QAT, BN folding, ONNX Runtime). Terms: [glossary](../docs/glossary.md) (English–中文).*
+# *Time: about 50 minutes (plus Exercise 3). Prerequisites: notebooks 04 (the affine map, fake quantization) and 05 (QAT, BN folding, ONNX Runtime). Terms: [glossary](../docs/glossary.md) (English–中文).*
 
 # %%
 import json
@@ -43,43 +51,39 @@ val_images = torch.cat([torch.stack(list(images)) for images, _ in val_loader])
 print(f"{len(val_images)} val images of shape {tuple(val_images.shape[1:])}")
 
 # %% [markdown]
-# ## 1. A myth to start with
+# ## 1. Intuition: integers, plus one rescale per layer
 #
-# > ### ❌ Myth vs ✅ fact — "integer quantization is `w % Q`"
-# > **Myth** (a common claim, for example in widely shared blog posts on model compression): to quantize a weight to integers, take it modulo the quantization step, `w_q = w % Q`.
-# >
-# > **Fact:** a remainder throws away exactly what matters — the sign and the size of the weight — and keeps only where it sits between two grid points. Quantization is the **affine map** $q = \mathrm{clamp}(\mathrm{round}(r / S) + Z)$, read back as $r \approx S\,(q - Z)$. And an int8 *model* is more than its integer weights: each layer accumulates int8 × uint8 products in int32, adds an int32 bias, and **requantizes** the sum to the next layer's 8-bit grid with one fixed-point multiplication. §2 builds that, and §4 runs the whole detector on it.
+# Notebook 04's **affine map** $q = \mathrm{clamp}(\mathrm{round}(r/S) + Z)$, read back as $r \approx S\,(q - Z)$, keeps a weight's sign and size. A remainder `w % Q` (Q a step size; below `step`) loses both: a common mistake.
+#
+# An int8 *model* also computes in integers. Each layer multiplies integers, sums them in int32 and **requantizes** the sum onto the next layer's 8-bit grid. No float is needed in between.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 w = torch.tensor([-0.42, -0.07, 0.0, 0.13, 0.58])
 step = 0.1
 scale = w.abs().max() / 127  # symmetric int8: one scale, zero point 0
 q = quantize(w, scale, 0, -128, 127)
 print("w                 ", [f"{v:+.3f}" for v in w.tolist()])
-print("w % Q  (the myth)  ", [f"{v:+.3f}" for v in (w % step).tolist()], "  <- signs and sizes are gone")
+print("w % Q  (remainder) ", [f"{v:+.3f}" for v in (w % step).tolist()], "  <- signs and sizes are gone")
 print("q = round(w / S)   ", q.tolist(), f"  (S = {scale:.5f}, int8)")
 print("S · q  (read back) ", [f"{v:+.3f}" for v in dequantize(q, scale, 0).tolist()])
 
 # %% [markdown]
-# ## 2. One quantized convolution, by hand
+# ## 2. The formula: one quantized convolution
 #
-# Write every tensor as $r = S (q - Z)$: the layer input $x$ (uint8, per tensor, $S_x, Z_x$), the weight $w$ (int8, symmetric per output channel: $Z_w = 0$, one $S_{w,c}$ per channel $c$) and the output $y$ (uint8, $S_y, Z_y$). A convolution with bias, $y_c = b_c + \sum w\,x$, becomes
+# Write each tensor as $r = S\,(q - Z)$: the input $x$ (uint8; $S_x$, $Z_x$), the weight $w$ (int8; one $S_{w,c}$ per output channel $c$, $Z_w = 0$) and the output $y$ (uint8; $S_y$, $Z_y$). A convolution with bias $b$ becomes one int32 accumulator per output (a sum over its kernel window), at scale $S_{w,c} S_x$:
 #
-# $$S_y (q_{y} - Z_y) \approx S_{w,c} S_x \, \mathrm{acc}_c, \qquad \mathrm{acc}_c = \sum q_w\,(q_x - Z_x) + q_{b,c}, \qquad q_{b,c} = \mathrm{round}\big(b_c / (S_{w,c} S_x)\big):$$
+# $$\mathrm{acc}_c = \sum q_w\,(q_x - Z_x) + q_{b,c}, \qquad q_{b,c} = \mathrm{round}\big(b_c / (S_{w,c} S_x)\big).$$
 #
-# the **int32 accumulator** $\mathrm{acc}_c$ holds the products *and* the bias, both at scale $S_{w,c} S_x$. Rounding the right side onto the output grid gives
+# Rescaling it onto the output grid is the only real-valued step:
 #
-# $$q_y = \mathrm{clamp}\Big(Z_y + \mathrm{round}\big(M_c \cdot \mathrm{acc}_c\big),\; q_{\min}, q_{\max}\Big), \qquad M_c = \frac{S_{w,c}\, S_x}{S_y}.$$
+# $$q_y = \mathrm{clamp}\big(Z_y + \mathrm{round}(M_c\,\mathrm{acc}_c),\; q_{\min}, q_{\max}\big), \qquad M_c = \frac{S_{w,c}\, S_x}{S_y}.$$
 #
-# (**Saturation**: `clamp` cuts values beyond the 8-bit range to its ends instead of wrapping them around.)
-#
-# Everything is an integer except one real number per channel, $M_c$ — and §3 turns that into an integer too. A ReLU after the conv costs nothing: real 0 is the integer $Z_y$, so ReLU is the clamp with $q_{\min} = Z_y$ (Jacob et al. 2018, §2).
-#
-# `integer_detector` reads these numbers from the QAT model: each layer's **input grid is the QAT model's own input quantizer** (the moving-average min-max range it trained with, frozen in its last epoch), each layer's output grid is the next layer's input grid, and the weights are the BN-folded weights on the QAT weight quantizer's per-channel scales. Let us open one layer.
+# The clamp is the saturation. A ReLU costs nothing: real 0 is the integer $Z_y$, so ReLU is the same clamp with $q_{\min} = Z_y$.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% [markdown]
+# `integer_detector` builds these integers from notebook 05's QAT-8 model: the BN-folded weights on QAT's per-channel int8 scales, and each layer's input grid from the activation range QAT trained with. Open one layer:
+
+# %% tags=["nbval-check-output"]
 det = integer_detector(qat8, calib_images)
 layer = det.layers["stage3.0.0"]  # the first conv of stage 3: 32 -> 64 channels, 3x3, stride 2
 m = layer.w_scale.double() * layer.x_scale / layer.y_scale
@@ -89,10 +93,9 @@ print(f"output grid: S_y = {layer.y_scale:.5f}, Z_y = {layer.y_zero_point}   (ui
 print(f"M_c = S_w,c·S_x/S_y ranges over [{m.min():.2e}, {m.max():.2e}] across the {len(m)} output channels")
 
 # %% [markdown]
-# Now run it on real integers: the uint8 activations that reach this layer when four val images go through the integer network (`integer_forward(..., keep)` records every layer's output).
+# Now run it on real integers: the uint8 activations that reach this layer from four val images (`integer_forward(..., keep)` records every layer's output).
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 keep = {}
 det.integer_forward(det.quantize_input(val_images[:4]), keep)
 q_x = keep["stage2.1.0"]  # the previous layer's uint8 output is this layer's input
@@ -103,32 +106,9 @@ print(f"acc {tuple(acc.shape)} {acc.dtype}: |acc| <= {acc.abs().max():,}, {acc.a
 print(f"q_y {tuple(q_y.shape)} {q_y.dtype} in [{q_y.min()}, {q_y.max()}]")
 
 # %% [markdown]
-# **The zero point costs almost nothing.** Expand the accumulator: $\sum q_w (q_x - Z_x) = \sum q_w q_x - Z_x \sum q_w$. The first sum is a plain integer convolution of the stored uint8 input; the second needs only the weights, so it can be computed once. Once per *channel*? Not quite — at the image border part of each window falls on the padding, which stands for real 0, i.e. the integer $Z_x$, and there the window's $\sum q_w$ is smaller. The first layer (`stem.0`, input zero point 127) shows the difference:
+# The accumulator uses 0.0059 % of int32's range: far from overflowing. Is the result right? The next cell compares it with the exact float64 convolution rounded onto the output grid, and with ONNX Runtime's `QLinearConv`.
 
-# %%
-# NBVAL_CHECK_OUTPUT
-stem = det.layers["stem.0"]
-q_in = det.quantize_input(val_images[:4])
-acc_stem = stem.accumulate(q_in)
-conv = lambda x: torch.nn.functional.conv2d(x, stem.weight.int(), stride=2, padding=1)  # noqa: E731 -- zero padding
-raw = conv(q_in.int())
-window_sum = conv(torch.ones_like(q_in, dtype=torch.int32))  # Σ q_w over the part of each window inside the image
-channel_sum = stem.weight.int().sum(dim=(1, 2, 3)).reshape(1, -1, 1, 1)  # Σ q_w over the whole kernel
-bias = stem.bias.reshape(1, -1, 1, 1)
-print(f"Z_x = {stem.x_zero_point}")
-print("acc = Σ q_w·q_x − Z_x·(window sum) + q_b: ", torch.equal(acc_stem, raw - stem.x_zero_point * window_sum + bias))
-wrong = (acc_stem != raw - stem.x_zero_point * channel_sum + bias).any(dim=(0, 1))
-rows, cols = wrong.nonzero().unbind(1)
-print(f"acc = Σ q_w·q_x − Z_x·(channel sum) + q_b: wrong at {int(wrong.sum())} of {wrong.numel()} positions, "
-      f"all in row 0 or column 0 (the padded border): {bool(((rows == 0) | (cols == 0)).all())}")
-
-# %% [markdown]
-# (With stride 2 and padding 1, only the top row and the left column of windows reach into the padding.) Forgetting the border is a classic bug of hand-written integer kernels; ONNX Runtime pads the uint8 input with $Z_x$ instead, which is the same thing.
-#
-# Back to `stage3.0.0`. How close is this to the float computation it replaces? Dequantize the same input and weights, convolve in float64, and round to the output grid:
-
-# %%
-# NBVAL_IGNORE_OUTPUT -- ONNX Runtime's kernels depend on the CPU (VNNI or not, x86 or ARM)
+# %% tags=["nbval-ignore-output"]
 x_real = dequantize(q_x, layer.x_scale, layer.x_zero_point).double()
 w_real = layer.weight.double() * layer.w_scale.double().reshape(-1, 1, 1, 1)
 b_real = layer.bias.double() * layer.w_scale.double() * layer.x_scale
@@ -143,17 +123,23 @@ q_ort = torch.from_numpy(session.run(None, {"q_x": q_x.numpy()})[0])
 print(f"integer vs ONNX Runtime's QLinearConv: {int((q_ort == q_y).sum()):,} of {q_y.numel():,} outputs equal")
 
 # %% [markdown]
-# (The two `Transpose` nodes are ONNX Runtime moving the data to channels-last for its integer kernel and back.) The hand-written layer and ONNX Runtime's agree on every output here. Where they can differ is the rounding in the last step, which §3 is about. (These exact matches assume an x86 CPU with VNNI, as the course's: without it, ONNX Runtime's uint8 × int8 kernel adds pairs of products in saturating 16-bit arithmetic — `vpmaddubsw` — and can differ more.)
-#
+# The first and last lines count equal outputs: expect all, or nearly all (*Going deeper* shows where ONNX Runtime can round differently). The two `Transpose` nodes move the data to channels-last (each pixel's channels together), the layout of ONNX Runtime's integer kernel, and back.
+
+# %% [markdown]
 # ## 3. The fixed-point multiplier
 #
-# $M_c$ is a real number. Integer-only hardware (a DSP, a microcontroller, an NPU) has no float unit for it, and even on a CPU a float multiply would make the result depend on the float rounding of each platform. Instead, write
+# $M_c$ is still a real number, and integer-only hardware (a microcontroller, many neural-network accelerators) has no float unit for it. So write
 #
 # $$M = M_0 \cdot 2^{-n}, \qquad M_0 \in [0.5, 1),$$
 #
-# (`math.frexp(M)` returns $(M_0, e)$ with $M = M_0 \cdot 2^{e}$, so $n = -e$), and store $M_0$ as the integer $m_0 = \mathrm{round}(M_0 \cdot 2^{31})$, which lies in $[2^{30}, 2^{31})$ and so fits an int32 — except when rounding carries it up to exactly $2^{31}$; then take $m_0 = 2^{30}$ and $n - 1$ (Exercise 1 meets this case). Then $M \cdot \mathrm{acc} \approx (m_0 \cdot \mathrm{acc}) \gg (31 + n)$: one int32 × int32 → int64 product and one **rounding shift** — a right shift by $k$ bits that first adds $2^{k-1}$, so it rounds instead of truncating. `requantize` rounds that once, half away from zero. (Integer-only libraries such as gemmlowp, the integer kernels behind TensorFlow Lite, split it into two roundings and can differ by a unit at exact ties.) ONNX Runtime's x86 kernels skip the fixed point: they compute $\mathrm{round\_half\_even}(\mathrm{float32}(\mathrm{acc}) \cdot M)$ in float ("half to even" sends 2.5 to 2 and 3.5 to 4, as `torch.round` does). The two agree except when $\mathrm{acc} \cdot M$ falls within float32's rounding error of a tie — §4 counts those.
+# and store $M_0$ as the int32 $m_0 = \mathrm{round}(M_0 \cdot 2^{31})$ (if rounding carries it up to $2^{31}$, take $2^{30}$ and $n - 1$). Then
 #
-# Why 31 bits for $M_0$? Rounding $M_0$ to $b$ bits makes a relative error up to $2^{-(b+1)} / 0.5 = 2^{-b}$; multiplied by accumulators of up to about $10^5$ (126,639 above), the error starts to move outputs across rounding boundaries. The left plot measures the worst relative error over 100,000 random multipliers; the right one counts how many of this layer's outputs change when $M_0$ keeps only $b$ bits.
+# $$M \cdot \mathrm{acc} \approx (m_0 \cdot \mathrm{acc}) \gg (31 + n):$$
+#
+# one integer product (in int64) and one rounding shift. `fixed_point_multiplier` returns $(m_0, n)$; `requantize` applies them and the clamp. (`math.frexp(M)` returns $M_0$ and $-n$.)
+
+# %% [markdown]
+# Why 31 bits? Keeping $b$ bits of $M_0$ makes a relative error up to $2^{-b}$, and accumulators reach about $10^5$ (126,639 above): enough to push some outputs across a rounding boundary. Left: the worst relative error over 100,000 random multipliers. Right: how many of our layer's outputs change when $M_0$ keeps $b$ bits.
 
 # %%
 gen = torch.Generator().manual_seed(0)
@@ -192,13 +178,70 @@ for ax in axes:
 plt.tight_layout()
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"channel 0: M = {float(m[0]):.10f} -> m0 = {int(m0[0])}, n = {int(n[0])}; m0 · 2^-(31+n) = {int(m0[0]) * 2.0 ** -(31 + int(n[0])):.10f}")
 print("outputs of stage3.0.0 that change when M0 keeps b bits:", changed)
 
 # %% [markdown]
-# On this layer, 20 bits or more change nothing, 16 bits change 1 output in 65,536, 8 bits 0.8 % and 4 bits 10 %. 31 bits cost nothing extra in 32-bit integer arithmetic, so that is what integer-only runtimes (gemmlowp, TFLite) store; ONNX Runtime's x86 kernels keep M as a float32 instead (24 bits of mantissa), which is why it meets the rare ties of §4.
+# On this layer, 20 bits or more change nothing; 16 bits change 1 of the 65,536 outputs, 8 bits 506, 4 bits 6,854 (printed above). In 32-bit integer arithmetic 31 bits cost nothing extra, so integer-only runtimes keep all 31.
+
+# %% [markdown]
+# ## 4. Experiment: the whole detector in integers
+#
+# `integer_forward` runs notebook 02's detector layer by layer: 14 integer convolutions, the FPN's upsampling (a copy of integers) and one integer addition of two FPN levels. Only two steps touch floats: quantizing the input image and dequantizing the two head outputs.
+#
+# The next cell compares every convolution with ONNX Runtime's `QLinearConv` on the same integer input (last column: outputs that differ).
+
+# %% tags=["nbval-ignore-output"]
+keep = {"input": det.quantize_input(val_images[:8])}
+det.integer_forward(keep["input"], keep)
+names = list(det.layers)
+source = dict(zip(names[1:], names), **{"stem.0": "input", "lateral3": "stage3.1.0", "lateral4": "stage4.1.0", "smooth.0": "add",
+                                         "box_out": "tower.1.0"})
+print(f"{'layer':<11}{'in':>6}{'out':>7}{'output shape':>18}{'Z_x':>5}{'Z_y':>5}  ReLU   outputs   ≠ ORT")
+for name in names:
+    lay = det.layers[name]
+    sess = ort_session(conv_qdq_model(lay, work / f"{name}.onnx"), threads=1)
+    got = torch.from_numpy(sess.run(None, {"q_x": keep[source[name]].numpy()})[0])
+    print(f"{name:<11}{str(keep[source[name]].dtype)[6:]:>6}{str(keep[name].dtype)[6:]:>7}{str(tuple(keep[name].shape)):>18}"
+          f"{lay.x_zero_point:>5}{lay.y_zero_point:>5}  {'yes' if lay.relu else 'no ':<5}{keep[name].numel():>9,}{int((got != keep[name]).sum()):>8}")
+
+# %% tags=["nbval-check-output"]
+bench = json.loads((RESULTS / "integer_inference.json").read_text())
+acc_bench = bench["accuracy"]
+layers_bench = acc_bench["layer_vs_ort"]
+total, differ = sum(v["elements"] for v in layers_bench.values()), sum(v["differ"] for v in layers_bench.values())
+print(f"benchmark, 50 val images: {differ} of {total:,} integer outputs differ from ONNX Runtime "
+      f"(largest gap {max(v['max_units'] for v in layers_bench.values())} unit), in layers {[k for k, v in layers_bench.items() if v['differ']]}")
+
+# %% [markdown]
+# On the benchmark's 50 val images, 4 of 12.6 million outputs differ, by one unit (printed above): ONNX Runtime rescales in float32, and next to a tie it can round the other way.
+#
+# Does the integer network still detect as well? The next cell scores it on val, beside the fake-quant model and the ONNX export (`export_qdq`: the same integers as a QDQ model). The float model only supplies anchors and NMS.
+
+# %% tags=["nbval-ignore-output"]
+qdq_path = export_qdq(det, work / "qat8_own_scales.onnx")  # the same integers as an ONNX QDQ model
+ort_int8 = OrtDetector(ort_session(qdq_path, threads=2), TinyDetector())
+maps = {"QAT-8, fake quantization (PyTorch)": evaluate(qat8, val_loader, cpu)["map"],
+        "QAT-8, integer network (from scratch)": evaluate(det, val_loader, cpu)["map"],
+        "QAT-8, ONNX Runtime int8 (its own scales)": evaluate(ort_int8, val_loader, cpu)["map"]}
+for name, value in maps.items():
+    print(f"{name:<44} val mAP@[.5:.95] {value:.4f}")
+
+# %% tags=["nbval-check-output"]
+d = acc_bench["difference_vs_fake_quant"]
+points = lambda r: f"{100 * r['value']:+.2f} points [95 % CI {100 * r['low']:+.2f}, {100 * r['high']:+.2f}]"  # noqa: E731
+print("val, 200 images (the benchmark, paired image-level bootstrap):")
+print("integer network − ONNX Runtime (QAT's scales):", points(d["integer_vs_qat_scales"]))
+print("integer network − fake quantization:            ", points(d["integer"]))
+
+# %% [markdown]
+# The integer network and ONNX Runtime differ by +0.00 points. Both sit about 0.1 points below the fake-quant model, within noise: the 95 % bootstrap interval contains 0 ([glossary](../docs/glossary.md)). Your page of integer code computes what ONNX Runtime's int8 model computes, up to rare ties.
+
+# %% [markdown]
+# ## Exercises
+#
+# Reference solutions: `solutions/ex09_integer_inference.py`.
 #
 # **Exercise 1.** Write `my_fixed_point_multiplier(m)` returning `(m0, n)`: integers with $M \approx m_0 \cdot 2^{-(31+n)}$ and $2^{30} \le m_0 < 2^{31}$. Mind the case where rounding carries $M_0 \cdot 2^{31}$ up to $2^{31}$ (try $M = 1 - 2^{-40}$).
 
@@ -226,41 +269,65 @@ def my_int32_bias(bias, x_scale, w_scale):
 check_int32_bias(my_int32_bias)
 
 # %% [markdown]
-# ## 4. The whole detector in integers
-#
-# `IntegerDetector.integer_forward` runs the detector of notebook 02 layer by layer: 14 integer convolutions, the nearest-neighbour upsampling of the FPN (an index copy: same grid in and out), and one **integer addition** of the two FPN levels. The addition needs care because its inputs sit on different grids; it follows TFLite: shift both inputs left by 20 bits, bring each to a common scale with a fixed-point multiplier, add, and requantize to the output grid (`integer_add`). Only two steps touch floats: quantizing `x − 0.5` at the input and dequantizing the two head outputs. (A test in `tests/test_integer.py` checks this by recording the dtype of every operation inside `integer_forward`.)
-#
-# Below, every convolution is fed its input from the integer network and compared with ONNX Runtime's `QLinearConv` on the same integers. (The addition is checked against `QLinearAdd` in `tests/test_integer.py`.)
-
-# %%
-# NBVAL_IGNORE_OUTPUT -- ONNX Runtime's kernels depend on the CPU (VNNI or not, x86 or ARM)
-keep = {"input": det.quantize_input(val_images[:8])}
-det.integer_forward(keep["input"], keep)
-names = list(det.layers)
-source = dict(zip(names[1:], names), **{"stem.0": "input", "lateral3": "stage3.1.0", "lateral4": "stage4.1.0", "smooth.0": "add",
-                                         "box_out": "tower.1.0"})
-print(f"{'layer':<11}{'in':>6}{'out':>7}{'output shape':>18}{'Z_x':>5}{'Z_y':>5}  ReLU   outputs   ≠ ORT")
-for name in names:
-    lay = det.layers[name]
-    sess = ort_session(conv_qdq_model(lay, work / f"{name}.onnx"), threads=1)
-    got = torch.from_numpy(sess.run(None, {"q_x": keep[source[name]].numpy()})[0])
-    print(f"{name:<11}{str(keep[source[name]].dtype)[6:]:>6}{str(keep[name].dtype)[6:]:>7}{str(tuple(keep[name].shape)):>18}"
-          f"{lay.x_zero_point:>5}{lay.y_zero_point:>5}  {'yes' if lay.relu else 'no ':<5}{keep[name].numel():>9,}{int((got != keep[name]).sum()):>8}")
-
-# %%
-# NBVAL_CHECK_OUTPUT
-bench = json.loads((RESULTS / "integer_inference.json").read_text())
-acc_bench = bench["accuracy"]
-layers_bench = acc_bench["layer_vs_ort"]
-total, differ = sum(v["elements"] for v in layers_bench.values()), sum(v["differ"] for v in layers_bench.values())
-print(f"benchmark, 50 val images: {differ} of {total:,} integer outputs differ from ONNX Runtime "
-      f"(largest gap {max(v['max_units'] for v in layers_bench.values())} unit), in layers {[k for k, v in layers_bench.items() if v['differ']]}")
+# **Exercise 3 (open, no reference solution).** Use ONNX Runtime's profiler (`SessionOptions.enable_profiling = True`, then `session.end_profiling()` gives a JSON trace with one `..._kernel_time` event per node) on the int8 model of §4 (`qdq_path`) at batch 16, and find which node types take the time outside the `QLinearConv`s. Which of them could a different export remove?
 
 # %% [markdown]
-# Almost every output agrees; the few that differ are off by one unit. Here is one of them, in `stage3.1.0` on the 8 images above — look at $\mathrm{acc} \cdot M$ computed exactly and in float32:
+# ## Takeaways
+#
+# * An int8 layer is integer arithmetic: an int32 accumulator of int8 × uint8 products plus an int32 bias, then one requantization by $M = S_w S_x / S_y$. Saturation and ReLU are one clamp.
+# * $M$ becomes integers too: a fixed-point multiplier, one integer product and one rounding shift.
+# * Written by hand, the whole detector runs in integers from input to outputs. It matches ONNX Runtime's integer kernels except at rare float32 ties, and scores within noise of the fake-quant model.
 
-# %%
-# NBVAL_IGNORE_OUTPUT -- ONNX Runtime's kernels depend on the CPU (VNNI or not, x86 or ARM)
+# %% [markdown]
+# ## Going deeper
+#
+# These parts are optional: nothing in the core path depends on them. They reuse the variables above, so run the core first.
+#
+# * **The zero point at the padded border**: a classic bug of hand-written integer kernels.
+# * **Where ONNX Runtime rounds differently**: float32 ties, and the CPU instructions behind the exact matches.
+# * **The integer addition of the FPN**: two inputs on different grids.
+# * **Carrying QAT's scales to deployment**: QAT's own activation ranges against re-calibration.
+# * **Is it faster?** int8 against the fastest fp32 path, and what changed the speed.
+# * **Codebook quantization**: k-means levels against a linear grid.
+# * **AdaRound**: learning each weight's rounding after training.
+
+# %% [markdown]
+# ### The zero point at the padded border
+#
+# Expand the accumulator of §2: $\sum q_w (q_x - Z_x) = \sum q_w q_x - Z_x \sum q_w$. The first sum is a plain integer convolution of the stored uint8 input. The second needs only the weights, so it can be computed once, ahead of time.
+#
+# Once per *channel*? Not quite. At the image border, part of each window falls on the padding, which stands for real 0, i.e. the integer $Z_x$; there the window's $\sum q_w$ is smaller. The first layer (`stem.0`, input zero point 127) shows the difference:
+
+# %% tags=["nbval-check-output"]
+stem = det.layers["stem.0"]
+q_in = det.quantize_input(val_images[:4])
+acc_stem = stem.accumulate(q_in)
+conv = lambda x: torch.nn.functional.conv2d(x, stem.weight.int(), stride=2, padding=1)  # noqa: E731 -- zero padding
+raw = conv(q_in.int())
+window_sum = conv(torch.ones_like(q_in, dtype=torch.int32))  # Σ q_w over the part of each window inside the image
+channel_sum = stem.weight.int().sum(dim=(1, 2, 3)).reshape(1, -1, 1, 1)  # Σ q_w over the whole kernel
+bias = stem.bias.reshape(1, -1, 1, 1)
+print(f"Z_x = {stem.x_zero_point}")
+print("acc = Σ q_w·q_x − Z_x·(window sum) + q_b: ", torch.equal(acc_stem, raw - stem.x_zero_point * window_sum + bias))
+wrong = (acc_stem != raw - stem.x_zero_point * channel_sum + bias).any(dim=(0, 1))
+rows, cols = wrong.nonzero().unbind(1)
+print(f"acc = Σ q_w·q_x − Z_x·(channel sum) + q_b: wrong at {int(wrong.sum())} of {wrong.numel()} positions, "
+      f"all in row 0 or column 0 (the padded border): {bool(((rows == 0) | (cols == 0)).all())}")
+
+# %% [markdown]
+# With stride 2 and padding 1, only the top row and the left column of windows reach into the padding. Forgetting the border is a classic bug of hand-written integer kernels. ONNX Runtime pads the uint8 input with $Z_x$ instead, which is the same thing.
+
+# %% [markdown]
+# ### Where ONNX Runtime rounds differently
+#
+# `requantize` computes $M \cdot \mathrm{acc}$ in fixed point and rounds once, half away from zero (2.5 → 3, −2.5 → −3). Integer-only libraries such as gemmlowp, the integer kernels behind TensorFlow Lite, split it into two roundings and can differ by a unit at exact ties.
+#
+# ONNX Runtime's x86 kernels skip the fixed point. They compute $\mathrm{round\_half\_even}(\mathrm{float32}(\mathrm{acc}) \cdot M)$ in float: "half to even" sends 2.5 to 2 and 3.5 to 4, as `torch.round` does. Their $M$ is a float32, with 24 bits of mantissa instead of 31. The two agree except when $\mathrm{acc} \cdot M$ falls within float32's rounding error of a tie. (A float multiply also makes the result depend on each platform's float rounding: one more reason integer-only runtimes avoid it.)
+
+# %% [markdown]
+# Here is one such output, in `stage3.1.0` on the 8 images of §4: $\mathrm{acc} \cdot M$ computed exactly and in float32.
+
+# %% tags=["nbval-ignore-output"]
 lay = det.layers["stage3.1.0"]
 sess = ort_session(conv_qdq_model(lay, work / "stage3.1.0.onnx"), threads=1)
 got = torch.from_numpy(sess.run(None, {"q_x": keep["stage3.0.0"].numpy()})[0])
@@ -275,47 +342,36 @@ for b, c, i, j in (got != keep["stage3.1.0"]).nonzero().tolist()[:3]:
           f" in float32 {in_float32:.8f} -> {int(got[b, c, i, j])} in ONNX Runtime")
 
 # %% [markdown]
-# A hair below .5 in exact arithmetic, exactly .5 in float32 — where round-half-to-even goes the other way. That is the whole difference between the two integer engines. Now score the whole integer network as a detector (the float model only supplies anchors and NMS):
-
-# %%
-# NBVAL_IGNORE_OUTPUT -- ONNX Runtime's kernels depend on the CPU (VNNI or not, x86 or ARM)
-qdq_path = export_qdq(det, work / "qat8_own_scales.onnx")  # §5: the same numbers as an ONNX model
-ort_int8 = OrtDetector(ort_session(qdq_path, threads=2), TinyDetector())
-maps = {"QAT-8, fake quantization (PyTorch)": evaluate(qat8, val_loader, cpu)["map"],
-        "QAT-8, integer network (from scratch)": evaluate(det, val_loader, cpu)["map"],
-        "QAT-8, ONNX Runtime int8 (its own scales)": evaluate(ort_int8, val_loader, cpu)["map"]}
-for name, value in maps.items():
-    print(f"{name:<44} val mAP@[.5:.95] {value:.4f}")
-
-# %%
-# NBVAL_CHECK_OUTPUT
-d = acc_bench["difference_vs_fake_quant"]
-points = lambda r: f"{100 * r['value']:+.2f} points [95 % CI {100 * r['low']:+.2f}, {100 * r['high']:+.2f}]"  # noqa: E731
-print("val, 200 images (the benchmark, paired image-level bootstrap):")
-print("integer network − ONNX Runtime (QAT's scales):", points(d["integer_vs_qat_scales"]))
-print("integer network − fake quantization:            ", points(d["integer"]))
+# A hair below .5 in exact arithmetic, exactly .5 in float32, where round-half-to-even goes the other way. That is how the two integer engines come to differ.
+#
+# The exact matches also assume a CPU like the course's, a 2-core x86 CPU with AVX-512 VNNI: instructions that multiply uint8 by int8 bytes and add the products in int32. Without VNNI, ONNX Runtime's uint8 × int8 kernel adds pairs of products in saturating 16-bit arithmetic (`vpmaddubsw`) and can differ more.
 
 # %% [markdown]
-# The integer network and ONNX Runtime agree far inside the noise of 200 images, and both sit about 0.1 points below the fake-quant model, also within noise (paired image-level bootstrap, 1,000 resamples). The small gap has a cause: the fake-quant model keeps the two FPN laterals and the head outputs in float — nothing in QAT quantizes them — while an integer network must put every tensor on an 8-bit grid. Those four grids come from min-max over the 64 calibration images.
+# ### The integer addition of the FPN
 #
-# ## 5. Carrying QAT's scales to deployment
+# The FPN adds two levels whose integers sit on different grids, so they cannot simply be summed. `integer_add` follows TFLite: shift both inputs left by 20 bits, bring each to a common scale with a fixed-point multiplier, add, and requantize to the output grid.
 #
-# Notebook 05 deployed QAT-8 the common way: export the QAT weights as a *float* model and let ONNX Runtime's quantizer calibrate it again (min-max). The activation ranges that QAT trained with are thrown away. `export_qdq` instead writes the integer network itself as an ONNX **QDQ** graph: every tensor between two layers passes through `QuantizeLinear → DequantizeLinear` with the QAT model's own scale and zero point, every weight is an int8 initializer, every bias an int32 one. When ONNX Runtime loads the graph it fuses each `DQ → Conv → Relu → Q` group into one integer kernel. Which kernels it ends up running depends on its graph-optimization level:
+# `tests/test_integer.py` checks the addition against the exact sum, and the whole network, addition included, against ONNX Runtime (`QLinearAdd`). Another test records the dtype of every operation inside `integer_forward`: none is a float.
 
-# %%
-# NBVAL_IGNORE_OUTPUT -- ONNX Runtime's kernels depend on the CPU (VNNI or not, x86 or ARM)
+# %% [markdown]
+# ### Carrying QAT's scales to deployment
+#
+# Notebook 05 deployed QAT-8 the common way: export the QAT weights as a *float* model and let ONNX Runtime's quantizer calibrate it again (min-max). The activation ranges that QAT trained with are thrown away.
+#
+# `export_qdq` instead writes the integer network itself as an ONNX **QDQ** graph. Every tensor between two layers passes through `QuantizeLinear → DequantizeLinear` with the QAT model's own scale and zero point; every weight is an int8 initializer, every bias an int32 one. When ONNX Runtime loads the graph, it fuses each `DQ → Conv → Relu → Q` group into one integer kernel. Which kernels it ends up running depends on its graph-optimization level:
+
+# %% tags=["nbval-ignore-output"]
 for level in ("basic", "extended", "all"):
     ops = optimized_op_types(qdq_path, optimization=level)
     print(f"{level:<9} " + ", ".join(f"{op} {ops[op]}" for op in ("QLinearConv", "QLinearAdd", "Conv", "Relu", "QuantizeLinear",
                                                                     "DequantizeLinear", "Transpose")))
 
 # %% [markdown]
-# At the `basic` level ONNX Runtime keeps the QDQ nodes and runs float `Conv`s between them — correct numbers, no integer speed. From `extended` up, all 14 convolutions and the FPN addition run as integer kernels (`QLinearConv`, `QLinearAdd`); one `QuantizeLinear` at the input and the two `DequantizeLinear`s of the head outputs remain. (`all` moves the integer kernels to channels-last, NHWC, and adds `Transpose`s where the layout changes: at the input, around the upsampling and at the outputs.)
+# At the `basic` level ONNX Runtime keeps the QDQ nodes and runs float `Conv`s between them: correct numbers, no integer speed. From `extended` up, the convolutions and the FPN addition run as integer kernels (`QLinearConv`, `QLinearAdd`); only the quantization of the input and the dequantization of the two head outputs remain. `all` also moves the integer kernels to channels-last (NHWC) and adds `Transpose`s where the layout changes.
 #
-# How much do QAT's own scales matter? The benchmark scores both deployments of the same QAT-8 weights on the val and the test images (nothing is chosen here, so the comparison is read on test), and compares their raw outputs with the fake-quant model's, counted in output steps $S_y$ of the head:
+# How much do QAT's own scales matter? The benchmark scores both deployments of the same QAT-8 weights on val and on test. Nothing is chosen here, so the comparison is read on test. It also compares their raw outputs with the fake-quant model's, counted in output steps $S_y$ of the head:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 m, mt, dt = acc_bench["val_map"], acc_bench["test_map"], acc_bench["test_difference_vs_fake_quant"]
 agree, ops = acc_bench["agreement_vs_fake_quant"], acc_bench["optimized_op_types"]
 print(f"{'QAT-8 deployed as':<34}{'val mAP':>8}{'test mAP':>9}   {'test: vs fake quant, points [95% CI]':<38}{'logits within 1 step':>21}"
@@ -330,17 +386,24 @@ print("QAT's scales − re-calibrated, test:", points(dt["qat_scales_vs_recalibr
 print("QAT's scales − re-calibrated, val: ", points(d["qat_scales_vs_recalibrated"]))
 
 # %% [markdown]
-# * **QAT's scales track the model that was trained.** With them, the deployed model is the integer network (identical except at the float32 ties of §4), and 60 % of its raw logits land within one output step of the fake-quant model's; re-calibrated, only 44 % do, and the largest gaps grow from 11 to 17 steps.
-# * **In mAP the difference is small.** On test, the deployment with QAT's scales is within noise of the fake-quant model (−0.27 points, −0.55 to +0.02), the re-calibrated one is not (−0.59, −1.08 to −0.21) — but the two deployments' own difference, +0.32 points (−0.07 to +0.81), is still within noise (on val: +0.16). At 8 bits min-max re-calibration on 64 images is close to what QAT learned; the gap would matter more where ranges are harder to guess (fewer calibration images, skewed activations, lower bit widths). Both cost the same at run time — the same 14 `QLinearConv`s.
-# * Why not 100 % within one step? The integer network rounds what the fake-quant model keeps in float — the int32 bias, the FPN laterals, the head outputs — and each rounding moves a few outputs of a layer by one unit. Those rare one-unit differences cascade: a layer fed a slightly different input gives more differing outputs, and by the head 40 % of the logits and a quarter of the box deltas are more than a step away. In mAP the cascade costs nothing measurable.
+# * **QAT's scales track the model that was trained.** With them, the deployed model is the integer network (identical except at the float32 ties above). 60 % of its raw logits land within one output step of the fake-quant model's; re-calibrated, only 44 % do, and the largest gap grows from 11 to 17 steps.
+# * **In mAP the difference is small.** On test, the deployment with QAT's scales is within noise of the fake-quant model (−0.27 points, −0.55 to +0.02); the re-calibrated one is not (−0.59, −1.08 to −0.21). But the two deployments' own difference, +0.32 points (−0.07 to +0.81), is still within noise (on val: +0.16). At 8 bits, min-max re-calibration on 64 images is close to what QAT learned. The gap would matter more where ranges are harder to guess: fewer calibration images, skewed activations, lower bit widths. Both cost the same at run time: the same 14 `QLinearConv`s.
 
 # %% [markdown]
-# ## 6. Is it faster? int8 against the fastest fp32 path
+# **Why not 100 % within one step?** The integer network rounds what the fake-quant model keeps in float: the int32 bias, the two FPN laterals and the head outputs. (Nothing in QAT quantizes the laterals and the head outputs; their four grids come from min-max over the 64 calibration images.) Each rounding moves a few outputs of a layer by one unit, and those differences cascade: a layer fed a slightly different input gives more differing outputs. By the head, 40 % of the logits and a quarter of the box deltas are more than a step away.
 #
-# The course's floor (notebook 05): the int8 network at least **2×** faster than the *fastest* fp32 path at batch 16 on a CPU with VNNI; the goal here is **3×** (the compute-bound ceiling is 4×: a quarter of the bytes, four times the multiply-adds per instruction). `benchmarks/integer_inference.py --latency` times the network alone (no post-processing) at 2 threads, every variant once per round in 5 interleaved rounds, and keeps each one's median round; a speed-up ("x") is paired, the median of the per-round ratios against the baseline. The fp32 candidates are eager PyTorch and ONNX Runtime at two optimization levels, all on the same BN-folded fp32 detector; the fastest is the baseline. Each int8 change tried is also scored — on val, where changes are chosen, and on test, where the chosen one is reported: a faster model that detects worse is not a win.
+# In mAP the cascade costs nothing measurable: −0.11 points on val (§4) and −0.27 on test against the fake-quant model, both within noise.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% [markdown]
+# ### Is it faster? int8 against the fastest fp32 path
+#
+# The course's floor (notebook 05): the int8 network at least **2×** faster than the *fastest* fp32 path at batch 16, on a CPU with VNNI. The goal here is **3×**. The compute-bound ceiling is 4×: a quarter of the bytes, four times the multiply-adds per instruction.
+#
+# **How it is timed.** `benchmarks/integer_inference.py --latency` times the network alone (no post-processing) at 2 threads. Every variant runs once per round, in 5 interleaved rounds, and keeps its median round. A speed-up ("x") is paired: the median of the per-round ratios against the baseline.
+#
+# **What is compared.** The fp32 candidates are eager PyTorch and ONNX Runtime at two optimization levels, all on the same BN-folded fp32 detector; the fastest is the baseline. Each int8 change tried is also scored: on val, where changes are chosen, and on test, where the chosen one is reported. A faster model that detects worse is not a win.
+
+# %% tags=["nbval-check-output"]
 lat = bench["latency"]
 ms, speed, lat_map, lat_ops = lat["latency_ms"], lat["speedup_vs_fastest_fp32"], lat["val_map"], lat["optimized_op_types"]
 labels = {"fp32_eager": "fp32, eager PyTorch", "fp32_ort": "fp32, ONNX Runtime (all)", "fp32_ort_extended": "fp32, ONNX Runtime (extended)",
@@ -384,23 +447,27 @@ plt.show()
 # %% [markdown]
 # **The floor is met, the goal is missed.** At batch 16 the int8 network with QAT's scales runs 2.25× faster than the fastest fp32 path (ONNX Runtime, 11.0 ms → 4.9 ms), at batch 1 2.10× (paired over the 5 rounds): above the 2× floor, below the 3× goal. What each change bought, measured in the same rounds:
 #
-# * **Graph optimization level — decisive.** At `basic` ONNX Runtime runs float convs between the QDQ nodes: 0.56×, *slower* than fp32. `extended` fuses the integer kernels but keeps them channels-first: 1.63×. Only `all`, which moves them to channels-last (NHWC), reaches 2.25×.
-# * **int8 instead of uint8 activations — much worse.** With the session option that lets ONNX Runtime fuse signed activations (`session.qdqisint8allowed`), the same numbers run in its signed × signed kernels at 0.21×; without the option, 6 of the 14 convs stay float and the network runs at 1.14×. On x86, VNNI's instruction multiplies *unsigned* by signed bytes: uint8 activations are the native case.
-# * **Fusing the two head convs into one — nothing, at a high price.** No measurable time saved (the heads are tiny 1×1 convs: 2.28× against 2.25×), and on one shared output grid the box deltas lose most of their levels: mAP 0.58 instead of 0.86, on val and on test alike.
-# * **The first conv in float — the one real gain.** Each output of the stem sums only 3 × 3 × 3 = 27 products, too few for an int8 kernel to pay for its packing; run in float and quantized at its output, the network reaches **2.63×** at batch 16 (2.18× at batch 1). It is chosen on val (0.864 against 0.862, +0.2 points — well inside the bootstrap noise of 200 images) and reported on test, where it scores what the all-int8 network scores (0.862 both): a speed gain, not an accuracy one. Still short of 3×: the rest of the int8 time is spent in convs with 16 to 64 channels, where memory traffic and the layout changes, more than multiply-adds, likely set the pace (Exercise 3 profiles it).
-# * Channel counts do not enter here: ONNX Runtime's blocked layout (NCHWc, channels in blocks of 16 on an AVX-512 CPU; notebook 07) is a layout of its *float* convolutions. Its integer `QLinearConv` kernels run channels-last (NHWC) and do not use it, so rounding channel counts to the block buys the int8 network nothing by itself (notebook 07 found only that counts which are not multiples of 4 slow them).
+# * **Graph optimization level: decisive.** At `basic` ONNX Runtime runs float convs between the QDQ nodes: 0.56×, *slower* than fp32. `extended` fuses the integer kernels but keeps them channels-first: 1.63×. Only `all`, which moves them to channels-last (NHWC), reaches 2.25×.
+# * **int8 instead of uint8 activations: much worse.** With the session option that lets ONNX Runtime fuse signed activations (`session.qdqisint8allowed`), the same numbers run in its signed × signed kernels at 0.21×. Without the option, 6 of the 14 convs stay float and the network runs at 1.14×. On x86, VNNI's instruction multiplies *unsigned* by signed bytes: uint8 activations are the native case.
 
 # %% [markdown]
-# ## 7. Codebook quantization: put the levels where the weights are
+# * **Fusing the two head convs into one: nothing, at a high price.** No measurable time saved (the heads are tiny 1×1 convs: 2.28× against 2.25×), and on one shared output grid the box deltas lose most of their levels: mAP 0.58 instead of 0.86, on val and on test alike.
+# * **The first conv in float: the one real gain.** Each output of the stem sums only 3 × 3 × 3 = 27 products, too few for an int8 kernel to pay for its packing. Run in float and quantized at its output, the network reaches **2.63×** at batch 16 (2.18× at batch 1). It is chosen on val (0.864 against 0.862, +0.2 points, well inside the bootstrap noise of 200 images) and reported on test, where it scores what the all-int8 network scores (0.862 both): a speed gain, not an accuracy one.
+# * Still short of 3×: the rest of the int8 time is spent in convs with 16 to 64 channels, where memory traffic and the layout changes, more than multiply-adds, likely set the pace (Exercise 3 profiles it).
+
+# %% [markdown]
+# **Channel counts do not enter here.** ONNX Runtime's blocked layout (NCHWc, channels in blocks of 16 on an AVX-512 CPU; notebook 07) is a layout of its *float* convolutions. Its integer `QLinearConv` kernels run channels-last (NHWC) and do not use it. So rounding channel counts to the block buys the int8 network nothing by itself (notebook 07 found only that counts which are not multiples of 4 slow them).
+
+# %% [markdown]
+# ### Codebook quantization: put the levels where the weights are
 #
-# Linear quantization spreads its $2^b$ levels evenly over a range. A weight distribution is nothing like even: most weights sit near zero, a few far out. **Codebook quantization** (Han et al. 2016, *Deep Compression*, and MIT 6.5940's second lab) clusters each layer's weights with 1-D k-means into $2^b$ centroids and stores, per weight, only its $b$-bit cluster index, plus the small table of centroids:
+# Linear quantization spreads its $2^b$ levels evenly over a range. A weight distribution is nothing like even: most weights sit near zero, a few far out. **Codebook quantization** (Han et al. 2016, *Deep Compression*, and MIT 6.5940's second lab) clusters each layer's weights with 1-D k-means into $2^b$ centroids. It stores, per weight, only its $b$-bit cluster index, plus the small table of centroids:
 #
 # $$W_i = C_{I_i}, \qquad I_i = \arg\min_k |w_i - c_k|, \qquad c_k = \operatorname{mean}\{w_i : I_i = k\}.$$
 #
 # Fine-tuning keeps the indices and trains the centroids: since $W = C[I]$, autograd makes each centroid's gradient **the sum of the gradients of the weights that share it** (`CodebookLayer`; tested against a scatter-add). Here is one layer at 3 bits: the k-means levels against a uniform 3-bit grid over the same layer.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from course_utils.quant import fuse_conv_bn, kmeans_codebook, quantize_tensor
 
 fp32 = TinyDetector()
@@ -430,10 +497,13 @@ ax.legend(handles=[plt.Line2D([], [], color="tab:blue", lw=1.5, label="k-means c
 plt.show()
 
 # %% [markdown]
-# A uniform grid spends levels on the sparse tails; the centroids crowd where the weights are. Per-channel scales, which the course's linear quantizer uses, fit each channel's range and narrow the gap. On the whole detector, `benchmarks/codebook_sweep.py` compares the two at 2, 3 and 4 bits, weights only (activations stay float for both), before and after **2 epochs of fine-tuning** — centroids for the codebook, all weights through the STE for linear QAT — with a float model fine-tuned as long beside them, 3 seeds ("total": the epochs behind each fine-tuned row, 48 of the converged start + 2). Each method fine-tunes at its own learning rate, the best of three for it in a probe run scored on **val** (a seed not reported here); so the comparison is read on **test**:
+# A uniform grid spends levels on the sparse tails; the centroids crowd where the weights are. Per-channel scales, which the course's linear quantizer uses, fit each channel's range and narrow the gap.
+#
+# On the whole detector, `benchmarks/codebook_sweep.py` compares the two at 2, 3 and 4 bits, weights only (activations stay float for both). Each is scored before and after **2 epochs of fine-tuning**: centroids for the codebook, all weights through the STE for linear QAT. A float model fine-tuned as long sits beside them, 3 seeds each ("total": the epochs behind each fine-tuned row, 48 of the converged start + 2).
+#
+# Each method fine-tunes at its own learning rate, the best of three for it in a probe run scored on **val** (a seed not reported here); so the comparison is read on **test**:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 cb = json.loads((RESULTS / "codebook.json").read_text())
 v, ep, size = cb["test_map"], cb["epochs"], cb["bytes"]
 from course_utils import seed_difference
@@ -475,19 +545,25 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# * **Without fine-tuning, the codebook wins at every width** — 0.77 vs 0.76 at 4 bits, 0.64 vs 0.52 at 3, 0.21 vs 0.00 at 2 on test (the course's symmetric 2-bit grid has only three useful levels). Levels placed by k-means fit the weights better than any uniform grid.
-# * **After 2 epochs of fine-tuning, each at the learning rate chosen for it, linear QAT is ahead at every width — but only at 4 bits outside the noise of 3 seeds** (test 0.838 vs 0.820, −1.8 points [−3.0, −0.6]). At 3 and 2 bits linear QAT's seeds spread widely (± 0.039 and ± 0.051) and the differences are within noise; the codebook is far more repeatable. QAT trains all 415k weights through the STE; the codebook moves only $2^b$ centroids per layer (plus the biases), so it has far less to train with. QAT-trained linear weights also run on the integer kernels of §4 and §6; a codebook needs a table lookup before every multiply (or a decompression step), which standard CPU kernels do not have.
-# * **The bytes are almost the same**: $b$ bits per weight either way; the codebook's table ($2^b$ floats per layer) and linear's per-channel scales are both tiny. Both are 7.8–7.9× (4 bits) to 15.1–15.5× (2 bits) smaller than fp32.
-# * **The recipe is part of the result.** Each method was fine-tuned at the learning rate that suited it best — chosen on val, in a probe run with a seed not reported — and each has a float control at that rate; that is why the comparison is read on test. At one *shared* rate of 1e-3 the probe put the codebook *ahead* at 4 bits (last line of the table): "linear QAT beats the codebook" holds for these recipes, not for any fine-tuning.
+# * **Without fine-tuning, the codebook wins at every width**: 0.77 vs 0.76 at 4 bits, 0.64 vs 0.52 at 3, 0.21 vs 0.00 at 2 on test (the course's symmetric 2-bit grid has only three useful levels). Levels placed by k-means fit the weights better than any uniform grid.
+# * **After 2 epochs of fine-tuning, each at the learning rate chosen for it, linear QAT is ahead at every width, but only at 4 bits outside the noise of 3 seeds** (test 0.838 vs 0.820, −1.8 points [−3.0, −0.6]). At 3 and 2 bits linear QAT's seeds spread widely (± 0.039 and ± 0.051) and the differences are within noise; the codebook is far more repeatable.
 
 # %% [markdown]
-# ## 8. A stronger post-training method: AdaRound
+# * **Why linear QAT wins after training.** QAT trains all 415k weights through the STE; the codebook moves only $2^b$ centroids per layer (plus the biases), so it has far less to train with. QAT-trained linear weights also run on the integer kernels of this notebook; a codebook needs a table lookup before every multiply (or a decompression step), which standard CPU kernels do not have.
+# * **The bytes are almost the same**: $b$ bits per weight either way; the codebook's table ($2^b$ floats per layer) and linear's per-channel scales are both tiny. Both are 7.8–7.9× (4 bits) to 15.1–15.5× (2 bits) smaller than fp32.
+# * **The recipe is part of the result.** Each method was fine-tuned at the learning rate that suited it best, chosen on val in a probe run with a seed not reported, and each has a float control at that rate; that is why the comparison is read on test. At one *shared* rate of 1e-3 the probe put the codebook *ahead* at 4 bits (last line of the table): "linear QAT beats the codebook" holds for these recipes, not for any fine-tuning.
+
+# %% [markdown]
+# ### AdaRound: a stronger post-training method
 #
 # Round-to-nearest treats each weight alone. But a layer's *output* is what matters: rounding several weights of one output the same way can add their errors up. **AdaRound** (Nagel et al. 2020) learns, per weight, whether to round **down or up**, so that the layer's output on calibration data changes least:
 #
 # $$\min_V \; \big\|W x - \tilde W \tilde x\big\|^2 + \lambda \sum_{ij} \big(1 - |2h(V_{ij}) - 1|^\beta\big), \qquad \tilde W = S \cdot \mathrm{clamp}\big(\lfloor W/S \rfloor + h(V),\, q_{\min}, q_{\max}\big),$$
 #
-# with the rectified sigmoid $h(V) = \mathrm{clamp}(\sigma(V)(\zeta - \gamma) + \gamma, 0, 1)$, $\zeta = 1.1$, $\gamma = -0.1$. $h$ starts at the fractional part of $W/S$ (so $\tilde W = W$); the regulariser, with $\beta$ annealed from 20 to 2, then pushes every $h$ to exactly 0 or 1 — a hard decision per weight. $x$ is the float layer's input and $\tilde x$ the quantized model's input to the same layer, so each layer also makes up for the rounding of the layers before it. No labels, no backpropagation through the network: one layer at a time, 2,000 Adam steps each.
+# with the rectified sigmoid $h(V) = \mathrm{clamp}(\sigma(V)(\zeta - \gamma) + \gamma, 0, 1)$, $\zeta = 1.1$, $\gamma = -0.1$.
+
+# %% [markdown]
+# $h$ starts at the fractional part of $W/S$ (so $\tilde W = W$). The regulariser, with $\beta$ annealed from 20 to 2, then pushes every $h$ to exactly 0 or 1: a hard decision per weight. $x$ is the float layer's input and $\tilde x$ the quantized model's input to the same layer, so each layer also makes up for the rounding of the layers before it. No labels, no backpropagation through the network: one layer at a time, 2,000 Adam steps each.
 
 # %%
 from course_utils.quant import rectified_sigmoid, rounding_regularizer
@@ -512,8 +588,7 @@ for ax in axes:
 plt.tight_layout()
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 pm = json.loads((RESULTS / "ptq_methods.json").read_text())
 vm, gains, qref = pm["test_map"], pm["test_adaround_minus_minmax"], pm["qat_reference"]  # reported on test
 print(f"fp32: {pm['fp32_test']:.3f} on test.  Weights per channel, activations 8-bit (percentile); test mAP, mean ± std over "
@@ -536,22 +611,9 @@ print(f"the whole benchmark took {pm['total_seconds'] / 60:.0f} min on one core:
 # %% [markdown]
 # On test (nothing in this section was chosen on it; the same models score the same way on val):
 #
-# * **At 4-bit weights AdaRound recovers most of what rounding lost**: min-max + nearest loses 10.6 points against fp32, AdaRound 4.4 (+6.2 [+5.3, +7.1] over min-max, paired over the calibration sets). An MSE-optimal range alone buys 1.8 of those points. In every layer a sizeable share of the weights ends up rounded the other way than to nearest (last lines).
+# * **At 4-bit weights AdaRound recovers most of what rounding lost.** Min-max + nearest loses 10.6 points against fp32, AdaRound 4.4 (+6.2 [+5.3, +7.1] over min-max, paired over the calibration sets). An MSE-optimal range alone buys 1.8 of those points. In every layer a sizeable share of the weights ends up rounded the other way than to nearest (last lines).
 # * **At 8 bits there is nothing left to recover**: every method is within 0.2 points of fp32. AdaRound even ends 0.1 points *below* min-max (interval −0.3 to −0.0, just excluding 0): on a grid this fine, learning the rounding has nothing to gain and a hair to lose.
-# * It is still *post-training*: calibration images only, no labels, one to two minutes per model on one CPU core here (printed above). The QAT-4 row is not a like-for-like comparison — it quantizes the activations to 4 bits too and trains for 6 epochs — but it shows how far careful PTQ gets: W4A8 with AdaRound (0.819) is well above the W4A4 models, and within 5 points of fp32.
 
 # %% [markdown]
-# ## Exercises — where to find the solutions
-#
-# Exercises 1 and 2 are in §3, each followed by its check. Reference solutions: `solutions/ex09_integer_inference.py`.
-#
-# **Exercise 3 (open, no reference solution).** §6 found that the first conv (3 input channels) is faster in float than in int8. Use ONNX Runtime's profiler (`SessionOptions.enable_profiling = True`, then `session.end_profiling()` gives a JSON trace with one `..._kernel_time` event per node) on the int8 model of §5 at batch 16, and find which node types take the time outside the `QLinearConv`s. Which of them could a different export remove?
-#
-# ## Takeaways
-#
-# * An int8 layer is an **affine map with int32 accumulation**: int8 × uint8 products summed in int32, an int32 bias at scale $S_w S_x$, and one requantization by $M = S_w S_x / S_y$ — as a fixed-point multiplier $m_0 \cdot 2^{-(31+n)}$ — with saturation and ReLU as the same clamp. Not `w % Q`.
-# * Written by hand, the whole detector runs from a uint8 input to uint8 head outputs without a float operation, and equals ONNX Runtime's integer kernels output for output, except at float32 rounding ties (4 of 12.6 million outputs here).
-# * Deploying QAT with **its own scales** (a QDQ graph) keeps the deployed model equal to the one you trained; re-calibrating is close at 8 bits here (its difference from QAT's scales is within noise on test) but is a different model — and on test it falls below the fake-quant model beyond the noise, where QAT's scales do not.
-# * Speed is an engineering result, not a formula: one layer left in float, the graph-optimization level and the activation type changed the int8 speed-up more than any arithmetic did. Measure against the fastest fp32 path, and score every variant.
-# * Codebooks fit weights better than uniform grids before training; after 2 epochs of fine-tuning, each at the learning rate chosen for it on val, QAT's linear grid is ahead on test (outside the noise at 4 bits only) and runs on standard integer kernels — at one shared learning rate the 4-bit ranking flips, so the recipe is part of the result.
-# * At 4-bit weights, learning the rounding (AdaRound) recovers most of the loss without labels; at 8 bits round-to-nearest is already enough.
+# * It is still *post-training*: calibration images only, no labels, one to two minutes per model on one CPU core here (printed above).
+# * The QAT-4 row is not a like-for-like comparison: it quantizes the activations to 4 bits too and trains for 6 epochs. But it shows how far careful PTQ gets: W4A8 with AdaRound (0.819) is well above the W4A4 models, and within 5 points of fp32.

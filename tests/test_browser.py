@@ -206,13 +206,16 @@ def test_notebook_04_as_rise_slides(lab_server, tmp_path):
 
 
 def test_make_lab_serves_the_root_and_the_glossary_link_opens(lab_server):
-    """``make lab`` serves the repository root on 127.0.0.1 with JupyterLab's token and starts at notebook
-    00; the glossary link in a notebook's header (``../docs/glossary.md``) then opens the glossary."""
+    """``make lab`` makes the learner's copies (``scripts/my_work.py``), serves the repository root on 127.0.0.1
+    with JupyterLab's token, without news or update pop-ups, and starts at the learner's copy of notebook 00;
+    the glossary link in a notebook's header (``../docs/glossary.md``) then opens the glossary."""
     from playwright.sync_api import sync_playwright
 
     recipe = (ROOT / "Makefile").read_text().split("\nlab: setup\n", 1)[1].split("\n\n", 1)[0]
+    assert "scripts/my_work.py" in recipe.split("jupyter lab", 1)[0], "make lab must make the learner's copies first"
     for flag in ("--ServerApp.ip=127.0.0.1", "--ServerApp.root_dir=.",
-                 "--LabApp.default_url=/lab/tree/notebooks/00_setup_and_tour.ipynb"):
+                 "--LabApp.default_url=/lab/tree/my-work/00_setup_and_tour.ipynb",
+                 "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"):
         assert flag in recipe, f"make lab must pass {flag}"
     assert "token" not in recipe.lower() and "password" not in recipe.lower(), "make lab must keep JupyterLab's token"
     with sync_playwright() as pw:

@@ -11,7 +11,8 @@ notebooks shown as committed, never executed), then reads every produced HTML fi
 * widget outputs show their saved picture, and no widget JavaScript is loaded;
 * formulas are typeset by a MathJax copied into the site (jupyter-server-mathjax's MathJax 2);
 * in headless Chromium, with every non-file request refused, notebook 04's page typesets its
-  formulas and loads its pictures (a screenshot goes to ``tests/_artifacts/``).
+  formulas with the STIX web font the site carries, asks for no file the site lacks, and loads its
+  pictures (a screenshot goes to ``tests/_artifacts/``).
 
 Takes about half a minute (it reads all notebooks and imports ``course_utils``): marked slow,
 so ``make check`` leaves it out and ``make test`` runs it.
@@ -127,7 +128,7 @@ def test_every_notebook_module_and_document_has_a_page(site):
 def test_widgets_show_their_static_picture(site):
     for name in ("00_setup_and_tour", "03_gradient_clipping", "04_quantization_math"):
         page = (site / f"notebooks/{name}.html").read_text(encoding="utf-8")
-        cells = page.split('<div class="cell docutils container">')[1:]
+        cells = re.split(r'<div class="cell(?: tag_[\w-]+)* docutils container">', page)[1:]  # tagged cells: tag_… classes
         widget_cells = [c for c in cells if "cell_output" in c and "interactive_figure" in c.split("cell_output", 1)[0]]
         assert widget_cells, f"{name}: no executed cell calling interactive_figure"
         assert all("<img" in c.split("cell_output", 1)[1] for c in widget_cells), f"{name}: a widget output shows no picture"
@@ -155,6 +156,7 @@ def test_a_notebook_page_renders_offline_in_chromium(site):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "site_04_quantization_math.png"
     refused: list[str] = []
+    missing: list[str] = []  # files the page asked for that the site does not have (e.g. a MathJax font)
 
     def route(r):
         if r.request.url.startswith("file://"):
@@ -166,11 +168,13 @@ def test_a_notebook_page_renders_offline_in_chromium(site):
         browser, page = launch_chromium(pw)
         try:
             page.route("**/*", route)
+            page.on("requestfailed", lambda r: missing.append(r.url) if r.url.startswith("file://") else None)
             page.goto((site / "notebooks/04_quantization_math.html").as_uri(), wait_until="load")
             page.wait_for_function("() => window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 "
                                    "&& document.querySelectorAll('.MathJax_Display, .MathJax').length > 0",
                                    timeout=60_000)
             typeset = page.locator(".MathJax_Display").count()
+            font = page.evaluate("() => MathJax.OutputJax['HTML-CSS'] && MathJax.OutputJax['HTML-CSS'].fontInUse")
             raw_tex = page.locator("div.math").evaluate_all(
                 "els => els.filter(e => !e.querySelector('.MathJax, .MathJax_Display, script[type^=\"math/tex\"]')).length")
             images = page.evaluate("() => Array.from(document.images).map(i => [i.src.split('/').pop(), i.naturalWidth])")
@@ -179,7 +183,31 @@ def test_a_notebook_page_renders_offline_in_chromium(site):
         finally:
             browser.close()
     assert not refused, f"the page asked the network for: {refused[:10]}"
+    assert not missing, f"files the site lacks: {missing[:10]}"
+    assert font == "STIX-Web", f"MathJax typeset with {font!r}, not the STIX web font the site carries"
     assert typeset >= 3, f"only {typeset} display formulas were typeset by MathJax"
     assert raw_tex == 0, f"{raw_tex} formula blocks were left as raw TeX"
     assert len(images) >= 3 and all(width > 0 for _, width in images), f"pictures that did not load: {images}"
     assert shot.stat().st_size > 20_000
+
+
+def test_every_chinese_character_on_the_site_is_in_its_own_font(site):
+    """A machine without a CJK font shows the glossary's Chinese terms as empty boxes, unless the site's
+    font has them: every CJK character of every page must be in ``course-cjk.woff``."""
+    from fontTools.ttLib import TTFont
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_cjk_font import FAMILY, is_cjk
+
+    font = site / "_static" / "fonts" / "course-cjk.woff"
+    assert font.is_file(), "the site must carry its CJK font (docs/_static/fonts)"
+    cmap = TTFont(font).getBestCmap()
+    used = {c for page in site.rglob("*.html") for c in page.read_text(encoding="utf-8") if is_cjk(c)}
+    assert len(used) >= 50, f"only {len(used)} CJK characters on the site: is the glossary there?"
+    missing = sorted(c for c in used if ord(c) not in cmap)
+    assert not missing, f"characters the site's CJK font lacks: {''.join(missing[:40])} -- run scripts/make_cjk_font.py"
+    css = (site / "_static" / "course.css").read_text()
+    assert FAMILY in css and "fonts/course-cjk.woff" in css
+    glossary = (site / "docs" / "glossary.html").read_text(encoding="utf-8")
+    assert "course.css" in glossary and FAMILY in (site / "_static" / "alabaster.css").read_text()
+    assert (site / "_static" / "fonts" / "OFL.txt").is_file(), "the font's licence travels with it"

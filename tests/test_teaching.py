@@ -84,3 +84,11 @@ def test_self_study_evening_sums():
     match = re.search(r"One self-study evening: (.*?), \*\*(\d+) min\*\* guided", PAGE)
     assert match
     assert int(match.group(2)) == sum(GUIDED[k] for k in _notebooks(match.group(1)))
+
+
+def test_notebook_00s_course_table_lists_every_notebook_with_its_guided_time():
+    text = "".join(c.source for c in nbformat.read(NOTEBOOKS["00"], as_version=4).cells if c.cell_type == "markdown")
+    rows = dict(re.findall(r"^\| `(\d\d)_\w+` \|[^|]*\| (\d+) min \|$", text, re.M))
+    assert list(rows) == list(NOTEBOOKS), f"00's table lists {list(rows)}, the course has {list(NOTEBOOKS)}"
+    wrong = {k: (int(m), GUIDED[k]) for k, m in rows.items() if int(m) != GUIDED[k]}
+    assert not wrong, f"00's table vs each notebook's header (table, header): {wrong}"

@@ -24,9 +24,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 FIX = "run `make sync` (or `jupytext --to py:percent notebooks/NN_name.ipynb`) and commit both files"
 
 
-def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]]]:
     # Trailing newlines of a cell have no place in the text format (jupytext drops them): not compared.
-    return [(cell.cell_type, cell.source.rstrip("\n")) for cell in nb.cells]
+    # Tags are: nbval's (nbval-check-output, nbval-ignore-output) decide what the tests compare.
+    return [(cell.cell_type, cell.source.rstrip("\n"), tuple(cell.metadata.get("tags", []))) for cell in nb.cells]
 
 
 def _first_difference(a: str, b: str) -> str:
@@ -49,6 +50,8 @@ def pair_differences(notebook: Path, text: Path) -> list[str]:
         if a != b:
             if a[0] != b[0]:
                 problems.append(f"cell {i} differs in type: {a[0]} in the notebook, {b[0]} in the text")
+            elif a[2] != b[2]:
+                problems.append(f"cell {i} differs in tags: {list(a[2])} in the notebook, {list(b[2])} in the text")
             else:
                 problems.append(f"cell {i} ({a[0]}) differs in source: {_first_difference(a[1], b[1])}")
             if len(problems) >= 5:
@@ -93,8 +96,24 @@ def test_a_change_on_either_side_is_noticed(tmp_path):
     text_copy.write_text(text.replace("# %% [markdown]", "# %%", 1))
     assert any("differs in type" in p for p in pair_differences(nb_copy, text_copy))
 
+    shutil.copy(notebook.with_suffix(".py"), text_copy)  # a tag dropped on one side
+    text = text_copy.read_text()
+    assert '# %% tags=["nbval-check-output"]' in text
+    text_copy.write_text(text.replace('# %% tags=["nbval-check-output"]', "# %%", 1))
+    assert any("differs in tags" in p for p in pair_differences(nb_copy, text_copy))
+
     text_copy.unlink()
     assert pair_differences(nb_copy, text_copy) == [f"{text_copy.name} is missing"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_test_plumbing_in_the_learners_view(notebook):
+    """What the tests compare is said by nbval's cell tags, not by comments a learner reads."""
+    nb = nbformat.read(notebook, as_version=4)
+    shown = [(i, line) for i, cell in enumerate(nb.cells) for line in cell.source.splitlines()
+             if "NBVAL" in line or "test suite" in line.lower()]
+    assert not shown, f"{notebook.name}: test plumbing in cells {shown[:5]}: use the tags nbval-check-output / nbval-ignore-output"
+    assert any("nbval-check-output" in cell.metadata.get("tags", []) for cell in nb.cells), f"{notebook.name} checks no output"
 
 
 def test_pytest_does_not_collect_text_sources_as_tests():
