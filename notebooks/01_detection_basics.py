@@ -95,7 +95,9 @@ cell = (6 * 16 + 7) * len(sizes) * len(ratios)  # the anchors of cell (row 6, co
 draw_boxes(ax, anchors_ours[cell : cell + len(sizes) * len(ratios)], "yellow")
 centres = (anchors_ours[:, :2] + anchors_ours[:, 2:]) / 2
 ax.scatter(centres[:, 0], centres[:, 1], s=2, c="white")
-ax.set_title("6 anchors at one cell (yellow);\nwhite dots: the 16 x 16 anchor centres")
+for edge in range(0, 129, stride):  # the cell grid: torchvision centres anchors on the cells' top-left corners
+    ax.axhline(edge, color="white", lw=0.3, alpha=0.4), ax.axvline(edge, color="white", lw=0.3, alpha=0.4)
+ax.set_title("6 anchors at one cell (yellow); white dots: anchor\ncentres, on cell corners as in torchvision")
 ax.set_axis_off()
 plt.show()
 

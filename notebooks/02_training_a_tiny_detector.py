@@ -15,6 +15,8 @@
 # > * **GIoU:** IoU minus the share of empty space in the smallest box around both boxes.
 # > * **one-cycle schedule:** the learning rate warms up, then decays to almost zero.
 # > * **hook:** an object whose methods the training loop calls at fixed points.
+# > * **logit:** a raw score; the sigmoid turns it into a probability.
+# > * **fine-tuning:** training an already trained model for a few more epochs.
 # > * **std (ddof = 1):** the sample standard deviation of n runs (divides by n − 1). A **seed** fixes a run's randomness.
 # > * In the [glossary](../docs/glossary.md): backbone / neck / head, FPN, stride, label assignment, AdamW.
 #
@@ -61,7 +63,7 @@ class_names = [c["name"] for c in val.categories]
 #                  └─ post-processing: decode → score threshold → NMS → top 100
 # ```
 #
-# Each location of `P3` owns one 32×32-pixel anchor and predicts offsets from it (notebook 01's box coding). `width` multiplies every channel count: notebook 06 uses it for a big "teacher" and a small "student".
+# `C3`, `C4` are the backbone's feature maps and `P3` the neck's (digit n: stride 2ⁿ). Each location of `P3` owns one 32×32-pixel anchor and predicts offsets from it (notebook 01's box coding). `width` multiplies every channel count: notebook 06 uses it for a big "teacher" and a small "student".
 
 # %% tags=["nbval-check-output"]
 for width in (0.5, 1.0, 2.0):
@@ -178,7 +180,7 @@ print(f"val mAP {ci['value']:.3f}, 95% CI [{ci['low']:.3f}, {ci['high']:.3f}]  "
 # 1. **Keep** the shortest schedule that one twice as long beats by under 0.5 mAP points (a point is 0.01 mAP; if none, the longest).
 # 2. **Check the plateau:** 6 more epochs of fine-tuning (what every compression method gets), 3 seeds, must add under 0.5 points on average.
 #
-# The same for notebook 06's width-2 teacher. The recorded results:
+# Likewise for notebook 06's width-2 teacher:
 
 # %% tags=["nbval-check-output"]
 import json
@@ -191,10 +193,13 @@ for width, result in converged.items():
     print(f"width {width}: " + ", ".join(f"{r['epochs']} epochs -> {r['val_map']:.3f}" for r in result["runs"]))
     low, high = result["val_map_ci95"]
     check = result["plateau"]["check"]
-    print(f"  kept: {result['plateau']['epochs']} epochs ({result['plateau']['verdict']})")
-    print(f"  val mAP {result['val_map']:.3f} (95% CI [{low:.3f}, {high:.3f}]), test {result['test_map']:.3f}")
-    print(f"  plateau check: 6 more epochs add {100 * check['gain']:+.2f} points "
+    kept = result["plateau"]["epochs"]
+    longest = max(r["epochs"] for r in result["runs"])
+    why = "every doubling gained >= 0.5 points, so the longest" if kept == longest else "doubling it gained < 0.5 points"
+    print(f"  rule 1 (keep): {kept} epochs ({why})")
+    print(f"  rule 2 (plateau check): 6 more epochs add {100 * check['gain']:+.2f} points "
           f"({check['val_map_after']['n']} seeds) -> {'plateaued' if result['plateau']['reached'] else 'NOT plateaued'}")
+    print(f"  the {kept}-epoch model: val mAP {result['val_map']:.3f} (95% CI [{low:.3f}, {high:.3f}]), test {result['test_map']:.3f}")
 
 # %%
 from course_utils.viz import plot_schedule_curves
@@ -204,9 +209,10 @@ for ax, (width, result) in zip(axes, converged.items()):
     plot_schedule_curves(result["runs"], ax=ax, title=f"TinyDetector, width {width}",
                          live=history["map"] if width == 1 else None, shipped_epochs=result["plateau"]["epochs"])
 plt.tight_layout()
+plt.show()
 
 # %% [markdown]
-# For width 1, each doubling still gained over 0.5 points (12 → 24: +4.1, 24 → 48: +1.3), so 48 epochs are kept; 6 more add only 0.1.
+# For width 1, every doubling gained over 0.5 points (+4.1, then +1.3), so rule 1 keeps 48 epochs and rule 2 finds them plateaued.
 #
 # Is the converged model's lead over your 6-epoch model real? Score both on the *same* resamples (`paired_bootstrap_map`): the noise from which images were drawn cancels, so the interval of the difference is much narrower.
 
@@ -228,7 +234,7 @@ print(f"converged minus 6-epoch: {100 * diff['value']:+.1f} mAP points, "
 # 1. **A converged baseline.** Compressed models are usually fine-tuned for a few epochs. From a baseline stopped early, those epochs alone raise mAP, and the compression gets the credit.
 # 2. **Equal budgets.** The baseline gets the same extra training, without the compression: an **equal-budget control**.
 # 3. **Noise.** Every mAP comes with its CI, or as mean ± std over at least 3 seeds (ddof = 1). A difference inside that noise is *within noise*, not a gain.
-# 4. **Choose on val, report on test.** Every choice in the course — a learning rate, a threshold, the number of epochs, which variant is "best" — is made on **val**. A score used to choose is optimistic: the variant best on val was partly lucky on those 200 images. So every headline comparison is reported on the held-out **test** split, which no choice has seen, and every table says which split it shows.
+# 4. **Choose on val, report on test.** Every choice (a learning rate, a threshold, the epochs, the "best" variant) is made on **val**. A score used to choose is optimistic, partly luck on those 200 images, so headline comparisons are reported on the held-out **test** split, and every table names its split.
 
 # %% [markdown]
 # ## Exercises
@@ -251,7 +257,7 @@ check_error_counts(my_error_counts)
 # %% [markdown]
 # ### Exercise 2 — your first hook
 #
-# Hooks are how every later topic plugs into `fit`. Write a `Hook` subclass that appends the total loss to a list `self.values` after every optimizer step. Each hook method receives a `StepState`; its fields are printed below — `state.losses` is a dict of scalar tensors, so sum them and use `.item()` to get a Python float. The check trains a small model for 2 steps with your hook.
+# Write a `Hook` subclass that appends the total loss to a list `self.values` after every optimizer step. Each hook method receives a `StepState`; its fields are printed below — `state.losses` is a dict of scalar tensors, so sum them and use `.item()` to get a Python float. The check trains a small model for 2 steps with your hook.
 
 # %%
 from dataclasses import fields
@@ -277,7 +283,7 @@ check_loss_recorder(LossRecorder)
 # * `TinyDetector`: backbone → FPN neck → head → decode + NMS.
 # * Its loss: QFL (scores that predict IoU) + GIoU + L1, at the assigned locations.
 # * One loop, `fit`, with **hooks** for what later notebooks add.
-# * Six epochs pass the bar; the recipe keeps improving up to 48.
+# * Six epochs pass the bar; 48 converge.
 # * Fair comparisons: a converged baseline, an equal-budget control, noise measured, choices on val and results on test.
 
 # %% [markdown]

@@ -212,10 +212,13 @@ plt.show()
 # %% tags=["nbval-check-output"]
 print(f"every run: {lab['steps_per_run']} SGD steps, {lab['config']['seeds']} seeds; "
       f"test mAP@0.5 as mean ± sample std over the seeds (a diverged run scores 0)")
-print(f"{'run':<7}{'peak lr':>8}{'diverged':>10}{'dead':>6}{'test mAP@0.5':>16}")
+print("threshold: value clips each entry to ±c; norm, the global norm to c; agc, each unit's ratio to c. "
+      "clipped: the share of steps the rule changed")
+print(f"{'run':<7}{'peak lr':>8}{'threshold':>10}{'clipped':>9}{'diverged':>10}{'dead':>6}{'test mAP@0.5':>16}")
 for name, s in lab["summary"].items():
     dead = sum(r["map_50"] < 0.01 for r in lab["runs"][name] if not r["nonfinite"])  # trained to the end, learned nothing
-    print(f"{name:<7}{s['lr']:>8g}{s['diverged']:>6d} / {s['runs']}{dead:>6d}"
+    threshold = f"{s['threshold']:.3g}" if s["method"] != "none" else "-"
+    print(f"{name:<7}{s['lr']:>8g}{threshold:>10}{s['clip_fraction']:>9.0%}{s['diverged']:>6d} / {s['runs']}{dead:>6d}"
           f"{s['test_map_50']['mean']:>10.3f} ± {s['test_map_50']['std']:.3f}")
 goal = lab["goal"]
 print(f"\nbest rule on val: {goal['best_clipped']}; on test it reaches "
@@ -232,8 +235,11 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 for name, results in lab["runs"].items():
     for i, r in enumerate(results):
         axes[0].plot(r["loss"], color=colors[name], alpha=0.5, linewidth=1, label=name if i == 0 else None)
+        if r["nonfinite"]:  # its loss shot up (to 1e17) and then became nan: mark where, at the top edge
+            axes[0].scatter(len(r["loss"]) - 1, 700, marker="x", color=colors[name], zorder=3,
+                            label="diverged (loss -> nan)" if i == 0 else None)
 axes[0].set_yscale("log")
-axes[0].set_ylim(0.7, 20)  # the unclipped runs shoot far above this before their NaN
+axes[0].set_ylim(0.7, 1e3)  # the diverged runs' losses leave the plot before their nan
 axes[0].set_xlabel("step")
 axes[0].set_ylabel("training loss (log)")
 axes[0].set_title("5 seeds per run: stalled runs stay near 1.9, learning ones end near 0.9-1.3")

@@ -18,6 +18,7 @@
 # - **symmetric / asymmetric**: `Z` fixed at 0 / free to fit the range.
 # - **per-tensor / per-channel**: one scale per tensor / per output channel.
 # - **BN folding**: merging a batch norm into the conv before it.
+# - **PTQ**: post-training quantization; quantize a trained model, no more training.
 # - **calibration set**, **observer**: images used to choose ranges; the rule that chooses them.
 # - **SQNR**: signal-to-quantization-noise ratio, in dB; higher is better.
 # - **STE**: straight-through estimator (section 7).
@@ -115,7 +116,7 @@ print("  q (integers)    :", quantize(w, scale, zp, 0, 15).tolist())
 print("  S·(q − Z)       :", [round(v, 3) for v in fake_quantize(w, scale, zp, 0, 15).tolist()])
 
 # %% [markdown]
-# The 4-bit codes `q` are integers in 0..15 and map back close to the originals (one grid step is 0.15). The remainders do not.
+# The 4-bit codes `q` are integers in 0..15 and map back close to the originals (to within one grid step `S`). The remainders do not.
 
 # %% [markdown]
 # ## 2. The affine map `r = S · (q − Z)`
@@ -128,7 +129,7 @@ print("  S·(q − Z)       :", [round(v, 3) for v in fake_quantize(w, scale, zp
 #
 # $$S = \frac{x_{max} - x_{min}}{q_{max} - q_{min}}, \qquad Z = q_{min} - \mathrm{round}(x_{min} / S).$$
 #
-# Real 0 maps to `Z` and back to exactly 0, so the zeros of padding and ReLU stay exact. Here is `[−0.3, 1.0]` in uint8, by hand and with `course_utils`:
+# Real 0 maps to `Z` and back to exactly 0: padding and ReLU zeros stay exact. Here is `[−0.3, 1.0]` in uint8, by hand and with `course_utils`:
 
 # %% tags=["nbval-check-output"]
 x_min, x_max, q_min, q_max = -0.3, 1.0, 0, 255
@@ -150,7 +151,7 @@ print("S·(q − Z)    :", [round(v, 5) for v in dequantize(q, S, Z).tolist()], 
 # %% [markdown]
 # ## 3. Fake quantization and its two errors
 #
-# To study accuracy we **fake-quantize**: quantize and immediately dequantize, in float. The network sees exactly the values an int8 model would, and autograd keeps working. `course_utils.quant.fake_quantize` matches PyTorch's own function exactly:
+# To study accuracy we **fake-quantize**: the network sees exactly the values an int8 model would, and autograd keeps working. `fake_quantize` matches PyTorch's own function exactly:
 
 # %% tags=["nbval-check-output"]
 x = torch.linspace(-2, 2, 100_001)
@@ -178,7 +179,7 @@ plt.show()
 # %% [markdown]
 # ## 4. Symmetric or asymmetric
 #
-# A **symmetric** grid fixes `Z = 0` on signed integers; weights, spread around 0, usually use one. An **asymmetric** grid has a free `Z` and fits `[min, max]` exactly. ReLU outputs are all ≥ 0, so a symmetric grid wastes its negative half on them. We measure it on the input of the head conv `tower.0.0`, with each batch norm folded into its conv (`fuse_conv_bn`):
+# A **symmetric** grid fixes `Z = 0` on signed integers; weights, spread around 0, usually use one. An **asymmetric** grid has a free `Z` and fits `[min, max]` exactly. ReLU outputs are all ≥ 0, so a symmetric grid wastes its negative half on them. We measure it on the input of `tower.0.0`, the head's first conv, with each batch norm folded into its conv (`fuse_conv_bn`):
 
 # %% tags=["nbval-check-output"]
 folded = fuse_conv_bn(model)  # BN folded into the convs, as an int8 deployment does (notebook 05)
@@ -193,7 +194,7 @@ for bits in (8, 4):
     print(f"{bits}-bit SQNR: " + " | ".join(row))
 
 # %% [markdown]
-# The symmetric grid loses 6.0 dB at 8 bits and 6.5 dB at 4 bits, close to the 6 dB one extra bit adds.
+# The symmetric grid loses about 6 dB at both widths. That is one bit's worth: each extra bit halves the step, and halving the step adds 6 dB of SQNR.
 
 # %% [markdown]
 # ## 5. Per-tensor or per-channel: an experiment
@@ -222,9 +223,9 @@ print(f"channel {narrow}: max |w| {float(ranges[narrow]):.3f}, grid step S = {fl
       f"distinct codes {sorted(set(codes.int().flatten().tolist()))}, {int((codes != 0).sum())} of {codes.numel()} weights nonzero")
 
 # %% [markdown]
-# All that channel's weights lie within half a step of 0, so all round to 0 (the printed line counts them): the channel is wiped out.
+# Every weight of that channel lies within half a step of 0 and rounds to 0: the channel is wiped out.
 #
-# Now the whole detector: all weights in 4 bits, per tensor or per channel, activations in float.
+# Now the whole detector: all weights in 4 bits, per tensor or per channel, activations in float. `post_training_quantize` does this PTQ: fold the batch norms, then fake-quantize every conv's weights.
 
 # %% tags=["nbval-ignore-output"]
 weights_only = {}
@@ -273,7 +274,7 @@ ax.grid(alpha=0.3)
 plt.show()
 
 # %% [markdown]
-# Min-max spends the grid on a few large activations. The MSE-optimal range clips them, for about a quarter of min-max's error (see the legend). On the whole detector, this choice moves mAP too (see the deep dives).
+# Min-max spends the grid on a few large activations; the MSE-optimal range clips them, for about a quarter of the error (see the legend).
 
 # %% [markdown]
 # ## 7. Training through `round`: the STE

@@ -95,6 +95,7 @@ for ax, temperature in zip(axes[1:], (1, 4, 10)):
     entropy = -(p * p.clamp_min(1e-12).log()).sum().item()
     ax.bar(range(10), p.numpy(), color=["tab:blue" if k == 3 else "tab:gray" for k in range(10)])
     ax.set_xticks(range(10))
+    ax.set_xlabel("digit class (3 in blue)")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"T = {temperature}: entropy {entropy:.2f} nats")
 axes[1].set_ylabel("teacher's softmax(z / T)")

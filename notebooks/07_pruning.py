@@ -19,7 +19,7 @@
 # > * **point**: 0.01 of mAP.
 # > * In the [glossary](../docs/glossary.md): sparsity, channel group, MACs (multiply-adds), converged baseline.
 #
-# *Time: about 55 minutes. Prerequisites: notebooks 02 (training loop, hooks) and 05 (BN folding, latency). Terms: [glossary](../docs/glossary.md) (English–中文).*
+# *Time: about 50 minutes. Prerequisites: notebooks 02 (training loop, hooks) and 05 (BN folding, latency). Terms: [glossary](../docs/glossary.md) (English–中文).*
 
 # %%
 import copy
@@ -188,7 +188,7 @@ for name, model in variants.items():
           f"batch-16 {latency[name]:6.2f} ms ({latency['dense'] / latency[name]:.2f}x faster than dense)")
 
 # %% [markdown]
-# Compare `as is` with `multiple_of=8`: nearly the same multiply-adds, often not the same speed. **Measure.** Why: deep dive *Which channel counts are fast*.
+# Compare `as is` with `multiple_of=8`: the same multiply-adds, often not the same speed. **Measure.** (`multiple_of=16` rounds some counts down, so it also does less work: not like for like.) Why: deep dive *Which channel counts are fast*.
 
 # %% [markdown]
 # ## 5. Which layers can lose channels? A sensitivity scan
@@ -230,7 +230,7 @@ print(f"60 % channels after 1 epoch: val mAP {val_map(pruned):.3f} (dense {dense
 # * `structured_K`: keep the fraction K of each group's channels, by L1 norm (§4);
 # * `random_K`: the same shape, channels drawn at random.
 #
-# Each is compared with its equal-budget control `dense_ft`, the dense model fine-tuned as long. Choose on val, report on test: the table is on test, paired by seed. Other rows: deep dive *Every variant of the study*.
+# Each is compared with its equal-budget control `dense_ft`, the dense model fine-tuned as long. Choose on val, report on test: the table is on test, paired by seed. Other rankings: deep dive *Every variant of the study*.
 
 # %% tags=["nbval-check-output"]
 study = json.loads((RESULTS / "prune_controls.json").read_text())
@@ -243,48 +243,48 @@ control = {name: controls[total[name]] for name in vm}
 print(textwrap.fill(study["description"], 120, break_on_hyphens=False))
 
 # %% tags=["nbval-check-output"]
-groups = {"no channel removed": ["dense_ft", "dense2x_ft", "unstructured_0.8"]} | {
-    f"keep {k * 100:.0f} % of every group's channels": [f"{m}_{k:g}" for m in ("structured", "bnscale", "folded", "random", "slim", "scratch")]
-    for k in study["config"]["keep"]}
-print(f"{'variant':<17}{'epochs':>6}{'params':>8}{'MACs':>7}{'val':>7}{'test mAP ± std':>16}  {'control':<12}{'Δ test, paired [95 % CI]':<26}verdict")
-print(f"{'dense (start)':<17}{start_epochs:>6}{cost['dense']['parameters'] / 1e3:>7.0f}k{cost['dense']['macs'] / 1e6:>6.1f}M"
-      f"{study['dense']['val_map']:>7.3f}{study['dense']['test_map']:>8.3f}")
-for title, names in groups.items():
-    print(f"--- {title}")
-    for name in (n for n in names if n in vm):
-        s, c, ref = seed_summary(runs[name]), cost[name], control[name]
-        row = (f"{name:<17}{total[name]:>6}{c['parameters'] / 1e3:>7.0f}k{c['macs'] / 1e6:>6.1f}M{vm[name]['after_ft']['mean']:>7.3f}"
-               f"{s['mean']:>8.3f} ± {s['std']:.3f}  ")
-        if name == ref:
-            print(row + "(equal-budget control)")
-            continue
-        d = seed_difference(runs[name], runs[ref], paired=True)  # same start, same data order per seed
-        verdict = "within noise" if d["within_noise"] else ("gain" if d["difference"] > 0 else "loss")
-        print(row + f"{ref:<12}"
-              f"{d['difference'] * 100:+5.1f} [{d['low'] * 100:+5.1f}, {d['high'] * 100:+5.1f}]        {verdict}")
+def study_table(kinds, extra=()):
+    """Print the study's rows for the rankings ``kinds`` (and dense variants ``extra``), each against its control."""
+    groups = {"no channel removed": ["dense_ft", *extra, "unstructured_0.8"]} | {
+        f"keep {k * 100:.0f} % of every group's channels": [f"{m}_{k:g}" for m in kinds] for k in study["config"]["keep"]}
+    print(f"{'variant':<17}{'epochs':>6}{'params':>8}{'MACs':>7}{'val':>7}{'test mAP ± std':>16}  {'control':<12}{'Δ test, paired [95 % CI]':<26}verdict")
+    print(f"{'dense (start)':<17}{start_epochs:>6}{cost['dense']['parameters'] / 1e3:>7.0f}k{cost['dense']['macs'] / 1e6:>6.1f}M"
+          f"{study['dense']['val_map']:>7.3f}{study['dense']['test_map']:>8.3f}")
+    for title, names in groups.items():
+        print(f"--- {title}")
+        for name in (n for n in names if n in vm):
+            s, c, ref = seed_summary(runs[name]), cost[name], control[name]
+            row = (f"{name:<17}{total[name]:>6}{c['parameters'] / 1e3:>7.0f}k{c['macs'] / 1e6:>6.1f}M{vm[name]['after_ft']['mean']:>7.3f}"
+                   f"{s['mean']:>8.3f} ± {s['std']:.3f}  ")
+            if name == ref:
+                print(row + "(equal-budget control)")
+                continue
+            d = seed_difference(runs[name], runs[ref], paired=True)  # same start, same data order per seed
+            verdict = "within noise" if d["within_noise"] else ("gain" if d["difference"] > 0 else "loss")
+            print(row + f"{ref:<12}"
+                  f"{d['difference'] * 100:+5.1f} [{d['low'] * 100:+5.1f}, {d['high'] * 100:+5.1f}]        {verdict}")
+
+
+study_table(kinds=("structured", "random"))
 
 # %%
-rankings = {"structured": "L1 of raw filters", "bnscale": "|γ| of BN", "folded": "L1 of folded filters", "random": "random",
-            "slim": "slimming (12 epochs)", "scratch": "from scratch (54 epochs)"}
+rankings = {"structured": "channels kept by L1 norm", "random": "channels kept at random"}  # the other rankings: deep dive
 keeps = study["config"]["keep"]
-kinds = [kind for kind in rankings if f"{kind}_{keeps[0]:g}" in vm]
 fig, ax = plt.subplots(figsize=(9, 3.6))
-for i, kind in enumerate(kinds):
+for i, kind in enumerate(rankings):
     s = [seed_summary(runs[f"{kind}_{k:g}"]) for k in keeps]
-    xs = [j + (i - (len(kinds) - 1) / 2) * 0.12 for j in range(len(keeps))]
+    xs = [j + (i - 0.5) * 0.12 for j in range(len(keeps))]
     ax.errorbar(xs, [x["mean"] for x in s], yerr=[x["std"] for x in s], fmt="o", capsize=3, label=rankings[kind])
-for ref, ls in (("dense_ft", "--"), ("dense2x_ft", ":")):
-    if ref in vm:
-        ax.axhline(seed_summary(runs[ref])["mean"], color="black", ls=ls, lw=1, label=f"{ref} ({total[ref]} epochs)")
+ax.axhline(seed_summary(runs["dense_ft"])["mean"], color="black", ls="--", lw=1, label=f"dense_ft, the control ({total['dense_ft']} epochs)")
 ax.set_xticks(range(len(keeps)), [f"keep {k * 100:.0f} %" for k in keeps])
 ax.set_ylabel("test mAP@[.5:.95], mean ± std")
 ax.set_title("Which channels to keep? Same shape, same fine-tuning, 3 seeds each")
 ax.grid(axis="y", alpha=0.3)
-ax.legend(fontsize=8, ncol=2, loc="lower left")
+ax.legend(fontsize=8, loc="lower left")
 plt.show()
 
 # %% [markdown]
-# What to look for in Δ (a row minus its control) and in the figure:
+# Δ is a row minus its control. What to look for:
 #
 # * **`dense_ft` barely moves** from the start (0.863 → 0.866), so Δ is the price of pruning, not of training.
 # * **Unstructured 80 %** loses 1.8 points, and buys no speed (§3).
@@ -322,7 +322,7 @@ def my_conv_macs(c_in, c_out, k, h_out, w_out, groups):
 check_conv_macs(my_conv_macs)
 
 # %% [markdown]
-# **Exercise 3 — discussion (no check).** Many plans are good, so no check follows. Choose a keep ratio *per group* that leaves no more multiply-adds than §4's uniform 60 % cut (`count_flops(model) <= 26.9e6`) but scores higher on val **after one epoch of fine-tuning** (`finetune(model)`, as in §6, which printed the uniform cut's score; right after the cut every plan this small scores about 0). Build the masks with `masks = {g: channel_masks(dense, r)[g] for g, r in my_ratios.items()}` (groups you leave out stay whole) and cut with `prune_channels(dense, masks)`. Use the sensitivity scan of §5: weights are not multiply-adds — `stage4` holds 53 % of the weights but only 19 % of the MACs, while `smooth` and the tower hold 38 % of the MACs and are sensitive. A plan exists that beats the uniform cut by about 5 points with fewer multiply-adds (one is in the solutions file). You chose your plan on val; score it once on test (`data/test`) to report it.
+# **Exercise 3 — discussion (no check).** Choose a keep ratio *per group* that leaves no more multiply-adds than §4's uniform 60 % cut (`count_flops(model) <= 26.9e6`) but scores higher on val **after one epoch of fine-tuning** (`finetune(model)`, as in §6, which printed the uniform cut's score; right after the cut every plan this small scores about 0). Build the masks with `masks = {g: channel_masks(dense, r)[g] for g, r in my_ratios.items()}` (groups you leave out stay whole) and cut with `prune_channels(dense, masks)`. Use the sensitivity scan of §5: weights are not multiply-adds — `stage4` holds 53 % of the weights but only 19 % of the MACs, while `smooth` and the tower hold 38 % of the MACs and are sensitive. A plan exists that beats the uniform cut by about 5 points with fewer multiply-adds (one is in the solutions file). You chose your plan on val; score it once on test (`data/test`) to report it.
 #
 # Solutions: `solutions/ex07_pruning.py`.
 
@@ -442,6 +442,9 @@ for name, shape in blocks["shapes"].items():
 # **How the study is run and read.** Every variant is fine-tuned on the 2,000 training scenes (AdamW, cosine decay from 2e-3), with channel counts rounded to multiples of 8 (§4). Every choice (the keep ratios, the rankings, the fine-tuning recipe) was made on val: §5's scan and earlier runs. The table reports the held-out test split, with the val mean beside it.
 #
 # Every mAP is the mean ± sample standard deviation over 3 seeds (ddof = 1, `seed_summary`). The seed sets the fine-tuning's data order (and the random draw, and slimming's penalty epochs). Every variant of a seed starts from the same converged model and sees the same data order as its control. So the two are compared seed by seed: Δ is the mean of the per-seed differences, with its 95 % paired t interval (`seed_difference(..., paired=True)`). It is a gain or a loss only when the interval excludes 0, otherwise *within noise*. `epochs` counts all training, the start's 48 included.
+
+# %% tags=["nbval-check-output"]
+study_table(kinds=("structured", "bnscale", "folded", "random", "slim", "scratch"), extra=("dense2x_ft",))
 
 # %% [markdown]
 # **The table in numbers** (Δ against the dense model fine-tuned as long):
