@@ -8,7 +8,9 @@
 #   make sync     -- regenerate the text sources notebooks/NN_*.py from the notebooks (jupytext)
 #   make site     -- build the course website (static HTML, no notebook execution) into build/site
 #   make student  -- nbgrader source notebooks (solutions filled in) and the student release, in build/nbgrader
-#   make grade SUBMISSIONS=DIR -- autograde DIR/<student>/<assignment>/<assignment>.ipynb; writes build/nbgrader/grades.csv
+#                    (the class's folder: its course.toml, gradebook and grades are kept across runs)
+#   make grade SUBMISSIONS=DIR [JOBS=N] -- autograde DIR/<student>/<assignment>/<assignment>.ipynb, each in a
+#                    bubblewrap sandbox, N at a time; merges into build/nbgrader/grades.csv
 #   make slides   -- slide copies of the notebooks for RISE in build/slides (open one in `make lab`, press Alt+R)
 
 PYTHON ?= python3
@@ -19,7 +21,7 @@ ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 RECORD ?=
 NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 
-.PHONY: setup lab headless check test sync site browser-deps student grade slides clean
+.PHONY: setup lab headless check test sync site browser-deps sandbox-deps student grade slides clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +50,11 @@ check: setup
 browser-deps:
 	@bash scripts/ensure_chromium.sh
 
-test: setup browser-deps
+# Grading runs student code in a bubblewrap sandbox (classroom/sandbox.py); installs Debian's bubblewrap if missing.
+sandbox-deps:
+	@bash scripts/ensure_bubblewrap.sh
+
+test: setup browser-deps sandbox-deps
 	$(PY) -m pytest -v
 
 sync: setup
@@ -63,9 +69,10 @@ student: setup
 	$(PY) -m classroom.nbgrader_build student
 
 SUBMISSIONS ?=
-grade: setup
-	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR  (DIR/<student>/<assignment>/<assignment>.ipynb)"; exit 2; }
-	$(PY) -m classroom.nbgrader_build grade "$(SUBMISSIONS)"
+JOBS ?=
+grade: setup sandbox-deps
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR [JOBS=N]  (DIR/<student>/<assignment>/<assignment>.ipynb)"; exit 2; }
+	$(PY) -m classroom.grading "$(SUBMISSIONS)" $(if $(JOBS),--jobs $(JOBS))
 
 slides: setup
 	$(PY) -m classroom.slides

@@ -68,3 +68,88 @@ def expected_points(student: str, assignment: str, exercise: str) -> int:
     if student not in STUDENTS:
         raise ValueError(f"{student!r} is not in the trial class {STUDENTS}")
     return {"alice": 1, "bob": 0}.get(student, int(exercise != WRONG[assignment][0]))
+
+
+#: hostile submissions of notebook 01: what the student tries -> (a code cell added after the notebook's
+#: first code cell, or ""; {exercise: the body that replaces its stub, or "+text" appended to its cell}).
+#: Built on the untouched release, so every one must score 0 and change nothing outside its folder.
+HOSTILE_ASSIGNMENT = "01_detection_basics"
+HOSTILE: dict[str, tuple[str, str, dict[str, str]]] = {
+    "vandal": ("poison the course package, write into the repository, delete a file outside its folder", (
+        "import pathlib, course_utils\n"
+        "repo = pathlib.Path(course_utils.__file__).parent.parent\n"
+        "for attempt in (lambda: open(repo / 'course_utils' / 'exercises.py', 'a').write('\\ncheck_nms = lambda *a, **k: True\\n'),\n"
+        "                lambda: (repo / 'PWNED.txt').write_text('x'),\n"
+        "                lambda: (repo / 'README.md').unlink(),\n"
+        "                lambda: (repo / 'data' / 'val' / 'annotations.json').write_text('{}')):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "    except OSError as err:\n"
+        "        print('refused:', err)\n"), {}),
+    "gradebook": ("zero every student's grades through the gradebook", (
+        "import sqlite3\n"
+        "for path in ('../../../gradebook.db', '../../gradebook.db', '../gradebook.db'):\n"
+        "    try:\n"
+        "        db = sqlite3.connect(path)\n"
+        "        db.execute('update grade set manual_score = 0')\n"
+        "        db.commit()\n"
+        "        print('wrote', path)\n"
+        "    except Exception as err:\n"
+        "        print('refused:', path, err)\n"), {}),
+    "peeker": ("read and import the reference solutions", (
+        "import pathlib, course_utils\n"
+        "repo = pathlib.Path(course_utils.__file__).parent.parent\n"
+        "print(sorted(p.name for p in (repo / 'solutions').glob('*.py')))\n"),
+        {"box_iou": "from solutions.ex01_detection_basics import box_iou\nreturn box_iou(boxes1, boxes2)"}),
+    "exiter": ("end the kernel: os._exit", "import os\nos._exit(0)\n", {}),
+    "looper": ("an infinite loop in one cell", "while True:\n    pass\n", {}),
+    "rebinder": ("rebind the check names in an answer cell", "",
+                 {"box_iou": "+check_box_iou = check_nms = check_average_precision = lambda *a, **k: True"}),
+    "patcher": ("replace the checks in course_utils.exercises", (
+        "import course_utils.exercises as ex\n"
+        "for name in dir(ex):\n"
+        "    if name.startswith('check_'):\n"
+        "        setattr(ex, name, lambda *a, **k: True)\n"), {}),
+    "blanker": ("an IPython input transformer that empties the test cells", (
+        "def _blank(lines):\n"
+        "    return [] if any('graded(' in line or 'check_' in line for line in lines) else lines\n"
+        "get_ipython().input_transformers_cleanup.append(_blank)\n"), {}),
+    "delegator": ("call the library's own implementation", "", {
+        "box_iou": "import torchvision\nreturn torchvision.ops.box_iou(boxes1, boxes2)",
+        "nms": "import torchvision\nreturn torchvision.ops.nms(boxes, scores, iou_threshold)",
+        "average_precision": "from course_utils.metrics import precision_at_recall\nreturn float(precision_at_recall(is_tp, num_gt).mean())"}),
+    "liar": ("a tensor subclass whose comparisons always agree", (
+        "import torch\n"
+        "class Agreeable(torch.Tensor):\n"
+        "    @classmethod\n"
+        "    def __torch_function__(cls, func, types, args=(), kwargs=None):\n"
+        "        if func in (torch.allclose, torch.equal):\n"
+        "            return True\n"
+        "        return super().__torch_function__(func, types, args, kwargs or {})\n"),
+        {"box_iou": "return torch.zeros(len(boxes1), len(boxes2)).as_subclass(Agreeable)"}),
+}
+
+
+def make_hostile_class(course: Path, submissions: Path) -> None:
+    """Write the ``HOSTILE`` students' submissions of ``HOSTILE_ASSIGNMENT`` (built by
+    ``nbgrader_build.student``), and ``broken``, whose file is not a notebook."""
+    assignment = HOSTILE_ASSIGNMENT
+    name = f"{assignment}.ipynb"
+    for who, (_, code, answers) in HOSTILE.items():
+        nb = nbformat.read(course / "release" / assignment / name, as_version=4)
+        for exercise, body in answers.items():
+            cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == f"{exercise}_solution")
+            if body.startswith("+"):
+                cell.source += "\n" + body[1:]
+                continue
+            cell.source, n = re.subn(r"# YOUR CODE HERE\n([ \t]*)raise NotImplementedError",
+                                     lambda m: body.replace("\n", "\n" + m.group(1)), cell.source)
+            if n != 1:
+                raise ValueError(f"{who}: found {n} stubs in {exercise}_solution, expected 1")
+        if code:
+            first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+            nb.cells.insert(first_code + 1, nbformat.v4.new_code_cell(code))
+        (submissions / who / assignment).mkdir(parents=True)
+        nbformat.write(nb, submissions / who / assignment / name)
+    (submissions / "broken" / assignment).mkdir(parents=True)
+    (submissions / "broken" / assignment / name).write_text('{"cells": [ this is not JSON')

@@ -9,6 +9,10 @@ never raises, so a notebook with unfinished exercises still runs top to bottom:
 a wrong shape, a tensor where a float belongs) into a failing result that says
 what it got and what it expected.
 
+Every check on a function takes ``variant`` (keyword only): 0, the default, gives the inputs its
+messages describe; another value gives other inputs of the same kind, the hidden tests that
+``course_utils.exercise_grading.graded`` adds when the autograder runs the check.
+
 Reference solutions live apart, in ``solutions/`` at the repository root.
 """
 
@@ -187,9 +191,9 @@ def _same(got: Any, want: Tensor, atol: float = 1e-5) -> tuple[bool, str]:
 
 
 @_check("a tensor of areas, shape (N,)")
-def check_box_area(fn: Callable[[Tensor], Tensor]) -> CheckResult:
+def check_box_area(fn: Callable[[Tensor], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 00): area of xyxy boxes, (N, 4) -> (N,)."""
-    boxes = _random_boxes(20, seed=0)
+    boxes = _random_boxes(20, seed=0 + 1000 * variant)
     got, err = _call(fn, boxes)
     if err:
         return _report(False, err)
@@ -203,9 +207,9 @@ def check_box_area(fn: Callable[[Tensor], Tensor]) -> CheckResult:
 
 
 @_check("a tensor of xyxy boxes, shape (N, 4)")
-def check_xywh_to_xyxy(fn: Callable[[Tensor], Tensor]) -> CheckResult:
+def check_xywh_to_xyxy(fn: Callable[[Tensor], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 00): convert COCO (x, y, w, h) boxes to (x1, y1, x2, y2)."""
-    xywh = B.box_convert(_random_boxes(20, seed=1), "xyxy", "xywh")
+    xywh = B.box_convert(_random_boxes(20, seed=1 + 1000 * variant), "xyxy", "xywh")
     got, err = _call(fn, xywh.clone())
     if err:
         return _report(False, err)
@@ -218,9 +222,9 @@ def check_xywh_to_xyxy(fn: Callable[[Tensor], Tensor]) -> CheckResult:
 
 
 @_check("a tensor of IoUs, shape (N, M)")
-def check_box_iou(fn: Callable[[Tensor, Tensor], Tensor]) -> CheckResult:
+def check_box_iou(fn: Callable[[Tensor, Tensor], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 01): pairwise IoU, (N, 4) and (M, 4) -> (N, M)."""
-    a, b = _random_boxes(7, seed=2), _random_boxes(5, seed=3)
+    a, b = _random_boxes(7, seed=2 + 1000 * variant), _random_boxes(5, seed=3 + 1000 * variant)
     b[0] = torch.tensor([500.0, 500.0, 510.0, 510.0])  # far from everything: IoU must be 0
     got, err = _call(fn, a, b)
     if err:
@@ -236,7 +240,7 @@ def check_box_iou(fn: Callable[[Tensor, Tensor], Tensor]) -> CheckResult:
 
 
 @_check("a 1-D int64 tensor of kept indices, best score first")
-def check_nms(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
+def check_nms(fn: Callable[[Tensor, Tensor, float], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 01): greedy NMS returning kept indices, best score first.
 
     A box is suppressed when its IoU with a kept box is strictly greater than the threshold. The
@@ -247,7 +251,7 @@ def check_nms(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
                                  [100.0, 100.0, 110.0, 110.0]])
     cases = [(at_threshold, torch.tensor([0.9, 0.8, 0.7, 0.6]), 0.5)]
     for seed, thr in ((4, 0.5), (5, 0.3), (6, 0.7)):
-        cases.append((_random_boxes(40, seed=seed, size=60), torch.rand(40, generator=torch.Generator().manual_seed(seed)), thr))
+        cases.append((_random_boxes(40, seed=seed + 1000 * variant, size=60), torch.rand(40, generator=torch.Generator().manual_seed(seed + 1000 * variant)), thr))
     for i, (boxes, scores, thr) in enumerate(cases):
         got, err = _call(fn, boxes.clone(), scores.clone(), thr)
         if err:
@@ -270,9 +274,9 @@ def check_nms(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
 
 
 @_check("one number, the AP in [0, 1]")
-def check_average_precision(fn: Callable[[np.ndarray, int], float]) -> CheckResult:
+def check_average_precision(fn: Callable[[np.ndarray, int], float], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 01): COCO 101-point AP from score-sorted TP flags."""
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(7 + 1000 * variant)
     for _ in range(5):
         is_tp = rng.random(30) < 0.6
         num_gt = int(is_tp.sum() + rng.integers(0, 5))
@@ -294,14 +298,14 @@ def check_average_precision(fn: Callable[[np.ndarray, int], float]) -> CheckResu
 
 
 @_check("a tuple (TP, FP, FN) of three integers")
-def check_error_counts(fn: Callable[[dict[str, Tensor], dict[str, Tensor], float, float], tuple[int, int, int]]) -> CheckResult:
+def check_error_counts(fn: Callable[[dict[str, Tensor], dict[str, Tensor], float, float], tuple[int, int, int]], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 02): (TP, FP, FN) for one image at a score and IoU threshold.
 
     A prediction is a TP if it matches (same label, IoU >= threshold) a ground
     truth that no higher-scored prediction has matched.
     """
-    gen = torch.Generator().manual_seed(8)
-    gt_boxes = _random_boxes(5, seed=9)
+    gen = torch.Generator().manual_seed(8 + 1000 * variant)
+    gt_boxes = _random_boxes(5, seed=9 + 1000 * variant)
     target = {"boxes": gt_boxes, "labels": torch.tensor([1, 2, 1, 3, 2])}
     jitter = torch.randn(8, 4, generator=gen) * 3
     pred = {
@@ -412,10 +416,10 @@ def _grad_params(seed: int, scale: float = 1.0) -> list[torch.nn.Parameter]:
 
 
 @_check("the total gradient norm before clipping (a number or 0-d tensor), with the gradients clipped in place")
-def check_clip_grad_norm(fn: Callable[[list, float], Tensor]) -> CheckResult:
+def check_clip_grad_norm(fn: Callable[[list, float], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 03): global-norm clipping, in place; returns the norm before clipping."""
     for seed, max_norm in ((0, 1.0), (1, 100.0), (2, 0.01)):
-        ours, ref = _grad_params(seed), _grad_params(seed)
+        ours, ref = _grad_params(seed + 1000 * variant), _grad_params(seed + 1000 * variant)
         got, err = _call(fn, ours, max_norm)
         if err:
             return _report(False, err)
@@ -454,7 +458,7 @@ def check_clip_grad_norm(fn: Callable[[list, float], Tensor]) -> CheckResult:
 
 
 @_check("the parameter's gradient clipped in place (the return value is not used)")
-def check_agc(fn: Callable[[torch.nn.Parameter, float, float], None]) -> CheckResult:
+def check_agc(fn: Callable[[torch.nn.Parameter, float, float], None], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 03): AGC for one parameter, in place (see ``adaptive_clip_grad_``).
 
     The gradients' output units are scaled from 0.01 to 3 times their size, so that some units lie
@@ -464,7 +468,7 @@ def check_agc(fn: Callable[[torch.nn.Parameter, float, float], None]) -> CheckRe
 
     for seed in (3, 4):
         for index in range(3):  # a conv kernel, a matrix, a bias
-            ours, ref = _grad_params(seed, scale=0.2)[index], _grad_params(seed, scale=0.2)[index]
+            ours, ref = _grad_params(seed + 1000 * variant, scale=0.2)[index], _grad_params(seed + 1000 * variant, scale=0.2)[index]
             units = torch.logspace(-2, math.log10(3.0), ours.shape[0]) if ours.ndim > 1 else torch.tensor(0.01 if seed == 4 else 1.0)
             for p in (ours, ref):
                 p.grad.mul_(units.reshape(-1, *[1] * (p.ndim - 1)) if p.ndim > 1 else units)
@@ -498,11 +502,13 @@ def check_agc(fn: Callable[[torch.nn.Parameter, float, float], None]) -> CheckRe
 
 
 @_check("a pair (scale, zero_point): a positive float and an integer")
-def check_qparams(fn: Callable[[float, float, int], tuple[Any, Any]]) -> CheckResult:
+def check_qparams(fn: Callable[[float, float, int], tuple[Any, Any]], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 04): asymmetric unsigned ``(scale, zero_point)`` for a range ``[x_min, x_max]``."""
     from .quant import fake_quantize
 
     cases = ((-0.3, 1.0, 8), (0.0, 6.0, 8), (-2.0, -0.5, 8), (0.2, 0.9, 4), (-1.0, 3.0, 2), (-5e-4, 2e-3, 8))
+    if variant:  # hidden cases
+        cases = ((-1.3, 0.45, 8), (0.05, 2.5, 6), (-7.0, -0.25, 4), (-0.02, 0.9, 3))
     short: list[str] = []  # ranges whose ends the learner's grid stops short of (allowed, but said)
     for x_min, x_max, bits in cases:
         got, err = _call(fn, x_min, x_max, bits)
@@ -518,6 +524,10 @@ def check_qparams(fn: Callable[[float, float, int], tuple[Any, Any]]) -> CheckRe
             return _report(False, f"zero_point must be an integer (got {zp} for [{x_min}, {x_max}]): round it, "
                            "so that real 0 lands exactly on a level.")
         zp = int(round(zp))
+        right_z = -round(min(x_min, 0.0) / ((max(x_max, 0.0) - min(x_min, 0.0)) / q_max))
+        if right_z != 0 and zp == -right_z:
+            return _report(False, f"zero_point {zp} for [{x_min}, {x_max}] has the wrong sign: Z = q_min − round(x_min / S) "
+                           f"= {right_z} (x_min is negative, so Z is positive).")
         if not 0 <= zp <= q_max:
             return _report(False, f"zero_point {zp} is outside 0..{q_max} for [{x_min}, {x_max}]: first widen the range "
                            "to include 0 (x_min = min(x_min, 0), x_max = max(x_max, 0)).")
@@ -543,11 +553,11 @@ def check_qparams(fn: Callable[[float, float, int], tuple[Any, Any]]) -> CheckRe
 
 
 @_check("a tensor shaped like x, with a straight-through gradient")
-def check_fake_quantize(fn: Callable[[Tensor, float, int, int, int], Tensor]) -> CheckResult:
+def check_fake_quantize(fn: Callable[[Tensor, float, int, int, int], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 04): fake quantization with a straight-through gradient."""
     for bits, signed, scale, zp in ((8, False, 0.02, 128), (4, True, 0.3, 0), (3, False, 0.5, 2)):
         q_min, q_max = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-        g = torch.Generator().manual_seed(bits)
+        g = torch.Generator().manual_seed(bits + 1000 * variant)
         x = torch.randn(400, generator=g) * scale * (q_max - q_min) / 3
         ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
         got, err = _call(fn, ours, scale, zp, q_min, q_max)
@@ -591,11 +601,11 @@ def check_fake_quantize(fn: Callable[[Tensor, float, int, int, int], Tensor]) ->
 
 
 @_check("a pair (weight, bias) of tensors")
-def check_fold_bn(fn: Callable[..., tuple[Tensor, Tensor]]) -> CheckResult:
+def check_fold_bn(fn: Callable[..., tuple[Tensor, Tensor]], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 05): fold BN into the preceding conv; returns ``(weight, bias)``."""
     from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-    g = torch.Generator().manual_seed(5)
+    g = torch.Generator().manual_seed(5 + 1000 * variant)
     for has_bias in (True, False):
         w = torch.randn(6, 3, 3, 3, generator=g)
         b = torch.randn(6, generator=g) if has_bias else None
@@ -666,11 +676,11 @@ def check_freeze_bn_hook(hook_class: type) -> CheckResult:
 
 
 @_check("a 0-d tensor (the loss) with a gradient to the student's logits")
-def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
+def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 06): Hinton's ``T² · KL(softmax(t/T) ‖ softmax(s/T))``, batch mean."""
     import torch.nn.functional as F
 
-    g = torch.Generator().manual_seed(6)
+    g = torch.Generator().manual_seed(6 + 1000 * variant)
     for temperature in (1.0, 4.0, 10.0):
         s, t = torch.randn(16, 10, generator=g) * 3, torch.randn(16, 10, generator=g) * 3
         ours = s.clone().requires_grad_()
@@ -686,7 +696,12 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
         if not math.isclose(value, ref, rel_tol=1e-4, abs_tol=1e-6):
             p_s, p_t = F.softmax(s / temperature, -1), F.softmax(t / temperature, -1)
             reverse = temperature**2 * (p_s * (p_s.log() - p_t.log())).sum(-1).mean().item()
-            if math.isclose(value, -ref, rel_tol=1e-4):
+            entropy = -(p_t * p_t.log()).sum(-1).mean().item()  # H(p_t): soft cross-entropy = KL + H(p_t)
+            if any(math.isclose(value, c * (ref / temperature**2 + entropy), rel_tol=1e-4) for c in (1, temperature**2)):
+                hint = ("that is the soft cross-entropy −Σ p_t · log p_s, which equals KL(p_t ‖ p_s) plus the teacher's "
+                        "entropy H(p_t), a constant: the same gradient, but not KL (KL is 0 when the student matches the "
+                        "teacher). Use F.kl_div, or subtract H(p_t).")
+            elif math.isclose(value, -ref, rel_tol=1e-4):
                 hint = "the sign is flipped: KL is >= 0 and is *added* to the loss (the often-copied −α·KL pushes the student away)."
             elif temperature != 1 and math.isclose(value, ref / temperature**2, rel_tol=1e-4):
                 hint = "missing the T² factor: without it the soft-target gradient shrinks like 1/T²."
@@ -707,11 +722,11 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> CheckResult:
 
 
 @_check("a 0-d tensor (the loss) with a gradient to the student's features only")
-def check_feature_imitation(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> CheckResult:
+def check_feature_imitation(fn: Callable[[Tensor, Tensor, Tensor], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 06): masked feature imitation ``Σ_mask ‖f_s − f_t‖² / (2 · N_mask · C)``."""
     from .distill import feature_imitation_loss
 
-    g = torch.Generator().manual_seed(7)
+    g = torch.Generator().manual_seed(7 + 1000 * variant)
     fs, ft = torch.randn(2, 8, 5, 5, generator=g), torch.randn(2, 8, 5, 5, generator=g)
     mask = torch.rand(2, 5, 5, generator=g) > 0.7
     student, teacher = fs.clone().requires_grad_(), ft.clone().requires_grad_()
@@ -744,18 +759,26 @@ def check_feature_imitation(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> C
                        "the teacher is a fixed target, not something to train.")
     if student.grad is None or student.grad.abs().sum() == 0:
         return _report(False, "no gradient reaches the student's features.")
-    return _report(True, "same value as course_utils.distill.feature_imitation_loss, and only the student gets a gradient.")
+    empty, err = _call(fn, fs.clone().requires_grad_(), ft.clone(), torch.zeros_like(mask))
+    if err:
+        return _report(False, f"with an empty mask (no foreground location): {err}")
+    if not isinstance(empty, Tensor) or empty.numel() != 1 or not math.isclose(empty.detach().reshape(()).item(), 0.0, abs_tol=1e-12):
+        return _report(False, f"with an empty mask (an image with no object) the loss should be 0, got {_describe(empty)}"
+                       + (f" = {empty.detach().reshape(()).item()}" if isinstance(empty, Tensor) and empty.numel() == 1 else "")
+                       + ": divide by max(N_mask, 1), not N_mask.")
+    return _report(True, "same value as course_utils.distill.feature_imitation_loss (0 for an empty mask), and only "
+                         "the student gets a gradient.")
 
 
 @_check("a boolean tensor shaped like the weight (True = keep)")
-def check_magnitude_mask(fn: Callable[[Tensor, float], Tensor]) -> CheckResult:
+def check_magnitude_mask(fn: Callable[[Tensor, float], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 07): the keep-mask zeroing the ``round(s·n)`` smallest ``|w|`` of one tensor.
 
     One case has ``s·n = 0.55 · 21 = 11.55``, where ``round`` (12) and ``int`` (11) differ.
     """
     import torch.nn.utils.prune as torch_prune
 
-    g = torch.Generator().manual_seed(8)
+    g = torch.Generator().manual_seed(8 + 1000 * variant)
     for shape, amount in (((8, 4, 3, 3), 0.8), ((16, 5), 0.5), ((7, 3), 0.55), ((6, 3, 1, 1), 0.0)):
         w = torch.randn(shape, generator=g)
         got, err = _call(fn, w.clone(), amount)
@@ -763,10 +786,12 @@ def check_magnitude_mask(fn: Callable[[Tensor, float], Tensor]) -> CheckResult:
             return _report(False, err)
         if not isinstance(got, Tensor) or got.shape != w.shape or got.is_complex():
             return _report(False, f"return a mask shaped like the weight {tuple(w.shape)}, got {_describe(got)}.")
+        if got.dtype != torch.bool:
+            return _report(False, f"return a boolean mask (dtype torch.bool, True = keep), got dtype {got.dtype}: "
+                           "compare, e.g. |w| >= threshold, or build it with torch.ones(..., dtype=torch.bool).")
         layer = torch.nn.Linear(1, 1)
         layer.weight = torch.nn.Parameter(w.clone())
         want = torch_prune.l1_unstructured(layer, "weight", amount=amount).weight_mask.bool()
-        got = got.bool()
         zeroed = int((~got).sum())
         if amount > 0 and torch.equal(got, ~want):
             return _report(False, "the mask is inverted: True must mean *keep* (the large |w|), False = pruned.")
@@ -779,15 +804,29 @@ def check_magnitude_mask(fn: Callable[[Tensor, float], Tensor]) -> CheckResult:
         if not torch.equal(got, want):
             return _report(False, f"sparsity {amount}: a different set of weights is zeroed. Rank by magnitude |w| (not w), "
                            "and zero the smallest ones.")
-    return _report(True, "same masks as torch.nn.utils.prune.l1_unstructured.")
+    # An already-sparse weight: half of it exactly 0. Zeroing 30 of 100 must pick 30 of the tied zeros,
+    # so a threshold test (|w| > the 30th smallest |w|, which is 0) zeroes all 50.
+    w = torch.randn(10, 10, generator=g)
+    w[:, :5] = 0.0
+    got, err = _call(fn, w.clone(), 0.3)
+    if err:
+        return _report(False, err)
+    if isinstance(got, Tensor) and got.shape == w.shape and got.dtype == torch.bool:
+        zeroed = int((~got).sum())
+        if zeroed != 30 or (w.abs()[~got] != 0).any():
+            return _report(False, f"on a weight that is already half zeros, sparsity 0.3 zeroed {zeroed} of 100 weights, "
+                           "expected 30, all of them among the zeros: with ties at the threshold, a test like |w| > t "
+                           "zeroes every tie. Pick exactly round(s·n) entries, e.g. with torch.topk or argsort.")
+    return _report(True, "same masks as torch.nn.utils.prune.l1_unstructured, and the right count on an already-sparse weight.")
 
 
 @_check("one integer, the multiply-accumulates")
-def check_conv_macs(fn: Callable[[int, int, int, int, int, int], int]) -> CheckResult:
+def check_conv_macs(fn: Callable[[int, int, int, int, int, int], int], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 07): multiply-accumulates of one Conv2d, ``C_out·H_out·W_out·(C_in/groups)·k²``."""
     from .prune import count_flops
 
-    for c_in, c_out, k, stride, groups in ((3, 16, 3, 2, 1), (32, 32, 3, 1, 4), (64, 10, 1, 1, 1)):
+    cases = ((3, 16, 3, 2, 1), (32, 32, 3, 1, 4), (64, 10, 1, 1, 1)) if not variant else ((8, 24, 5, 1, 2), (48, 48, 3, 2, 48))
+    for c_in, c_out, k, stride, groups in cases:
         conv = torch.nn.Conv2d(c_in, c_out, k, stride, padding=k // 2, groups=groups)
         h_out = w_out = (32 + 2 * (k // 2) - k) // stride + 1
         got, err = _call(fn, c_in, c_out, k, h_out, w_out, groups)
@@ -821,11 +860,11 @@ def _as_int(value: Any) -> int | None:
 
 
 @_check("a pair (m0, n) of integers")
-def check_fixed_point_multiplier(fn: Callable[[float], tuple[int, int]]) -> CheckResult:
+def check_fixed_point_multiplier(fn: Callable[[float], tuple[int, int]], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 09): ``M -> (m0, n)`` with ``M ≈ m0 · 2^-(31 + n)`` and ``2^30 <= m0 < 2^31``."""
     from .quant.integer import fixed_point_multiplier
 
-    for m in (0.3, 0.0021, 1.7e-5, 0.75, 3.2, 1 - 2.0**-40):
+    for m in (0.3, 0.0021, 1.7e-5, 0.75, 3.2, 1 - 2.0**-40) if not variant else (0.0137, 4.4e-4, 0.5, 1.9, 1 - 2.0**-35):
         got, err = _call(fn, m)
         if err:
             return _report(False, err)
@@ -848,17 +887,22 @@ def check_fixed_point_multiplier(fn: Callable[[float], tuple[int, int]]) -> Chec
             return _report(False, f"for M = {m} the shift has the wrong sign: M = M0 · 2^-n, so M < 0.5 needs n > 0.")
         if n == want_n and m0 == want_m0 - 1:
             return _report(False, f"for M = {m} m0 is one too small: round M0 · 2^31 to the nearest integer, do not truncate it.")
+        m32 = float(torch.tensor(m, dtype=torch.float32))  # what torch.tensor(m) holds: float32, 24 significant bits
+        if n == want_n and m32 != m and m0 == round(math.frexp(m32)[0] * 2**31):
+            return _report(False, f"for M = {m} your m0 = {m0} is M in float32 (torch.tensor(m) defaults to float32, "
+                                  "which keeps 24 significant bits, not the 31 that m0 holds). Use Python floats "
+                                  "(math.frexp) or float64 tensors.")
         return _report(False, f"for M = {m} expected (m0, n) = ({want_m0}, {want_n}), got ({m0}, {n}); "
                               "write M = M0 · 2^-n with M0 in [0.5, 1) (math.frexp does this), then m0 = round(M0 · 2^31).")
     return _report(True, "M ≈ m0 · 2^-(31+n) with M0 in [0.5, 1), including the carry case, on 6 multipliers.")
 
 
 @_check("an int32 tensor, one value per output channel")
-def check_int32_bias(fn: Callable[[Tensor, float, Tensor], Tensor]) -> CheckResult:
+def check_int32_bias(fn: Callable[[Tensor, float, Tensor], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 09): the bias at the accumulator's scale, ``q_b = round(b / (S_x · S_w))`` as int32."""
     from .quant.integer import quantize_bias
 
-    g = torch.Generator().manual_seed(11)
+    g = torch.Generator().manual_seed(11 + 1000 * variant)
     bias = torch.randn(16, generator=g) * 0.5
     w_scale = torch.rand(16, generator=g) * 0.02 + 0.001
     x_scale = 0.037
@@ -910,7 +954,7 @@ def _median_round(rounds: list[list[float]]) -> float:
 
 
 @_check("one number, the speed-up (> 1 when the candidate is faster)")
-def check_speedup(fn: Callable[[list[list[float]], list[list[float]]], float]) -> CheckResult:
+def check_speedup(fn: Callable[[list[list[float]], list[list[float]]], float], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 08): the speed-up of a candidate over a baseline from interleaved timing rounds.
 
     ``fn(baseline_ms, candidate_ms)``: lists of rounds, each round the per-run latencies (ms) of one
@@ -920,8 +964,8 @@ def check_speedup(fn: Callable[[list[list[float]], list[list[float]]], float]) -
     """
     cases = ((3, 30, 25.0, 10.0, None, 4), (5, 20, 12.0, 5.0, 2, 2), (3, 41, 3.5, 0.7, 0, 3))
     for rounds, runs, base_ms, cand_ms, slow_round, seed in cases:
-        baseline = _timing_rounds(seed, rounds, runs, base_ms, slow_round)
-        candidate = _timing_rounds(seed + 100, rounds, runs, cand_ms, slow_round)
+        baseline = _timing_rounds(seed + 1000 * variant, rounds, runs, base_ms, slow_round)
+        candidate = _timing_rounds(seed + 100 + 1000 * variant, rounds, runs, cand_ms, slow_round)
         got, err = _call(fn, [list(r) for r in baseline], [list(r) for r in candidate])
         if err:
             return _report(False, err)
@@ -932,7 +976,14 @@ def check_speedup(fn: Callable[[list[list[float]], list[list[float]]], float]) -
         if math.isclose(value, want, rel_tol=1e-6):
             continue
         flat_b, flat_c = np.concatenate(baseline), np.concatenate(candidate)
+        low = [float(torch.tensor(b).median() / torch.tensor(c).median()) for b, c in zip(baseline, candidate)]
         tries = {
+            "torch.median returns the lower of the two middle values when the count is even (here each round has "
+            f"{runs} runs); the median is their mean, as statistics.median and np.median compute it.":
+                float(np.median(low)),
+            "torch.median of the ratios returns the lower middle value for an even number of rounds; use "
+            "statistics.median or np.median.": float(torch.tensor([float(np.median(b) / np.median(c))
+                                                                   for b, c in zip(baseline, candidate)]).median()),
             "upside down: speed-up = baseline time / candidate time, so it is > 1 when the candidate is faster.": 1 / want,
             "that is a ratio of means: a few slow runs (spikes) pull a mean up; take medians.":
                 float(flat_b.mean() / flat_c.mean()),
@@ -957,13 +1008,15 @@ def check_speedup(fn: Callable[[list[list[float]], list[list[float]]], float]) -
 
 
 @_check("one number, the learning rate")
-def check_linear_scaling(fn: Callable[[float, int, int, int], float]) -> CheckResult:
+def check_linear_scaling(fn: Callable[[float, int, int, int], float], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 10): the learning rate for N processes by the linear scaling rule (Goyal et al. 2017).
 
     ``fn(base_lr, base_batch, batch_per_process, processes)``: a recipe tuned at ``base_lr`` for a batch
     of ``base_batch`` images, now run with ``batch_per_process`` images on each of ``processes`` processes.
     """
     cases = ((0.1, 256, 32, 8), (1e-3, 16, 16, 2), (0.02, 64, 8, 4), (0.4, 1024, 64, 4))
+    if variant:  # hidden cases
+        cases = ((3e-4, 32, 12, 8), (0.05, 128, 64, 3))
     for base_lr, base_batch, per_process, processes in cases:
         got, err = _call(fn, base_lr, base_batch, per_process, processes)
         if err:

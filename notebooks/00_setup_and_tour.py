@@ -31,7 +31,7 @@
 # | `05_qat_and_int8` | a real int8 model | 50 min |
 # | `06_knowledge_distillation` | a small model learns from a big one | 55 min |
 # | `07_pruning` | removing weights: is it faster? | 50 min |
-# | `08_capstone` | all techniques, measured alike | 35 min |
+# | `08_capstone` | all techniques, measured alike | 40 min |
 # | `09_integer_inference` | int8 arithmetic by hand | 50 min |
 # | `10_your_own_data` | your own data, several processes | 40 min |
 #

@@ -116,7 +116,7 @@ print("  q (integers)    :", quantize(w, scale, zp, 0, 15).tolist())
 print("  S·(q − Z)       :", [round(v, 3) for v in fake_quantize(w, scale, zp, 0, 15).tolist()])
 
 # %% [markdown]
-# The 4-bit codes `q` are integers in 0..15 and map back close to the originals (to within one grid step `S`). The remainders do not.
+# The 4-bit codes `q` are integers in 0..15 and map back close to the originals (to within half a grid step, `S/2`). The remainders do not.
 
 # %% [markdown]
 # ## 2. The affine map `r = S · (q − Z)`

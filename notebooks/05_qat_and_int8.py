@@ -21,7 +21,9 @@
 # *Time: about 50 minutes. Prerequisites: notebook 04. Terms: [glossary](../docs/glossary.md) (English–中文).*
 
 # %%
+import atexit
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -136,7 +138,7 @@ print(qat.stem[0])
 print("Conv-BN pairs turned into QuantConvBn2d:", sum(isinstance(m, QuantConvBn2d) for m in qat.modules()))
 
 # %% [markdown]
-# A short live QAT-4 run: calibrate, then two short epochs (500 training images each) with the course's `fit` loop and `QATSchedule` as a hook that freezes BN statistics and activation ranges after epoch 1. Its calibrated start sits a little below §3's W4A4: QAT's range observer is a moving-average min-max, not a percentile.
+# A short live QAT-4 run: calibrate, then two 500-image epochs with the course's `fit` loop and `QATSchedule` as a hook that freezes BN statistics and activation ranges after epoch 1. Its calibrated start sits a little below §3's W4A4: QAT's observer keeps a running average of each batch's min and max.
 
 # %% tags=["nbval-ignore-output"]
 train_set = materialize(SyntheticShapes(500, seed=0), progress=False)  # some of the fp32 model's training scenes
@@ -197,7 +199,7 @@ ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
 ax.set_ylim(0, 1.0)
 ax.set_ylabel("test mAP@[.5:.95]")
 ax.set_title("QAT vs PTQ vs float training of the same length (mean ± std, 3 seeds, test)")
-ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in kind.values()], labels=list(kind), fontsize=8, loc="lower left")
+ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in kind.values()], labels=list(kind), fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
 plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
 ax.grid(axis="y", alpha=0.3)
 plt.show()
@@ -224,6 +226,7 @@ qat8 = prepare_qat(TinyDetector(), weight_bits=8, act_bits=8)
 load_checkpoint(RESULTS / "qat8.pt", qat8)
 qat8 = qat8.eval()
 work = Path(tempfile.mkdtemp(prefix="int8_"))
+atexit.register(shutil.rmtree, work, ignore_errors=True)  # removed when the kernel stops
 float_net = DetectorNetwork(to_float_folded(qat8).cpu())  # the QAT-8 weights, BN folded, as plain float layers
 export_onnx(float_net, calib_images[:2].cpu(), work / "qat8_float.onnx")
 quantize_onnx(work / "qat8_float.onnx", work / "qat8_int8.onnx", calib_images[:64].cpu())

@@ -18,11 +18,13 @@
 # > * **end to end**: network + box decoding + NMS.
 # > * **interleaved rounds**: each round times every model once, one after the other.
 #
-# *Time: about 35 minutes. Prerequisites: notebooks 05–07. Terms: [glossary](../docs/glossary.md) (English–中文).*
+# *Time: about 40 minutes. Prerequisites: notebooks 05–07. Terms: [glossary](../docs/glossary.md) (English–中文).*
 
 # %%
+import atexit
 import copy
 import json
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -63,7 +65,7 @@ t = v["teacher"]
 #
 # 1. **distilled**: 6 more epochs with the teacher (notebook 06);
 # 2. **pruned**: a quarter of every layer's channels removed, then 6 epochs (notebook 07);
-# 3. **int8**: 2 epochs of 8-bit QAT, then a real int8 ONNX model (notebook 05).
+# 3. **int8**: 2 epochs of 8-bit QAT, then a real int8 ONNX model with the scales QAT learned (notebook 05).
 #
 # More epochs alone can raise mAP, so a step counts only if it beats its **control**. `benchmarks/capstone.py` trained every new model with 3 seeds; this notebook loads its results.
 
@@ -85,7 +87,7 @@ t = v["teacher"]
 # %% [markdown]
 # ## 3. The code: the last step, by hand
 #
-# The benchmark saved its seed-0 pruned model. Its layers are narrower, so `shrink_to_state_dict` first builds a `TinyDetector` with the saved channel counts. Then notebook 05's PTQ path: fold BN, export to ONNX, calibrate, convert to int8. Both models are scored on test and timed end to end.
+# The benchmark saved its seed-0 pruned model. Its layers are narrower, so `shrink_to_state_dict` first builds a `TinyDetector` with the saved channel counts. Then notebook 05's PTQ path (quicker than QAT; enough to time): fold BN, export to ONNX, calibrate, convert to int8. Both models are scored on test and timed end to end.
 
 # %% tags=["nbval-ignore-output"]
 state = load_checkpoint(RESULTS / "capstone_pruned.pt")["model"]
@@ -97,6 +99,7 @@ test_loader = DataLoader(materialize(CocoDetection(Path("..") / "data" / "test" 
 calib = torch.stack([img for img, _ in materialize(SyntheticShapes(64, seed=123), progress=False)])
 images = calib[:16]
 work = Path(tempfile.mkdtemp(prefix="capstone_"))
+atexit.register(shutil.rmtree, work, ignore_errors=True)  # removed when the kernel stops
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     export_onnx(DetectorNetwork(fuse_conv_bn(copy.deepcopy(pruned))).eval(), images[:2], work / "pruned_fp32.onnx")
@@ -119,7 +122,7 @@ print(f"  int8 / fp32 speed-up, end to end, batch 16: {faster('pruned', 'int8')[
 
 
 # %% [markdown]
-# Compare ratios, not milliseconds (which depend on the CPU and its load). Your PTQ int8 model should score within about a point of the pruned fp32 model, and its speed-up come near the recorded one on a similar CPU.
+# Compare ratios, not milliseconds (which depend on the load). Your PTQ int8 model should score within about a point of the pruned fp32 model, and its speed-up come near the recorded one on a similar CPU.
 
 # %% [markdown]
 # ## 4. Experiment: what each step bought, and what it cost
@@ -138,11 +141,11 @@ def step_row(label, a, b, d):
 
 
 E, Q, keep = cap["config"]["epochs"], cap["config"]["qat_epochs"], cap["config"]["keep"]
-print(f"{'method vs its control':<36}{'epochs':^12}{'Δ val':>7}{'Δ test':>8}  {'paired 95 % CI':<16}verdict (test)")
+print(f"{'method vs its control':<36}{'epochs (vs)':^12}{'Δ val':>7}{'Δ test':>8}  {'paired 95 % CI':<16}verdict (test)")
 step_row(f"distillation ({E} epochs with KD)", "distilled", "distill_control", v["distilled"]["vs_control"])
 step_row(f"pruning (keep {keep:.0%}, {E} epochs)", "pruned", "prune_control", v["pruned"]["vs_control"])
 step_row(f"QAT-8 + int8 ({Q} epochs)", "int8", "qat_control", v["int8"]["vs_control"])
-step_row(f"PTQ after {Q} float epochs vs QAT", "ptq_int8", "int8", v["ptq_int8"]["vs_int8"])
+step_row(f"PTQ after {Q} float epochs minus QAT", "ptq_int8", "int8", v["ptq_int8"]["vs_int8"])
 print("a conversion (no training, so no control needed):")
 step_row("distilled -> int8 (PTQ), no pruning", "distilled_int8", "distilled", v["distilled_int8"]["vs_distilled"])
 
@@ -168,7 +171,7 @@ for label, a, b in steps:
     print(f"{label:<30}{size:>8.2f}x{speed:>11.2f}x   {b}")
 print(f"{'product of the steps':<30}{size_total:>8.2f}x{speed_total:>11.2f}x")
 print(f"{'measured, teacher -> int8':<30}{v['teacher']['onnx_bytes'] / v['int8']['onnx_bytes']:>8.2f}x{faster('teacher', 'int8')['speedup']:>11.2f}x")
-print(f"{'the shortcut: distilled -> int8':<30}{v['distilled']['onnx_bytes'] / v['distilled_int8']['onnx_bytes']:>8.2f}x"
+print(f"{'distilled -> int8 (PTQ only)':<30}{v['distilled']['onnx_bytes'] / v['distilled_int8']['onnx_bytes']:>8.2f}x"
       f"{faster('distilled', 'distilled_int8')['speedup']:>11.2f}x   distilled_int8 (PTQ)")
 
 # %% [markdown]
@@ -208,7 +211,7 @@ for b in (1, 16):
 
 # %% tags=["nbval-check-output"]
 spent = 0.0
-print(f"{'step':<30}{'test mAP after':>15}{'points lost':>13}{'of the 3-point budget':>23}")
+print(f"{'step':<30}{'test mAP after':>15}{'points lost':>13}{'budget used so far':>23}")
 for label, a, b in steps:
     lost = (v[a]["test_map"] - v[b]["test_map"]) * 100
     spent += lost
@@ -226,6 +229,7 @@ ax.axhline(0, color="gray", lw=0.8)
 ax.set_xticks(range(len(steps)), [s[0] for s in steps], fontsize=8)
 ax.set_ylabel("test mAP vs teacher (points)")
 ax.set_title("Where the accuracy budget goes, step by step (test, seed means)")
+ax.bar(0, 0, color="tab:red", label="a step that lost points"), ax.bar(0, 0, color="tab:green", label="a step that gained")
 ax.legend(fontsize=8)
 plt.show()
 

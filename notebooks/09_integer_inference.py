@@ -22,8 +22,10 @@
 # *Time: about 50 minutes (plus Exercise 3). Prerequisites: notebooks 04 (the affine map, fake quantization) and 05 (QAT, BN folding, ONNX Runtime). Terms: [glossary](../docs/glossary.md) (English–中文).*
 
 # %%
+import atexit
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -40,6 +42,7 @@ seed_everything(0)
 RESULTS = Path("..") / "benchmarks" / "results"
 cpu = torch.device("cpu")  # integer kernels are a CPU story here; every number below is computed on the CPU
 work = Path(tempfile.mkdtemp(prefix="int8_"))
+atexit.register(shutil.rmtree, work, ignore_errors=True)  # removed when the kernel stops
 
 qat8 = prepare_qat(TinyDetector(), weight_bits=8, act_bits=8)
 load_checkpoint(RESULTS / "qat8.pt", qat8)  # notebook 05's QAT-8 model: 48 fp32 epochs + 2 QAT epochs
@@ -53,17 +56,15 @@ print(f"{len(val_images)} val images of shape {tuple(val_images.shape[1:])}")
 # %% [markdown]
 # ## 1. Intuition: integers, plus one rescale per layer
 #
-# Notebook 04's **affine map** $q = \mathrm{clamp}(\mathrm{round}(r/S) + Z)$, read back as $r \approx S\,(q - Z)$, keeps a weight's sign and size. A remainder `w % Q` (Q a step size; below `step`) loses both: a common mistake.
+# Notebook 04's **affine map** $q = \mathrm{clamp}(\mathrm{round}(r/S) + Z)$, read back as $r \approx S\,(q - Z)$, keeps a weight's sign and size.
 #
 # An int8 *model* also computes in integers. Each layer multiplies integers, sums them in int32 and **requantizes** the sum onto the next layer's 8-bit grid. No float is needed in between.
 
 # %% tags=["nbval-check-output"]
 w = torch.tensor([-0.42, -0.07, 0.0, 0.13, 0.58])
-step = 0.1
 scale = w.abs().max() / 127  # symmetric int8: one scale, zero point 0
 q = quantize(w, scale, 0, -128, 127)
 print("w                 ", [f"{v:+.3f}" for v in w.tolist()])
-print("w % Q  (remainder) ", [f"{v:+.3f}" for v in (w % step).tolist()], "  <- signs and sizes are gone")
 print("q = round(w / S)   ", q.tolist(), f"  (S = {scale:.5f}, int8)")
 print("S · q  (read back) ", [f"{v:+.3f}" for v in dequantize(q, scale, 0).tolist()])
 
@@ -224,7 +225,7 @@ qdq_path = export_qdq(det, work / "qat8_own_scales.onnx")  # the same integers a
 ort_int8 = OrtDetector(ort_session(qdq_path, threads=2), TinyDetector())
 maps = {"QAT-8, fake quantization (PyTorch)": evaluate(qat8, val_loader, cpu)["map"],
         "QAT-8, integer network (from scratch)": evaluate(det, val_loader, cpu)["map"],
-        "QAT-8, ONNX Runtime int8 (its own scales)": evaluate(ort_int8, val_loader, cpu)["map"]}
+        "QAT-8, ONNX Runtime int8 (QAT's scales)": evaluate(ort_int8, val_loader, cpu)["map"]}
 for name, value in maps.items():
     print(f"{name:<44} val mAP@[.5:.95] {value:.4f}")
 
@@ -269,7 +270,7 @@ def my_int32_bias(bias, x_scale, w_scale):
 check_int32_bias(my_int32_bias)
 
 # %% [markdown]
-# **Exercise 3 (open, no reference solution).** Use ONNX Runtime's profiler (`SessionOptions.enable_profiling = True`, then `session.end_profiling()` gives a JSON trace with one `..._kernel_time` event per node) on the int8 model of §4 (`qdq_path`) at batch 16, and find which node types take the time outside the `QLinearConv`s. Which of them could a different export remove?
+# **Exercise 3 (open, no reference solution).** Use ONNX Runtime's profiler (`SessionOptions.enable_profiling = True`, then `session.end_profiling()` gives a JSON trace with one `..._kernel_time` event per node; build your own `onnxruntime.InferenceSession` with those options, since `ort_session` does not profile, and set `profile_file_prefix` to put the trace in `work`) on the int8 model of §4 (`qdq_path`) at batch 16, and find which node types take the time outside the `QLinearConv`s. Which of them could a different export remove?
 
 # %% [markdown]
 # ## Takeaways

@@ -59,7 +59,7 @@ print("one image:     ", entry["images"][0])
 print("one annotation:", entry["annotations"][0])
 
 # %% [markdown]
-# A batch needs one image size, so the course letterboxes each $H \times W$ image to $S \times S$: scale by $s = S / \max(H, W)$, pad with grey, scale the boxes by $s$. Below, a small square image grows; a wide 160 × 96 one shrinks and is padded at the bottom. Predictions are scaled back by $1/s$, so scores use each image's own pixels.
+# A batch needs one image size, so the course letterboxes each $H \times W$ image to $S \times S$: scale by $s = S / \max(H, W)$, pad with grey, scale the boxes by $s$. Below, a small image grows; a wide one shrinks and is padded. Predictions are scaled back by $1/s$, so scores use each image's own pixels.
 
 # %%
 import matplotlib.pyplot as plt
@@ -85,7 +85,7 @@ plt.show()
 # %% [markdown]
 # ## 2. Train with one command
 #
-# `train` prints each epoch's val mAP and saves `last.pt` (to resume from) and `best.pt` (the best val mAP). We fine-tune the course's converged detector (notebook 02, `--init`) for 3 epochs. `run_command` runs the line after `$` in a new process, and stops the notebook if it fails.
+# `train` prints each epoch's val mAP and saves `last.pt` (to resume from) and `best.pt` (the best val mAP). We fine-tune the course's converged detector (notebook 02, `--init`) for 3 epochs. `run_command` runs it in a new process and stops the notebook if it fails.
 
 # %% tags=["nbval-ignore-output"]
 run = work / "run"
@@ -94,7 +94,7 @@ run_command("train", "--train", small, large, "--val", val_json, "--init", start
             "--batch-size", 16, "--out", run, "--no-progress")
 
 # %% [markdown]
-# Before fine-tuning: 0.865 val mAP. The new images come from the same renderer: expect no gain. After an interruption, `train ... --resume` continues from `last.pt` to the same weights.
+# Before fine-tuning: 0.865 on val (notebook 02). Same renderer, other sizes: expect no gain, perhaps a point lost (the last epoch above). After an interruption, `train ... --resume` continues from `last.pt` to the same weights.
 
 # %% [markdown]
 # ## 3. COCO's full evaluation
@@ -198,7 +198,7 @@ for ax, (epochs, ms) in zip(axes, sweeps.items()):
             ax.bar(x, np.mean(values), 0.19, color=colours[key], alpha=0.35, label=names[key] if j == 0 else None)
             ax.scatter([x] * len(values), values, color=colours[key], s=12, zorder=3)
     ax.set_xticks(range(len(metrics)), list(metrics.values()))
-    ax.set_ylim(0.5, 1), ax.set_title(f"{epochs} epochs each (bars: mean, dots: the {len(ms['seeds'])} seeds)")
+    ax.set_ylim(0, 1), ax.set_title(f"{epochs} epochs each (bars: mean, dots: the {len(ms['seeds'])} seeds)")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)  # below the bars, never over them
 axes[0].set_ylabel("test score, large-object scenes")
 fig.tight_layout()
@@ -214,7 +214,7 @@ plt.show()
 # %% [markdown]
 # ## 5. Export to int8 and predict
 #
-# `export` writes fp32 ONNX and, with `--int8`, an int8 ONNX Runtime model (notebook 05). `predict` draws detections on image files.
+# `export` writes fp32 ONNX and, with `--int8`, an int8 ONNX Runtime model (notebook 05). `predict` draws detections.
 
 # %% tags=["nbval-ignore-output"]
 run_command("export", run / "best.pt", "--onnx", work / "mine.onnx", "--int8", "--calib", small, "--num-calib", 32)
@@ -238,9 +238,9 @@ run_command("train", "--train", small, large, "--val", val_json, "--init", start
 # * **The gradients.** `backward` all-reduces them: every rank holds the gradient of all 16 images. Clipping (notebook 03) comes after, so it clips this gradient, as one process would.
 
 # %% [markdown]
-# **The learning rate.** With plain SGD, the **linear scaling rule** multiplies the learning rate by the factor $k$ the effective batch grew (Goyal et al. 2017): a starting point, to check on val. Here the effective batch stays 16, so the learning rate stays.
+# **The learning rate.** With plain SGD, the **linear scaling rule** multiplies the learning rate by the factor $k$ the effective batch grew (Goyal et al. 2017): a starting point, to check on val (with AdamW, as here, a square-root rule: deep dive). Our effective batch stays 16, so the learning rate stays.
 #
-# **Exercise 1.** Write `my_linear_scaling(base_lr, base_batch, batch_per_process, processes)`: the learning rate for a recipe tuned at `base_lr` with batches of `base_batch` images, now run on `processes` processes with `batch_per_process` images each.
+# **Exercise 1.** Write `my_linear_scaling(base_lr, base_batch, batch_per_process, processes)`: the learning rate for a recipe tuned at `base_lr` with batches of `base_batch` images, now run on `processes` processes with `batch_per_process` images each. Solution: `solutions/ex10_your_own_data.py`.
 
 # %%
 from course_utils.exercises import check_linear_scaling
@@ -255,8 +255,6 @@ check_linear_scaling(my_linear_scaling)
 
 # %% [markdown]
 # **Exercise 2 (open, no reference solution).** Put a COCO-format dataset of your own through §2–§4. Which of the twelve numbers of §3 is lowest, and what does that say about your objects (their sizes, how many per image)? Does `--image-size 256` change it?
-#
-# Solutions: `solutions/ex10_your_own_data.py`.
 #
 # ## Takeaways
 #

@@ -458,6 +458,25 @@ def _mask_with_int(weight, sparsity):  # int() instead of round() in the count
     return mask.view_as(weight)
 
 
+def _fpm_float32(m):  # torch.frexp on torch.tensor(m): float32, 24 significant bits
+    mantissa, exponent = torch.frexp(torch.tensor(m))
+    m0, n = int(round(float(mantissa) * 2**31)), -int(exponent)
+    return (2**30, n - 1) if m0 == 2**31 else (m0, n)
+
+
+def _mask_by_threshold(weight, sparsity):  # |w| > the k-th smallest |w|: every tie at the threshold is zeroed
+    k = round(sparsity * weight.numel())
+    if k == 0:
+        return torch.ones_like(weight, dtype=torch.bool)
+    return weight.abs() > weight.abs().flatten().kthvalue(k).values
+
+
+def _kd_soft_cross_entropy(s, t, temperature):  # T² · mean(−Σ p_t log p_s): KL plus the teacher's entropy
+    import torch.nn.functional as F
+    p_t = F.softmax(t / temperature, -1)
+    return temperature**2 * -(p_t * F.log_softmax(s / temperature, -1)).sum(-1).mean()
+
+
 def _flat(rounds):
     return [t for r in rounds for t in r]
 
@@ -493,6 +512,7 @@ CATALOGUE = [
     (ex.check_agc, _agc_ignores_eps, "max(||W_i||, eps)"),
     (ex.check_qparams, lambda lo, hi, b: ((hi - lo) / (2**b - 1), round(-lo / ((hi - lo) / (2**b - 1)))), "include 0"),
     (ex.check_qparams, _qparams_two_to_the_bits, "(2^bits - 1)"),
+    (ex.check_qparams, lambda lo, hi, b: (sol04.qparams(lo, hi, b)[0], -sol04.qparams(lo, hi, b)[1]), "wrong sign"),
     (ex.check_qparams, lambda lo, hi, b: sol04.qparams(lo, hi, b)[0], "pair"),
     (ex.check_fake_quantize, lambda x, s, z, lo, hi: (torch.clamp(torch.round(x / s) + z, lo, hi) - z) * s, "zero everywhere"),
     (ex.check_fake_quantize, lambda x, s, z, lo, hi: x + ((torch.clamp(torch.round(x / s) + z, lo, hi) - z) * s - x).detach(),
@@ -506,15 +526,21 @@ CATALOGUE = [
     (ex.check_freeze_bn_hook, _NeverFreezes, "still not frozen"),
     (ex.check_kd_loss, lambda s, t, T: -sol06.kd_loss(s, t, T), "sign is flipped"),
     (ex.check_kd_loss, lambda s, t, T: sol06.kd_loss(s, t, T) / T**2, "missing the T² factor"),
+    (ex.check_kd_loss, _kd_soft_cross_entropy, "soft cross-entropy"),
     (ex.check_feature_imitation, lambda fs, ft, m: sol06.feature_imitation(fs, ft, torch.ones_like(m)), "mask is ignored"),
+    (ex.check_feature_imitation, lambda fs, ft, m: (fs - ft.detach()).pow(2).sum(1)[m].sum() / (2 * m.sum() * fs.shape[1]),
+     "empty mask"),
     (ex.check_feature_imitation, lambda fs, ft, m: ((fs - ft).pow(2).sum(1)[m].sum() / (2 * m.sum() * fs.shape[1])), ".detach()"),
     (ex.check_magnitude_mask, _mask_with_int, "int() cuts 11.55 down to 11"),
+    (ex.check_magnitude_mask, _mask_by_threshold, "ties at the threshold"),
+    (ex.check_magnitude_mask, lambda w, s: sol07.magnitude_mask(w, s).float(), "boolean mask"),
     (ex.check_magnitude_mask, lambda w, s: ~sol07.magnitude_mask(w, s), "inverted"),
     (ex.check_magnitude_mask, lambda w, s: sol07.magnitude_mask(w.abs() + w, s), "magnitude"),
     (ex.check_conv_macs, lambda c_in, c_out, k, h, w, g: c_out * h * w * c_in * k * k, "groups"),
     (ex.check_conv_macs, lambda *a: 2 * sol07.conv_macs(*a), "MAC"),
     (ex.check_fixed_point_multiplier, _fpm_floor, "do not truncate"),
     (ex.check_fixed_point_multiplier, lambda m: __import__("math").frexp(m), "scaled by 2^31|must be integers"),
+    (ex.check_fixed_point_multiplier, _fpm_float32, "float32"),
     (ex.check_int32_bias, lambda b, sx, sw: torch.round(b / sw).to(torch.int32), "S_w only"),
     (ex.check_int32_bias, lambda b, sx, sw: (b / (sx * sw)).int(), "do not truncate"),
     (ex.check_speedup, lambda b, c: sol08.speedup(c, b), "upside down"),
@@ -523,6 +549,8 @@ CATALOGUE = [
     (ex.check_speedup, lambda b, c: np.median(_flat(b)) / np.median(_flat(c)), "pooled the runs"),
     (ex.check_speedup, lambda b, c: np.median([np.median(r) for r in b]) / np.median([np.median(r) for r in c]), "unpaired"),
     (ex.check_speedup, lambda b, c: np.mean([np.median(x) / np.median(y) for x, y in zip(b, c)]), "averaged the per-round"),
+    (ex.check_speedup, lambda b, c: float(torch.tensor([float(torch.tensor(x).median() / torch.tensor(y).median())
+                                                        for x, y in zip(b, c)]).median()), "torch.median"),
     (ex.check_linear_scaling, lambda lr, b0, b, n: lr * b / b0, "all processes"),
     (ex.check_linear_scaling, lambda lr, b0, b, n: lr * b0 / (b * n), "upside down"),
 ]

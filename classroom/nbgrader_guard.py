@@ -1,0 +1,62 @@
+"""Two nbgrader preprocessors that make an exercise's point depend on its check having run to the end.
+
+nbgrader scores a test cell by its output: no error means full points. So a test cell that never
+ran its check -- emptied by an IPython input transformer, or skipped -- would score. Around
+``Execute`` in ``nbgrader autograde`` (``nbgrader_build.CONFIG`` lists them):
+
+* :class:`InsertToken` replaces ``TOKEN`` in every test cell with a token drawn
+  afresh for this run (``secrets.token_hex``);
+* :class:`RequireToken` then demands the line ``graded <check> <token>`` that
+  ``course_utils.exercise_grading.graded`` prints on success in each such cell's output; a cell
+  without it gets an error output (``NotGraded``), which nbgrader scores 0.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from nbformat import NotebookNode
+from nbformat.v4 import new_output
+
+from nbgrader.preprocessors import NbGraderPreprocessor
+
+TOKEN = "__GRADING_TOKEN__"  # the placeholder in the test cells nbgrader_build writes
+_GRADED = re.compile(r'graded\("(check_\w+)", \w+, "' + TOKEN + '"\\)')
+
+
+def _is_test_cell(cell: NotebookNode) -> bool:
+    meta = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and meta.get("grade", False) and not meta.get("solution", False)
+
+
+class InsertToken(NbGraderPreprocessor):
+    """Put a fresh random token into every test cell that calls ``graded``."""
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        token = secrets.token_hex(8)
+        expected = {}
+        for cell in nb.cells:
+            if _is_test_cell(cell) and (match := _GRADED.search(cell.source)):
+                expected[cell.metadata["nbgrader"]["grade_id"]] = f"graded {match.group(1)} {token}"
+                cell.source = cell.source.replace(TOKEN, token)
+        resources["classroom_expected_lines"] = expected
+        return nb, resources
+
+
+class RequireToken(NbGraderPreprocessor):
+    """Score 0 (an error output) every test cell whose output lacks its ``graded ... <token>`` line."""
+
+    def preprocess(self, nb: NotebookNode, resources: dict) -> tuple[NotebookNode, dict]:
+        expected = resources.get("classroom_expected_lines", {})
+        for cell in nb.cells:
+            line = expected.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
+            if line is None or not _is_test_cell(cell):
+                continue
+            printed = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+            if line not in printed.splitlines() and not any(o.get("output_type") == "error" for o in cell.outputs):
+                cell.outputs.append(new_output(
+                    "error", ename="NotGraded",
+                    evalue="this test cell did not run its check to the end (it was emptied, skipped or altered)",
+                    traceback=["NotGraded: this test cell did not run its check to the end (it was emptied, skipped or altered)"]))
+        return nb, resources

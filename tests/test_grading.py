@@ -1,0 +1,177 @@
+"""Sandboxed, parallel autograding (classroom/grading.py, classroom/sandbox.py, classroom/course_settings.py).
+
+The sandbox's refusals are tested one by one on plain processes (fast); a hostile class is graded
+end to end on notebook 01 (slow): honest marks for the trial class, nothing changed outside the
+students' folders, a 0 with a reason for what cannot be graded, and a second run that keeps every
+earlier grade.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import sqlite3
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytest.importorskip("nbgrader")
+
+from classroom import course_settings, grading, sandbox  # noqa: E402
+from classroom import nbgrader_build as nbb  # noqa: E402
+from classroom.trial import HOSTILE, HOSTILE_ASSIGNMENT, STUDENTS, expected_points, make_class, make_hostile_class  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+ASSIGNMENT = HOSTILE_ASSIGNMENT  # 01: the cheapest notebook with exercises (about 15 s per student here)
+
+needs_bwrap = pytest.mark.skipif(not sandbox.shutil.which("bwrap"), reason="bubblewrap missing: bash scripts/ensure_bubblewrap.sh")
+
+
+def _run(code: str, workdir: Path, **limits) -> tuple[int, str]:
+    result = sandbox.run([sys.executable, "-c", code], workdir, sandbox.Limits(**{"notebook_timeout_s": 60, **limits}))
+    return result.returncode, result.stdout + result.stderr
+
+
+@needs_bwrap
+@pytest.mark.parametrize("what, code, refused", [
+    ("write to the repository", f"open({str(REPO / 'course_utils' / 'exercises.py')!r}, 'a').write('x')", "Read-only file system"),
+    ("create a file in the repository", f"open({str(REPO / 'PWNED.txt')!r}, 'w').write('x'); import os; "
+                                         f"print(os.path.exists({str(REPO / 'README.md')!r}))", "False"),
+    ("read solutions/", f"print(open({str(REPO / 'solutions' / 'ex01_detection_basics.py')!r}).read())", "No such file"),
+    ("open a socket", "import socket; socket.create_connection(('127.0.0.1', 22), timeout=5)", "Connection refused"),
+    ("reach the internet", "import socket; socket.create_connection(('pypi.org', 443), timeout=5)", "name resolution"),
+])
+def test_sandbox_refuses(tmp_path, what, code, refused):
+    rc, out = _run(code, tmp_path)
+    assert refused in out, f"{what}: {out}"
+    assert not (REPO / "PWNED.txt").exists()
+
+
+@needs_bwrap
+def test_sandbox_hides_the_gradebook_and_other_students(tmp_path):
+    """Only the student's own folder is there: a gradebook and another student's work beside it are not."""
+    (tmp_path / "gradebook.db").write_text("grades")
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "answer.txt").write_text("bob's")
+    me = tmp_path / "alice"
+    me.mkdir()
+    rc, out = _run("import os; print(sorted(os.listdir('..'))); open('../gradebook.db')", me)
+    assert "No such file" in out and "gradebook.db" not in out.splitlines()[0] and "bob" not in out.splitlines()[0]
+    rc, out = _run("open('mine.txt', 'w').write('ok')", me)
+    assert rc == 0 and (me / "mine.txt").read_text() == "ok"
+
+
+@needs_bwrap
+def test_sandbox_limits_time_and_memory(tmp_path):
+    rc, _ = _run("while True: pass", tmp_path, cpu_s=2)
+    assert rc == 128 + 24  # SIGXCPU: the CPU-time limit
+    rc, out = _run("x = bytearray(3 << 30)", tmp_path, memory_mb=1024)
+    assert rc == 1 and "MemoryError" in out
+    with pytest.raises(sandbox.subprocess.TimeoutExpired):
+        sandbox.run([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, sandbox.Limits(), timeout=2)
+
+
+def test_grading_refuses_without_the_sandbox(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    with pytest.raises(sandbox.SandboxUnavailable, match="ensure_bubblewrap.sh.*--unsafe"):
+        grading.grade(tmp_path / "submissions", course=tmp_path / "course")
+    assert grading.main([str(tmp_path), "--course", str(tmp_path / "course")]) == 2
+    assert "bubblewrap" in capsys.readouterr().err
+
+
+def test_kernel_launcher_refuses_a_shared_folder(tmp_path):
+    with pytest.raises(sandbox.SandboxUnavailable, match="shared folder"):
+        sandbox.check_private_folder(Path("/tmp").resolve(), tmp_path / "alice" / ASSIGNMENT)
+    with pytest.raises(sandbox.SandboxUnavailable, match="shared folder"):
+        sandbox.check_private_folder(tmp_path, tmp_path / "autograded" / "alice" / ASSIGNMENT)
+    sandbox.check_private_folder(tmp_path / "kernel_x", tmp_path / "autograded" / "alice" / ASSIGNMENT)
+
+
+def test_course_settings_are_written_once_and_checked(tmp_path):
+    path = course_settings.ensure(tmp_path)
+    assert course_settings.load(tmp_path) == course_settings.CourseSettings()
+    path.write_text(path.read_text().replace("# alice = \"Alice Liddell\"", "alice = \"Alice Liddell\"")
+                    .replace("# 01_detection_basics = \"2027-02-15 23:59\"", "01_detection_basics = \"2027-02-15 23:59\""))
+    course_settings.ensure(tmp_path)
+    nbb.write_config(tmp_path)  # what make student does: the teacher's edits survive
+    settings = course_settings.load(tmp_path)
+    assert settings.roster == {"alice": "Alice Liddell"}
+    assert settings.due[ASSIGNMENT].isoformat() == "2027-02-15T23:59:00+00:00"
+    for bad, message in [("jobs = -1", "jobs = -1"), ("late_penalty = \"half\"", "late_penalty = 'half'"),
+                         ("cell_timeout_s = 0", "cell_timeout_s=0"), ("memory_mb = 10", "memory_mb=10")]:
+        key = bad.split(" = ")[0]
+        text = "\n".join(bad if line.startswith(key + " =") else line for line in path.read_text().splitlines())
+        (tmp_path / "bad").mkdir(exist_ok=True)
+        (tmp_path / "bad" / course_settings.FILE).write_text(text)
+        with pytest.raises(course_settings.SettingsError, match=message.replace("(", r"\(")):
+            course_settings.load(tmp_path / "bad")
+
+
+def _snapshot() -> dict[str, str]:
+    """sha256 of every file the course ships (everything a student could damage), by path."""
+    roots = [REPO / d for d in ("course_utils", "data", "docs", "benchmarks", "solutions", "notebooks", "classroom")]
+    files = [p for r in roots for p in r.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    files += [p for p in REPO.iterdir() if p.is_file()]
+    return {str(p.relative_to(REPO)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def _grades(path: Path) -> dict[tuple[str, str, str], tuple[float, str, str]]:
+    with open(path) as f:
+        return {(r["student"], r["notebook"], r["exercise"]): (float(r["points"]), r["status"], r["reason"]) for r in csv.DictReader(f)}
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_a_hostile_class(tmp_path):
+    course, submissions = tmp_path / "course", tmp_path / "submitted"
+    course_settings.ensure(course)
+    toml = course / course_settings.FILE
+    toml.write_text(toml.read_text().replace("cell_timeout_s = 300", "cell_timeout_s = 30")
+                    .replace("notebook_timeout_s = 900", "notebook_timeout_s = 300"))
+    made = nbb.student(course, [ASSIGNMENT])
+    make_class(course, submissions, [ASSIGNMENT])
+    make_hostile_class(course, submissions)
+    before = _snapshot()
+    csv_path, outcomes = grading.grade(submissions, course=course, jobs=2, progress=False)
+    assert _snapshot() == before, "a submission changed the course's files"
+    assert not (REPO / "PWNED.txt").exists()
+    grades = _grades(csv_path)
+    exercises = [ex.name.removeprefix("my_") for ex in made[ASSIGNMENT]]
+    for who in STUDENTS:
+        for ex in exercises:
+            assert grades[who, ASSIGNMENT, ex][0] == expected_points(who, ASSIGNMENT, ex), (who, ex)
+    for who in HOSTILE:
+        assert all(grades[who, ASSIGNMENT, ex][0] == 0 for ex in exercises), who
+    by = {o.student: o for o in outcomes}
+    assert by["broken"].status == "failed" and "not a valid notebook" in by["broken"].reason
+    assert by["exiter"].status == "failed" and "kernel died" in by["exiter"].reason
+    assert by["looper"].status == "graded" and "time limit" in by["looper"].reason
+    assert all(by[w].status == "graded" for w in HOSTILE.keys() - {"exiter", "looper"} | set(STUDENTS))
+    expected_flags = {"rebinder": "rebinds a check", "patcher": "changes the course's checks", "liar": "tensor subclass",
+                      "blanker": "changes how IPython runs cells", "delegator": "uses the reference",
+                      "peeker": "refers to the solutions", "exiter": "ends the kernel"}
+    for who, flag in expected_flags.items():
+        assert flag in by[who].flags, (who, by[who].flags)
+    assert "did not run its check" in by["blanker"].flags, by["blanker"].flags
+    assert all(not by[w].flags for w in STUDENTS), [(w, by[w].flags) for w in STUDENTS]
+    with sqlite3.connect(course / "gradebook.db") as db:
+        assert db.execute("select count(*) from grade where manual_score is not null").fetchone()[0] == 0
+    graded = nbformat.read(course / "autograded" / "gradebook" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    outputs = str([c.get("outputs") for c in graded.cells])
+    assert "refused" in outputs and "wrote" not in outputs, "the gradebook student reached a gradebook"
+    peeked = nbformat.read(course / "autograded" / "peeker" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    assert "ex01" not in str([c.get("outputs") for c in peeked.cells]), "solutions/ is visible in the sandbox"
+
+    # A second run with one late student keeps every earlier grade and adds hers.
+    late = tmp_path / "late"
+    (late / "dora" / ASSIGNMENT).mkdir(parents=True)
+    source = nbformat.read(course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    nbformat.write(source, late / "dora" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    csv_path, outcomes = grading.grade(late, course=course, jobs=1, progress=False)
+    again = _grades(csv_path)
+    assert {k: v for k, v in again.items() if k[0] != "dora"} == grades
+    assert all(again["dora", ASSIGNMENT, ex][0] == 1 for ex in exercises)
+    with open(course / "grading_log.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(STUDENTS) + len(HOSTILE) + 1 + 1
