@@ -194,7 +194,7 @@ def _same(got: Any, want: Tensor, atol: float = 1e-5) -> tuple[bool, str]:
 def check_box_area(fn: Callable[[Tensor], Tensor], *, variant: int = 0) -> CheckResult:
     """Exercise (notebook 00): area of xyxy boxes, (N, 4) -> (N,)."""
     boxes = _random_boxes(20, seed=0 + 1000 * variant)
-    got, err = _call(fn, boxes)
+    got, err = _call(fn, boxes.clone())  # a copy: an answer may change its input in place
     if err:
         return _report(False, err)
     want = B.box_area(boxes)
@@ -226,7 +226,7 @@ def check_box_iou(fn: Callable[[Tensor, Tensor], Tensor], *, variant: int = 0) -
     """Exercise (notebook 01): pairwise IoU, (N, 4) and (M, 4) -> (N, M)."""
     a, b = _random_boxes(7, seed=2 + 1000 * variant), _random_boxes(5, seed=3 + 1000 * variant)
     b[0] = torch.tensor([500.0, 500.0, 510.0, 510.0])  # far from everything: IoU must be 0
-    got, err = _call(fn, a, b)
+    got, err = _call(fn, a.clone(), b.clone())
     if err:
         return _report(False, err)
     want = B.box_iou(a, b)
@@ -249,7 +249,10 @@ def check_nms(fn: Callable[[Tensor, Tensor, float], Tensor], *, variant: int = 0
     """
     at_threshold = torch.tensor([[0.0, 0.0, 30.0, 10.0], [10.0, 0.0, 40.0, 10.0], [20.0, 0.0, 50.0, 10.0],
                                  [100.0, 100.0, 110.0, 110.0]])
-    cases = [(at_threshold, torch.tensor([0.9, 0.8, 0.7, 0.6]), 0.5)]
+    # A chain: box 1 overlaps boxes 0 and 2 (IoU 0.54 each), boxes 0 and 2 barely (0.25). Box 1 is
+    # suppressed by box 0, and a suppressed box suppresses nothing: box 2 stays.
+    chain = torch.tensor([[0.0, 0.0, 10.0, 10.0], [3.0, 0.0, 13.0, 10.0], [6.0, 0.0, 16.0, 10.0]])
+    cases = [(at_threshold, torch.tensor([0.9, 0.8, 0.7, 0.6]), 0.5), (chain, torch.tensor([0.9, 0.8, 0.7]), 0.5)]
     for seed, thr in ((4, 0.5), (5, 0.3), (6, 0.7)):
         cases.append((_random_boxes(40, seed=seed + 1000 * variant, size=60), torch.rand(40, generator=torch.Generator().manual_seed(seed + 1000 * variant)), thr))
     for i, (boxes, scores, thr) in enumerate(cases):
@@ -259,18 +262,30 @@ def check_nms(fn: Callable[[Tensor, Tensor, float], Tensor], *, variant: int = 0
         want = B.nms(boxes, scores, thr)
         if not isinstance(got, Tensor) or got.dim() != 1 or got.is_floating_point() or got.is_complex():
             return _report(False, f"expected a 1-D tensor of integer indices, got {_describe(got)}.")
+        if got.dtype == torch.bool:
+            return _report(False, "you returned a keep-mask (bool); return the kept boxes' indices, e.g. "
+                                  "torch.tensor(keep, dtype=torch.int64), best score first.")
+        if got.dtype != torch.int64:
+            return _report(False, f"indices must be int64 (what torch.argsort and torchvision's nms return), got {got.dtype}.")
         if sorted(got.tolist()) == sorted(want.tolist()) and got.tolist() != want.tolist():
             return _report(False, "you keep the right boxes but in the wrong order: return them by decreasing score.")
         if got.tolist() != want.tolist():
+            if i == 1:
+                return _report(False, f"on three boxes in a chain (IoU(0, 1) = IoU(1, 2) = 0.54, IoU(0, 2) = 0.25) you kept "
+                               f"{got.tolist()}, expected {want.tolist()}: box 1 is suppressed by box 0, and a suppressed box "
+                               "suppresses nothing, so box 2 stays. Compare each box with the *kept* boxes only.")
             if i == 0:
                 ious = B.box_iou(boxes, boxes)
                 return _report(False, f"boxes whose IoU is exactly the threshold {thr}: you kept {got.tolist()}, expected "
                                f"{want.tolist()} (IoU(box 0, box 1) = {ious[0, 1].item():g}, IoU(box 1, box 2) = "
                                f"{ious[1, 2].item():g}). A box is suppressed only when IoU > threshold (strictly greater), "
                                "so IoU = threshold keeps it.")
-            hint = " Suppress a box when IoU > threshold (strictly greater), and compare against kept boxes only."
+            if len(got) == len(want):
+                hint = " The same number of boxes but not the same ones: visit the boxes in order of decreasing score."
+            else:
+                hint = " Suppress a box when IoU > threshold (strictly greater), and compare against kept boxes only."
             return _report(False, f"at iou_threshold={thr} you kept {len(got)} boxes, the reference keeps {len(want)}.{hint}")
-    return _report(True, "same indices, same order as the reference on boxes at the threshold and on 3 random sets.")
+    return _report(True, "same indices, same order as the reference on boxes at the threshold, a chain, and 3 random sets.")
 
 
 @_check("one number, the AP in [0, 1]")
@@ -289,11 +304,29 @@ def check_average_precision(fn: Callable[[np.ndarray, int], float], *, variant: 
             return _report(False, _not_a_number(got, "one number, the AP"))
         got = value
         if abs(got - want) > 1e-6:
-            raw = np.cumsum(is_tp) / np.arange(1, len(is_tp) + 1)
-            hint = ""
-            if abs(got - raw.mean()) < 1e-6:
-                hint = " That is the mean raw precision: compute recall, take the precision envelope, and sample it at 101 recall points."
-            return _report(False, f"AP should be {want:.4f}, got {got:.4f}.{hint or ' Did you take the envelope (max precision at any higher recall) before sampling?'}")
+            tp = np.cumsum(is_tp).astype(float)
+            raw = tp / np.arange(1, len(is_tp) + 1)
+            recall = tp / num_gt
+            envelope = np.maximum.accumulate(raw[::-1])[::-1]
+
+            def sampled(precision: np.ndarray, levels: np.ndarray, side: str = "left") -> float:
+                idx = np.searchsorted(recall, levels, side=side)
+                return float(np.where(idx < len(precision), precision[np.minimum(idx, len(precision) - 1)], 0.0).mean())
+
+            levels = np.linspace(0, 1, 101)
+            hints = [
+                (raw.mean(), "That is the mean raw precision: compute recall, take the precision envelope, and sample it "
+                             "at 101 recall points."),
+                (sampled(raw, levels), "You sampled the raw precision: take the envelope first (at each recall, the "
+                                       "highest precision at that recall or beyond)."),
+                (sampled(envelope, np.arange(0, 1, 0.01)), "You used 100 recall levels (0 to 0.99): COCO uses 101, 0 to 1 "
+                                                            "inclusive (np.linspace(0, 1, 101))."),
+                (sampled(envelope, levels, "right"), "At each level r take the first detection whose recall is >= r "
+                                                      "(searchsorted side='left'), not the first whose recall is > r."),
+            ]
+            hint = next((h for v, h in hints if abs(got - v) < 1e-6), "Compute precision and recall after each detection, "
+                        "take the envelope, then average it at the 101 recall levels 0, 0.01, ..., 1 (0 where recall never reaches r).")
+            return _report(False, f"AP should be {want:.4f}, got {got:.4f}. {hint}")
     return _report(True, "matches COCO's 101-point interpolated AP on 5 random rankings.")
 
 
@@ -313,7 +346,22 @@ def check_error_counts(fn: Callable[[dict[str, Tensor], dict[str, Tensor], float
         "scores": torch.rand(8, generator=gen),
         "labels": torch.tensor([1, 2, 1, 3, 1, 1, 2, 1]),
     }
-    for score_thr, iou_thr in ((0.0, 0.5), (0.5, 0.5), (0.2, 0.9)):
+    def case(gt: list, boxes: list, scores: list) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        return ({"boxes": torch.tensor(boxes), "scores": torch.tensor(scores), "labels": torch.ones(len(boxes), dtype=torch.int64)},
+                {"boxes": torch.tensor(gt), "labels": torch.ones(len(gt), dtype=torch.int64)})
+
+    two_gt = [[0.0, 0.0, 10.0, 10.0], [4.0, 0.0, 14.0, 10.0]]
+    crafted = [  # (pred, target, score_thr, iou_thr, what an answer that fails here gets wrong)
+        (*case(two_gt, [[0.0, 0.0, 9.0, 10.0], [1.0, 0.0, 11.0, 10.0]], [0.5, 0.9]), 0.0, 0.5,
+         " Take the predictions best score first (the second one here, score 0.9, claims the first ground truth)."),
+        (*case([[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0]], [[0.0, 0.0, 10.0, 10.0], [0.5, 0.0, 10.5, 10.0]], [0.9, 0.5]),
+         0.0, 0.5, " When a prediction's best ground truth is already claimed, it claims the best *unclaimed* one "
+                   "with IoU >= threshold (here IoU 0.74), not a FP."),
+        (*case([[0.0, 0.0, 10.0, 10.0]], [[0.0, 0.0, 10.0, 10.0]], [0.5]), 0.5, 0.5,
+         " Keep predictions with score >= score_threshold: a score equal to it counts."),
+    ]
+    random_cases = [(pred, target, score_thr, iou_thr, "") for score_thr, iou_thr in ((0.0, 0.5), (0.5, 0.5), (0.2, 0.9))]
+    for pred, target, score_thr, iou_thr, hint in (crafted if not variant else []) + random_cases:
         got, err = _call(fn, pred, target, score_thr, iou_thr)
         if err:
             return _report(False, err)
@@ -324,9 +372,10 @@ def check_error_counts(fn: Callable[[dict[str, Tensor], dict[str, Tensor], float
                                   f"{': ' + ', '.join(_describe(v) for v in got[:3]) if isinstance(got, (tuple, list)) else ''}.")
         got = tuple(counts)
         if got != want:
-            return _report(False, f"at score >= {score_thr}, IoU >= {iou_thr}: expected (TP, FP, FN) = {want}, got {got}. "
-                           "Each ground truth can be matched once; labels must agree; FN = ground truths left unmatched.")
-    return _report(True, "TP/FP/FN counts agree at three (score, IoU) thresholds.")
+            return _report(False, f"at score >= {score_thr}, IoU >= {iou_thr}: expected (TP, FP, FN) = {want}, got {got}."
+                           + (hint or " Each ground truth can be matched once; labels must agree; FN = ground truths left unmatched."))
+    return _report(True, "TP/FP/FN counts agree on three crafted cases (score order, the next unclaimed ground truth, "
+                         "a score at the threshold) and at three (score, IoU) thresholds.")
 
 
 @_check("a Hook subclass whose `values` list gets one float per optimizer step")

@@ -19,8 +19,6 @@
 # *Time: about 55 minutes. Unfamiliar term? See the [glossary](../docs/glossary.md) (English–中文).*
 
 # %%
-import inspect
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -256,7 +254,7 @@ for c, ap in ours["ap_per_class"].items():
 #
 # ### Exercise 1 — write IoU yourself
 #
-# Complete `my_box_iou(boxes1, boxes2)`: shapes `(N, 4)` and `(M, 4)` in xyxy → `(N, M)`. Work from the formula above; the course's implementation is printed right after the check, to compare with. Solutions: `solutions/ex01_detection_basics.py`.
+# Complete `my_box_iou(boxes1, boxes2)`: shapes `(N, 4)` and `(M, 4)` in xyxy → `(N, M)`. Work from the formula above. Once you pass, compare with the course's: `box_iou??` in a cell shows it. Solutions: `solutions/ex01_detection_basics.py`.
 
 # %%
 from course_utils.exercises import check_average_precision, check_box_iou, check_nms
@@ -269,17 +267,10 @@ def my_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
 
 check_box_iou(my_box_iou)
 
-
-# %% [markdown]
-# The course's implementation, `course_utils.boxes.box_iou`:
-
-# %%
-print(inspect.getsource(box_iou))
-
 # %% [markdown]
 # ### Exercise 2 — write NMS yourself
 #
-# Complete `my_nms(boxes, scores, iou_threshold)`, returning the kept indices (int64) in decreasing score order. A box is suppressed when its IoU with a kept box is **strictly greater** than `iou_threshold`. You may use `box_iou` (but not `nms`).
+# Complete `my_nms(boxes, scores, iou_threshold)`, returning the kept indices (int64) in decreasing score order. A box is suppressed when its IoU with a kept box is **strictly greater** than `iou_threshold`. You may use `box_iou` (but not `nms`). Once you pass, `nms??` shows the course's.
 #
 # *Sanity check:* boxes `[[0,0,10,10], [1,1,11,11], [20,20,30,30]]` with scores `[0.9, 0.8, 0.7]` and threshold 0.5 keep `[0, 2]`.
 
@@ -290,13 +281,6 @@ def my_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> t
 
 
 check_nms(my_nms)
-
-
-# %% [markdown]
-# The course's implementation, `course_utils.boxes.nms`:
-
-# %%
-print(inspect.getsource(nms))
 
 # %% [markdown]
 # ### Exercise 3 — AP from a ranking

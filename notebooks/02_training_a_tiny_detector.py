@@ -77,7 +77,7 @@ print({k: tuple(v.shape) for k, v in raw.items()})
 #
 # ## 2. Who should detect what?
 #
-# Label assignment here is **centre sampling** (`TinyDetector.assign`): a location is *positive* for a box if its centre lies inside the box and within 1.5 strides (12 px) of the box's centre. The cell holding the box centre is always positive, so even an 8-pixel object gets one.
+# Label assignment here is **centre sampling** (`TinyDetector.assign`): a location is *positive* for a box if its centre lies inside the box and within 1.5 strides (12 px) of the box's centre. The cell holding the box centre is always positive.
 
 # %%
 image, target = val[3]
@@ -91,7 +91,7 @@ from course_utils.viz import draw_boxes
 
 draw_boxes(ax, target["boxes"], "white", linestyle="--")
 pos = match >= 0
-ax.scatter(centres[~pos, 0], centres[~pos, 1], s=6, c="white", alpha=0.6, label="background")
+ax.scatter(centres[~pos, 0], centres[~pos, 1], s=6, c="white", edgecolors="0.4", linewidths=0.3, alpha=0.8, label="background")
 ax.scatter(centres[pos, 0], centres[pos, 1], s=30, c=match[pos] % 10, cmap="tab10", vmin=0, vmax=9, marker="s",
            label="positive (colour = object)")
 ax.legend(loc="lower right", fontsize=7)
@@ -121,7 +121,7 @@ print({k: round(v.item(), 3) for k, v in losses.items()})
 #
 # **The recipe.** 2,000 training scenes (rendered once by `materialize`), batches of 32, 6 epochs, AdamW with a one-cycle schedule peaking at 4e-3 (`make_optimizer`).
 #
-# **The loop.** Each step of `fit` runs forward → losses → backward → *hooks* → optimizer step; each epoch ends with val mAP. Later notebooks plug into it through the methods of a `Hook`: `after_backward` (gradient clipping, notebook 03), `on_train_start` and `on_epoch_end` (quantization, 05), `extra_losses` (distillation, 06) and `after_step` (logging).
+# **The loop.** Each step of `fit` runs forward → losses → backward → *hooks* → optimizer step; each epoch ends with val mAP. Later notebooks plug into it through the methods of a `Hook`: `after_backward` (gradient clipping, notebook 03), `on_train_start` and `on_epoch_end` (quantization, 05), `extra_losses` (distillation, 06) and `after_step`.
 
 # %% tags=["nbval-ignore-output"]
 from course_utils.train import make_optimizer
@@ -158,11 +158,11 @@ print("mAP@0.5 >= 0.90:", metrics["map_50"] >= 0.90)
 print("mAP@[.5:.95] >= 0.60:", metrics["map"] >= 0.60)
 
 # %% [markdown]
-# The detector passes the course's bar: mAP@0.5 ≥ 0.90 and mAP@[.5:.95] ≥ 0.60.
+# The detector passes the course's bar (the two lines above).
 #
 # ## 5. How sure is that number?
 #
-# Another 200 val images would give a somewhat different mAP. The **image-level bootstrap** measures how much: draw 200 images *with replacement* from the 200, score them, repeat 1,000 times, and keep the middle 95 % of the scores. That is a 95 % **confidence interval** (CI):
+# Another 200 val images would give another mAP. The **image-level bootstrap** measures how much: draw 200 images *with replacement* from the 200, score them, repeat 1,000 times, and keep the middle 95 % of the scores (bias-corrected: deep dive). That is a 95 % **confidence interval** (CI):
 
 # %% tags=["nbval-ignore-output"]
 from course_utils.metrics import bootstrap_map, paired_bootstrap_map
@@ -175,10 +175,10 @@ print(f"val mAP {ci['value']:.3f}, 95% CI [{ci['low']:.3f}, {ci['high']:.3f}]  "
 # %% [markdown]
 # ## 6. Is six epochs enough?
 #
-# No: this recipe keeps improving. `benchmarks/train_tiny_detector.py` trained it for 12, 24 and 48 epochs, each from scratch: a one-cycle schedule cannot be extended. Two rules pick the **converged baseline**, the model more training no longer improves:
+# No: this recipe keeps improving. `benchmarks/train_tiny_detector.py` trained it for 12, 24 and 48 epochs, each from scratch (a one-cycle schedule ends near zero, so it cannot be extended). Two rules pick the **converged baseline**, the model more training no longer improves:
 #
-# 1. **Keep** the shortest schedule that one twice as long beats by under 0.5 mAP points (a point is 0.01 mAP; if none, the longest).
-# 2. **Check the plateau:** 6 more epochs of fine-tuning (what every compression method gets), 3 seeds, must add under 0.5 points on average.
+# 1. **Keep:** double the epochs until doubling gains under 0.5 mAP points (a point is 0.01 mAP); keep the shorter schedule. If every doubling gains more, keep the longest.
+# 2. **Check the plateau:** 6 more epochs of fine-tuning (what later notebooks give every compressed model), 3 seeds, must add under 0.5 points on average.
 #
 # Likewise for notebook 06's width-2 teacher:
 
@@ -214,7 +214,7 @@ plt.show()
 # %% [markdown]
 # For width 1, every doubling gained over 0.5 points (+4.1, then +1.3), so rule 1 keeps 48 epochs and rule 2 finds them plateaued.
 #
-# Is the converged model's lead over your 6-epoch model real? Score both on the *same* resamples (`paired_bootstrap_map`): the noise from which images were drawn cancels, so the interval of the difference is much narrower.
+# Is the converged model's lead over your 6-epoch model real? Score both on the *same* resamples (`paired_bootstrap_map`): the noise from which images were drawn cancels, so the interval of the difference is narrower.
 
 # %% tags=["nbval-ignore-output"]
 from course_utils import load_checkpoint

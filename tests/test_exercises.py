@@ -61,6 +61,20 @@ def test_solution_passes_and_stub_fails(check, solution, capsys):
     assert "✗ Not yet" in capsys.readouterr().out
 
 
+def test_correct_answers_that_change_their_input_in_place_pass(capsys):
+    def area_in_place(b):
+        b[:, 2] -= b[:, 0]
+        b[:, 3] -= b[:, 1]
+        return b[:, 2] * b[:, 3]
+
+    def iou_in_place(b1, b2):
+        out = sol01.box_iou(b1, b2)
+        b1.zero_(), b2.zero_()
+        return out
+
+    assert ex.check_box_area(area_in_place) and ex.check_box_iou(iou_in_place)
+
+
 def test_box_area_spots_plus_one(capsys):
     wrong = lambda b: (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)  # noqa: E731
     assert not ex.check_box_area(wrong)
@@ -477,6 +491,48 @@ def _kd_soft_cross_entropy(s, t, temperature):  # T² · mean(−Σ p_t log p_s)
     return temperature**2 * -(p_t * F.log_softmax(s / temperature, -1)).sum(-1).mean()
 
 
+def _nms_suppressed_also_suppress(boxes, scores, thr):  # compares with every higher-scored box, kept or not
+    order = torch.argsort(scores, descending=True)
+    iou = sol01.box_iou(boxes, boxes)
+    keep = [int(i) for r, i in enumerate(order) if not (iou[i, order[:r]] > thr).any()]
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def _nms_unsorted(boxes, scores, thr):  # visits the boxes in input order
+    iou, keep = sol01.box_iou(boxes, boxes), []
+    for i in range(len(boxes)):
+        if all(iou[i, k] <= thr for k in keep):
+            keep.append(i)
+    return torch.tensor(sorted(keep, key=lambda k: -float(scores[k])), dtype=torch.int64)
+
+
+def _counts(pred, target, score_thr, iou_thr, sort=True, next_unclaimed=True, strict=False):
+    """(TP, FP, FN) with one of three typical slips switched on."""
+    keep = pred["scores"] > score_thr if strict else pred["scores"] >= score_thr
+    order = [int(i) for i in (torch.argsort(pred["scores"], descending=True) if sort else torch.arange(len(keep))) if keep[i]]
+    iou = sol01.box_iou(pred["boxes"], target["boxes"])
+    claimed, tp = set(), 0
+    for i in order:
+        same = [g for g in range(len(target["boxes"])) if int(target["labels"][g]) == int(pred["labels"][i])]
+        candidates = [g for g in same if g not in claimed] if next_unclaimed else same
+        if candidates:
+            g = max(candidates, key=lambda g: float(iou[i, g]))
+            if float(iou[i, g]) >= iou_thr and g not in claimed:
+                claimed.add(g)
+                tp += 1
+    return tp, len(order) - tp, len(target["boxes"]) - tp
+
+
+def _ap(is_tp, num_gt, levels=None, side="left", envelope=True):
+    tp = np.cumsum(is_tp).astype(float)
+    recall, precision = tp / num_gt, tp / np.arange(1, len(is_tp) + 1)
+    if envelope:
+        precision = np.maximum.accumulate(precision[::-1])[::-1]
+    levels = np.linspace(0, 1, 101) if levels is None else levels
+    idx = np.searchsorted(recall, levels, side=side)
+    return float(np.where(idx < len(precision), precision[np.minimum(idx, len(precision) - 1)], 0.0).mean())
+
+
 def _flat(rounds):
     return [t for r in rounds for t in r]
 
@@ -491,16 +547,26 @@ CATALOGUE = [
     (ex.check_box_iou, _iou_union_without_subtracting, "subtract the intersection once"),
     (ex.check_nms, _nms_greater_equal, "strictly greater"),
     (ex.check_nms, lambda b, s, t: torch.sort(sol01.nms(b, s, t)).values, "wrong order"),
-    (ex.check_nms, lambda b, s, t: torch.argsort(s, descending=True), "the reference keeps"),
+    (ex.check_nms, lambda b, s, t: torch.argsort(s, descending=True), r"expected \[0, 2\]|the reference keeps"),
+    (ex.check_nms, _nms_suppressed_also_suppress, "a suppressed box suppresses nothing"),
+    (ex.check_nms, lambda b, s, t: torch.zeros(len(b), dtype=torch.bool).index_fill_(0, sol01.nms(b, s, t), True), "keep-mask"),
+    (ex.check_nms, lambda b, s, t: sol01.nms(b, s, t).int(), "int64"),
+    (ex.check_nms, _nms_unsorted, "decreasing score"),
     (ex.check_nms, lambda b, s, t: sol01.nms(b, s, t).float(), "integer indices"),
     (ex.check_average_precision, lambda t, n: float((np.cumsum(t) / np.arange(1, len(t) + 1)).mean()), "mean raw precision"),
     (ex.check_average_precision, _ap_envelope_mean, "envelope"),
+    (ex.check_average_precision, lambda t, n: _ap(t, n, np.arange(0, 1, 0.01)), "101"),
+    (ex.check_average_precision, lambda t, n: _ap(t, n, side="right"), "side='left'"),
+    (ex.check_average_precision, lambda t, n: _ap(t, n, envelope=False), "take the envelope first"),
     (ex.check_average_precision, lambda t, n: np.cumsum(t) / n, "one number"),
     (ex.check_error_counts, lambda p, t, s, i: sol02.error_counts(dict(p, labels=torch.ones_like(p["labels"])),
                                                                   dict(t, labels=torch.ones_like(t["labels"])), s, i),
      "labels must agree"),
     (ex.check_error_counts, lambda p, t, s, i: sol02.error_counts(p, t, s, i)[:2], "three integers"),
     (ex.check_error_counts, lambda p, t, s, i: sol02.error_counts(p, t, 0.0, i), "expected (TP, FP, FN)"),
+    (ex.check_error_counts, lambda p, t, s, i: _counts(p, t, s, i, sort=False), "best score first"),
+    (ex.check_error_counts, lambda p, t, s, i: _counts(p, t, s, i, next_unclaimed=False), "best *unclaimed*"),
+    (ex.check_error_counts, lambda p, t, s, i: _counts(p, t, s, i, strict=True), "a score equal to it counts"),
     (ex.check_loss_recorder, _RecordsAfterBackward, "before `optimizer.step()`"),
     (ex.check_loss_recorder, _RecordsTensors, ".item()"),
     (ex.check_loss_recorder, _RecordsPerEpoch, "should hold 2 numbers, got ["),
