@@ -11,6 +11,8 @@
 #                    (the class's folder: its course.toml, gradebook and grades are kept across runs)
 #   make grade SUBMISSIONS=DIR [JOBS=N] -- autograde DIR/<student>/<assignment>/<assignment>.ipynb, each in a
 #                    bubblewrap sandbox, N at a time; merges into build/nbgrader/grades.csv
+#   make feedback -- each graded student's feedback page, offline HTML: build/nbgrader/feedback/<student>/<assignment>/
+#   make report   -- per-exercise pass rates and the most common failure message: build/nbgrader/class_report.{md,png}
 #   make slides   -- slide copies of the notebooks for RISE in build/slides (open one in `make lab`, press Alt+R)
 
 PYTHON ?= python3
@@ -21,7 +23,7 @@ ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 RECORD ?=
 NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 
-.PHONY: setup lab headless check test sync site browser-deps sandbox-deps student grade slides clean
+.PHONY: setup lab headless check test sync site browser-deps sandbox-deps student grade feedback report slides clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +75,12 @@ JOBS ?=
 grade: setup sandbox-deps
 	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=DIR [JOBS=N]  (DIR/<student>/<assignment>/<assignment>.ipynb)"; exit 2; }
 	$(PY) -m classroom.grading "$(SUBMISSIONS)" $(if $(JOBS),--jobs $(JOBS))
+
+feedback: setup
+	$(PY) -m classroom.feedback
+
+report: setup
+	$(PY) -m classroom.class_report
 
 slides: setup
 	$(PY) -m classroom.slides

@@ -369,7 +369,7 @@ def nbgrader_env() -> dict[str, str]:
                 PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 
 
-def _nbgrader(course: Path, *args: str) -> None:
+def run_nbgrader(course: Path, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=course, env=nbgrader_env(), check=True)
 
 
@@ -384,7 +384,7 @@ def student(course: Path = COURSE, only: list[str] | None = None,
     for assignment in only or assignments():
         made[assignment] = build_source(assignment, course / "source" / assignment / f"{assignment}.ipynb")
     for assignment in made:
-        _nbgrader(course, "generate_assignment", assignment, "--force")
+        run_nbgrader(course, "generate_assignment", assignment, "--force")
         restore_stubs(course / "release", assignment)
     return made
 

@@ -353,12 +353,15 @@ def check_error_counts(fn: Callable[[dict[str, Tensor], dict[str, Tensor], float
     two_gt = [[0.0, 0.0, 10.0, 10.0], [4.0, 0.0, 14.0, 10.0]]
     crafted = [  # (pred, target, score_thr, iou_thr, what an answer that fails here gets wrong)
         (*case(two_gt, [[0.0, 0.0, 9.0, 10.0], [1.0, 0.0, 11.0, 10.0]], [0.5, 0.9]), 0.0, 0.5,
-         " Take the predictions best score first (the second one here, score 0.9, claims the first ground truth)."),
+         " Take the predictions best score first (the second one here, score 0.9, claims the first ground truth), "
+         "and let each ground truth be claimed once."),
         (*case([[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0]], [[0.0, 0.0, 10.0, 10.0], [0.5, 0.0, 10.5, 10.0]], [0.9, 0.5]),
          0.0, 0.5, " When a prediction's best ground truth is already claimed, it claims the best *unclaimed* one "
                    "with IoU >= threshold (here IoU 0.74), not a FP."),
         (*case([[0.0, 0.0, 10.0, 10.0]], [[0.0, 0.0, 10.0, 10.0]], [0.5]), 0.5, 0.5,
          " Keep predictions with score >= score_threshold: a score equal to it counts."),
+        (*case([[0.0, 0.0, 10.0, 10.0]], [[0.0, 0.0, 10.0, 5.0]], [0.9]), 0.0, 0.5,
+         " A match needs IoU >= iou_threshold: an IoU equal to it (here exactly 0.5) counts."),
     ]
     random_cases = [(pred, target, score_thr, iou_thr, "") for score_thr, iou_thr in ((0.0, 0.5), (0.5, 0.5), (0.2, 0.9))]
     for pred, target, score_thr, iou_thr, hint in (crafted if not variant else []) + random_cases:
@@ -374,8 +377,8 @@ def check_error_counts(fn: Callable[[dict[str, Tensor], dict[str, Tensor], float
         if got != want:
             return _report(False, f"at score >= {score_thr}, IoU >= {iou_thr}: expected (TP, FP, FN) = {want}, got {got}."
                            + (hint or " Each ground truth can be matched once; labels must agree; FN = ground truths left unmatched."))
-    return _report(True, "TP/FP/FN counts agree on three crafted cases (score order, the next unclaimed ground truth, "
-                         "a score at the threshold) and at three (score, IoU) thresholds.")
+    return _report(True, "TP/FP/FN counts agree on four crafted cases (score order, the next unclaimed ground truth, "
+                         "a score and an IoU at their thresholds) and at three (score, IoU) thresholds.")
 
 
 @_check("a Hook subclass whose `values` list gets one float per optimizer step")

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 02 · Training a tiny detector
 #
-# Later notebooks clip a detector's gradients, quantize it, distil it and prune it. Here you build that detector, train it with the **one training loop** the whole course shares, and learn how the course compares two models fairly.
+# Later notebooks clip, quantize, distil and prune a detector. Here you build it, train it with the course's **one training loop**, and learn to compare two models fairly.
 #
 # **You will learn to**
 # 1. read a small single-stage detector, `TinyDetector`;
@@ -63,7 +63,7 @@ class_names = [c["name"] for c in val.categories]
 #                  └─ post-processing: decode → score threshold → NMS → top 100
 # ```
 #
-# `C3`, `C4` are the backbone's feature maps and `P3` the neck's (digit n: stride 2ⁿ). Each location of `P3` owns one 32×32-pixel anchor and predicts offsets from it (notebook 01's box coding). `width` multiplies every channel count: notebook 06 uses it for a big "teacher" and a small "student".
+# `C3`, `C4` are the backbone's feature maps and `P3` the neck's (digit n: stride 2ⁿ). Each location of `P3` owns one 32×32-pixel anchor and predicts offsets from it (notebook 01's box coding). `width` multiplies every channel count (notebook 06's "teacher" is width 2).
 
 # %% tags=["nbval-check-output"]
 for width in (0.5, 1.0, 2.0):
@@ -121,7 +121,7 @@ print({k: round(v.item(), 3) for k, v in losses.items()})
 #
 # **The recipe.** 2,000 training scenes (rendered once by `materialize`), batches of 32, 6 epochs, AdamW with a one-cycle schedule peaking at 4e-3 (`make_optimizer`).
 #
-# **The loop.** Each step of `fit` runs forward → losses → backward → *hooks* → optimizer step; each epoch ends with val mAP. Later notebooks plug into it through the methods of a `Hook`: `after_backward` (gradient clipping, notebook 03), `on_train_start` and `on_epoch_end` (quantization, 05), `extra_losses` (distillation, 06) and `after_step`.
+# **The loop.** Each step of `fit` runs forward → losses → backward → `after_backward` → optimizer step → `after_step`; each epoch ends with val mAP. Later notebooks plug in through these methods of a `Hook`: `after_backward` (clipping, notebook 03), `on_train_start` and `on_epoch_end` (quantization, 05), `extra_losses` (distillation, 06).
 
 # %% tags=["nbval-ignore-output"]
 from course_utils.train import make_optimizer
@@ -158,7 +158,7 @@ print("mAP@0.5 >= 0.90:", metrics["map_50"] >= 0.90)
 print("mAP@[.5:.95] >= 0.60:", metrics["map"] >= 0.60)
 
 # %% [markdown]
-# The detector passes the course's bar (the two lines above).
+# Both lines are `True`: the detector clears the sanity bar this notebook sets for a working detector.
 #
 # ## 5. How sure is that number?
 #
@@ -212,7 +212,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# For width 1, every doubling gained over 0.5 points (+4.1, then +1.3), so rule 1 keeps 48 epochs and rule 2 finds them plateaued.
+# For width 1, every doubling gained over 0.5 points (+4.1, then +1.3), so rule 1 keeps 48 epochs, the longest trained, and rule 2 finds them plateaued. (Your 6-epoch run leads early only because its schedule already decayed.)
 #
 # Is the converged model's lead over your 6-epoch model real? Score both on the *same* resamples (`paired_bootstrap_map`): the noise from which images were drawn cancels, so the interval of the difference is narrower.
 

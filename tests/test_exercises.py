@@ -506,7 +506,7 @@ def _nms_unsorted(boxes, scores, thr):  # visits the boxes in input order
     return torch.tensor(sorted(keep, key=lambda k: -float(scores[k])), dtype=torch.int64)
 
 
-def _counts(pred, target, score_thr, iou_thr, sort=True, next_unclaimed=True, strict=False):
+def _counts(pred, target, score_thr, iou_thr, sort=True, next_unclaimed=True, strict=False, iou_strict=False):
     """(TP, FP, FN) with one of three typical slips switched on."""
     keep = pred["scores"] > score_thr if strict else pred["scores"] >= score_thr
     order = [int(i) for i in (torch.argsort(pred["scores"], descending=True) if sort else torch.arange(len(keep))) if keep[i]]
@@ -517,7 +517,7 @@ def _counts(pred, target, score_thr, iou_thr, sort=True, next_unclaimed=True, st
         candidates = [g for g in same if g not in claimed] if next_unclaimed else same
         if candidates:
             g = max(candidates, key=lambda g: float(iou[i, g]))
-            if float(iou[i, g]) >= iou_thr and g not in claimed:
+            if (float(iou[i, g]) > iou_thr if iou_strict else float(iou[i, g]) >= iou_thr) and g not in claimed:
                 claimed.add(g)
                 tp += 1
     return tp, len(order) - tp, len(target["boxes"]) - tp
@@ -567,6 +567,7 @@ CATALOGUE = [
     (ex.check_error_counts, lambda p, t, s, i: _counts(p, t, s, i, sort=False), "best score first"),
     (ex.check_error_counts, lambda p, t, s, i: _counts(p, t, s, i, next_unclaimed=False), "best *unclaimed*"),
     (ex.check_error_counts, lambda p, t, s, i: _counts(p, t, s, i, strict=True), "a score equal to it counts"),
+    (ex.check_error_counts, lambda p, t, s, i: _counts(p, t, s, i, iou_strict=True), "exactly 0.5"),
     (ex.check_loss_recorder, _RecordsAfterBackward, "before `optimizer.step()`"),
     (ex.check_loss_recorder, _RecordsTensors, ".item()"),
     (ex.check_loss_recorder, _RecordsPerEpoch, "should hold 2 numbers, got ["),

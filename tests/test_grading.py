@@ -26,7 +26,16 @@ from classroom.trial import HOSTILE, HOSTILE_ASSIGNMENT, STUDENTS, expected_poin
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = HOSTILE_ASSIGNMENT  # 01: the cheapest notebook with exercises (about 15 s per student here)
 
-needs_bwrap = pytest.mark.skipif(not sandbox.shutil.which("bwrap"), reason="bubblewrap missing: bash scripts/ensure_bubblewrap.sh")
+def _sandbox_works() -> bool:
+    try:
+        sandbox.bwrap()
+    except sandbox.SandboxUnavailable:
+        return False
+    return True
+
+
+needs_bwrap = pytest.mark.skipif(not _sandbox_works(), reason="bubblewrap missing or unable to create namespaces here: "
+                                                                "bash scripts/ensure_bubblewrap.sh")
 
 
 def _run(code: str, workdir: Path, **limits) -> tuple[int, str]:
@@ -122,9 +131,12 @@ def _grades(path: Path) -> dict[tuple[str, str, str], tuple[float, str, str]]:
         return {(r["student"], r["notebook"], r["exercise"]): (float(r["points"]), r["status"], r["reason"]) for r in csv.DictReader(f)}
 
 
-@needs_bwrap
-@pytest.mark.slow
-def test_a_hostile_class(tmp_path):
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """The trial class and the hostile class of notebook 01, graded once: (course, made, csv, outcomes, unchanged)."""
+    if not _sandbox_works():
+        pytest.skip("bubblewrap missing or unable to create namespaces here")
+    tmp_path = tmp_path_factory.mktemp("hostile")
     course, submissions = tmp_path / "course", tmp_path / "submitted"
     course_settings.ensure(course)
     toml = course / course_settings.FILE
@@ -135,7 +147,14 @@ def test_a_hostile_class(tmp_path):
     make_hostile_class(course, submissions)
     before = _snapshot()
     csv_path, outcomes = grading.grade(submissions, course=course, jobs=2, progress=False)
-    assert _snapshot() == before, "a submission changed the course's files"
+    return course, made, csv_path, outcomes, _snapshot() == before
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_a_hostile_class(hostile, tmp_path):
+    course, made, csv_path, outcomes, unchanged = hostile
+    assert unchanged, "a submission changed the course's files"
     assert not (REPO / "PWNED.txt").exists()
     grades = _grades(csv_path)
     exercises = [ex.name.removeprefix("my_") for ex in made[ASSIGNMENT]]
@@ -175,3 +194,57 @@ def test_a_hostile_class(tmp_path):
     assert all(again["dora", ASSIGNMENT, ex][0] == 1 for ex in exercises)
     with open(course / "grading_log.csv") as f:
         assert len(list(csv.DictReader(f))) == len(STUDENTS) + len(HOSTILE) + 1 + 1
+
+
+def test_class_report_counts_passes_and_the_most_common_failure(tmp_path):
+    from classroom import class_report
+
+    course = tmp_path / "course"
+    rows = [["alice", ASSIGNMENT, "nms", 1.0], ["bob", ASSIGNMENT, "nms", 0.0], ["carol", ASSIGNMENT, "nms", 0.0],
+            ["dora", ASSIGNMENT, "nms", 0.0]]
+    course.mkdir()
+    with open(course / "grades.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(grading.GRADES_HEADER)
+        for student, notebook, exercise, points in rows:
+            status = "failed" if student == "dora" else "graded"
+            writer.writerow([student, notebook, exercise, points, 1.0, status, "", ""])
+    for student, kept in (("bob", 40), ("carol", 38)):  # the same mistake on different inputs: one message
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", metadata={"nbgrader": {"grade_id": "nms_test"}})])
+        nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"✗ Not yet: you kept {kept} boxes, the reference keeps 36.\n")]
+        (course / "autograded" / student / ASSIGNMENT).mkdir(parents=True)
+        nbformat.write(nb, course / "autograded" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    [stats] = class_report.collect(course)
+    assert (stats.graded, stats.passed, stats.failed_to_grade) == (3, 1, 1)
+    assert stats.most_common() == ("you kept # boxes, the reference keeps #.", 2)
+    assert class_report.main(["--course", str(course)]) == 0
+    assert "1 / 3 (33%)" in (course / "class_report.md").read_text() and (course / "class_report.png").stat().st_size > 1000
+    assert class_report.main(["--course", str(tmp_path / "nothing")]) == 2
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_feedback_pages_open_offline_with_the_check_messages(hostile):
+    """make feedback for three students, opened in headless Chromium with every network request refused."""
+    from helpers import ARTIFACTS, launch_chromium, require_chromium
+
+    from classroom import feedback
+
+    require_chromium()
+    playwright = pytest.importorskip("playwright.sync_api")
+    course = hostile[0]
+    pages = {p.parent.parent.name: p for p in feedback.generate(course, [ASSIGNMENT])}
+    assert {"alice", "bob", "carol"} <= set(pages)
+    assert all(feedback.CDN_MATHJAX not in p.read_text() for p in pages.values())
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    requests = []
+    with playwright.sync_playwright() as pw:
+        browser, page = launch_chromium(pw)
+        page.route("http*://**", lambda route: (requests.append(route.request.url), route.abort()))
+        for who, marker in (("alice", "✓ Passed"), ("bob", "NotImplementedError"), ("carol", "✗ Not yet")):
+            page.goto(pages[who].as_uri())
+            page.wait_for_function("window.MathJax !== undefined", timeout=20_000)  # the local copy loaded
+            assert marker in page.inner_text("body"), who
+            page.screenshot(path=str(ARTIFACTS / f"feedback_{who}.png"), full_page=False)
+        browser.close()
+    assert not requests, f"a feedback page asked the network for {requests[:3]}"
