@@ -59,7 +59,7 @@ def main() -> None:
     with open(csv_path) as f:
         rows = [{**r, "points": float(r["points"]), "max_points": float(r["max_points"]),
                  "expected": expected_points(r["student"].rstrip("0123456789"), r["notebook"], r["exercise"])}
-                for r in csv.DictReader(f)]
+                for r in csv.DictReader(f) if r["status"] != "to grade by hand"]  # written answers: the teacher's
     per_notebook = {a: sorted(o.seconds for o in outcomes if o.assignment == a) for a in assignments}
     students = sorted({o.student for o in outcomes})
     totals = {who: {"points": sum(r["points"] for r in rows if r["student"] == who),

@@ -70,11 +70,17 @@ def collect(course: Path = COURSE) -> list[ExerciseStats]:
     path = Path(course) / "grades.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: grade the class first (make grade SUBMISSIONS=DIR)")
+    if (Path(course) / "gradebook.db").exists():
+        from .grading import refresh_written
+
+        refresh_written(Path(course))  # written answers scored in formgrader since the last grading run
     stats: dict[tuple[str, str], ExerciseStats] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             key = (row["notebook"], row["exercise"])
             s = stats.setdefault(key, ExerciseStats(*key))
+            if row.get("status", "graded") == "to grade by hand":
+                continue
             if row.get("status", "graded") != "graded":
                 s.failed_to_grade += 1
                 continue

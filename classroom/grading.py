@@ -208,12 +208,47 @@ def _rows_from_gradebook(course: Path, outcomes: list[Outcome]) -> list[list]:
                 score, status, reason = 0.0, o.status, o.reason
                 if o.status == "graded":
                     try:
-                        score = float(gb.find_grade(cell.name, o.assignment, o.assignment, o.student).score)
+                        grade = gb.find_grade(cell.name, o.assignment, o.assignment, o.student)
                     except MissingEntry:
                         status, reason = "failed", "no grade recorded"
+                    else:
+                        if grade.needs_manual_grade and grade.manual_score is None:  # a written answer nobody scored yet
+                            score, status, reason = "", "to grade by hand", "a written answer: score it in formgrader"
+                        else:
+                            score = float(grade.score)
                 rows.append([o.student, o.assignment, cell.name.removesuffix("_test"), score, float(cell.max_score), status,
                              reason, o.flags])
     return rows
+
+
+def refresh_written(course: Path) -> int:
+    """Fill in the written answers the teacher has scored in formgrader since ``grades.csv`` was
+    written (rows "to grade by hand"); returns how many rows changed."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    path = course / "grades.csv"
+    if not path.exists():
+        return 0
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    changed = 0
+    os.environ["PATH"] = nbb.nbgrader_env()["PATH"]  # Gradebook runs alembic
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for row in rows[1:]:
+            if len(row) > 5 and row[5] == "to grade by hand":
+                try:
+                    grade = gb.find_grade(row[2], row[1], row[1], row[0])
+                except MissingEntry:
+                    continue
+                if grade.manual_score is not None:
+                    row[3], row[5], row[6] = str(float(grade.manual_score)), "graded", ""
+                    changed += 1
+    if changed:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        os.replace(tmp, path)
+    return changed
 
 
 def _merge_csv(path: Path, header: list[str], new_rows: list[list], replaced: set[tuple[str, str]]) -> None:
@@ -298,6 +333,7 @@ def grade(submissions: Path, course: Path = nbb.COURSE, jobs: int | None = None,
     grades = course / "grades.csv"
     _merge_csv(grades, GRADES_HEADER, rows, {(o.student, o.assignment) for o in outcomes if o.status != "skipped"})
     _append_log(course / "grading_log.csv", outcomes)
+    refresh_written(course)
     return grades, outcomes
 
 

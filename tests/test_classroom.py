@@ -31,6 +31,8 @@ def _merged_cells(nb) -> dict[int, str]:
     for cell in nb.cells:
         info = cell.metadata["classroom"]
         source = cell.source
+        if info["part"] == "written":  # a cell of its own for the written answer, not in the notebook
+            continue
         if info["part"] == "test":
             check, name = re.search(r'assert graded\("(check_\w+)", (\w+), "__GRADING_TOKEN__"\), ', source).groups()
             source = f"{check}({name})"
@@ -52,11 +54,33 @@ def test_every_notebook_with_exercises_is_an_assignment(release):
     for assignment, exercises in made.items():
         assert exercises, f"{assignment}: no exercise found"
         nb = nbformat.read(course / "release" / assignment / f"{assignment}.ipynb", as_version=4)
-        tests = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+        tests = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
         assert len(tests) == len(exercises)
         assert all(c.metadata.nbgrader["locked"] and c.metadata.nbgrader["points"] == 1 for c in tests)
         ids = [c.metadata.nbgrader["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
         assert len(ids) == len(set(ids)), f"{assignment}: grade ids repeat"
+
+
+def test_written_exercises_get_a_manually_graded_answer_cell(release):
+    """Each discussion or open exercise (no check) is followed by a markdown answer cell that formgrader
+    scores by hand, worth nbb.WRITTEN_POINTS; docs/teaching.md has a rubric for each."""
+    course, made = release
+    written = {}
+    for assignment in made:
+        nb = nbformat.read(course / "release" / assignment / f"{assignment}.ipynb", as_version=4)
+        for i, cell in enumerate(nb.cells):
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "markdown" and meta.get("grade"):
+                assert meta["solution"] and not meta["locked"] and meta["points"] == nbb.WRITTEN_POINTS
+                assert nbb.WRITTEN.search(nb.cells[i - 1].source), f"{assignment}: an answer cell after no exercise"
+                assert cell.source == "YOUR ANSWER HERE"
+                written.setdefault(assignment, []).append(meta["grade_id"])
+    assert written == {"06_knowledge_distillation": ["written_exercise_3"], "07_pruning": ["written_exercise_3"],
+                       "09_integer_inference": ["written_exercise_3"], "10_your_own_data": ["written_exercise_2"]}
+    teaching = (nbb.REPO / "docs" / "teaching.md").read_text(encoding="utf-8")
+    for assignment, ids in written.items():
+        for grade_id in ids:
+            assert f"{assignment}, Exercise {grade_id.rsplit('_', 1)[1]}" in teaching, f"no rubric for {assignment} {grade_id}"
 
 
 def test_no_solution_text_in_the_release(release):

@@ -128,7 +128,7 @@ def _snapshot() -> dict[str, str]:
 
 def _grades(path: Path) -> dict[tuple[str, str, str], tuple[float, str, str]]:
     with open(path) as f:
-        return {(r["student"], r["notebook"], r["exercise"]): (float(r["points"]), r["status"], r["reason"]) for r in csv.DictReader(f)}
+        return {(r["student"], r["notebook"], r["exercise"]): (float(r["points"]) if r["points"] else None, r["status"], r["reason"]) for r in csv.DictReader(f)}
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +248,30 @@ def test_feedback_pages_open_offline_with_the_check_messages(hostile):
             page.screenshot(path=str(ARTIFACTS / f"feedback_{who}.png"), full_page=False)
         browser.close()
     assert not requests, f"a feedback page asked the network for {requests[:3]}"
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_a_written_answer_waits_for_the_teacher_and_then_counts(tmp_path):
+    """Notebook 09's open exercise: autograding leaves it "to grade by hand"; a score given in the
+    gradebook (as formgrader does) reaches grades.csv, and the checked exercises are untouched."""
+    from nbgrader.api import Gradebook
+
+    assignment = "09_integer_inference"
+    course, submissions = tmp_path / "course", tmp_path / "submitted"
+    nbb.student(course, [assignment])
+    (submissions / "alice" / assignment).mkdir(parents=True)
+    source = nbformat.read(course / "source" / assignment / f"{assignment}.ipynb", as_version=4)
+    answer = next(c for c in source.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "written_exercise_3")
+    answer.source = "Transpose takes most of the time outside QLinearConv; a channels-last export would remove it."
+    nbformat.write(source, submissions / "alice" / assignment / f"{assignment}.ipynb")
+    csv_path, outcomes = grading.grade(submissions, course=course, jobs=1, progress=False)
+    rows = _grades(csv_path)
+    assert rows["alice", assignment, "written_exercise_3"][1:] == ("to grade by hand", "a written answer: score it in formgrader")
+    assert all(v[0] == 1.0 for k, v in rows.items() if k[2] != "written_exercise_3")
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        grade = gb.find_grade("written_exercise_3", assignment, assignment, "alice")
+        grade.manual_score = 1.5
+        gb.db.commit()
+    assert grading.refresh_written(course) == 1
+    assert _grades(csv_path)["alice", assignment, "written_exercise_3"] == (1.5, "graded", "")
