@@ -97,13 +97,14 @@ def sandbox_argv(command: list[str], *, writable: list[Path], readable: list[Pat
     environment is exactly ``env`` (nothing inherited). The system folders, this Python and its
     virtual environment are bound read-only.
     """
-    argv = [bwrap(), *_namespace_flags(), "--clearenv"]
+    # /tmp first: a private, empty one; everything bound after it (a checkout or a virtual environment
+    # that lives under /tmp included) shows through it.
+    argv = [bwrap(), *_namespace_flags(), "--clearenv", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for d in SYSTEM_DIRS:
         if Path(d).exists():
             argv += ["--ro-bind", d, d]
     for p in _python_dirs():
         argv += ["--ro-bind", str(p), str(p)]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for p in readable:
         argv += ["--ro-bind", str(p), str(p)]
     for p in writable:
@@ -115,7 +116,8 @@ def sandbox_argv(command: list[str], *, writable: list[Path], readable: list[Pat
 
 def _python_dirs() -> list[Path]:
     """This interpreter's installation and virtual environment (not under the system folders)."""
-    dirs = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent.parent}
+    dirs = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent.parent,
+            Path(sys.prefix).absolute()}  # also as named: a virtual environment reached through a link
     return sorted(d for d in dirs if not any(str(d).startswith(s + "/") or str(d) == s for s in SYSTEM_DIRS))
 
 

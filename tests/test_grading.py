@@ -275,3 +275,17 @@ def test_a_written_answer_waits_for_the_teacher_and_then_counts(tmp_path):
         gb.db.commit()
     assert grading.refresh_written(course) == 1
     assert _grades(csv_path)["alice", assignment, "written_exercise_3"] == (1.5, "graded", "")
+
+
+@needs_bwrap
+def test_a_submission_from_outside_the_roster_is_reported_not_graded(tmp_path):
+    course, submissions = tmp_path / "course", tmp_path / "submitted"
+    course_settings.ensure(course)
+    toml = course / course_settings.FILE
+    toml.write_text(toml.read_text().replace('# alice = "Alice Liddell"', 'alice = "Alice Liddell"'))
+    (submissions / "mallory" / ASSIGNMENT).mkdir(parents=True)
+    (submissions / "mallory" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").write_text("{}")
+    csv_path, [outcome] = grading.grade(submissions, course=course, progress=False)
+    assert (outcome.student, outcome.status, outcome.reason) == ("mallory", "skipped", "not on the roster in course.toml")
+    assert _grades(csv_path) == {}
+    assert not (course / "submitted" / "mallory").exists()
