@@ -59,7 +59,7 @@ def main() -> None:
     with open(csv_path) as f:
         rows = [{**r, "points": float(r["points"]), "max_points": float(r["max_points"]),
                  "expected": expected_points(r["student"].rstrip("0123456789"), r["notebook"], r["exercise"])}
-                for r in csv.DictReader(f) if r["status"] != "to grade by hand"]  # written answers: the teacher's
+                for r in csv.DictReader(f) if not r["exercise"].startswith("written_")]  # written answers: the teacher's
     per_notebook = {a: sorted(o.seconds for o in outcomes if o.assignment == a) for a in assignments}
     students = sorted({o.student for o in outcomes})
     totals = {who: {"points": sum(r["points"] for r in rows if r["student"] == who),
@@ -67,9 +67,13 @@ def main() -> None:
     disagree = [r for r in rows if r["points"] != r["expected"]]
     path = write_json(args.out / f"{args.name}.json", {
         "description": ("nbgrader autograding of the course's student release for a trial class: alice submits the "
-                        "reference solutions, bob the untouched release, carol one typical wrong answer per notebook; "
-                        "each row gives the points nbgrader gave and the points expected"),
-        "command": "python benchmarks/autograde.py" + (f" --only {' '.join(args.only)}" if args.only else ""),
+                        "reference solutions, bob the untouched release, carol one typical wrong answer per notebook "
+                        "(--copies K: K copies of the three, alice2 ...), each notebook run in the bubblewrap sandbox, "
+                        "--jobs at a time with one BLAS thread; each row gives the points nbgrader gave to a checked "
+                        "exercise and the points expected (written answers are the teacher's to score, not listed); "
+                        "seconds_per_student_notebook: median/min/max over the students of one autograde run"),
+        "command": f"python benchmarks/autograde.py --jobs {args.jobs} --copies {args.copies}"
+                   + (f" --only {' '.join(args.only)}" if args.only else ""),
         "run": run_info(torch.device("cpu")),
         "grading_seconds": round(seconds, 1),
         "jobs": args.jobs,
