@@ -9,6 +9,7 @@
 #   make site     -- build the course website (static HTML, no notebook execution) into build/site
 #   make student  -- nbgrader source notebooks (solutions filled in) and the student release, in build/nbgrader
 #                    (the class's folder: its course.toml, gradebook and grades are kept across runs)
+#   make release  -- the student distribution (release notebooks, course package, data; no solutions): build/distribution
 #   make grade SUBMISSIONS=DIR [JOBS=N] -- autograde DIR/<student>/<assignment>/<assignment>.ipynb, each in a
 #                    bubblewrap sandbox, N at a time; merges into build/nbgrader/grades.csv
 #   make feedback -- each graded student's feedback page, offline HTML: build/nbgrader/feedback/<student>/<assignment>/
@@ -23,7 +24,7 @@ ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 RECORD ?=
 NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.ipynb)
 
-.PHONY: setup lab headless check test sync site browser-deps sandbox-deps student grade feedback report slides clean
+.PHONY: setup lab headless check test sync site browser-deps sandbox-deps hub-deps student release grade feedback report slides clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,7 +57,11 @@ browser-deps:
 sandbox-deps:
 	@bash scripts/ensure_bubblewrap.sh
 
-test: setup browser-deps sandbox-deps
+# The course hub's end-to-end test (tests/test_hub.py) starts JupyterHub's proxy, from npm.
+hub-deps:
+	@bash scripts/ensure_hub_proxy.sh
+
+test: setup browser-deps sandbox-deps hub-deps
 	$(PY) -m pytest -v
 
 sync: setup
@@ -69,6 +74,9 @@ site: setup
 
 student: setup
 	$(PY) -m classroom.nbgrader_build student
+
+release: setup
+	$(PY) -m classroom.distribution
 
 SUBMISSIONS ?=
 JOBS ?=

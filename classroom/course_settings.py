@@ -25,7 +25,8 @@ TEMPLATE = """\
 [grading]
 # Parallel graders, one BLAS thread each; 0 = one per CPU core.
 jobs = 0
-# What a late submission scores: "none" (no penalty, lateness is only recorded) or "zero".
+# What a late submission loses: "none" (lateness is only recorded), "zero" (all of it), or a
+# fraction such as 0.25 (a quarter of each late notebook's points).
 late_penalty = "none"
 
 [limits]
@@ -58,10 +59,17 @@ class CourseSettings:
     """The parsed ``course.toml``: see :data:`TEMPLATE` for the meaning of each field."""
 
     jobs: int = 0
-    late_penalty: str = "none"
+    late_penalty: str | float = "none"  # "none", "zero" or the fraction of a late notebook's points taken off
     limits: Limits = field(default_factory=Limits)
     roster: dict[str, str] = field(default_factory=dict)
     due: dict[str, dt.datetime] = field(default_factory=dict)
+
+    @property
+    def late_kept(self) -> float:
+        """The fraction of a late notebook's points it keeps: 1 ("none"), 0 ("zero") or 1 - the fraction."""
+        if isinstance(self.late_penalty, str):
+            return {"none": 1.0, "zero": 0.0}[self.late_penalty]
+        return 1.0 - self.late_penalty
 
     @property
     def workers(self) -> int:
@@ -93,8 +101,11 @@ def load(course: Path) -> CourseSettings:
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
         raise SettingsError(f"{path}: [grading] jobs = {jobs!r}; give a whole number >= 0 (0: one per core)")
     late = grading.get("late_penalty", "none")
-    if late not in LATE_PENALTIES:
-        raise SettingsError(f"{path}: [grading] late_penalty = {late!r}; choose one of {LATE_PENALTIES}")
+    fraction = isinstance(late, (int, float)) and not isinstance(late, bool) and 0 < late < 1
+    if late not in LATE_PENALTIES and not fraction:
+        raise SettingsError(f"{path}: [grading] late_penalty = {late!r}; choose one of {LATE_PENALTIES} "
+                            "or a fraction of the notebook's points between 0 and 1, such as 0.25")
+    late = float(late) if fraction else late
     try:
         limits = Limits(**raw.get("limits", {}))
     except (TypeError, ValueError) as err:

@@ -1,11 +1,13 @@
 """Autograde a class: every submission in its own sandboxed nbgrader run, in parallel, nothing lost.
 
     python -m classroom.grading SUBMISSIONS [--course DIR] [--jobs N] [--unsafe]
+    python -m classroom.grading --collected [--course DIR]    # what nbgrader collect put in DIR/submitted
 
 ``SUBMISSIONS/<student>/<assignment>/<assignment>.ipynb`` (nbgrader's ``timestamp.txt`` beside it,
 if any, decides lateness). For each (student, assignment) pair:
 
-1. the submission is copied into the course folder's ``submitted/`` (that pair's folder only);
+1. the submission is copied into the course folder's ``submitted/`` (that pair's folder only; with
+   ``--collected`` it is already there);
 2. ``nbgrader autograde ASSIGNMENT --student STUDENT`` runs in its own process, one BLAS thread, with
    the student's kernel inside the bubblewrap sandbox of :mod:`classroom.sandbox` (no view of
    ``solutions/``, the gradebook, other students or the network; CPU, memory and time limits from
@@ -194,7 +196,7 @@ def _sync_gradebook(course: Path, settings: course_settings.CourseSettings, assi
             gb.update_or_create_assignment(assignment, duedate=due.replace(tzinfo=None) if due else None)
 
 
-def _rows_from_gradebook(course: Path, outcomes: list[Outcome]) -> list[list]:
+def _rows_from_gradebook(course: Path, outcomes: list[Outcome], late_kept: float = 1.0) -> list[list]:
     """grades.csv rows for this run's pairs: nbgrader's scores where graded, 0 with the reason otherwise."""
     from nbgrader.api import Gradebook, MissingEntry
 
@@ -204,6 +206,7 @@ def _rows_from_gradebook(course: Path, outcomes: list[Outcome]) -> list[list]:
             if o.status == "skipped":
                 continue
             cells = gb.find_assignment(o.assignment).notebooks[0].grade_cells
+            keep, late = _late_penalty(gb, o, late_kept) if o.status == "graded" else (1.0, "")
             for cell in sorted(cells, key=lambda c: c.name):
                 score, status, reason = 0.0, o.status, o.reason
                 if o.status == "graded":
@@ -215,10 +218,30 @@ def _rows_from_gradebook(course: Path, outcomes: list[Outcome]) -> list[list]:
                         if grade.needs_manual_grade and grade.manual_score is None:  # a written answer nobody scored yet
                             score, status, reason = "", "to grade by hand", "a written answer: score it in formgrader"
                         else:
-                            score = float(grade.score)
+                            score = float(grade.score) * keep
+                    reason = "; ".join(r for r in (late, reason) if r)
                 rows.append([o.student, o.assignment, cell.name.removesuffix("_test"), score, float(cell.max_score), status,
                              reason, o.flags])
     return rows
+
+
+def _late_penalty(gb, o: Outcome, kept: float) -> tuple[float, str]:
+    """(the fraction of each score kept, the lateness for the report).
+
+    How late comes from nbgrader's gradebook (the submission's ``timestamp.txt`` against the due date
+    in course.toml); ``kept`` is what course.toml's ``late_penalty`` leaves of a late notebook
+    (``CourseSettings.late_kept``: written answers scored later lose the same share).
+    """
+    from nbgrader.api import MissingEntry
+
+    try:
+        late_s = gb.find_submission(o.assignment, o.student).total_seconds_late
+    except MissingEntry:
+        return 1.0, ""
+    if not late_s:
+        return 1.0, ""
+    what = "no penalty" if kept == 1.0 else "scored 0" if kept == 0.0 else f"{1 - kept:.0%} off"
+    return kept, f"late by {late_s / 3600:.1f} h ({what})"
 
 
 def refresh_written(course: Path) -> int:
@@ -229,6 +252,7 @@ def refresh_written(course: Path) -> int:
     path = course / "grades.csv"
     if not path.exists():
         return 0
+    late_kept = course_settings.load(course).late_kept
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     changed = 0
@@ -241,7 +265,8 @@ def refresh_written(course: Path) -> int:
                 except MissingEntry:
                     continue
                 if grade.manual_score is not None:
-                    row[3], row[5], row[6] = str(float(grade.manual_score)), "graded", ""
+                    keep, late = _late_penalty(gb, Outcome(row[0], row[1], "graded"), late_kept)
+                    row[3], row[5], row[6] = str(float(grade.manual_score) * keep), "graded", late
                     changed += 1
     if changed:
         tmp = path.with_suffix(".tmp")
@@ -308,8 +333,9 @@ def grade(submissions: Path, course: Path = nbb.COURSE, jobs: int | None = None,
                 o.status, o.reason = "failed", why
             else:
                 dest = course / "submitted" / student / assignment
-                shutil.rmtree(dest, ignore_errors=True)  # this pair's previous submission only
-                shutil.copytree(submissions / student / assignment, dest, ignore=_links_and_specials)
+                if dest.resolve() != (submissions / student / assignment).resolve():  # not collected in place
+                    shutil.rmtree(dest, ignore_errors=True)  # this pair's previous submission only
+                    shutil.copytree(submissions / student / assignment, dest, ignore=_links_and_specials)
                 nbb.link_shared(course / "autograded" / student)
                 todo.append(o)
             outcomes.append(o)
@@ -329,7 +355,7 @@ def grade(submissions: Path, course: Path = nbb.COURSE, jobs: int | None = None,
                 print(f"[{done}/{len(todo)}] {o.student} {o.assignment}: {o.status} in {o.seconds:.0f} s"
                       + (f" ({o.reason})" if o.reason else "") + (f" [flags: {o.flags}]" if o.flags else ""), flush=True)
     os.environ["PATH"] = nbb.nbgrader_env()["PATH"]  # Gradebook runs alembic
-    rows = _rows_from_gradebook(course, outcomes)
+    rows = _rows_from_gradebook(course, outcomes, settings.late_kept)
     grades = course / "grades.csv"
     _merge_csv(grades, GRADES_HEADER, rows, {(o.student, o.assignment) for o in outcomes if o.status != "skipped"})
     _append_log(course / "grading_log.csv", outcomes)
@@ -339,12 +365,20 @@ def grade(submissions: Path, course: Path = nbb.COURSE, jobs: int | None = None,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("submissions", type=Path, help="SUBMISSIONS/<student>/<assignment>/<assignment>.ipynb")
+    parser.add_argument("submissions", type=Path, nargs="?",
+                        help="SUBMISSIONS/<student>/<assignment>/<assignment>.ipynb (default with --collected: "
+                             "the course folder's submitted/, where nbgrader collect puts them)")
+    parser.add_argument("--collected", action="store_true",
+                        help="grade what `nbgrader collect` gathered from the exchange into COURSE/submitted")
     parser.add_argument("--course", type=Path, default=nbb.COURSE, help=f"the course folder (default {nbb.COURSE})")
     parser.add_argument("--jobs", type=int, default=None, help="parallel graders (default: course.toml, else one per core)")
     parser.add_argument("--unsafe", action="store_true",
                         help="run student code without the sandbox (only for submissions you trust)")
     args = parser.parse_args(argv)
+    if (args.submissions is None) == (not args.collected):
+        parser.error("give SUBMISSIONS or --collected (one of the two)")
+    if args.collected:
+        args.submissions = args.course / "submitted"
     try:
         if args.jobs is not None and args.jobs < 1:
             raise nbb.ClassroomError(f"--jobs {args.jobs}: give 1 or more")

@@ -61,8 +61,7 @@ c.ClearSolutions.code_stub = {{"python": {stub!r}}}
 c.ExecutePreprocessor.timeout = {cell_timeout}
 c.Execute.timeout = {cell_timeout}
 c.Execute.interrupt_on_timeout = True
-c.AssignLatePenalties.plugin_class = "nbgrader.plugins.LateSubmissionPlugin"
-c.LateSubmissionPlugin.penalty_method = {late!r}
+{late}
 # A fresh token in every test cell before the run, and 0 for a test cell whose output lacks it after.
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Execute, IgnorePattern, LimitOutput,  # noqa: E402
@@ -280,6 +279,27 @@ def restore_stubs(release: Path, assignment: str) -> None:
     nbformat.write(nb, path)
 
 
+# A sentence of a markdown line: up to a full stop followed by a space or the line's end.
+_SENTENCE = re.compile(r"[^\n]*?[.!?](?=\s|$)|[^\n]+$")
+# What a student's copy must not point to: the solutions, or a reference's source (``box_iou??``).
+_TEACHER_ONLY = re.compile(r"solutions/|\?\?")
+
+
+def student_text(markdown: str) -> str:
+    """``markdown`` without the sentences that point to ``solutions/`` or to a reference's source
+    (``name??``); a line left empty by that is dropped."""
+    lines = []
+    for line in markdown.split("\n"):
+        if not _TEACHER_ONLY.search(line):
+            lines.append(line)
+            continue
+        kept = "".join(s for s in _SENTENCE.findall(line) if not _TEACHER_ONLY.search(s)).strip()
+        if kept:
+            indent = line[: len(line) - len(line.lstrip())]
+            lines.append(indent + kept)
+    return "\n".join(lines)
+
+
 def build_source(assignment: str, dest: Path) -> list[Exercise]:
     """Write the nbgrader source notebook of ``assignment`` to ``dest`` and return its exercises."""
     nb_path = NOTEBOOKS / f"{assignment}.ipynb"
@@ -303,11 +323,13 @@ def build_source(assignment: str, dest: Path) -> list[Exercise]:
             else:
                 cell.pop("outputs", None)
             cell.metadata["classroom"] = {"cell": index, "part": "plain"}
+            if cell.cell_type == "markdown":
+                cell.source = student_text(cell.source)
             cells.append(cell)
             written = WRITTEN.search(cell.source) if cell.cell_type == "markdown" else None
             if written:  # the answer goes in a cell of its own, graded by hand
                 cells.append(nbformat.v4.new_markdown_cell(
-                    f"Your answer to Exercise {written.group(1)} (graded by the teacher; rubric in docs/teaching.md).",
+                    f"Your answer to Exercise {written.group(1)} (graded by the teacher).",
                     metadata={"nbgrader": {"solution": True, "grade": True, "locked": False, "points": WRITTEN_POINTS,
                                            "grade_id": f"written_exercise_{written.group(1)}", "schema_version": 3},
                               "classroom": {"cell": index, "part": "written"}}))
@@ -352,6 +374,7 @@ def build_source(assignment: str, dest: Path) -> list[Exercise]:
             cells.append(nbformat.v4.new_code_cell(after_call, metadata={"classroom": {"cell": index, "part": "rest"}}))
         exercises.append(Exercise(assignment, name, check, solved))
     nb.cells = cells
+    nb.metadata.pop("widgets", None)  # the executed notebook's widget state: outputs, not exercises
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
     return exercises
@@ -363,8 +386,14 @@ def write_config(course: Path = COURSE, settings: course_settings.CourseSettings
     course.mkdir(parents=True, exist_ok=True)
     settings = settings or course_settings.load(course)
     path = course / "nbgrader_config.py"
+    if isinstance(settings.late_penalty, float):  # a share of the points: classroom's own nbgrader plugin
+        late = ('c.AssignLatePenalties.plugin_class = "classroom.nbgrader_guard.LateFraction"\n'
+                f"c.LateFraction.fraction = {settings.late_penalty!r}")
+    else:
+        late = ('c.AssignLatePenalties.plugin_class = "nbgrader.plugins.LateSubmissionPlugin"\n'
+                f"c.LateSubmissionPlugin.penalty_method = {settings.late_penalty!r}")
     path.write_text(CONFIG.format(root=str(course), stub=CODE_STUB, cell_timeout=settings.limits.cell_timeout_s,
-                                  late=settings.late_penalty))
+                                  late=late))
     return path
 
 

@@ -114,10 +114,19 @@ def sandbox_argv(command: list[str], *, writable: list[Path], readable: list[Pat
     return argv + ["--chdir", str(workdir), "--", *command]
 
 
+def _extra_import_dirs() -> list[Path]:
+    """The folders on this process's ``PYTHONPATH`` other than the course's (a shared course
+    environment reached that way, as on a hub): the kernel gets them too, read-only."""
+    entries = [Path(e).resolve() for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]
+    # A folder holding the course itself (the repository or one above it) would show solutions/: left out.
+    return [e for e in dict.fromkeys(entries) if e.is_dir() and not REPO.is_relative_to(e)]
+
+
 def _python_dirs() -> list[Path]:
-    """This interpreter's installation and virtual environment (not under the system folders)."""
+    """This interpreter's installation and virtual environment (not under the system folders), and
+    the folders on its ``PYTHONPATH``."""
     dirs = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.executable).resolve().parent.parent,
-            Path(sys.prefix).absolute()}  # also as named: a virtual environment reached through a link
+            Path(sys.prefix).absolute(), *_extra_import_dirs()}  # also as named: a virtual environment reached through a link
     return sorted(d for d in dirs if not any(str(d).startswith(s + "/") or str(d) == s for s in SYSTEM_DIRS))
 
 
@@ -135,7 +144,7 @@ def kernel_env(threads: int = 1) -> dict[str, str]:
     return {
         "HOME": "/tmp", "MPLCONFIGDIR": "/tmp/matplotlib", "IPYTHONDIR": "/tmp/ipython", "JUPYTER_RUNTIME_DIR": "/tmp",
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-        "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "COURSE_STATIC_WIDGETS": "1", "MPLBACKEND": "agg",
+        "PYTHONPATH": os.pathsep.join(map(str, [REPO, *_extra_import_dirs()])), "PYTHONDONTWRITEBYTECODE": "1", "COURSE_STATIC_WIDGETS": "1", "MPLBACKEND": "agg",
         "GOMP_SPINCOUNT": "1000", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads), "TQDM_DISABLE": "1", "LANG": "C.UTF-8",
     }
@@ -163,7 +172,7 @@ def write_kernelspec(jupyter_dir: Path) -> Path:
         "display_name": "Python 3 (course sandbox)",
         "language": "python",
         "interrupt_mode": "message",  # a signal would stop at bwrap; ipykernel handles interrupt_request
-        "env": {"PYTHONPATH": str(REPO)},
+        "env": {"PYTHONPATH": os.pathsep.join(map(str, [REPO, *_extra_import_dirs()]))},
     }
     path = spec_dir / "kernel.json"
     path.write_text(json.dumps(spec, indent=1))

@@ -114,6 +114,8 @@ HOSTILE: dict[str, tuple[str, str, dict[str, str]]] = {
         "def _blank(lines):\n"
         "    return [] if any('graded(' in line or 'check_' in line for line in lines) else lines\n"
         "get_ipython().input_transformers_cleanup.append(_blank)\n"), {}),
+    "eraser": ("an IPython input transformer that empties every later cell", (
+        "get_ipython().input_transformers_cleanup.append(lambda lines: [])\n"), {}),
     "delegator": ("call the library's own implementation", "", {
         "box_iou": "import torchvision\nreturn torchvision.ops.box_iou(boxes1, boxes2)",
         "nms": "import torchvision\nreturn torchvision.ops.nms(boxes, scores, iou_threshold)",

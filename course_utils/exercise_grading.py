@@ -13,7 +13,10 @@ copy (``make student``), each exercise's locked test cell calls ``graded("check_
 4. the check runs on its usual inputs and on hidden ones the learner never saw (``variant``);
 5. on success it prints ``graded <check> <token>``: the autograder (``classroom.nbgrader_guard``)
    gives the point only when that line, with that run's token, is in the cell's output, so a test
-   cell that was emptied or skipped scores 0.
+   cell that was emptied or skipped scores 0;
+6. IPython's input and AST transformers are put back to IPython's own (:func:`reset_ipython`) by
+   ``graded`` and by a cell the autograder runs just before each test cell, so a transformer the
+   learner registered cannot rewrite the test cells that follow.
 
 What grading inside the learner's kernel cannot prevent: code that runs before the test cells can
 replace anything in the kernel (this module included) or read a test cell's token as it runs. The
@@ -35,7 +38,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["REFERENCES", "graded"]
+__all__ = ["REFERENCES", "graded", "reset_ipython"]
 
 HIDDEN_VARIANT = 1  # the inputs of the hidden run (``variant=0`` are those the notebook shows)
 
@@ -129,12 +132,36 @@ def _watched(answer: Callable[..., Any], codes: set[CodeType], builtins: list[An
     return watched
 
 
+def reset_ipython() -> bool:
+    """Give the running IPython shell its own input and AST transformers back.
+
+    Empties ``input_transformers_post`` and ``ast_transformers`` and replaces the
+    ``input_transformer_manager`` (whose ``cleanup_transforms`` are ``input_transformers_cleanup``)
+    with a new one, so code a learner registered to rewrite cells no longer runs. Returns False
+    outside IPython (nothing to reset).
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.core.inputtransformer2 import TransformerManager
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    shell.input_transformer_manager = TransformerManager()
+    shell.input_transformers_post = []
+    shell.ast_transformers = []
+    return True
+
+
 def graded(check_name: str, answer: Any, token: str = "") -> bool:
     """Run the pristine ``check_name`` on ``answer`` as the autograder does (see the module docstring).
 
     Returns True when the answer passes on the usual and the hidden inputs without using the
-    reference, and then prints ``graded <check_name> <token>``.
+    reference, and then prints ``graded <check_name> <token>``. Resets IPython's transformers first
+    (:func:`reset_ipython`) so that the test cells after this one run as written.
     """
+    reset_ipython()
     module = _pristine_exercises()
     check = getattr(module, check_name, None)
     if check is None or not check_name.startswith("check_"):

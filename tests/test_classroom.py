@@ -106,15 +106,28 @@ def test_no_solution_text_in_the_release(release):
 
 
 def test_release_is_the_committed_notebook(release):
-    """The student release's cells are the committed notebook's cells (stubs included)."""
+    """The student release's cells are the committed notebook's cells (stubs included), less the
+    sentences that point to ``solutions/`` or to a reference's source (``nbb.student_text``)."""
     course, made = release
+    dropped = 0
     for assignment in made:
         committed = nbformat.read(nbb.NOTEBOOKS / f"{assignment}.ipynb", as_version=4)
         nb = nbformat.read(course / "release" / assignment / f"{assignment}.ipynb", as_version=4)
         merged = _merged_cells(nb)
         assert sorted(merged) == list(range(len(committed.cells)))
         for i, cell in enumerate(committed.cells):
-            assert _normalise(merged[i]) == _normalise(cell.source), f"{assignment}, cell {i} differs from the notebook"
+            expected = nbb.student_text(cell.source) if cell.cell_type == "markdown" else cell.source
+            dropped += expected != cell.source
+            assert _normalise(merged[i]) == _normalise(expected), f"{assignment}, cell {i} differs from the notebook"
+        text = "\n".join(c.source for c in nb.cells)
+        assert "solutions/" not in text and "??" not in text, assignment
+    assert dropped >= len(made), "every notebook names its solutions file; the release must not"
+
+
+def test_student_text_drops_only_the_sentences_about_solutions():
+    text = ("Complete `f`. Once you pass, `box_iou??` shows the course's. Solutions: `solutions/ex01.py`.\n"
+            "  * Keep this. And this one?\nSolutions: `solutions/ex04.py`.\n$x^2$ stays.")
+    assert nbb.student_text(text) == "Complete `f`.\n  * Keep this. And this one?\n$x^2$ stays."
 
 
 def test_a_drifted_solution_is_caught(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -73,6 +74,21 @@ def test_sandbox_hides_the_gradebook_and_other_students(tmp_path):
 
 
 @needs_bwrap
+def test_sandbox_carries_the_import_path_but_never_a_folder_above_the_course(tmp_path, monkeypatch):
+    """A shared course environment reached through PYTHONPATH (as on a hub) is importable in the
+    sandbox; a PYTHONPATH entry that holds the repository (and so solutions/) is left out."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "shared_mod.py").write_text("VALUE = 7\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(lib), str(REPO.parent)]))
+    assert sandbox._extra_import_dirs() == [lib.resolve()]
+    work = tmp_path / "work"
+    work.mkdir()
+    done = sandbox.run([sys.executable, "-c", "import shared_mod; print(shared_mod.VALUE)"], work)
+    assert done.stdout.strip() == "7", done.stderr
+
+
+@needs_bwrap
 def test_sandbox_limits_time_and_memory(tmp_path):
     rc, _ = _run("while True: pass", tmp_path, cpu_s=2)
     assert rc == 128 + 24  # SIGXCPU: the CPU-time limit
@@ -98,6 +114,25 @@ def test_kernel_launcher_refuses_a_shared_folder(tmp_path):
     sandbox.check_private_folder(tmp_path / "kernel_x", tmp_path / "autograded" / "alice" / ASSIGNMENT)
 
 
+def test_reset_ipython_removes_the_transformers_a_learner_registered():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from course_utils.exercise_grading import reset_ipython
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.input_transformers_cleanup.append(lambda lines: [])  # empties every cell
+        shell.input_transformers_post.append(lambda lines: ["ran = 'rewritten'\n"])
+        shell.run_cell("ran = 'as written'")
+        assert shell.user_ns.get("ran") != "as written"
+        assert reset_ipython() is True
+        shell.run_cell("ran = 'as written'")
+        assert shell.user_ns["ran"] == "as written"
+    finally:
+        InteractiveShell.clear_instance()
+    assert reset_ipython() is False  # outside IPython there is nothing to reset
+
+
 def test_course_settings_are_written_once_and_checked(tmp_path):
     path = course_settings.ensure(tmp_path)
     assert course_settings.load(tmp_path) == course_settings.CourseSettings()
@@ -108,7 +143,13 @@ def test_course_settings_are_written_once_and_checked(tmp_path):
     settings = course_settings.load(tmp_path)
     assert settings.roster == {"alice": "Alice Liddell"}
     assert settings.due[ASSIGNMENT].isoformat() == "2027-02-15T23:59:00+00:00"
+    for good, kept in (('"none"', 1.0), ('"zero"', 0.0), ("0.25", 0.75)):
+        (tmp_path / "ok").mkdir(exist_ok=True)
+        (tmp_path / "ok" / course_settings.FILE).write_text(path.read_text().replace('late_penalty = "none"', f"late_penalty = {good}"))
+        assert course_settings.load(tmp_path / "ok").late_kept == kept
+        assert "LateFraction" in nbb.write_config(tmp_path / "ok").read_text() or good != "0.25"
     for bad, message in [("jobs = -1", "jobs = -1"), ("late_penalty = \"half\"", "late_penalty = 'half'"),
+                         ("late_penalty = 1.5", "late_penalty = 1.5"),
                          ("cell_timeout_s = 0", "cell_timeout_s=0"), ("memory_mb = 10", "memory_mb=10")]:
         key = bad.split(" = ")[0]
         text = "\n".join(bad if line.startswith(key + " =") else line for line in path.read_text().splitlines())
@@ -131,6 +172,9 @@ def _grades(path: Path) -> dict[tuple[str, str, str], tuple[float, str, str]]:
         return {(r["student"], r["notebook"], r["exercise"]): (float(r["points"]) if r["points"] else None, r["status"], r["reason"]) for r in csv.DictReader(f)}
 
 
+DUE = "2026-03-01 12:00"  # the hostile class's due date; the first run's submissions carry no timestamp
+
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     """The trial class and the hostile class of notebook 01, graded once: (course, made, csv, outcomes, unchanged)."""
@@ -141,7 +185,10 @@ def hostile(tmp_path_factory):
     course_settings.ensure(course)
     toml = course / course_settings.FILE
     toml.write_text(toml.read_text().replace("cell_timeout_s = 300", "cell_timeout_s = 30")
-                    .replace("notebook_timeout_s = 900", "notebook_timeout_s = 300"))
+                    .replace("notebook_timeout_s = 900", "notebook_timeout_s = 300")
+                    .replace('late_penalty = "none"', 'late_penalty = 0.25')
+                    .replace(f'# {ASSIGNMENT} = "2027-02-15 23:59"', f'{ASSIGNMENT} = "{DUE}"'))
+    assert course_settings.load(course).due[ASSIGNMENT].year == 2026
     made = nbb.student(course, [ASSIGNMENT])
     make_class(course, submissions, [ASSIGNMENT])
     make_hostile_class(course, submissions)
@@ -173,7 +220,13 @@ def test_a_hostile_class(hostile, tmp_path):
                       "peeker": "refers to the solutions", "exiter": "ends the kernel"}
     for who, flag in expected_flags.items():
         assert flag in by[who].flags, (who, by[who].flags)
-    assert "did not run its check" in by["blanker"].flags, by["blanker"].flags
+    # The reset cell before each test cell removed the blanker's transformer: its test cells ran as
+    # written (and met its unanswered stubs); the eraser also erased the reset cells, so its test
+    # cells printed no token.
+    assert "did not run its check" not in by["blanker"].flags, by["blanker"].flags
+    assert "NotImplementedError" in str([c.get("outputs") for c in nbformat.read(
+        course / "autograded" / "blanker" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4).cells])
+    assert "did not run its check" in by["eraser"].flags, by["eraser"].flags
     assert all(not by[w].flags for w in STUDENTS), [(w, by[w].flags) for w in STUDENTS]
     with sqlite3.connect(course / "gradebook.db") as db:
         assert db.execute("select count(*) from grade where manual_score is not null").fetchone()[0] == 0
@@ -183,17 +236,28 @@ def test_a_hostile_class(hostile, tmp_path):
     peeked = nbformat.read(course / "autograded" / "peeker" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
     assert "ex01" not in str([c.get("outputs") for c in peeked.cells]), "solutions/ is visible in the sandbox"
 
-    # A second run with one late student keeps every earlier grade and adds hers.
+    # A second run with two more students keeps every earlier grade and adds theirs: dora submitted
+    # (nbgrader's timestamp.txt) before the due date in course.toml, erin after it, and
+    # late_penalty = 0.25 there takes a quarter off each of erin's right answers.
     late = tmp_path / "late"
-    (late / "dora" / ASSIGNMENT).mkdir(parents=True)
     source = nbformat.read(course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    nbformat.write(source, late / "dora" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
-    csv_path, outcomes = grading.grade(late, course=course, jobs=1, progress=False)
+    for who, stamp in (("dora", "2026-03-01 11:00:00.000000 UTC"), ("erin", "2026-03-01 14:30:00.000000 UTC")):
+        (late / who / ASSIGNMENT).mkdir(parents=True)
+        nbformat.write(source, late / who / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+        (late / who / ASSIGNMENT / "timestamp.txt").write_text(stamp)
+    csv_path, outcomes = grading.grade(late, course=course, jobs=2, progress=False)
     again = _grades(csv_path)
-    assert {k: v for k, v in again.items() if k[0] != "dora"} == grades
-    assert all(again["dora", ASSIGNMENT, ex][0] == 1 for ex in exercises)
+    assert {k: v for k, v in again.items() if k[0] not in ("dora", "erin")} == grades
+    assert all(again["dora", ASSIGNMENT, ex][:3] == (1, "graded", "") for ex in exercises)
+    assert all(again["erin", ASSIGNMENT, ex][:3] == (0.75, "graded", "late by 2.5 h (25% off)") for ex in exercises)
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:  # nbgrader's own record agrees (formgrader shows it)
+        late_nb = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, "erin")
+        assert late_nb.late_submission_penalty == pytest.approx(0.25 * late_nb.score)
+        assert not gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, "dora").late_submission_penalty
     with open(course / "grading_log.csv") as f:
-        assert len(list(csv.DictReader(f))) == len(STUDENTS) + len(HOSTILE) + 1 + 1
+        assert len(list(csv.DictReader(f))) == len(STUDENTS) + len(HOSTILE) + 1 + 2
 
 
 def test_class_report_counts_passes_and_the_most_common_failure(tmp_path):
@@ -254,11 +318,13 @@ def test_feedback_pages_open_offline_with_the_check_messages(hostile):
 @pytest.mark.slow
 def test_a_written_answer_waits_for_the_teacher_and_then_counts(tmp_path):
     """Notebook 09's open exercise: autograding leaves it "to grade by hand"; a score given in the
-    gradebook (as formgrader does) reaches grades.csv, and the checked exercises are untouched."""
+    gradebook (as formgrader does) reaches grades.csv, and the checked exercises are untouched. The
+    submission sits where ``nbgrader collect`` puts it (``course/submitted``): graded in place, kept."""
     from nbgrader.api import Gradebook
 
     assignment = "09_integer_inference"
-    course, submissions = tmp_path / "course", tmp_path / "submitted"
+    course = tmp_path / "course"
+    submissions = course / "submitted"  # as collected from the exchange (python -m classroom.grading --collected)
     nbb.student(course, [assignment])
     (submissions / "alice" / assignment).mkdir(parents=True)
     source = nbformat.read(course / "source" / assignment / f"{assignment}.ipynb", as_version=4)
@@ -266,6 +332,7 @@ def test_a_written_answer_waits_for_the_teacher_and_then_counts(tmp_path):
     answer.source = "Transpose takes most of the time outside QLinearConv; a channels-last export would remove it."
     nbformat.write(source, submissions / "alice" / assignment / f"{assignment}.ipynb")
     csv_path, outcomes = grading.grade(submissions, course=course, jobs=1, progress=False)
+    assert "channels-last" in (submissions / "alice" / assignment / f"{assignment}.ipynb").read_text()
     rows = _grades(csv_path)
     assert rows["alice", assignment, "written_exercise_3"][1:] == ("to grade by hand", "a written answer: score it in formgrader")
     assert all(v[0] == 1.0 for k, v in rows.items() if k[2] != "written_exercise_3")

@@ -260,9 +260,11 @@ def test_multiscale_variants_train_alike_and_the_summary_comes_from_the_runs(nam
     assert f"{epochs.pop()} epochs" in data["description"]
 
 
-def test_autograde_trial_class_covers_every_exercise_and_gets_the_marks_it_must():
-    """benchmarks/autograde.py's run: every checked exercise of every notebook, for alice (reference), bob
-    (untouched release) and carol (one wrong answer per notebook); the expected marks are recomputed here."""
+@pytest.mark.parametrize("name", ["autograde.json", "autograde_serial.json"])
+def test_autograde_trial_class_covers_every_exercise_and_gets_the_marks_it_must(name):
+    """benchmarks/autograde.py's runs (--jobs 2 and serial): every checked exercise of every notebook, for
+    alice (reference), bob (untouched release) and carol (one wrong answer per notebook); the expected marks
+    are recomputed here."""
     import re
     import sys
 
@@ -274,7 +276,8 @@ def test_autograde_trial_class_covers_every_exercise_and_gets_the_marks_it_must(
         from classroom.trial import STUDENTS, WRONG
     finally:
         sys.path.remove(str(root))
-    data = _load("autograde.json")
+    data = _load(name)
+    assert f"--jobs {data['jobs']}" in data["command"]
     exercises = {}
     for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         checked = [name for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"
@@ -298,3 +301,21 @@ def test_autograde_trial_class_covers_every_exercise_and_gets_the_marks_it_must(
     want = {"alice": n, "bob": 0, "carol": n - len(exercises)}
     assert data["totals"] == {s: {"points": want[s.rstrip("0123456789")], "max_points": n} for s in students}
     assert data["all_as_expected"] is True
+
+
+def test_hub_load_figures_in_the_teachers_guide_are_the_recorded_ones():
+    """benchmarks/hub_load.py: one student alone, then three at once; docs/teaching.md quotes its numbers."""
+    data = _load("hub_load.json")
+    alone, together = data["rounds"]
+    assert alone["students_at_once"] == 1 and together["students_at_once"] == 3 and data["threads_per_kernel"] == 1
+    for r in (alone, together):
+        assert set(r["seconds_per_student"]) == set(r["kernel_peak_mib"]) == set(r["account_peak_mib"])
+        assert all(r["account_peak_mib"][n] >= r["kernel_peak_mib"][n] > 100 for n in r["kernel_peak_mib"])
+    guide = (RESULTS.parents[1] / "docs" / "teaching.md").read_text()
+    (solo,) = alone["seconds_per_student"].values()
+    assert f"one student alone took **{solo:.0f} s**" in guide
+    (kernel,) = alone["kernel_peak_mib"].values()
+    (account,) = alone["account_peak_mib"].values()
+    assert f"peaking at **{kernel / 1024:.2f} GiB**" in guide and f"**{account / 1024:.2f} GiB**" in guide
+    lo, hi = min(together["seconds_per_student"].values()), max(together["seconds_per_student"].values())
+    assert f"**{lo:.0f}–{hi:.0f} s** each" in guide
