@@ -14,7 +14,8 @@
 #                    bubblewrap sandbox, N at a time; merges into build/nbgrader/grades.csv
 #   make feedback -- each graded student's feedback page, offline HTML: build/nbgrader/feedback/<student>/<assignment>/
 #   make report   -- per-exercise pass rates and the most common failure message: build/nbgrader/class_report.{md,png}
-#   make slides   -- slide copies of the notebooks for RISE in build/slides (open one in `make lab`, press Alt+R)
+#   make slides   -- lecture decks (build/slides/decks) and slide copies of the notebooks (build/slides) for RISE
+#                    (open one in `make lab`, press Alt+R)
 
 PYTHON ?= python3
 VENV   ?= .venv

@@ -1,5 +1,9 @@
 """Slide copies of the notebooks for RISE (the ``jupyterlab-rise`` extension): ``make slides``.
 
+Two kinds: these walkthrough copies (every section of a notebook, for going through it in class), and
+the lecture decks of :mod:`classroom.decks` (one idea per slide, for projecting), which ``make slides``
+writes too, into ``build/slides/decks/``.
+
 A notebook becomes a slide deck through the ``slideshow.slide_type`` of each cell. This writes a copy
 of each committed notebook (outputs kept, so figures show without running anything) under
 ``build/slides/`` with:
@@ -121,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         nb = nbformat.read(path, as_version=4)
         n = sum(c.metadata["slideshow"]["slide_type"] in ("slide", "subslide") for c in nb.cells)
         print(f"{path}: {n} slides")
+    if not args.notebooks:  # make slides: the lecture decks too
+        from . import decks
+        try:
+            for path in decks.write_decks(args.out / "decks"):
+                print(f"{path}: lecture deck, {len(nbformat.read(path, as_version=4).cells)} slides")
+        except decks.DeckError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     print("open one in JupyterLab (make lab) and press Alt+R for the slideshow")
     return 0
 

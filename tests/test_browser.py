@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import ARTIFACTS, launch_chromium as _launch, require_chromium as _require_chromium
+from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, launch_chromium as _launch, require_chromium as _require_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 def _free_port() -> int:
@@ -232,5 +232,60 @@ def test_make_lab_serves_the_root_and_the_glossary_link_opens(lab_server):
                                    "?.innerText.includes('pyramid level')", timeout=60_000)
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "lab_glossary.png"))
+        finally:
+            browser.close()
+
+
+_SLIDE_FITS = """() => {
+  const s = document.querySelector('.reveal .slides > section.present');
+  if (!s) return null;
+  const out = [], clipped = [];
+  for (const el of s.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;
+    if (r.left < -1 || r.top < -1 || r.right > innerWidth + 1 || r.bottom > innerHeight + 1) out.push(el.tagName);
+    if ((el.tagName === 'PRE' || el.tagName === 'CODE' || el.classList.contains('jp-RenderedMarkdown'))
+        && (el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1)) clipped.push(el.tagName);
+  }
+  return {index: Array.from(s.parentNode.children).indexOf(s), out, clipped,
+          images: Array.from(s.querySelectorAll('img')).map(i => i.naturalWidth),
+          text: s.innerText.slice(0, 60)};
+}"""
+
+
+def test_lecture_decks_fit_a_1280x720_screen(lab_server, tmp_path):
+    """The lecture decks of notebooks 04 and 08 (``classroom.decks``) in RISE on a 1280×720 screen: on every
+    slide nothing is drawn outside the screen, no text block is clipped, and every figure loaded.
+    A screenshot of every slide goes to the test artifacts (``deck_04_00.png`` ...)."""
+    from playwright.sync_api import sync_playwright
+
+    from classroom.decks import write_decks, DECKS
+
+    decks = write_decks(tmp_path / "decks", [DECKS / "04_quantization_math.md", DECKS / "08_capstone.md"])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    import nbformat
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            for deck in decks:
+                page = browser.new_page(viewport={"width": 1280, "height": 720})
+                page.goto(f"{lab_server}/rise/decks/{deck.name}", timeout=120_000)
+                page.wait_for_selector(".reveal .slides > section.present", timeout=120_000)
+                page.wait_for_function("() => document.querySelectorAll('.reveal mjx-container').length > 0", timeout=60_000)
+                n = len(nbformat.read(deck, as_version=4).cells)
+                assert page.evaluate("() => document.querySelectorAll('.reveal .slides > section').length") == n
+                for i in range(n):
+                    page.wait_for_function("(i) => { const s = document.querySelector('.reveal .slides > section.present');"
+                                           " return s && Array.from(s.parentNode.children).indexOf(s) === i; }", arg=i,
+                                           timeout=30_000)
+                    page.wait_for_timeout(300)  # the figures of this slide laid out
+                    fits = page.evaluate(_SLIDE_FITS)
+                    page.screenshot(path=str(ARTIFACTS / f"deck_{deck.stem[:2]}_{i:02d}.png"))
+                    where = f"{deck.name}, slide {i + 1} ({fits['text']!r})"
+                    assert not fits["out"], f"{where}: drawn outside 1280x720: {fits['out'][:5]}"
+                    assert not fits["clipped"], f"{where}: a text block is clipped: {fits['clipped']}"
+                    assert all(w > 0 for w in fits["images"]), f"{where}: a figure did not load"
+                    page.keyboard.press("ArrowRight")
+                page.close()
         finally:
             browser.close()

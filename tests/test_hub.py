@@ -53,7 +53,11 @@ def test_a_class_on_the_hub_end_to_end():
         alice, bob, carol = trial.students
         source_nb = nbformat.read(course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
 
-        # The instructor releases the assignment through the exchange; every student fetches it.
+        # The instructor imports the roster and releases the assignment through the exchange; every student fetches it.
+        roster = course / "roster.csv"
+        roster.write_text("id,first_name,last_name\n" + "".join(f"{s},{s.rsplit('-', 1)[1].title()},Trial\n" for s in trial.students))
+        trial.teacher("nbgrader", "db", "student", "import", str(roster))
+        assert all(s in trial.teacher("nbgrader", "db", "student", "list") for s in trial.students)
         trial.teacher("nbgrader", "release_assignment", ASSIGNMENT, "--force")
         for name in [trial.instructor, *trial.students]:
             h.start_server(name)
