@@ -44,9 +44,9 @@ CSS = """\
 .reveal .slides section .jp-RenderedMarkdown h2 { font-size: 40px; margin-bottom: 0.5em; }
 .reveal .slides section .jp-RenderedMarkdown img { height: 400px; width: auto; max-width: 100%; object-fit: contain;
   display: block; margin: 0.3em auto; }
-.reveal .slides section .jp-RenderedMarkdown pre { font-size: 19px; line-height: 1.3; margin: 0.4em 0; padding: 0.3em 0.5em;
+.reveal .slides section .jp-RenderedMarkdown pre { font-size: 20px; line-height: 1.3; margin: 0.4em 0; padding: 0.3em 0.5em;
   box-sizing: border-box; max-width: 100%; overflow: hidden; white-space: pre; }
-.reveal .slides section .jp-RenderedMarkdown pre code { font-size: 19px; white-space: pre; overflow: hidden; }
+.reveal .slides section .jp-RenderedMarkdown pre code { font-size: 20px; white-space: pre; overflow: hidden; }
 .reveal .slides section .jp-RenderedMarkdown li { margin: 0.2em 0; }
 """
 

@@ -1,8 +1,8 @@
 """The class on a JupyterHub: one hub, one read-only course environment, nbgrader's exchange.
 
-    python -m classroom.hub setup HUB_DIR --course COURSE --python ENV/bin/python \\
+    python -m classroom.hub setup HUB_DIR --course COURSE --python ENV/bin/python --distribution DIST \\
         --instructor teacher --students alice bob carol        # writes HUB_DIR (nothing overwritten)
-    sudo jupyterhub -f HUB_DIR/jupyterhub_config.py               # starts each user's server as that user
+    sudo ENV/bin/jupyterhub -f HUB_DIR/jupyterhub_config.py       # starts each user's server as that user
 
 A class of 60 shares a machine: every student has a Unix account (created by your university's
 login, or ``useradd``), a home folder only they can read, and a Jupyter server started by the hub
@@ -17,9 +17,10 @@ limits). The course environment (``python -m venv /opt/course-env``, then ``pip 
                                         assignment list; the formgrader, "create assignment" and the
                                         extension manager switched off
     HUB_DIR/config/instructor/          the instructor's: the same exchange, the course folder, formgrader
+    HUB_DIR/instructor.sh               `source` it in the instructor's shell: nbgrader and classroom/ ready
 
-Per user: one BLAS/OpenMP thread per kernel (a shared node is otherwise oversubscribed: one
-notebook took 218 s with torch's default threads beside other users and 52 s with one thread),
+Per user: one BLAS/OpenMP thread per kernel (with torch's default, every kernel starts a thread
+per core and a shared node is oversubscribed many times over),
 ``mem_limit`` as the address-space limit of each of the user's processes (LocalProcessSpawner
 enforces no memory limit of its own; a hub with cgroups, such as SystemdSpawner, can replace it),
 idle kernels shut down after ``cull_kernel_minutes`` and idle servers stopped by
@@ -49,8 +50,16 @@ STUDENT_HIDDEN_LAB = ("@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-
 SHARED_DIRS = ("data", "benchmarks", "docs")  # what the notebooks reach with ../ (nbgrader_build.SHARED_DIRS less the package)
 STUDENT_OFF_SERVER = ("nbgrader.server_extensions.formgrader", "nbgrader.server_extensions.course_list")
 
+INSTRUCTOR_SH = """\
+# source this file -- the instructor's shell on the hub: the course environment's
+# nbgrader, the course repository's classroom/ tools, and nbgrader's exchange. Then: cd {course}
+export PATH={bin}:$PATH
+export PYTHONPATH={repo}${{PYTHONPATH:+:$PYTHONPATH}}
+export JUPYTER_CONFIG_PATH={config}
+"""
+
 CONFIG = '''"""JupyterHub for the Efficient Detection Course, written once by `python -m classroom.hub setup`:
-yours to edit, never overwritten. Start it as root: sudo jupyterhub -f {hub_dir}/jupyterhub_config.py"""
+yours to edit, never overwritten. Start it as root: sudo {python_bin}/jupyterhub -f {hub_dir}/jupyterhub_config.py"""
 import sys
 
 sys.path.insert(0, {repo!r})  # classroom.hub.CourseSpawner
@@ -169,7 +178,7 @@ def nbgrader_config(exchange: Path, cell_timeout_s: int, course: Path | None = N
 
 
 def setup(hub_dir: Path, course: Path, python: Path, instructor: str, students: list[str],
-          distribution: Path = REPO / "build" / "distribution", port: int = 8000, hub_port: int = 8081,
+          distribution: Path, port: int = 8000, hub_port: int = 8081,
           api_port: int = 8001, proxy: Path = PROXY) -> Path:
     """Write the hub's folder (see the module docstring); returns its ``jupyterhub_config.py``.
 
@@ -185,6 +194,11 @@ def setup(hub_dir: Path, course: Path, python: Path, instructor: str, students: 
                            "or let your university's login create accounts") from None
     if instructor in students:
         raise HubError(f"{instructor!r} is both the instructor and a student; give them different accounts")
+    distribution = Path(distribution).resolve()
+    if distribution.is_relative_to(REPO):
+        raise HubError(f"the distribution {distribution} is inside the course repository, which students must not "
+                       f"enter (it holds solutions/ and the gradebook); copy it out, e.g. sudo cp -r {distribution} "
+                       "/opt/course-dist, and give --distribution /opt/course-dist")
     settings = course_settings.load(course)
     exchange = hub_dir / "exchange"
     exchange.mkdir(parents=True, exist_ok=True)
@@ -199,12 +213,15 @@ def setup(hub_dir: Path, course: Path, python: Path, instructor: str, students: 
                 json.dumps({"disabledExtensions": {e: True for e in STUDENT_HIDDEN_LAB}}, indent=1))
     for folder in (hub_dir, hub_dir / "config", student_dir, instructor_dir, student_dir / "labconfig"):
         folder.chmod(0o755)
+    _write_once(hub_dir / "instructor.sh", INSTRUCTOR_SH.format(bin=str(Path(python).parent), repo=str(REPO),
+                                                                 config=str(instructor_dir), course=str(course)))
     config = hub_dir / "jupyterhub_config.py"
     _write_once(config, CONFIG.format(
-        hub_dir=str(hub_dir), repo=str(REPO), distribution=str(Path(distribution).resolve()), port=port,
+        hub_dir=str(hub_dir), repo=str(REPO), distribution=str(distribution), port=port,
         hub_port=hub_port, api_port=api_port, proxy=str(proxy),
         users=sorted({instructor, *students}), instructors={instructor}, instructors_list=[instructor],
-        threads=1, python=str(python), memory_mb=settings.limits.memory_mb, cull_kernel_s=1800, cull_server_s=3600))
+        threads=1, python=str(python), python_bin=str(Path(python).parent), memory_mb=settings.limits.memory_mb,
+        cull_kernel_s=1800, cull_server_s=3600))
     return config
 
 
@@ -215,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("hub_dir", type=Path)
     s.add_argument("--course", type=Path, required=True, help="the instructor's course folder (make student's, e.g. build/nbgrader)")
     s.add_argument("--python", type=Path, default=Path(sys.executable), help="the shared course environment's python")
-    s.add_argument("--distribution", type=Path, default=REPO / "build" / "distribution",
-                   help="the student distribution (make release), read by every user")
+    s.add_argument("--distribution", type=Path, required=True,
+                   help="the student distribution (make release's build/distribution, copied outside the repository, "
+                        "e.g. to /opt/course-dist): read by every user")
     s.add_argument("--instructor", required=True, help="the instructor's account")
     s.add_argument("--students", nargs="+", required=True, help="the students' accounts")
     s.add_argument("--port", type=int, default=8000)
@@ -227,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     except (HubError, course_settings.SettingsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"hub: {config}\nstart it as root: jupyterhub -f {config}")
+    print(f"hub: {config}\nstart it as root: sudo {args.python.parent}/jupyterhub -f {config}\n"
+          f"the instructor's shell: source {config.parent / 'instructor.sh'}")
     return 0
 
 

@@ -282,14 +282,15 @@ def restore_stubs(release: Path, assignment: str) -> None:
 # A sentence of a markdown line: up to a full stop followed by a space or the line's end.
 _SENTENCE = re.compile(r"[^\n]*?[.!?](?=\s|$)|[^\n]+$")
 # What a student's copy must not point to: the solutions, or a reference's source (``box_iou??``).
-_TEACHER_ONLY = re.compile(r"solutions/|\?\?")
+_TEACHER_ONLY = re.compile(r"solutions/|solutions? file|\?\?")
+_TEACHER_ONLY_ASIDE = re.compile(r"\s*\([^()]*(?:solutions/|solutions? file|\?\?)[^()]*\)")
 
 
 def student_text(markdown: str) -> str:
-    """``markdown`` without the sentences that point to ``solutions/`` or to a reference's source
-    (``name??``); a line left empty by that is dropped."""
+    """``markdown`` without what points to the solutions or to a reference's source (``name??``): a
+    parenthesis saying so is cut, otherwise the whole sentence; a line left empty by that is dropped."""
     lines = []
-    for line in markdown.split("\n"):
+    for line in (_TEACHER_ONLY_ASIDE.sub("", line) for line in markdown.split("\n")):
         if not _TEACHER_ONLY.search(line):
             lines.append(line)
             continue

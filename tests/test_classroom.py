@@ -120,14 +120,16 @@ def test_release_is_the_committed_notebook(release):
             dropped += expected != cell.source
             assert _normalise(merged[i]) == _normalise(expected), f"{assignment}, cell {i} differs from the notebook"
         text = "\n".join(c.source for c in nb.cells)
-        assert "solutions/" not in text and "??" not in text, assignment
+        assert "solutions/" not in text and "solutions file" not in text and "??" not in text, assignment
     assert dropped >= len(made), "every notebook names its solutions file; the release must not"
 
 
 def test_student_text_drops_only_the_sentences_about_solutions():
     text = ("Complete `f`. Once you pass, `box_iou??` shows the course's. Solutions: `solutions/ex01.py`.\n"
-            "  * Keep this. And this one?\nSolutions: `solutions/ex04.py`.\n$x^2$ stays.")
-    assert nbb.student_text(text) == "Complete `f`.\n  * Keep this. And this one?\n$x^2$ stays."
+            "  * Keep this. And this one?\nSolutions: `solutions/ex04.py`.\n$x^2$ stays.\n"
+            "A plan beats it by 5 points (one is in the solutions file). Score it once.")
+    assert nbb.student_text(text) == ("Complete `f`.\n  * Keep this. And this one?\n$x^2$ stays.\n"
+                                      "A plan beats it by 5 points. Score it once.")
 
 
 def test_a_drifted_solution_is_caught(tmp_path, monkeypatch):

@@ -110,7 +110,7 @@ def test_the_distribution_holds_no_solution(dist):
         assert "widgets" not in nb.metadata
         for cell in nb.cells:
             text = cell.source
-            assert "solutions/" not in text and "BEGIN SOLUTION" not in text, (nb_path.name, text[:200])
+            assert "solutions/" not in text and "solutions file" not in text and "BEGIN SOLUTION" not in text, (nb_path.name, text[:200])
             assert "??" not in text and "getsource" not in text, (nb_path.name, text[:200])
             if cell.cell_type == "code":
                 assert not cell.outputs, (nb_path.name, "a code cell with outputs")

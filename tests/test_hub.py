@@ -34,14 +34,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(hub_trial.why_not()), re
 
 
 def test_hub_setup_refuses_an_unknown_account_and_keeps_a_teachers_edits(tmp_path):
+    python, dist = Path(sys.executable), tmp_path / "dist"
     with pytest.raises(hub.HubError, match="no Unix account"):
-        hub.setup(tmp_path / "hub", tmp_path / "course", Path(sys.executable), "root", ["no-such-student-x"])
-    config = hub.setup(tmp_path / "hub", tmp_path / "course", Path(sys.executable), "root", ["nobody"])
+        hub.setup(tmp_path / "hub", tmp_path / "course", python, "root", ["no-such-student-x"], dist)
+    with pytest.raises(hub.HubError, match="inside the course repository"):  # students would see solutions/
+        hub.setup(tmp_path / "hub", tmp_path / "course", python, "root", ["nobody"], ROOT / "build" / "distribution")
+    config = hub.setup(tmp_path / "hub", tmp_path / "course", python, "root", ["nobody"], dist)
     text = config.read_text()
     assert 'bind_url = "http://127.0.0.1:' in text and "CourseSpawner" in text and "jupyterhub_idle_culler" in text
+    assert f"distribution = {str(dist.resolve())!r}" in text
     config.write_text(text + "\n# the teacher's edit\n")
-    hub.setup(tmp_path / "hub", tmp_path / "course", Path(sys.executable), "root", ["nobody"])
+    hub.setup(tmp_path / "hub", tmp_path / "course", python, "root", ["nobody"], dist)
     assert config.read_text().endswith("# the teacher's edit\n")
+    shell = (tmp_path / "hub" / "instructor.sh").read_text()
+    assert f"export PATH={python.parent}:$PATH" in shell and "JUPYTER_CONFIG_PATH=" in shell
     page = json.loads((tmp_path / "hub" / "config" / "student" / "labconfig" / "page_config.json").read_text())
     assert page["disabledExtensions"]["@jupyter/nbgrader:formgrader"] is True
     assert (tmp_path / "hub" / "exchange").stat().st_mode & 0o7777 == 0o1777
