@@ -8,7 +8,8 @@ test, and on leaving stops it, checks nothing is left running and removes the ac
 
 Every user runs this checkout's environment, as a class shares one course environment; a folder above
 it that other accounts cannot enter (``/root``, where pyenv keeps Python) is opened for entering only
-(``o+x``, not listing) while the hub runs and closed again after. Needs root.
+(``o+x``, not listing) while the hub runs and closed again after, and the checkout itself for
+listing too (``o+rx``: the instructor's tools import ``classroom`` from it). Needs root.
 """
 
 from __future__ import annotations
@@ -70,15 +71,17 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def open_for_entering(paths: list[Path]) -> dict[Path, int]:
-    """Add o+x to every folder at or above ``paths`` that lacks it; returns the modes to put back."""
+def open_for_entering(paths: list[Path], listed: list[Path] = ()) -> dict[Path, int]:
+    """Add o+x to every folder at or above ``paths`` that lacks it, and o+rx to the folders ``listed``
+    (Python lists a folder on its import path to find a module in it); returns the modes to put back."""
     changed: dict[Path, int] = {}
-    for path in paths:
+    for path in [*paths, *listed]:
         for folder in [path, *path.parents]:
             mode = folder.stat().st_mode & 0o7777
-            if folder.is_dir() and not mode & 0o001:
+            want = 0o005 if folder in listed else 0o001
+            if folder.is_dir() and mode & want != want:
                 changed.setdefault(folder, mode)
-                folder.chmod(mode | 0o001)
+                folder.chmod(mode | want)
     return changed
 
 
@@ -231,7 +234,7 @@ def trial_hub(students: list[str], assignments: list[str], late_penalty: float |
             f"c.Spawner.environment = {{'PYTHONPATH': {str(dist)!r}}}\n"
             f"c.JupyterHub.services.append({{'name': 'course-trial', 'api_token': {token!r}}})\n"
             "c.JupyterHub.load_roles.append({'name': 'admin', 'services': ['course-trial']})\n")
-        reopened = open_for_entering([PYTHON.resolve(), Path(sys.prefix), nbb.REPO, hub.PROXY])
+        reopened = open_for_entering([PYTHON.resolve(), Path(sys.prefix), hub.PROXY], listed=[nbb.REPO])
         log = open(base / "hub.log", "wb")
         proc = subprocess.Popen([str(PYTHON), "-m", "jupyterhub", "-f", str(trial_config)], cwd=hub_dir,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
