@@ -139,6 +139,9 @@ def _check_range(q_min: Any, q_max: Any) -> None:
             raise ValueError(f"{name} must be an integer, got {q!r}; take both from qrange(num_bits, signed)")
     if q_min >= q_max:
         raise ValueError(f"need q_min < q_max, got {q_min}, {q_max}; take both from qrange(num_bits, signed)")
+    if q_min < -(2**31) or q_max > 2**31 - 1:
+        raise ValueError(f"q_min, q_max = {q_min}, {q_max} reach beyond int32, the integers the course quantizes to "
+                         "(at most 32 bits); take both from qrange(num_bits, signed) with num_bits <= 32")
 
 
 def _check_qparams(scale: Any, zero_point: Any, q_min: int | None = None, q_max: int | None = None) -> None:
@@ -192,7 +195,8 @@ def quantize(x: Tensor, scale: Tensor | float, zero_point: Tensor | int, q_min: 
     _check_no_nan(x, "the tensor to quantize")
     zp = torch.as_tensor(zero_point, device=x.device)
     q = torch.round(x * _reciprocal(scale).to(x.device)) + zp
-    return torch.clamp(q, q_min, q_max).to(torch.int32)
+    # Clamp again in int64: float32 cannot hold 2^31 - 1 and would round it up to 2^31, which wraps in int32.
+    return torch.clamp(q, q_min, q_max).to(torch.int64).clamp(q_min, q_max).to(torch.int32)
 
 
 def dequantize(q: Tensor, scale: Tensor | float, zero_point: Tensor | int) -> Tensor:
@@ -200,7 +204,9 @@ def dequantize(q: Tensor, scale: Tensor | float, zero_point: Tensor | int) -> Te
     _check_tensor(q, "q")
     _check_qparams(scale, zero_point)
     zp = torch.as_tensor(zero_point, device=q.device)
-    return (q - zp).to(torch.float32) * torch.as_tensor(scale, dtype=torch.float32, device=q.device)
+    # Integers in int64: uint8 - 128 must not wrap around before the zero point is subtracted.
+    wide = q if q.is_floating_point() else q.to(torch.int64)
+    return (wide - zp.to(wide.dtype)).to(torch.float32) * torch.as_tensor(scale, dtype=torch.float32, device=q.device)
 
 
 class _FakeQuantizeSTE(torch.autograd.Function):

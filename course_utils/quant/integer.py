@@ -93,11 +93,23 @@ def fixed_point_multiplier(m: float | Tensor) -> tuple[Tensor, Tensor]:
 def rounding_shift(x: Tensor, shift: Tensor | int) -> Tensor:
     """``round(x / 2^shift)`` in integers, rounding half away from zero; ``shift >= 1``.
 
-    ``(|x| + 2^(shift−1)) >> shift`` with the sign put back. Shapes broadcast. int64 in, int64 out.
+    ``(|x| + 2^(shift−1)) >> shift`` with the sign put back; a shift of 63 or more gives 0, since
+    ``|x| < 2⁶²`` (an int32 accumulator times an int32 multiplier). Shapes broadcast. int64 out.
+    Checked: ``x`` an integer tensor with ``|x| < 2⁶²``, every ``shift >= 1``.
     """
+    _check_int_tensor(x, "x")
+    x = x.to(torch.int64)
     shift = torch.as_tensor(shift, dtype=torch.int64, device=x.device)
-    half = torch.ones_like(shift) << (shift - 1)
-    magnitude = (x.abs() + half) >> shift
+    if bool((shift < 1).any()):
+        raise ValueError(f"rounding_shift needs shift >= 1 (a division by 2^shift), got {int(shift.min())}; "
+                         "for shift 0 use x itself, for a left shift multiply")
+    if x.numel() and int(x.abs().max()) >= 2**62:
+        raise ValueError(f"rounding_shift: |x| = {int(x.abs().max())} is beyond 2^62, the most an int32 accumulator "
+                         "times an int32 multiplier reaches; the int64 arithmetic would overflow")
+    wide = shift >= 63
+    safe = torch.where(wide, torch.ones_like(shift), shift)
+    half = torch.ones_like(safe) << (safe - 1)
+    magnitude = torch.where(wide, torch.zeros_like(x), (x.abs() + half) >> safe)
     return torch.where(x < 0, -magnitude, magnitude)
 
 
@@ -129,8 +141,11 @@ def quantize_bias(bias: Tensor, x_scale: float, w_scale: Tensor) -> Tensor:
     Shapes: bias (C,), w_scale (C,) or a scalar. Rounding half to even (as ONNX Runtime's
     quantizer). Checked: the result fits int32.
     """
+    if not bool(torch.isfinite(bias.double()).all()):
+        raise ValueError(f"quantize_bias: the bias holds NaN or infinite values ({bias.flatten()[:4].tolist()} ...); "
+                         "a trained layer's bias must be finite: find where it came from")
     scaled = torch.round(bias.double() / (torch.as_tensor(w_scale, dtype=torch.float64) * float(x_scale)))
-    if bool((scaled.abs() > 2**31 - 1).any()):
+    if not bool(torch.isfinite(scaled).all()) or bool((scaled.abs() > 2**31 - 1).any()):
         raise ValueError(f"quantize_bias: a bias of {float(bias.abs().max())} at scale S_w·S_x does not fit int32; "
                          "the input or weight scale is too small for this layer")
     return scaled.to(torch.int32)
@@ -149,6 +164,13 @@ def integer_conv2d(q_x: Tensor, x_zero_point: int, q_w: Tensor, q_bias: Tensor |
     _check_int_tensor(q_x, "q_x")
     _check_int_tensor(q_w, "q_w")
     x = q_x.to(torch.int32) - int(x_zero_point)
+    # The largest |acc| these inputs can give: Σ|q_w| of an output channel · max|q_x − Z_x| + |q_b|.
+    worst = int(q_w.to(torch.int64).abs().flatten(1).sum(1).max()) * int(x.abs().max()) if x.numel() and q_w.numel() else 0
+    worst += int(q_bias.to(torch.int64).abs().max()) if q_bias is not None and q_bias.numel() else 0
+    if worst > 2**31 - 1:
+        raise ValueError(f"integer_conv2d: the int32 accumulator could reach {worst} (> 2^31 - 1) with {q_w.shape[1]} input "
+                         f"channels and {q_w.shape[2]}x{q_w.shape[3]} kernels at these values; it would wrap. Split the "
+                         "input channels into groups and add the partial sums in int64")
     acc = F.conv2d(x, q_w.to(torch.int32), None, stride, padding)
     if q_bias is not None:
         _check_int_tensor(q_bias, "q_bias")
