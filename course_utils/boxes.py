@@ -19,6 +19,7 @@ torchvision: a box ``(0, 0, 10, 10)`` has width 10 and area 100 (no ``+1``).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -36,6 +37,34 @@ __all__ = [
 ]
 
 _FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+def _check_boxes(boxes: object, name: str, where: str, batched: bool = False) -> None:
+    """``boxes`` a float tensor of shape (N, 4) (``batched``: any (..., 4), as torchvision's box_convert)."""
+    if not isinstance(boxes, Tensor):
+        raise TypeError(f"{where}: {name} must be a torch.Tensor of shape (N, 4), got {type(boxes).__name__}; "
+                        "e.g. torch.tensor([[x1, y1, x2, y2]], dtype=torch.float32)")
+    good = boxes.ndim >= 1 if batched else boxes.ndim == 2
+    if not good or boxes.shape[-1] != 4:
+        one = " (one box? write boxes[None] to make it (1, 4))" if boxes.ndim == 1 and boxes.shape[0] == 4 else ""
+        raise ValueError(f"{where}: {name} has shape {tuple(boxes.shape)}; need (N, 4){one}")
+    if not boxes.is_floating_point():
+        raise TypeError(f"{where}: {name} has dtype {boxes.dtype}; use float boxes (boxes.float())")
+
+
+def _check_xyxy_order(boxes: Tensor, name: str, where: str) -> None:
+    """Every box has ``x2 >= x1`` and ``y2 >= y1`` (an inverted box would get a positive area)."""
+    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{where}: {name}[{i}] = {boxes[i].tolist()} has x2 < x1 or y2 < y1; xyxy boxes are "
+                         "(x1, y1, x2, y2) with the top-left corner first. If these are (x, y, w, h) boxes, convert "
+                         "them first: box_convert(boxes, 'xywh', 'xyxy')")
+
+
+def _check_threshold(iou_threshold: object, where: str) -> None:
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) or not math.isfinite(iou_threshold):
+        raise ValueError(f"{where}: iou_threshold must be a finite number (usually 0.5 to 0.7), got {iou_threshold!r}")
 
 
 def _to_xyxy(boxes: Tensor, fmt: str) -> Tensor:
@@ -60,8 +89,9 @@ def _from_xyxy(boxes: Tensor, fmt: str) -> Tensor:
 def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
     """Convert boxes between ``xyxy``, ``xywh`` and ``cxcywh``.
 
-    Shapes: ``boxes`` (N, 4) -> (N, 4). Same as ``torchvision.ops.box_convert``.
+    Shapes: ``boxes`` (N, 4) -> (N, 4) (any (..., 4), one box (4,) too). Same as ``torchvision.ops.box_convert``.
     """
+    _check_boxes(boxes, "boxes", "box_convert", batched=True)
     for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
         if fmt not in _FORMATS:
             raise ValueError(f"{name}={fmt!r} is not a box format; use one of {_FORMATS}")
@@ -71,7 +101,13 @@ def box_convert(boxes: Tensor, in_fmt: str, out_fmt: str) -> Tensor:
 
 
 def box_area(boxes: Tensor) -> Tensor:
-    """Area of ``xyxy`` boxes: ``(x2 - x1) * (y2 - y1)``. Shapes: (N, 4) -> (N,)."""
+    """Area of ``xyxy`` boxes: ``(x2 - x1) * (y2 - y1)``. Shapes: (N, 4) -> (N,).
+
+    An inverted box (``x2 < x1`` or ``y2 < y1``) raises ``ValueError``: its product would be a
+    positive, wrong area (torchvision returns it).
+    """
+    _check_boxes(boxes, "boxes", "box_area")
+    _check_xyxy_order(boxes, "boxes", "box_area")
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
@@ -102,6 +138,11 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Shapes: ``boxes`` (N, 4) xyxy, ``scores`` (N,) -> kept indices (K,), int64,
     sorted by decreasing score. Same as ``torchvision.ops.nms``.
     """
+    _check_boxes(boxes, "boxes", "nms")
+    if not isinstance(scores, Tensor) or scores.ndim != 1 or len(scores) != len(boxes):
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise ValueError(f"nms: scores must be a tensor of shape ({len(boxes)},), one per box, got {shape}")
+    _check_threshold(iou_threshold, "nms")
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
@@ -119,16 +160,28 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """Class-aware NMS: boxes only suppress boxes that share their ``idxs`` value.
 
-    Trick (as in torchvision): shift each class's boxes by ``class * (max_coord + 1)``
-    so boxes of different classes can never overlap, then run one plain NMS.
+    One plain :func:`nms` per class, then all kept boxes in order of decreasing score (ties in
+    index order). torchvision does the same for many boxes; for few it shifts each class by
+    ``class * (max_coord + 1)`` and runs one NMS -- a trick that loses float32 precision when
+    ``class * max_coord`` is large (boxes of different classes can then suppress each other).
 
     Shapes: ``boxes`` (N, 4), ``scores`` (N,), ``idxs`` (N,) int -> kept indices (K,),
     sorted by decreasing score. Same as ``torchvision.ops.batched_nms``.
     """
+    _check_boxes(boxes, "boxes", "batched_nms")
+    for name, t in (("scores", scores), ("idxs", idxs)):
+        if not isinstance(t, Tensor) or t.ndim != 1 or len(t) != len(boxes):
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"batched_nms: {name} must be a tensor of shape ({len(boxes)},), one per box, got {shape}")
+    _check_threshold(iou_threshold, "batched_nms")
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    offsets = idxs.to(boxes) * (boxes.max() + 1)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    kept = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    for c in torch.unique(idxs):
+        members = (idxs == c).nonzero().flatten()
+        kept[members[nms(boxes[members], scores[members], iou_threshold)]] = True
+    order = torch.sort(scores, descending=True, stable=True).indices
+    return order[kept[order]]
 
 
 def make_anchors(
@@ -149,6 +202,19 @@ def make_anchors(
     (row-major), then aspect ratio, then size. Same as one level of
     ``torchvision.models.detection.anchor_utils.AnchorGenerator``.
     """
+    if (not isinstance(feature_size, Sequence) or len(feature_size) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in feature_size)):
+        raise ValueError(f"make_anchors: feature_size must be (height, width), two whole numbers >= 0, got {feature_size!r}")
+    if isinstance(stride, bool) or not isinstance(stride, numbers.Real) or not (math.isfinite(stride) and stride > 0):
+        raise ValueError(f"make_anchors: stride must be a number > 0 (pixels per feature cell, e.g. 8), got {stride!r}")
+    for name, values in (("sizes", sizes), ("aspect_ratios", aspect_ratios)):
+        try:
+            flat = torch.as_tensor(values, dtype=torch.float64) if isinstance(values, (Sequence, Tensor)) else None
+        except (TypeError, ValueError, RuntimeError):
+            flat = None
+        if flat is None or flat.ndim != 1 or len(flat) == 0 or not bool((torch.isfinite(flat) & (flat > 0)).all()):
+            raise ValueError(f"make_anchors: {name} must be a non-empty list of numbers > 0 (e.g. sizes=(16, 32), "
+                             f"aspect_ratios=(0.5, 1.0, 2.0)), got {values!r}")
     scales = torch.as_tensor(sizes, dtype=torch.float32)
     ratios = torch.as_tensor(aspect_ratios, dtype=torch.float32)
     h_ratios = torch.sqrt(ratios)

@@ -18,8 +18,10 @@ network and scored in their own pixels (:class:`~course_utils.data.Letterbox`). 
 written atomically after every epoch (``last.pt``, and ``best.pt`` for the best val mAP) with the
 optimizer, the scheduler, the epoch and every random-number state, and load with
 ``weights_only=True``: ``train --resume`` continues an interrupted run exactly where it stopped.
-Bad input -- a missing file, a malformed COCO file, a bad flag value -- ends with one line saying
-what is wrong and how to fix it (exit status 2), never a traceback.
+Bad input -- a missing file, a malformed COCO file, a bad flag value, an unreadable image -- ends with
+one line saying what is wrong and how to fix it (exit status 2), never a traceback. Every output path
+is checked before any work starts; nothing you have is overwritten unless you pass ``--overwrite``
+(never a command's own input), and two commands writing into one run folder at once are refused.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import json
 import numbers
 import os
+import pickle
 import random
 import shlex
 import subprocess
@@ -107,23 +110,45 @@ def run_command(*args: Any, processes: int = 1, expect_error: bool = False) -> N
 
 
 # ------------------------------------------------------------------ argument types
-def _positive_int(text: str) -> int:
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not (value > 0 and np.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _whole(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 .. 4294967295 (2**32 - 1), the seeds NumPy accepts")
+    return value
+
+
+def _score(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{value} is not a score between 0 and 1 (e.g. 0.3)")
     return value
 
 
@@ -168,10 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=_image_size, default=128, help="side of the square network input (default 128)")
     t.add_argument("--out", type=Path, default=Path("runs") / "detector", help="run folder (default runs/detector)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds a run: its last.pt and best.pt are deleted first")
     t.add_argument("--init", type=_existing_file, metavar="CKPT",
                    help="start from these weights (a course checkpoint of the same width and classes, e.g. "
                         "benchmarks/results/tiny_detector_converged.pt) instead of a random initialisation")
-    t.add_argument("--seed", type=int, default=0, help="seeds initialisation and data order (default 0)")
+    t.add_argument("--seed", type=_seed, default=0, help="seeds initialisation and data order (default 0)")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -182,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", type=_existing_file, required=True, metavar="ANN.json", help="COCO annotations to score on")
     e.add_argument("--images", type=Path, help="image folder (default: images/ beside the JSON)")
     e.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     e.add_argument("--device", default=None)
 
     x = sub.add_parser("export", help="ONNX (and int8 ONNX Runtime) models of a checkpoint",
@@ -194,13 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--calib", type=_existing_file, metavar="ANN.json", help="COCO file whose images calibrate int8")
     x.add_argument("--calib-images", type=Path, help="image folder of --calib (default: images/ beside the JSON)")
     x.add_argument("--num-calib", type=_positive_int, default=64, help="calibration images (default 64)")
+    x.add_argument("--overwrite", action="store_true", help="replace existing ONNX files")
 
     p = sub.add_parser("predict", help="draw a checkpoint's detections on images",
-                       description="Detect objects in image files and save each with its boxes drawn, as PNG.")
+                       description="Detect objects in image files and save each with its boxes drawn, as PNG "
+                                   "(OUT/NAME.png; OUT/NAME_EXT.png when two inputs share a name). An image that cannot "
+                                   "be read is reported and skipped (exit status 2 at the end); the others are drawn.")
     p.add_argument("checkpoint", type=_existing_file)
     p.add_argument("images", type=_existing_file, nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="draw detections scoring at least this (default 0.3)")
+    p.add_argument("--score-threshold", type=_score, default=0.3, help="draw detections scoring at least this (default 0.3)")
+    p.add_argument("--overwrite", action="store_true", help="replace PNGs already in --out")
     p.add_argument("--device", default=None)
     return parser
 
@@ -215,13 +247,19 @@ def _device(name: str | None) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise CLIError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device {name!r}: the course's commands run on cpu or cuda (cuda:N); use --device cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CLIError(f"--device {name}: this machine has no CUDA GPU; use --device cpu")
     return device
 
 
-def _dataset(ann: Path | Sequence[Path], images: Path | None, size: int) -> Any:
-    """One COCO file (or several, concatenated: their categories must agree), letterboxed to ``size``."""
+def _dataset(ann: Path | Sequence[Path], images: Path | None, size: int, flag: str = "--data",
+             objects: bool = True) -> Any:
+    """One COCO file (or several, concatenated: their categories must agree), letterboxed to ``size``.
+
+    Refused: a file with no images or no categories, and (``objects``) one whose annotations hold no
+    object that counts (none, or only iscrowd=1 regions): nothing to learn from, or an undefined mAP."""
     from torch.utils.data import ConcatDataset
 
     from .data import CocoDetection, DatasetError, Letterbox
@@ -231,6 +269,16 @@ def _dataset(ann: Path | Sequence[Path], images: Path | None, size: int) -> Any:
         parts = [CocoDetection(f, image_dir=images) for f in files]
     except DatasetError as err:
         raise CLIError(str(err)) from None
+    for f, part in zip(files, parts):
+        if not part.categories:
+            raise CLIError(f"{flag} {f}: 'categories' is empty; list the classes to detect, e.g. "
+                           '"categories": [{"id": 1, "name": "circle"}]')
+        if len(part) == 0:
+            raise CLIError(f"{flag} {f}: 'images' is empty; a dataset needs at least one image")
+    if objects and sum(part.num_objects for part in parts) == 0:
+        which = files[0] if len(files) == 1 else ", ".join(map(str, files))
+        raise CLIError(f"{flag} {which}: no object to {'learn from' if flag == '--train' else 'score'} (every annotation "
+                       "is a crowd region, iscrowd=1, or there are none): mAP would be undefined. Add annotated objects")
     names = [[c.get("name", str(c["id"])) for c in part.categories] for part in parts]
     for f, n in zip(files[1:], names[1:]):
         if n != names[0]:
@@ -282,19 +330,51 @@ def _load_model(path: Path, device: torch.device | None = None) -> tuple[Any, di
 
     try:
         meta = load_checkpoint(path)["metadata"]
-    except (ValueError, RuntimeError, OSError) as err:
+    except (ValueError, RuntimeError, OSError, pickle.UnpicklingError) as err:
         raise CLIError(f"{path}: {err}") from None
     config = meta.get("config")
     if not isinstance(config, dict) or "num_classes" not in config:
         raise CLIError(f"{path} is a course checkpoint but not one written by `python -m course_utils train` (it has no "
                        "'config'); train with the command, or load it in Python with load_checkpoint")
-    model = TinyDetector(num_classes=config["num_classes"], width=config["width"], levels=config.get("levels", 1))
-    load_checkpoint(path, model)
+    try:
+        model = TinyDetector(num_classes=config["num_classes"], width=config["width"], levels=config.get("levels", 1))
+        load_checkpoint(path, model)
+    except (ValueError, TypeError, KeyError) as err:
+        raise CLIError(f"{path}: its 'config' does not describe the weights it holds ({err}); retrain it with "
+                       "`python -m course_utils train`") from None
     return model.to(device or "cpu").eval(), meta
 
 
 # ------------------------------------------------------------------ train
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    """``train``: the run folder checked and locked before anything is loaded or trained (:func:`_train`)."""
+    from contextlib import nullcontext
+
+    from .outputs import FolderLock, same_file
+
+    last, best = args.out / "last.pt", args.out / "best.pt"
+    if args.resume and args.overwrite:
+        raise CLIError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
+    existing = [f for f in (last, best) if f.exists()]
+    if existing and not (args.resume or args.overwrite):
+        raise CLIError(f"--out {args.out} already holds a run ({', '.join(f.name for f in existing)}): continue it with "
+                       "--resume, start afresh with --overwrite (deletes them first), or choose another --out")
+    inputs = [*args.train, args.val, *([args.init] if args.init else [])]
+    if args.overwrite:
+        for f in existing:
+            source = next((i for i in inputs if same_file(f, i)), None)
+            if source is not None:
+                raise CLIError(f"--overwrite would delete {f}, which this command also reads ({source}); copy it "
+                               "elsewhere first, or choose another --out")
+    writer = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 writes the checkpoints
+    with FolderLock(args.out) if writer else nullcontext():
+        if args.overwrite and writer:
+            for f in existing:
+                f.unlink()
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> dict[str, Any]:
     from .models import TinyDetector
     from .train import Hook, fit, load_checkpoint, make_optimizer, save_checkpoint, seed_everything
 
@@ -305,8 +385,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     rank, world_size = D.world()
     say = print if rank == 0 else (lambda *a, **k: None)
     seed_everything(args.seed)
-    train_set = _dataset(args.train, args.images, args.image_size)
-    val_set = _dataset(args.val, args.val_images, args.image_size)
+    train_set = _dataset(args.train, args.images, args.image_size, "--train")
+    val_set = _dataset(args.val, args.val_images, args.image_size, "--val")
     categories = [c.get("name", str(c["id"])) for c in train_set.categories]
     val_names = [c.get("name", str(c["id"])) for c in val_set.categories]
     if val_names != categories:
@@ -329,7 +409,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.init and not args.resume:
         try:
             load_checkpoint(args.init, model)
-        except (ValueError, RuntimeError, OSError) as err:
+        except (ValueError, RuntimeError, OSError, pickle.UnpicklingError) as err:
             raise CLIError(f"--init {args.init}: {err} (it must be a checkpoint of TinyDetector(width={args.width}, "
                            f"levels={args.levels}) with {len(categories)} classes)") from None
     optimizer, scheduler = make_optimizer(model, args.lr, total_steps=args.epochs * len(train_loader))
@@ -340,7 +420,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             raise CLIError(f"--resume: there is no {last} to resume from; run without --resume to start the run")
         try:
             meta = load_checkpoint(last, model)["metadata"]
-        except (ValueError, RuntimeError, OSError) as err:
+        except (ValueError, RuntimeError, OSError, pickle.UnpicklingError) as err:
             raise CLIError(f"--resume: {err}") from None
         if "rng" not in meta:
             raise CLIError(f"--resume: {last} has no training state (optimizer, scheduler, RNG); was it written by "
@@ -420,6 +500,10 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     from .metrics import COCO_STATS
     from .train import evaluate
 
+    from .outputs import check_output_file
+
+    if args.json is not None:
+        check_output_file(args.json, "--json", [args.checkpoint, args.data], args.overwrite)
     device = _device(args.device)
     model, meta = _load_model(args.checkpoint, device)
     config = meta["config"]
@@ -438,8 +522,9 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     for label, ap in out["ap_per_class"].items():
         print(f"  AP {label:<17} {ap:6.3f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        from .outputs import write_text
+
+        write_text(args.json, json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.json}")
     return out
 
@@ -449,17 +534,26 @@ def export_command(args: argparse.Namespace) -> dict[str, Any]:
     from .deploy import DetectorNetwork, export_onnx, file_size, measure_latency, ort_session, quantize_onnx
     from .quant import fuse_conv_bn
 
+    from .outputs import check_output_file
+
     if args.int8 and args.calib is None:
         raise CLIError("--int8 needs --calib ANN.json: images to calibrate the int8 ranges on (e.g. your training file)")
+    if not args.int8 and (args.calib is not None or args.calib_images is not None):
+        raise CLIError("--calib is read only with --int8: add --int8 to also write an int8 model, or drop --calib")
+    inputs = [args.checkpoint, *([args.calib] if args.calib else [])]
+    targets = {"fp32": args.onnx, **({"int8": args.onnx.with_suffix(".int8.onnx")} if args.int8 else {})}
+    for target in targets.values():
+        check_output_file(target, "--onnx", inputs, args.overwrite)
     model, meta = _load_model(args.checkpoint)
     size = meta["config"]["image_size"]
+    if args.int8:  # every calibration image read before anything is written
+        calib = _dataset(args.calib, args.calib_images, size, "--calib", objects=False)
+        images = torch.stack([calib[i][0] for i in range(min(args.num_calib, len(calib)))])
     network = DetectorNetwork(fuse_conv_bn(model)).eval()
     example = torch.rand(1, 3, size, size)
-    paths = {"fp32": export_onnx(network, example, args.onnx)}
+    paths = {"fp32": export_onnx(network, example, targets["fp32"])}
     if args.int8:
-        calib = _dataset(args.calib, args.calib_images, size)
-        images = torch.stack([calib[i][0] for i in range(min(args.num_calib, len(calib)))])
-        paths["int8"] = quantize_onnx(paths["fp32"], args.onnx.with_suffix(".int8.onnx"), images)
+        paths["int8"] = quantize_onnx(paths["fp32"], targets["int8"], images)
     out: dict[str, Any] = {}
     batch = torch.rand(1, 3, size, size).numpy()
     for kind, path in paths.items():
@@ -472,27 +566,51 @@ def export_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ predict
+def _prediction_names(images: Sequence[Path], out: Path) -> list[Path]:
+    """``OUT/NAME.png`` per input; ``OUT/NAME_EXT.png`` for inputs whose names collide (a.jpg, a.png).
+    Two inputs with the very same file name (from two folders) are refused: name one differently."""
+    stems = [p.stem for p in images]
+    names = [f"{p.stem}_{p.suffix.lstrip('.')}" if stems.count(p.stem) > 1 else p.stem for p in images]
+    for k, name in enumerate(names):
+        if names.index(name) != k:
+            raise CLIError(f"{images[names.index(name)]} and {images[k]} would both be drawn to {out / (name + '.png')}; "
+                           "predict them in two runs with different --out folders, or rename one")
+    return [out / f"{name}.png" for name in names]
+
+
 def predict_command(args: argparse.Namespace) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
-    from .data import letterbox, undo_letterbox
+    from .data import DatasetError, letterbox, read_image, undo_letterbox
+    from .outputs import make_output_folder, same_file
     from .viz import show_detections
 
+    targets = _prediction_names(args.images, args.out)
+    for target in targets:
+        source = next((i for i in [args.checkpoint, *args.images] if same_file(target, i)), None)
+        if source is not None:
+            raise CLIError(f"--out {args.out}: predict would write {target}, which is one of its inputs ({source}); choose "
+                           "another --out")
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise CLIError(f"--out {args.out} already holds {existing[0].name}{more}; pass --overwrite to replace them, or "
+                       "choose another --out")
     device = _device(args.device)
     model, meta = _load_model(args.checkpoint, device)
     config = meta["config"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in args.images:
+    make_output_folder(args.out, "--out")
+    written, failed = [], []
+    for path, out in zip(args.images, targets):
         try:
-            with Image.open(path) as pil:
-                image = torch.from_numpy(np.asarray(pil.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
-        except Exception as err:  # PIL raises many types for a file that is not an image
-            raise CLIError(f"{path}: cannot read it as an image ({err})") from None
+            image = read_image(path)  # the decoder training and evaluation use (same modes, same pixel limit)
+        except DatasetError as err:
+            failed.append(path)
+            print(f"skipped: {err}", file=sys.stderr, flush=True)
+            continue
         empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
         boxed, target = letterbox(image, empty, config["image_size"])
         with torch.no_grad():
@@ -504,27 +622,52 @@ def predict_command(args: argparse.Namespace) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 6 * image.shape[1] / image.shape[2]))
         show_detections(image, pred=pred, class_names=config["categories"], score_threshold=args.score_threshold, ax=ax,
                         title=f"{path.name}: {len(pred['boxes'])} detections (score >= {args.score_threshold})")
-        out = args.out / f"{path.stem}.png"
         fig.savefig(out, dpi=100, bbox_inches="tight")
         plt.close(fig)
         written.append(out)
-        print(f"{path} -> {out}: {len(pred['boxes'])} detections")
+        print(f"{path} -> {out}: {len(pred['boxes'])} detections", flush=True)
+    if failed:
+        names = ", ".join(str(p) for p in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+        rest = f"; the other {len(written)} were drawn into {args.out}" if written else ""
+        raise CLIError(f"{len(failed)} of {len(args.images)} files could not be read as images ({names}; see above){rest}")
     return written
 
 
 COMMANDS = {"train": train, "evaluate": evaluate_command, "export": export_command, "predict": predict_command}
 
 
+def _one_line(err: BaseException) -> str:
+    """An error's message on one line (whitespace runs, newlines included, become one space)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+#: Errors the library raises for bad input; their messages name the value and the fix.
+USER_ERRORS = (ValueError, TypeError, OSError, pickle.UnpicklingError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m course_utils`` (and the ``course-utils`` console script)."""
+    """Entry point of ``python -m course_utils`` (and the ``course-utils`` console script).
+
+    Exit status 0 on success; 2 with one line ``error: ...`` for bad input (the library's ``ValueError``,
+    ``TypeError``, ``OSError`` and refused pickles, whose messages say what to fix); 130 when interrupted;
+    1 with one line for anything else (a bug: set ``COURSE_UTILS_TRACEBACK=1`` to see where it happened).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except CLIError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted; `train --resume` continues from the last finished epoch", file=sys.stderr)
         return 130
+    except (CLIError, *USER_ERRORS) as err:
+        if os.environ.get("COURSE_UTILS_TRACEBACK"):
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 -- the promise: one line, never a traceback
+        if os.environ.get("COURSE_UTILS_TRACEBACK"):
+            raise
+        print(f"error: unexpected {type(err).__name__}: {_one_line(err)[:300]} -- this is a bug in course_utils; rerun "
+              "with COURSE_UTILS_TRACEBACK=1 to see where, and report it", file=sys.stderr)
+        return 1
     return 0

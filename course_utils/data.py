@@ -39,6 +39,7 @@ __all__ = [
     "render_scene",
     "write_coco_split",
     "CocoDetection",
+    "read_image",
     "SyntheticShapes",
     "collate_detection",
     "materialize",
@@ -360,8 +361,10 @@ def _check_id(value: Any, where: str, seen: set[int], kind: str) -> None:
 
 
 def _check_categories(categories: list[Any], ann_file: Path) -> list[dict[str, Any]]:
-    """Each category is an object with a unique integer 'id'; returns them sorted by id."""
+    """Each category is an object with a unique integer 'id' and, if it has a 'name', a unique non-empty
+    string name; returns them sorted by id."""
     seen: set[int] = set()
+    names: dict[str, int] = {}
     for k, cat in enumerate(categories):
         where = f"{ann_file}: categories[{k}]"
         if not isinstance(cat, dict):
@@ -369,6 +372,15 @@ def _check_categories(categories: list[Any], ann_file: Path) -> list[dict[str, A
         if "id" not in cat:
             raise DatasetError(f"{where} has no 'id'; give every category a unique integer 'id'.")
         _check_id(cat["id"], where, seen, "category")
+        name = cat.get("name")
+        if "name" in cat and not (isinstance(name, str) and name.strip()):
+            raise DatasetError(f"{where}: 'name' is {_show(name)}; a category's name must be a non-empty string, "
+                               'e.g. "circle" (or leave "name" out to call the class by its id).')
+        if isinstance(name, str) and name in names:
+            raise DatasetError(f"{where}: duplicate category name {name!r} (also category id {names[name]}); "
+                               "results are reported per name, so give each category its own name or merge them.")
+        if isinstance(name, str):
+            names[name] = cat["id"]
     return sorted(categories, key=lambda c: c["id"])
 
 
@@ -473,7 +485,7 @@ def _check_annotations(annotations: list[Any], ann_file: Path, by_id: dict[int, 
     """Each annotation is an object with a unique integer 'id', the integer 'image_id' of a known
     image, the integer 'category_id' of a known category and a valid 'bbox' (:func:`_check_box`);
     'iscrowd', if present, is 0, 1, false, true or null (null: an ordinary object) and 'area', if
-    present, a finite number >= 0 (null: use the box's area). Other keys ('segmentation', ...)
+    present, a finite number >= 0 and at most the image's area (null: use the box's area). Other keys ('segmentation', ...)
     are allowed and not read. Returns per image id the xyxy boxes, labels, crowd flags and areas."""
     per_image: dict[int, dict[str, list[Any]]] = {i: {"boxes": [], "labels": [], "iscrowd": [], "area": []} for i in by_id}
     seen: set[int] = set()
@@ -510,6 +522,10 @@ def _check_annotations(annotations: list[Any], ann_file: Path, by_id: dict[int, 
         if area is not None and not (_is_real(area) and math.isfinite(_as_float(area)) and _as_float(area) >= 0):
             raise DatasetError(f"{where}: area={_show(area)}; it must be a number >= 0 (the object's area in px², which "
                                "decides its COCO size range) -- or leave it out to use the box's area.")
+        if area is not None and _as_float(area) > 1.01 * image["width"] * image["height"]:
+            raise DatasetError(f"{where}: area={_show(area)} px² is more than its whole {image['width']}x{image['height']} "
+                               "image; it must be the object's area in px² (it decides the COCO size range) -- fix it, "
+                               "or leave it out to use the box's area.")
         entry = per_image[image["id"]]
         entry["boxes"].append(box)
         entry["labels"].append(cat_to_label[ann["category_id"]])
@@ -563,6 +579,31 @@ def _decode(pil: Image.Image, path: Path) -> Tensor:
     return torch.from_numpy(unit).unsqueeze(0).repeat(3, 1, 1)
 
 
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+    """One image file as float32 (3, H, W) in [0, 1], decoded exactly as :class:`CocoDetection` decodes
+    its images (the modes and their scaling: see there). Training, evaluation, export calibration and
+    ``predict`` all read images through this one decoder.
+
+    Refused with :class:`DatasetError` (naming the file): a missing file, a file that is not an image
+    or is truncated, a mode with no defined range, and an image whose header says more than
+    ``max_pixels`` pixels (checked before the pixels are decoded).
+    """
+    if not _is_int(max_pixels) or max_pixels <= 0:
+        raise ValueError(f"read_image: max_pixels={max_pixels!r}; it must be a positive integer, e.g. {DEFAULT_MAX_PIXELS}")
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, not an image file. Name the image files themselves.")
+    if not path.is_file():
+        raise DatasetError(f"{path}: image file not found. Check the path.")
+    with _open_image(path, "an image") as pil:
+        width, height = pil.size
+        if width * height > max_pixels:
+            raise DatasetError(f"{path}: the file's header says {width}x{height} = {width * height:,} pixels, more than "
+                               f"max_pixels={max_pixels:,}; refused before decoding (12 bytes per pixel as a float "
+                               "tensor). Downscale the image first.")
+        return _decode(pil, path)
+
+
 class CocoDetection(Dataset):
     """Detection samples from a COCO-format folder, validated up front.
 
@@ -592,6 +633,8 @@ class CocoDetection(Dataset):
       paths and ``..`` leading out of the folder are refused (symlinks inside it are followed);
     * every box is 4 finite numbers ``[x, y, w, h]`` with ``w, h > 0``, inside its image,
       and keeps positive width, height and area in float32 (the targets' dtype).
+    * a category's ``name``, if given, is a non-empty string, unique in the file;
+    * an annotation's ``area``, if given, is a finite number >= 0, at most its image's area.
 
     Checked when a sample is read (:meth:`verify_images` reads them all), from the image
     file's header *before* its pixels are decoded: the size equals the JSON's
@@ -627,6 +670,11 @@ class CocoDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def num_objects(self) -> int:
+        """Annotated objects that count (crowd regions, ``iscrowd=1``, excluded), over all images."""
+        return sum(len(o["iscrowd"]) - sum(o["iscrowd"]) for o in self._objects.values())
 
     def _check_header(self, pil: Image.Image, img: dict[str, Any], path: Path) -> None:
         """The size in the file's header (read without decoding) fits ``max_pixels`` and matches the JSON."""

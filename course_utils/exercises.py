@@ -124,7 +124,7 @@ def _check(expects: str) -> Callable[[Callable[..., CheckResult]], Callable[...,
             _CURRENT.update(expects=expects, got=None, called=False)
             try:
                 return check(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 -- a check reports, it never crashes the notebook
+            except (Exception, SystemExit) as err:  # noqa: BLE001 -- a check reports, it never crashes the notebook
                 got = f"your code returned {_describe(_CURRENT['got'])}" if _CURRENT["called"] else "your code"
                 return _report(False, f"{got}, and the check could not use it ({type(err).__name__}: {err}). "
                                       f"Expected {expects}.")
@@ -400,7 +400,7 @@ def check_loss_recorder(hook_class: type) -> CheckResult:
         hook = hook_class()
     except NotImplementedError:
         return _report(False, "creating your hook raises NotImplementedError -- replace it with your code.")
-    except Exception as err:  # noqa: BLE001
+    except (Exception, SystemExit) as err:  # noqa: BLE001
         return _report(False, f"could not create your hook: {type(err).__name__}: {err}")
     missing = [m for m in _HOOK_METHODS if not callable(getattr(hook, m, None))]
     if missing:
@@ -433,7 +433,7 @@ def check_loss_recorder(hook_class: type) -> CheckResult:
         history = fit(model, loader, optimizer, epochs=1, device=torch.device("cpu"), hooks=[hook, counter], progress=False)
     except NotImplementedError:
         return _report(False, "a method of your hook still raises NotImplementedError -- replace it with your code.")
-    except Exception as err:  # noqa: BLE001
+    except (Exception, SystemExit) as err:  # noqa: BLE001
         return _report(False, f"training with your hook failed: {type(err).__name__}: {err}")
     values = getattr(hook, "values", None)
     if not isinstance(values, list) or len(values) != 2:
@@ -702,7 +702,7 @@ def check_freeze_bn_hook(hook_class: type) -> CheckResult:
         hook = hook_class(freeze_step=3)
     except NotImplementedError:
         return _report(False, f"`{name}(freeze_step=3)` still raises NotImplementedError -- replace it with your code.")
-    except Exception as exc:  # noqa: BLE001 -- report any construction error to the learner
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 -- report any construction error to the learner
         return _report(False, f"`{name}(freeze_step=3)` raised {type(exc).__name__}: {exc}")
     if not callable(getattr(hook, "after_step", None)):
         return _report(False, f"`{name}(freeze_step=3)` gave {_describe(hook)}, which has no after_step(): "
@@ -714,7 +714,7 @@ def check_freeze_bn_hook(hook_class: type) -> CheckResult:
             hook.after_step(state)
         except NotImplementedError:
             return _report(False, "`after_step` still raises NotImplementedError -- replace it with your code.")
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
             return _report(False, f"`after_step` raised {type(exc).__name__}: {exc}")
         frozen = all(b.bn_frozen for b in blocks)
         steps_done = step + 1

@@ -570,8 +570,9 @@ def _bootstrap_scores(
     if any(len(preds) != len(targets) for preds in models):
         raise ValueError(f"got {[len(p) for p in models]} predictions for {len(targets)} targets; "
                          "score every model on the same images, one dict per image")
-    if len(targets) == 0:
-        raise ValueError("no images to bootstrap: preds and targets are empty")
+    if len(targets) < 2:
+        raise ValueError(f"bootstrap over {len(targets)} image(s): resampling needs at least 2 images (one image "
+                         "resampled is always itself, so the interval would have zero width); score a larger set")
     matches = [match_per_image(preds, targets, max_detections)[1] for preds in models]
     score, n = _METRICS[metric], len(targets)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):

@@ -21,6 +21,7 @@ Each receives the :class:`StepState` of the current step.
 from __future__ import annotations
 
 import collections
+import hashlib
 import math
 import numbers
 import os
@@ -56,6 +57,7 @@ __all__ = [
     "evaluate",
     "save_checkpoint",
     "load_checkpoint",
+    "content_hash",
 ]
 
 
@@ -619,7 +621,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, **metadata: Any) -> Path
         raise NotADirectoryError(f"save_checkpoint: {blocking} is a file, but {path} needs it to be a folder; "
                                  "choose another path or move that file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"model": model.state_dict(), "metadata": metadata}
+    payload: dict[str, Any] = {"model": model.state_dict(), "metadata": metadata}
+    payload["sha256"] = content_hash(payload)
     existed, started = path.exists(), time.time()
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -646,6 +649,40 @@ def save_checkpoint(path: str | Path, model: nn.Module, **metadata: Any) -> Path
         raise
     _remove_orphaned_temp_files(path, started)
     return path
+
+
+def _feed_hash(h: Any, value: Any) -> None:
+    """Feed ``value`` (tensors, plain scalars, and lists/tuples/dicts of those) into the hash ``h``:
+    each item's type, a tensor's dtype, shape and bytes, a scalar's ``repr``, containers in order."""
+    if isinstance(value, Tensor):
+        t = value.detach().cpu()
+        if t.is_quantized:
+            t = t.dequantize()
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(value.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}:".encode())
+        for key, item in value.items():
+            _feed_hash(h, key)
+            _feed_hash(h, item)
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{type(value).__name__}{len(value)}:".encode())
+        for item in value:
+            _feed_hash(h, item)
+    else:
+        h.update(f"{type(value).__name__}:{value!r};".encode())
+
+
+def content_hash(payload: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint's content (``{"model": ..., "metadata": ...}``): every tensor's dtype, shape
+    and bytes and every metadata value, in order. :func:`save_checkpoint` stores it in the file and
+    :func:`load_checkpoint` recomputes it, so one flipped bit anywhere in the weights is caught."""
+    h = hashlib.sha256()
+    _feed_hash(h, payload)
+    return h.hexdigest()
 
 
 #: The first bytes of torch's pre-1.6 (non-zip) format: its pickled magic number.
@@ -685,8 +722,10 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_locati
 
     Raises ``FileNotFoundError`` for a missing file; ``ValueError`` naming the file and
     what was expected for an empty, truncated or non-torch file and for a torch file that
-    is not a course checkpoint (no ``"model"`` state_dict); ``pickle.UnpicklingError`` for
-    a file holding pickled objects other than tensors and plain containers.
+    is not a course checkpoint (no ``"model"`` state_dict), and for a damaged one: the SHA-256
+    of the content that :func:`save_checkpoint` stored (:func:`content_hash`) is recomputed and
+    must match (files written before checkpoints carried it load unchecked); ``pickle.UnpicklingError``
+    for a file holding pickled objects other than tensors and plain containers.
     """
     path = Path(path)
     if not path.is_file():
@@ -726,6 +765,11 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_locati
             "with save_checkpoint(path, model); a bare state_dict loads with "
             "model.load_state_dict(torch.load(path, weights_only=True))."
         )
+    stored = payload.pop("sha256", None)
+    if stored is not None and stored != content_hash(payload):
+        raise ValueError(f"{path}: the checkpoint is damaged: its content no longer matches the SHA-256 stored when it "
+                         "was saved (a changed byte, e.g. a bad disk or copy). Use another copy, or retrain "
+                         "(`train --resume` continues from last.pt if that one is intact).")
     if model is not None:
         try:
             model.load_state_dict(payload["model"])

@@ -97,8 +97,8 @@ def test_m42_m43_m50_seed_values_must_be_numbers() -> None:
 
 
 def test_m30_m32_bootstrap_accepts_numpy_ints_and_checks_the_seed() -> None:
-    preds = [{"boxes": [[0, 0, 9, 9]], "scores": [0.9], "labels": [1]}]
-    targets = [{"boxes": [[0, 0, 9, 9]], "labels": [1]}]
+    preds = [{"boxes": [[0, 0, 9, 9]], "scores": [0.9], "labels": [1]}] * 2
+    targets = [{"boxes": [[0, 0, 9, 9]], "labels": [1]}] * 2
     assert bootstrap_map(preds, targets, n_boot=np.int64(5))["n_boot"] == 5
     with pytest.raises(ValueError, match="seed=-1"):
         bootstrap_map(preds, targets, n_boot=5, seed=-1)
@@ -577,6 +577,6 @@ def test_rerun_mild_crashes_now_speak_course_utils(tmp_path):
         with pytest.raises(ValueError, match="export it again"):
             ort(torch.rand(1, 3, 48, 48))
     assert SyntheticShapes(5)[torch.tensor(2)][0].shape == SyntheticShapes(5)[2][0].shape
-    preds = [{"boxes": torch.tensor([[10., 10, 50, 50]]), "scores": torch.tensor([.9]), "labels": torch.tensor([1])}]
-    targets = [{"boxes": torch.tensor([[10., 10, 50, 50]]), "labels": torch.tensor([1])}]
+    preds = [{"boxes": torch.tensor([[10., 10, 50, 50]]), "scores": torch.tensor([.9]), "labels": torch.tensor([1])}] * 2
+    targets = [{"boxes": torch.tensor([[10., 10, 50, 50]]), "labels": torch.tensor([1])}] * 2
     assert type(bootstrap_map(preds, targets, n_boot=np.int64(20))["n_boot"]) is int

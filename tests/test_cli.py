@@ -122,7 +122,7 @@ def test_predict_draws_pngs(folders, trained, tmp_path, capsys):
     (["train", "--train", "{ann}", "--val", "{ann}", "--epochs", "1", "--device", "cuda:7"], "device"),
     (["evaluate", "{ann}", "--data", "{ann}"], "checkpoint"),
     (["export", "{ckpt}", "--onnx", "x.onnx", "--int8"], "--int8 needs --calib"),
-    (["predict", "{ckpt}", "{ann}", "--out", "p"], "cannot read it as an image"),
+    (["predict", "{ckpt}", "{ann}", "--out", "p"], "1 of 1 files could not be read as images"),
     (["train", "--train", "{ann}", "--val", "{ann}", "--resume", "--out", "{empty}"], "no .*last.pt to resume"),
 ])
 def test_bad_input_gets_one_clear_line_and_exit_status_2(folders, trained, tmp_path, argv, message):
@@ -202,6 +202,7 @@ def test_train_on_two_files_of_different_image_sizes(folders, tmp_path, capsys):
     (tmp_path / "other.json").write_text(json.dumps(other))
     (tmp_path / "images").symlink_to(folders / "val" / "images")
     argv[3] = str(tmp_path / "other.json")
+    argv[argv.index("--out") + 1] = str(tmp_path / "other_run")
     assert cli.main(argv) == 2
     assert "same categories" in capsys.readouterr().err
 

@@ -35,6 +35,8 @@ built (:meth:`IntegerConv.from_float`), never while it runs.
 
 from __future__ import annotations
 
+import math
+
 import numbers
 from dataclasses import dataclass
 from typing import Any
@@ -272,7 +274,13 @@ class IntegerAdd:
     @classmethod
     def from_scales(cls, a_scale: float, a_zero_point: int, b_scale: float, b_zero_point: int, y_scale: float,
                     y_zero_point: int, y_range: tuple[int, int] = (0, 255)) -> "IntegerAdd":
-        """TFLite's multipliers: ``S_a / 2S``, ``S_b / 2S`` and ``2S / (2²⁰ S_y)`` with ``2S = 2 max(S_a, S_b)``."""
+        """TFLite's multipliers: ``S_a / 2S``, ``S_b / 2S`` and ``2S / (2²⁰ S_y)`` with ``2S = 2 max(S_a, S_b)``.
+
+        Every scale must be a finite number > 0 (``ValueError`` otherwise)."""
+        for name, scale in (("a_scale", a_scale), ("b_scale", b_scale), ("y_scale", y_scale)):
+            if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
+                raise ValueError(f"IntegerAdd.from_scales: {name} must be a finite number > 0 (a quantization step, "
+                                 f"e.g. 0.05), got {scale!r}")
         twice_max = 2 * max(float(a_scale), float(b_scale))
         return cls(_int(a_zero_point, "a_zero_point"), _int(b_zero_point, "b_zero_point"), _int(y_zero_point, "y_zero_point"),
                    fixed_point_multiplier(float(a_scale) / twice_max), fixed_point_multiplier(float(b_scale) / twice_max),
