@@ -440,6 +440,330 @@ def _(t: Trial) -> tuple[str, str]:
                        names=["nan"])
 
 
+# -- bad image files while training, evaluating and calibrating an int8 export
+def _bad_image(kind: str, path: Path, good: Path) -> None:
+    """Replace ``path`` by a broken image of ``kind``."""
+    if kind == "corrupt":
+        path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    elif kind == "svg":
+        path.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="48" height="48"><rect width="48" height="48"/></svg>')
+    elif kind == "text":
+        path.write_text("id,label\n1,circle\n")
+    elif kind == "truncated":
+        path.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+
+
+def _dataset_with_bad_image(t: Trial, kind: str, which: str = "train") -> tuple[Path, Path]:
+    ann = t.copy_dataset(which, f"{which}_{kind}")
+    bad = ann.parent / "images" / "00003.jpg"
+    _bad_image(kind, bad, t.fx.data[which].parent / "images" / "00003.jpg")
+    return ann, bad
+
+
+for _kind in ("corrupt", "svg", "text", "truncated"):
+    def _train_bad(t: Trial, kind: str = _kind) -> tuple[str, str]:
+        ann, bad = _dataset_with_bad_image(t, kind)
+        return t.cli_error("train", "--train", ann, "--val", t.fx.val, "--out", t.dir / "run", *TRAIN_FLAGS,
+                           names=[bad.name])
+
+    def _evaluate_bad(t: Trial, kind: str = _kind) -> tuple[str, str]:
+        ann, bad = _dataset_with_bad_image(t, kind, "val")
+        return t.cli_error("evaluate", t.fx.ckpt, "--data", ann, names=[bad.name])
+
+    def _export_bad(t: Trial, kind: str = _kind) -> tuple[str, str]:
+        ann, bad = _dataset_with_bad_image(t, kind)
+        onnx = t.dir / "m.onnx"
+        cls, detail = t.cli_error("export", t.fx.ckpt, "--onnx", onnx, "--int8", "--calib", ann, names=[bad.name])
+        written = [p.name for p in t.dir.glob("*.onnx")]
+        if cls == "ok_clear_error" and written:
+            return "silent_wrong", f"refused, but wrote {written} first: {detail}"
+        return cls, detail
+
+    add("cli", f"train with a {_kind} image in --train", _train_bad)
+    add("cli", f"evaluate with a {_kind} image in --data", _evaluate_bad)
+    add("cli", f"export --int8 --calib with a {_kind} image (no fp32 ONNX written first)", _export_bad)
+
+
+class _Evil:
+    """A pickle that creates a folder when unpickled: proof of executed code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return os.mkdir, (self.marker,)
+
+
+def _evil_checkpoint(t: Trial) -> tuple[Path, Path]:
+    marker = t.dir / "PWNED"
+    path = t.dir / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "metadata": {"x": _Evil(marker)}}, path)
+    return path, marker
+
+
+def _judge_with_marker(cls: str, detail: str, marker: Path) -> tuple[str, str]:
+    if marker.exists():
+        return "silent_wrong", f"the pickle's code RAN (created {marker.name}); {detail}"
+    return cls, detail
+
+
+@attempt("cli", "unsafe pickle as train --init")
+def _(t: Trial) -> tuple[str, str]:
+    path, marker = _evil_checkpoint(t)
+    cls, detail = t.cli_error("train", "--train", t.fx.train, "--val", t.fx.val, "--out", t.dir / "run", "--init", path,
+                              *TRAIN_FLAGS, names=["evil.pt"])
+    return _judge_with_marker(cls, detail, marker)
+
+
+@attempt("cli", "unsafe pickle to evaluate")
+def _(t: Trial) -> tuple[str, str]:
+    path, marker = _evil_checkpoint(t)
+    return _judge_with_marker(*t.cli_error("evaluate", path, "--data", t.fx.val, names=["evil.pt"]), marker)
+
+
+@attempt("cli", "train --out naming a file")
+def _(t: Trial) -> tuple[str, str]:
+    out = t.dir / "notes.txt"
+    out.write_text("my notes\n")
+    return t.cli_error("train", "--train", t.fx.train, "--val", t.fx.val, "--out", out, *TRAIN_FLAGS, names=["notes.txt"])
+
+
+for _seed_text in ("-1", "99999999999999999999", "1.5", "0x10"):
+    add("cli", f"train --seed {_seed_text}", lambda t, s=_seed_text: t.cli_error(
+        "train", "--train", t.fx.train, "--val", t.fx.val, "--out", t.dir / "run", *TRAIN_FLAGS, "--seed", s, names=[s]))
+
+
+def _train_edited(t: Trial, edit: Callable[[dict[str, Any]], None], names: Sequence[str] = (), which: str = "train",
+                  ) -> tuple[str, str]:
+    """``train`` on the fixture's train file edited by ``edit`` (as --train, or as --val with ``which='val'``)."""
+    data = t.coco(which)
+    edit(data)
+    ann = t.write_coco(data, image_dir=t.fx.data[which].parent / "images")
+    files = ["--train", ann, "--val", t.fx.val] if which == "train" else ["--train", t.fx.train, "--val", ann]
+    return t.cli_error("train", *files, "--out", t.dir / "run", *TRAIN_FLAGS, names=names)
+
+
+def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        data[key] = value
+    return edit
+
+
+def _set_in(key: str, field_name: str, value: Any, index: int = 0) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        data[key][index][field_name] = value
+    return edit
+
+
+add("cli", "train on an empty images list", lambda t: _train_edited(t, _set("images", []), ["images"]))
+add("cli", "train on empty categories", lambda t: _train_edited(t, _set("categories", []), ["categories"]))
+add("cli", 'train with a category "name": null', lambda t: _train_edited(t, _set_in("categories", "name", None), ["name"]))
+add("cli", 'train with a category "name": a list', lambda t: _train_edited(t, _set_in("categories", "name", ["a", "b"]),
+                                                                           ["name"]))
+add("cli", 'train with an annotation "area": 1e300', lambda t: _train_edited(t, _set_in("annotations", "area", 1e300),
+                                                                             ["area"]))
+
+
+def _all_crowd(data: dict[str, Any]) -> None:
+    for a in data["annotations"]:
+        a["iscrowd"] = 1
+
+
+add("cli", "train with a val set whose annotations are all iscrowd=1",
+    lambda t: _train_edited(t, _all_crowd, ["iscrowd", "crowd"], which="val"))
+
+
+@attempt("cli", "evaluate --json naming a folder")
+def _(t: Trial) -> tuple[str, str]:
+    (t.dir / "results").mkdir()
+    return t.cli_error("evaluate", t.fx.ckpt, "--data", t.fx.val, "--json", t.dir / "results", names=["results"])
+
+
+@attempt("cli", "export --onnx naming a folder")
+def _(t: Trial) -> tuple[str, str]:
+    (t.dir / "models").mkdir()
+    return t.cli_error("export", t.fx.ckpt, "--onnx", t.dir / "models", names=["models"])
+
+
+@attempt("cli", "predict --out naming a file")
+def _(t: Trial) -> tuple[str, str]:
+    out = t.dir / "out.png"
+    out.write_bytes(b"keep me")
+    return t.cli_error("predict", t.fx.ckpt, t.fx.images()[0], "--out", out, names=["out.png"])
+
+
+@attempt("cli", "train --out /proc/nope (fails in seconds, before an epoch)")
+def _(t: Trial) -> tuple[str, str]:
+    res = t.cli("train", "--train", t.fx.train, "--val", t.fx.val, "--out", "/proc/nope", *TRAIN_FLAGS)
+    cls, detail = judge_cli_error(res, ["/proc/nope"])
+    if cls == "ok_clear_error" and ("epoch" in res.out or res.seconds > 20):
+        return "obscure_crash", f"refused only after training ({res.seconds:.1f} s): {detail}"
+    return cls, f"{res.seconds:.1f} s: {detail}"
+
+
+@attempt("cli", "train --device meta")
+def _(t: Trial) -> tuple[str, str]:
+    return t.cli_error("train", "--train", t.fx.train, "--val", t.fx.val, "--out", t.dir / "run", *TRAIN_FLAGS[:-2],
+                       "--device", "meta", names=["meta"])
+
+
+@attempt("cli", "predict --device cuda:7 on a machine without that GPU")
+def _(t: Trial) -> tuple[str, str]:
+    if torch.cuda.device_count() > 7:
+        return "ok_right_answer", "this machine has 8 GPUs; nothing to check"
+    return t.cli_error("predict", t.fx.ckpt, t.fx.images()[0], "--out", t.dir / "p", "--device", "cuda:7", names=["cuda"])
+
+
+for _cmd in ("train", "evaluate", "export", "predict"):
+    def _help(t: Trial, cmd: str = _cmd) -> tuple[str, str]:
+        res = t.cli(cmd, "--help")
+        if res.rc == 0 and "usage:" in res.out and "--overwrite" in res.out and "Traceback" not in res.err:
+            return "ok_right_answer", f"usage printed ({len(res.out.splitlines())} lines, lists --overwrite)"
+        return "silent_wrong" if res.rc == 0 else "obscure_crash", f"exit {res.rc}: {res.out[-120:]} {res.last_err[:60]}"
+    add("cli", f"{_cmd} --help (lists --overwrite)", _help)
+
+
+@attempt("cli", "predict into an --out holding the same PNG, no --overwrite")
+def _(t: Trial) -> tuple[str, str]:
+    img = t.fx.images()[0]
+    out = t.dir / "pred"
+    out.mkdir()
+    (out / f"{img.stem}.png").write_bytes(b"an earlier drawing")
+    return t.cli_error("predict", t.fx.ckpt, img, "--out", out, names=[f"{img.stem}.png"])
+
+
+@attempt("cli", "evaluate --json onto an existing file, no --overwrite")
+def _(t: Trial) -> tuple[str, str]:
+    out = t.dir / "scores.json"
+    out.write_text('{"mine": 1}\n')
+    return t.cli_error("evaluate", t.fx.ckpt, "--data", t.fx.val, "--json", out, names=["scores.json"])
+
+
+@attempt("cli", "evaluate --json --overwrite replaces the file with right numbers")
+def _(t: Trial) -> tuple[str, str]:
+    out = t.dir / "scores.json"
+    out.write_text('{"mine": 1}\n')
+    res = t.cli("evaluate", t.fx.ckpt, "--data", t.fx.val, "--json", out, "--overwrite", may_change=[out])
+    if res.rc != 0:
+        return judge_cli_error(res)
+    got = json.loads(out.read_text())
+    return ("ok_right_answer", f"map {got.get('map')}") if "map" in got and got.get("images") == 4 else \
+        ("silent_wrong", f"json {short(got)}")
+
+
+@attempt("cli", "export onto an existing ONNX file, no --overwrite")
+def _(t: Trial) -> tuple[str, str]:
+    out = t.dir / "m.onnx"
+    out.write_bytes(b"an earlier model")
+    return t.cli_error("export", t.fx.ckpt, "--onnx", out, names=["m.onnx"])
+
+
+@attempt("cli", "train --resume --overwrite together")
+def _(t: Trial) -> tuple[str, str]:
+    out = t.dir / "run"
+    shutil.copytree(t.fx.ckpt.parent, out)
+    return t.cli_error("train", "--train", t.fx.train, "--val", t.fx.val, "--out", out, "--resume", "--overwrite",
+                       *TRAIN_FLAGS, names=["--resume", "--overwrite"])
+
+
+@attempt("cli", "train --overwrite whose --init is the run's own last.pt")
+def _(t: Trial) -> tuple[str, str]:
+    out = t.dir / "run"
+    shutil.copytree(t.fx.ckpt.parent, out)
+    return t.cli_error("train", "--train", t.fx.train, "--val", t.fx.val, "--out", out, "--overwrite", "--init",
+                       out / "last.pt", *TRAIN_FLAGS, names=["last.pt"])
+
+
+@attempt("cli", "evaluate with a JSON file as the checkpoint")
+def _(t: Trial) -> tuple[str, str]:
+    return t.cli_error("evaluate", t.fx.val, "--data", t.fx.val, names=["annotations.json"])
+
+
+@attempt("cli", "evaluate --data naming the checkpoint")
+def _(t: Trial) -> tuple[str, str]:
+    return t.cli_error("evaluate", t.fx.ckpt, "--data", t.fx.ckpt, names=["last.pt"])
+
+
+for _flag, _value in (("--epochs", "0"), ("--batch-size", "-3"), ("--lr", "nan"), ("--lr", "inf"), ("--width", "0"),
+                      ("--image-size", "33"), ("--levels", "4"), ("--epochs", "1e3")):
+    add("cli", f"train {_flag} {_value}", lambda t, f=_flag, v=_value: t.cli_error(
+        "train", "--train", t.fx.train, "--val", t.fx.val, "--out", t.dir / "run",
+        *[w for k, w in enumerate(TRAIN_FLAGS) if w != f and (k == 0 or TRAIN_FLAGS[k - 1] != f)], f, v, names=[v]))
+
+
+@attempt("cli", "train interrupted (SIGINT) after its first epoch, then --resume")
+def _(t: Trial) -> tuple[str, str]:
+    out = t.dir / "run"
+    args = ["train", "--train", t.fx.train, "--val", t.fx.val, "--out", out, "--epochs", "3", *TRAIN_FLAGS[2:]]
+    with t.guard():
+        started = time.perf_counter()
+        proc = start_cli(args)
+        while not (out / "last.pt").exists() and proc.poll() is None and time.perf_counter() - started < HANG_SECONDS:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        first = finish_cli(proc, started)
+    if first.rc == 0:
+        return "ok_right_answer", "finished before the interrupt arrived"
+    if first.rc != 130 or "Traceback" in first.err:
+        return "obscure_crash", f"interrupted run: exit {first.rc}: {first.last_err[:150]}"
+    res = t.cli(*args, "--resume", may_change=[out / "last.pt", out / "best.pt"])
+    if res.rc == 0 and "resuming" in res.out:
+        return "ok_right_answer", f"interrupt: {first.last_err[:80]}; resume: {res.out.strip().splitlines()[-1][:90]}"
+    return judge_cli_error(res)
+
+
+@attempt("cli", "train --overwrite deletes only last.pt/best.pt, keeps notes in --out")
+def _(t: Trial) -> tuple[str, str]:
+    out = t.dir / "run"
+    shutil.copytree(t.fx.ckpt.parent, out)
+    (out / "notes.md").write_text("my notes\n")
+    res = t.cli("train", "--train", t.fx.train, "--val", t.fx.val, "--out", out, "--overwrite", *TRAIN_FLAGS,
+                may_change=[out / "last.pt", out / "best.pt"])
+    if res.rc == 0 and (out / "last.pt").is_file():
+        return "ok_right_answer", "retrained; notes.md kept"
+    return judge_cli_error(res)
+
+
+@attempt("cli", "predict a JPEG with a very long unicode file name")
+def _(t: Trial) -> tuple[str, str]:
+    name = ("ßé漢字🙂" * 12)[:60] + ".jpg"
+    img = t.dir / name
+    shutil.copy(t.fx.images()[0], img)
+    res = t.cli("predict", t.fx.ckpt, img, "--out", t.dir / "p")
+    drawn = list((t.dir / "p").glob("*.png")) if (t.dir / "p").is_dir() else []
+    if res.rc == 0 and len(drawn) == 1:
+        return "ok_right_answer", f"drew {drawn[0].name[:40]}"
+    return judge_cli_error(res) if res.rc != 0 else ("silent_wrong", f"exit 0, drew {len(drawn)} files")
+
+
+@attempt("cli", "predict with a file name too long for the file system")
+def _(t: Trial) -> tuple[str, str]:
+    return t.cli_error("predict", t.fx.ckpt, t.dir / ("x" * 300 + ".jpg"), "--out", t.dir / "p", names=["xxxx"])
+
+
+@attempt("cli", "predict one image given twice")
+def _(t: Trial) -> tuple[str, str]:
+    img = t.fx.images()[0]
+    return t.cli_error("predict", t.fx.ckpt, img, img, "--out", t.dir / "p", names=[img.name])
+
+
+@attempt("cli", "predict --out inside a read-only location (/sys)")
+def _(t: Trial) -> tuple[str, str]:
+    return t.cli_error("predict", t.fx.ckpt, t.fx.images()[0], "--out", "/sys/course_pred", names=["/sys/course_pred"])
+
+
+@attempt("cli", "an unknown command")
+def _(t: Trial) -> tuple[str, str]:
+    return t.cli_error("fit", "--train", t.fx.train, names=["fit"])
+
+
+@attempt("cli", "no command at all")
+def _(t: Trial) -> tuple[str, str]:
+    return t.cli_error(names=["COMMAND", "command"])
+
+
 # ---------------------------------------------------------------- data
 def _grey16_png(path: Path, value: int) -> Path:
     from PIL import Image

@@ -154,9 +154,17 @@ def _score(text: str) -> float:
 
 def _image_size(text: str) -> int:
     value = _positive_int(text)
-    if value < 16 or value % 16:
-        raise argparse.ArgumentTypeError(f"{value}: use a multiple of 16 that is >= 16 (the detector's coarsest stride), "
+    if value < 16 or value % 16 or value > 2048:
+        raise argparse.ArgumentTypeError(f"{value}: use a multiple of 16 from 16 (the detector's coarsest stride) to 2048, "
                                          "e.g. 128, 256 or 320")
+    return value
+
+
+def _width(text: str) -> float:
+    value = _positive_float(text)
+    if value > 16:
+        raise argparse.ArgumentTypeError(f"{text}: the channel multiplier must be at most 16 (1.0 is the course's "
+                                         "detector, 2.0 its teacher; 16 already has about 100 million weights)")
     return value
 
 
@@ -182,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val", type=_existing_file, required=True, metavar="ANN.json", help="COCO annotations to validate on")
     t.add_argument("--images", type=Path, help="image folder of --train (default: images/ beside each JSON)")
     t.add_argument("--val-images", type=Path, help="image folder of --val (default: images/ beside the JSON)")
-    t.add_argument("--width", type=_positive_float, default=1.0, help="channel multiplier of the detector (default 1.0)")
+    t.add_argument("--width", type=_width, default=1.0, help="channel multiplier of the detector (default 1.0)")
     t.add_argument("--levels", type=int, choices=(1, 2, 3), default=1,
                    help="pyramid levels to predict from: 1 = stride 8 only (default); 2 adds stride 16; 3 adds "
                         "strides 16 and 32, for large objects (on scenes with objects of 32-176 px it learned faster "
@@ -641,15 +649,23 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-#: Errors the library raises for bad input; their messages name the value and the fix.
-USER_ERRORS = (ValueError, TypeError, OSError, pickle.UnpicklingError)
+#: Errors the library raises for bad input; their messages name the value and the fix (FloatingPointError:
+#: training diverged, :class:`~course_utils.train.NonFiniteLossError`).
+USER_ERRORS = (ValueError, TypeError, OSError, pickle.UnpicklingError, FloatingPointError)
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """A ``MemoryError``, or torch's allocator failing (CPU: "can't allocate memory", CUDA: "out of memory")."""
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
+        "can't allocate memory" in str(err) or "out of memory" in str(err).lower()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m course_utils`` (and the ``course-utils`` console script).
 
     Exit status 0 on success; 2 with one line ``error: ...`` for bad input (the library's ``ValueError``,
-    ``TypeError``, ``OSError`` and refused pickles, whose messages say what to fix); 130 when interrupted;
+    ``TypeError``, ``OSError``, refused pickles and a diverged training, whose messages say what to fix; and
+    running out of memory); 130 when interrupted;
     1 with one line for anything else (a bug: set ``COURSE_UTILS_TRACEBACK=1`` to see where it happened).
     """
     parser = build_parser()
@@ -667,6 +683,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 -- the promise: one line, never a traceback
         if os.environ.get("COURSE_UTILS_TRACEBACK"):
             raise
+        if _out_of_memory(err):
+            print("error: out of memory; lower --batch-size (or --image-size, --width), or close other programs",
+                  file=sys.stderr)
+            return 2
         print(f"error: unexpected {type(err).__name__}: {_one_line(err)[:300]} -- this is a bug in course_utils; rerun "
               "with COURSE_UTILS_TRACEBACK=1 to see where, and report it", file=sys.stderr)
         return 1

@@ -358,3 +358,32 @@ def test_a_check_survives_sys_exit_in_the_learners_code(capsys):
     assert not ex.check_loss_recorder(Quits)
     out = capsys.readouterr().out
     assert "raised SystemExit: 3" in out and "SystemExit: 0" in out
+
+
+def test_main_turns_every_error_into_one_line(monkeypatch, capsys):
+    """Diverged training and bad input: exit 2; out of memory: exit 2 with the fix; anything else is a bug: exit 1,
+    still one line (COURSE_UTILS_TRACEBACK=1 shows the traceback)."""
+    from course_utils.train import NonFiniteLossError
+
+    for error, status, words in ((NonFiniteLossError("loss is nan at epoch 0, step 3. Training has diverged", history={}),
+                                  2, "diverged"),
+                                 (RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory"), 2, "out of memory"),
+                                 (MemoryError(), 2, "out of memory"),
+                                 (KeyError("boom"), 1, "bug in course_utils")):
+        def fail(args, error=error):
+            raise error
+
+        monkeypatch.setitem(cli.COMMANDS, "evaluate", fail)
+        assert cli.main(["evaluate", __file__, "--data", __file__]) == status
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+    monkeypatch.setenv("COURSE_UTILS_TRACEBACK", "1")
+    with pytest.raises(KeyError):
+        cli.main(["evaluate", __file__, "--data", __file__])
+
+
+def test_train_flags_that_would_exhaust_memory_are_refused(data, tmp_path, capsys):
+    for flag, value in (("--width", "1e9"), ("--image-size", "1048576")):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(_train(data, tmp_path / "o") + [flag, value])
+        assert stop.value.code == 2 and value in capsys.readouterr().err
