@@ -2,12 +2,13 @@
 
 For your own data: the README's "Your own data" section walks through these commands.
 
-Four subcommands, each with ``--help``::
+Five subcommands, each with ``--help``::
 
     python -m course_utils train --train train.json --val val.json --out runs/mine   # resumable
     python -m course_utils evaluate runs/mine/last.pt --data val.json                # the full COCO table
     python -m course_utils export runs/mine/best.pt --onnx mine.onnx --int8 --calib train.json
     python -m course_utils predict runs/mine/best.pt photo1.jpg photo2.png --out predictions/
+    python -m course_utils benchmark runs/mine/best.pt --data val.json   # which runtime and precision to deploy
     torchrun --nproc-per-node 2 -m course_utils train ...                             # DDP, see course_utils.distributed
 
 From a notebook, :func:`run_command` runs the same commands in a new process and fails loudly (a
@@ -176,7 +177,7 @@ def _existing_file(text: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: ``train``, ``evaluate``, ``export``, ``predict``."""
+    """The command line: ``train``, ``evaluate``, ``export``, ``predict``, ``benchmark``."""
     parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Run `python -m course_utils COMMAND --help` for each command's options.")
@@ -223,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="ONNX (and int8 ONNX Runtime) models of a checkpoint",
                        description="Export the network (without post-processing) to ONNX; with --int8, also an int8 "
                                    "model (ONNX Runtime static quantization, calibrated on --calib images). Prints sizes "
-                                   "and a latency line.")
+                                   "and a latency line. OpenVINO reads both files as they are (no separate IR "
+                                   "needed): `benchmark` runs them in ONNX Runtime and in OpenVINO.")
     x.add_argument("checkpoint", type=_existing_file)
     x.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx", help="where to write the fp32 ONNX model")
     x.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx")
@@ -242,6 +244,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=_score, default=0.3, help="draw detections scoring at least this (default 0.3)")
     p.add_argument("--overwrite", action="store_true", help="replace PNGs already in --out")
     p.add_argument("--device", default=None)
+
+    b = sub.add_parser("benchmark", help="which runtime and precision to deploy: latency, file size and mAP of each",
+                       description="Run the checkpoint in every runtime and precision this CPU offers (PyTorch fp32; "
+                                   "ONNX Runtime fp32 and int8; OpenVINO fp32, bf16 where the CPU has bf16 instructions, "
+                                   "and int8) and print one table: ms per image at batch 1 and 16 (network) and end to "
+                                   "end at batch 16 (with decode + NMS), speed-ups over the fastest fp32 and the fastest "
+                                   "float, file size, and mAP on --data. int8 is calibrated on --calib images.")
+    b.add_argument("checkpoint", type=_existing_file, help="a checkpoint written by `train`")
+    b.add_argument("--data", type=_existing_file, required=True, metavar="ANN.json", help="COCO annotations to score on")
+    b.add_argument("--images", type=Path, help="image folder of --data (default: images/ beside the JSON)")
+    b.add_argument("--calib", type=_existing_file, metavar="ANN.json",
+                   help="COCO file whose images calibrate int8 (default: the checkpoint's first --train file)")
+    b.add_argument("--calib-images", type=Path, help="image folder of --calib (default: images/ beside the JSON)")
+    b.add_argument("--num-calib", type=_positive_int, default=64, help="calibration images (default 64)")
+    b.add_argument("--threads", type=_positive_int, default=None, help="threads for every runtime (default: torch's)")
+    b.add_argument("--rounds", type=_positive_int, default=3, help="interleaved timing rounds (default 3)")
+    b.add_argument("--runs", type=_positive_int, default=20, help="timed calls per pair and round (default 20)")
+    b.add_argument("--json", type=Path, help="also write the table to this JSON file")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return parser
 
 
@@ -332,20 +353,36 @@ def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _check_categories(names: list[str], config: dict[str, Any], data: Path) -> None:
+    """The data's class names are the checkpoint's (a course detector that records none: as many classes)."""
+    trained = config["categories"]
+    if trained is None and len(names) != config["num_classes"]:
+        raise CLIError(f"{data} has {len(names)} categories ({names}); the checkpoint detects {config['num_classes']} classes")
+    if trained is not None and names != trained:
+        raise CLIError(f"{data} has categories {names}, the checkpoint was trained on {trained}")
+
+
 def _load_model(path: Path, device: torch.device | None = None) -> tuple[Any, dict[str, Any]]:
     from .models import TinyDetector
     from .train import load_checkpoint
 
     try:
-        meta = load_checkpoint(path)["metadata"]
+        payload = load_checkpoint(path)
     except (ValueError, RuntimeError, OSError, pickle.UnpicklingError) as err:
         raise CLIError(f"{path}: {err}") from None
-    config = meta.get("config")
+    meta, config = payload["metadata"], payload["metadata"].get("config")
+    head = payload["model"].get("cls_out.weight")
+    if isinstance(config, dict) and "num_classes" not in config and "width" in config and isinstance(head, torch.Tensor):
+        # one of the course's own detectors (benchmarks/train_tiny_detector.py): 128-px synthetic shapes
+        config = {"num_classes": int(head.shape[0]), "width": config["width"], "depth": config.get("depth", 1),
+                  "levels": 1, "image_size": 128, "categories": None}
+        meta = {**meta, "config": config}
     if not isinstance(config, dict) or "num_classes" not in config:
         raise CLIError(f"{path} is a course checkpoint but not one written by `python -m course_utils train` (it has no "
                        "'config'); train with the command, or load it in Python with load_checkpoint")
     try:
-        model = TinyDetector(num_classes=config["num_classes"], width=config["width"], levels=config.get("levels", 1))
+        model = TinyDetector(num_classes=config["num_classes"], width=config["width"], depth=config.get("depth", 1),
+                             levels=config.get("levels", 1))
         load_checkpoint(path, model)
     except (ValueError, TypeError, KeyError) as err:
         raise CLIError(f"{path}: its 'config' does not describe the weights it holds ({err}); retrain it with "
@@ -517,8 +554,7 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, Any]:
     config = meta["config"]
     data = _dataset(args.data, args.images, config["image_size"])
     names = [c.get("name", str(c["id"])) for c in data.categories]
-    if names != config["categories"]:
-        raise CLIError(f"{args.data} has categories {names}, the checkpoint was trained on {config['categories']}")
+    _check_categories(names, config, args.data)
     metrics = evaluate(model, _loader(data, 16, False), device)
     out = {name: metrics[name] for name in COCO_STATS}
     out["ap_per_class"] = {names[label - 1]: ap for label, ap in metrics["ap_per_class"].items()}
@@ -641,7 +677,61 @@ def predict_command(args: argparse.Namespace) -> list[Path]:
     return written
 
 
-COMMANDS = {"train": train, "evaluate": evaluate_command, "export": export_command, "predict": predict_command}
+def benchmark_command(args: argparse.Namespace) -> dict[str, Any]:
+    from .benchmark import benchmark_detector
+    from .deploy import cpu_info
+    from .outputs import check_output_file, write_text
+
+    if args.json is not None:
+        check_output_file(args.json, "--json", [args.checkpoint, args.data], args.overwrite)
+    model, meta = _load_model(args.checkpoint)
+    config = meta["config"]
+    size = config["image_size"]
+    calib_file = args.calib
+    if calib_file is None:
+        recorded = [Path(f) for f in config.get("train") or []]
+        if not recorded or not recorded[0].is_file():
+            raise CLIError("--calib ANN.json is needed: images to calibrate int8 on (your training file; the "
+                           f"checkpoint's own --train file {recorded[0] if recorded else '(none recorded)'} is not here)")
+        calib_file = recorded[0]
+    data = _dataset(args.data, args.images, size)
+    names = [c.get("name", str(c["id"])) for c in data.categories]
+    _check_categories(names, config, args.data)
+    calib = _dataset(calib_file, args.calib_images, size, "--calib", objects=False)
+    images = torch.stack([calib[i][0] for i in range(min(args.num_calib, len(calib)))])
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    result = benchmark_detector(model, _loader(data, 16, False), images, size, threads=threads, rounds=args.rounds,
+                                runs=args.runs)
+    result.update(cpu=cpu_info(), checkpoint=str(args.checkpoint), data=str(args.data), calib=str(calib_file),
+                  calib_images=len(images), eval_images=len(data), image_size=size)
+    print(benchmark_table(result))
+    if args.json:
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return result
+
+
+def benchmark_table(result: dict[str, Any]) -> str:
+    """The benchmark's rows as a text table (ms per image; speed-ups over the fastest fp32 and fastest float)."""
+    head = (f"{'runtime':<12}{'precision':<10}{'size':>9}{'mAP':>7}{'b1 ms/img':>11}{'b16 ms/img':>12}"
+            f"{'e2e b16':>9}{'x fp32':>8}{'x float':>9}")
+    lines = [head, "-" * len(head)]
+    for r in result["rows"]:
+        n1, n16, e2e = r["network_b1"], r["network_b16"], r["end_to_end_b16"]
+        lines.append(f"{r['runtime']:<12}{r['precision']:<10}{r['file_bytes'] / 1024:>7.0f}KB{r['map']:>7.3f}"
+                     f"{n1['ms_per_image']:>11.2f}{n16['ms_per_image']:>12.2f}{e2e['ms_per_image']:>9.2f}"
+                     f"{n16['speedup_vs_fastest_fp32']:>7.2f}x{n16['speedup_vs_fastest_float']:>8.2f}x")
+    cpu = result.get("cpu", {})
+    flags = ", ".join(k for k in ("avx2", "avx512f", "vnni", "bf16", "amx_int8") if cpu.get("features", {}).get(k))
+    lines.append(f"{result['threads']} threads, median of {result['rounds']} interleaved rounds x {result['runs']} calls; "
+                 f"speed-ups: network at batch 16, paired per round. CPU: {cpu.get('model', '?')} ({flags or 'no AVX2'}). "
+                 f"mAP: AP@[.50:.95] on {result.get('eval_images', '?')} images.")
+    return "\n".join(lines)
+
+
+COMMANDS = {"train": train, "evaluate": evaluate_command, "export": export_command, "predict": predict_command,
+            "benchmark": benchmark_command}
 
 
 def _one_line(err: BaseException) -> str:

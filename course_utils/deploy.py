@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .models import _check_no_nan, _stack_images, check_images
+from .runtimes import OpenVinoSession, openvino_session, ort_session
 
 __all__ = [
     "DetectorNetwork",
@@ -40,6 +41,8 @@ __all__ = [
     "strip_onnx_debug_info",
     "quantize_onnx",
     "ort_session",
+    "openvino_session",
+    "OpenVinoSession",
     "OrtDetector",
     "measure_latency",
     "measure_interleaved",
@@ -157,53 +160,6 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
     finally:
         root.setLevel(level)
     return strip_onnx_debug_info(int8_path)
-
-
-def ort_session(path: str | Path, threads: int = 2, spin: bool = True, optimization: str = "all",
-                optimized_model_path: str | Path | None = None, config: Mapping[str, str] | None = None) -> Any:
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads and all graph optimisations.
-
-    ``optimization``: ONNX Runtime's graph optimization level: ``"disable"``; ``"basic"`` (constant
-    folding, redundant nodes -- a QDQ model still runs DQ → float Conv → Q); ``"extended"`` (fuses
-    each QDQ group into an integer kernel such as ``QLinearConv``); ``"all"`` (the default; adds
-    layout changes: NCHWc blocks for float convs, NHWC for integer ones).
-    ``optimized_model_path``: also write the optimized graph there (to see which kernels run).
-    ``config``: extra session config entries, e.g. ``{"session.qdqisint8allowed": "1"}``.
-
-    By default ONNX Runtime's worker threads spin for a while after each call,
-    waiting for more work: fastest for one session, but they tax whatever runs
-    next in the same process. ``spin=False`` lets them sleep -- use it when
-    several sessions (or PyTorch) are timed in turn in one process.
-    Checked: ``threads`` an int >= 0 (0: ONNX Runtime's default), ``path`` an existing file.
-    """
-    import onnxruntime as ort
-
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 0:
-        raise ValueError(f"threads must be an int >= 0 (0 lets ONNX Runtime choose), got {threads!r}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no ONNX file at {str(path)!r} (export one with export_onnx)")
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    if optimization not in levels:
-        raise ValueError(f"optimization must be one of {list(levels)}, got {optimization!r}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = levels[optimization]
-    if optimized_model_path is not None:
-        options.optimized_model_filepath = str(optimized_model_path)
-        options.log_severity_level = 3  # ORT warns that an "all"-level graph is specific to this CPU: known, it is only read
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    for key, value in (config or {}).items():
-        options.add_session_config_entry(str(key), str(value))
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime's own classes (InvalidProtobuf, Fail, ...): not importable by name everywhere
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: ONNX Runtime cannot load this file ({first}); make it with export_onnx "
-                         "(or quantize_onnx) from a model") from err
 
 
 class OrtDetector(nn.Module):
@@ -379,14 +335,22 @@ def file_size(path: str | Path) -> int:
     return path.stat().st_size + (extra.stat().st_size if extra.exists() else 0)
 
 
+#: The x86 flags (as /proc/cpuinfo spells them) that decide int8 and bf16 speed.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
 def cpu_int8_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, bool]:
-    """Which int8-relevant x86 instruction sets this CPU reports (False where unknown).
+    """Which int8- and bf16-relevant x86 instruction sets this CPU reports (False where unknown).
 
     ``avx2`` (int8 via 16-bit multiplies), ``avx512f``, ``avx512_vnni`` / ``avx_vnni``
-    (a fused int8 dot-product instruction, VPDPBUSD), ``amx_int8`` (tile matrix units).
+    (a fused int8 dot-product instruction, VPDPBUSD), ``avx512_bf16`` (a bf16 dot product,
+    VDPBF16PS), ``amx_int8`` / ``amx_bf16`` (tile matrix units: a whole 16x64 by 64x16 int8, or
+    16x32 by 32x16 bf16, product per instruction); and two summaries: ``vnni`` (either VNNI) and
+    ``bf16`` (AVX-512 BF16 or AMX-BF16: a runtime can run float layers in bf16).
     """
     flags = set(_cpuinfo_value(_cpuinfo_fields(cpuinfo), "flags", "").split())
-    return {name: name in flags for name in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
+    found = {name: name in flags for name in CPU_FLAGS}
+    return {**found, "vnni": found["avx512_vnni"] or found["avx_vnni"], "bf16": found["avx512_bf16"] or found["amx_bf16"]}
 
 
 def _cpuinfo_fields(cpuinfo: str | Path) -> list[tuple[str, str]]:

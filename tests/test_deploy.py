@@ -71,7 +71,8 @@ def test_measure_latency_and_cpu_features(tmp_path) -> None:
     assert len(calls) == 23 and stats["runs"] == 20 and stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]
     fake = tmp_path / "cpuinfo"
     fake.write_text("processor : 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
-    assert cpu_int8_features(fake) == {"avx2": True, "avx512f": True, "avx512_vnni": True, "avx_vnni": False, "amx_int8": False}
+    assert cpu_int8_features(fake) == {"avx2": True, "avx512f": True, "avx512_vnni": True, "avx_vnni": False,
+                                       "avx512_bf16": False, "amx_int8": False, "amx_bf16": False, "vnni": True, "bf16": False}
     assert not any(cpu_int8_features(tmp_path / "missing").values())
 
 

@@ -223,7 +223,7 @@ def optimized_op_types(path: str | Path, threads: int = 1, optimization: str = "
 
     import onnx
 
-    from ..deploy import ort_session
+    from ..runtimes import ort_session
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         out = Path(tmp) / "optimized.onnx"
