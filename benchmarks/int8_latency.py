@@ -7,22 +7,26 @@ r times every runtime once, so a slow moment of the machine hits all of them
 alike. Each runtime reports its median round (median, p10, p90 of its calls), and
 every int8 speed-up is also given per round, a ratio of two timings of that round:
 
-* fp32: eager PyTorch, ``torch.compile`` (inductor, freezing), ONNX Runtime;
-* int8: ONNX Runtime static QDQ (the course's path), and torchao's pt2e flow
+* fp32: eager PyTorch, ``torch.compile`` (inductor, freezing), ONNX Runtime, OpenVINO;
+* bf16 (only on a CPU with AVX-512 BF16 or AMX-BF16): OpenVINO running the fp32 file with bf16 float layers;
+* int8: the static QDQ file (the course's path) in ONNX Runtime and in OpenVINO, and torchao's pt2e flow
   (``X86InductorQuantizer`` + ``torch.compile`` with freezing) for comparison.
 
 Every fp32 path runs the trained fp32 detector with BN folded; the int8 models
 are made from the QAT-8 checkpoint (``qat_sweep.py``), BN folded.
-Latency is the *network* (backbone + head) at batch 1 and 16; post-processing
-(decode + NMS, float PyTorch) is timed separately. Writes
-``benchmarks/results/int8_latency.json``.
+Latency is the *network* (backbone + head) at batch 1 and 16, and *end to end*
+(network, then decode + NMS in float PyTorch) at both; post-processing alone is
+timed too. The teacher (width 2) is timed as well, network only, in ONNX Runtime and
+OpenVINO (its int8 file: post-training quantization). On the test split, each int8
+runtime's mAP is compared with the fake-quant model's and bf16's with fp32's
+(paired bootstrap intervals). Writes ``benchmarks/results/int8_latency.json``.
 
 The same rounds also time the oneDNN-based paths (eager and compiled fp32,
 torchao int8) with ``ONEDNN_MAX_CPU_ISA`` set to ``AVX512_CORE`` (AVX-512 without
 VNNI) and ``AVX2``, to measure what the int8 dot-product instruction (VNNI) is
 worth on this CPU.
 
-    python benchmarks/int8_latency.py              # about 10 min on 2 CPU cores
+    python benchmarks/int8_latency.py              # about 20 min on 2 CPU cores
     python benchmarks/int8_latency.py --skip-torchao --skip-isa --rounds 1 --runs 20   # quicker
     python benchmarks/int8_latency.py --scores-only   # new weights, same shapes: re-score, keep the timings
 
@@ -51,8 +55,11 @@ from torch.utils.data import DataLoader
 
 from course_utils import CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, load_checkpoint, materialize
 from course_utils.deploy import (
-    DetectorNetwork, OrtDetector, cpu_info, cpu_int8_features, export_onnx, file_size, measure_latency, ort_session, paired_speedup, quantize_onnx,
+    DetectorNetwork, OrtDetector, cpu_info, cpu_int8_features, export_onnx, file_size, measure_latency, openvino_session,
+    ort_session, paired_speedup, quantize_onnx,
 )
+from course_utils.metrics import paired_bootstrap_map
+from course_utils.train import predict
 from course_utils.quant import fuse_conv_bn, prepare_qat, to_float_folded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,15 +85,34 @@ class _TorchDetector(torch.nn.Module):
         return self.detector.postprocess(raw, tuple(x.shape[-2:]))
 
 
-def time_network(run, images: torch.Tensor, runs: int) -> dict[str, dict[str, float]]:
-    """Latency of ``run(batch)`` at batch 1 and 16."""
+def time_network(run, images: torch.Tensor, runs: int, whole=None) -> dict[str, dict[str, float]]:
+    """Latency of ``run(batch)`` at batch 1 and 16; with ``whole`` (the network and its post-processing), also
+    ``whole(batch)`` as ``e2e_batch1`` and ``e2e_batch16``."""
     out = {}
-    for batch, n in ((1, runs * 4), (16, runs)):
-        x = images[:batch].contiguous()
-        with torch.inference_mode():
-            out[f"batch{batch}"] = measure_latency(lambda: run(x), warmup=10, runs=n, min_seconds=2.0)
-        gc.collect()
+    for name, fn in (("batch", run), ("e2e_batch", whole)):
+        if fn is None:
+            continue
+        for batch, n in ((1, runs * 4), (16, runs)):
+            x = images[:batch].contiguous()
+            with torch.inference_mode():
+                out[f"{name}{batch}"] = measure_latency(lambda: fn(x), warmup=10, runs=n, min_seconds=2.0)
+            gc.collect()
     return out
+
+
+def runtime_names(features: dict[str, bool], torchao: bool) -> list[str]:
+    """The runtimes of the main table: fp32 (and bf16 where the CPU has it) and int8, in table order."""
+    names = ["fp32_eager", "fp32_compile", "fp32_ort", "fp32_openvino"] + (["bf16_openvino"] if features["bf16"] else [])
+    return names + ["int8_ort", "int8_openvino"] + (["int8_torchao"] if torchao else [])
+
+
+def onnx_session(name: str, work: Path, threads: int, prefix: str = ""):
+    """The ONNX Runtime or OpenVINO session of runtime ``name`` on ``work/{prefix}{fp32|int8}.onnx``."""
+    precision, runtime = name.split("_", 1)
+    path = work / f"{prefix}{'int8' if precision == 'int8' else 'fp32'}.onnx"
+    if runtime == "ort":
+        return ort_session(path, threads=threads)
+    return openvino_session(path, threads=threads, precision="bf16" if precision == "bf16" else "fp32")
 
 
 def torchao_int8(network: torch.nn.Module, calib: torch.Tensor, example: torch.Tensor):
@@ -111,8 +137,10 @@ def torchao_int8(network: torch.nn.Module, calib: torch.Tensor, example: torch.T
 
 def build_runner(name: str, folded_fp32, folded_qat, calib: torch.Tensor, images: torch.Tensor, work: Path, threads: int):
     """The network of runtime ``name`` as a callable on a (B, 3, H, W) batch, warmed up on both batch sizes."""
-    if name.endswith("_ort"):
-        return OrtDetector(ort_session(work / f"{name[:-4]}.onnx", threads=threads), TinyDetector()).network
+    if name.startswith("teacher_"):
+        return OrtDetector(onnx_session(name[len("teacher_"):], work, threads, "teacher_"), TinyDetector(width=2.0)).network
+    if name.endswith(("_ort", "_openvino")):
+        return OrtDetector(onnx_session(name, work, threads), TinyDetector()).network
     if name == "fp32_eager":
         return DetectorNetwork(folded_fp32).eval()
     import torch._inductor.config as inductor_config
@@ -143,9 +171,10 @@ def time_in_child(name: str, isa: str | None, work: Path, args) -> dict:
 
 def probe_main(args) -> None:
     """Child process of :func:`time_in_child`: build one runtime and time it at batch 1 and 16."""
-    _, _, folded_fp32, folded_qat, calib, images = load_models_and_images(args)
+    fp32, _, folded_fp32, folded_qat, calib, images = load_models_and_images(args)
     runner = build_runner(args.time_one, folded_fp32, folded_qat, calib, images, args.work, args.threads)
-    args.probe_out.write_text(json.dumps(time_network(runner, images, args.runs)))
+    whole = None if args.time_one.startswith("teacher_") else _TorchDetector(runner, fp32)  # + decode + NMS
+    args.probe_out.write_text(json.dumps(time_network(runner, images, args.runs, whole)))
 
 
 def median_round(rounds: list[dict]) -> dict:
@@ -172,22 +201,37 @@ def load_models_and_images(args):
     return fp32, qat, folded_fp32, folded_qat, calib, images
 
 
+def _best(latency: dict, names: list[str], key: str) -> str:
+    return min(names, key=lambda k: latency[k][key]["median_ms"])
+
+
 def summarize(latency: dict) -> dict:
-    """Per batch size: the fastest fp32 path and int8 ONNX Runtime's speed-up over it -- paired (the median of the
-    per-round ratios, the course's estimate), every round's ratio, and the ratio of the two median rounds."""
-    fp32_paths = [k for k in latency if k.startswith("fp32_")]  # (not the isa_* probes)
+    """Per measure (network and end to end, batch 1 and 16): the fastest fp32 and fastest float (fp32 or bf16) paths,
+    the fastest int8 path, and paired speed-ups (the median of the per-round ratios, the course's estimate, with
+    every round's ratio) of int8 ONNX Runtime and of the fastest int8 over both; the ratio of median rounds too."""
+    main = {k: v for k, v in latency.items() if k.split("_")[0] in ("fp32", "bf16", "int8")}  # not isa_*, teacher
+    fp32 = [k for k in main if k.startswith("fp32_")]
+    floats = fp32 + [k for k in main if k.startswith("bf16_")]
+    int8 = [k for k in main if k.startswith("int8_")]
     summary = {}
-    for batch in ("batch1", "batch16"):
-        fastest = min(fp32_paths, key=lambda k: latency[k][batch]["median_ms"])
-        paired = paired_speedup(latency[fastest][batch], latency["int8_ort"][batch])
-        summary[batch] = {
-            "fastest_fp32": fastest,
-            "fastest_fp32_ms": latency[fastest][batch]["median_ms"],
-            "int8_ort_ms": latency["int8_ort"][batch]["median_ms"],
+    for key in ("batch1", "batch16", "e2e_batch1", "e2e_batch16"):
+        if not all(key in latency[k] for k in fp32 + int8):
+            continue
+        fastest, fastest_float, best_int8 = _best(latency, fp32, key), _best(latency, floats, key), _best(latency, int8, key)
+        paired = paired_speedup(latency[fastest][key], latency["int8_ort"][key])
+        summary[key] = {
+            "fastest_fp32": fastest, "fastest_fp32_ms": latency[fastest][key]["median_ms"],
+            "fastest_float": fastest_float, "fastest_float_ms": latency[fastest_float][key]["median_ms"],
+            "fastest_int8": best_int8, "fastest_int8_ms": latency[best_int8][key]["median_ms"],
+            "int8_ort_ms": latency["int8_ort"][key]["median_ms"],
             "speedup_int8_ort_vs_fastest_fp32": paired["speedup"],
             "speedup_int8_ort_vs_fastest_fp32_per_round": paired["rounds"],
-            "speedup_int8_ort_vs_fastest_fp32_median_rounds": latency[fastest][batch]["median_ms"] / latency["int8_ort"][batch]["median_ms"],
-            "speedup_int8_ort_vs_fp32_ort": paired_speedup(latency["fp32_ort"][batch], latency["int8_ort"][batch])["speedup"],
+            "speedup_int8_ort_vs_fastest_fp32_median_rounds": latency[fastest][key]["median_ms"] / latency["int8_ort"][key]["median_ms"],
+            "speedup_int8_ort_vs_fp32_ort": paired_speedup(latency["fp32_ort"][key], latency["int8_ort"][key])["speedup"],
+            "speedup_fastest_int8_vs_fastest_fp32": paired_speedup(latency[fastest][key], latency[best_int8][key])["speedup"],
+            "speedup_fastest_int8_vs_fastest_fp32_per_round": paired_speedup(latency[fastest][key], latency[best_int8][key])["rounds"],
+            "speedup_fastest_int8_vs_fastest_float": paired_speedup(latency[fastest_float][key], latency[best_int8][key])["speedup"],
+            "speedup_fastest_float_vs_fastest_fp32": paired_speedup(latency[fastest][key], latency[fastest_float][key])["speedup"],
         }
     return summary
 
@@ -218,6 +262,7 @@ def main() -> None:
     parser.add_argument("--calib-images", type=int, default=64)
     parser.add_argument("--skip-torchao", action="store_true")
     parser.add_argument("--skip-isa", action="store_true", help="skip the oneDNN instruction-set comparison")
+    parser.add_argument("--skip-teacher", action="store_true", help="skip the teacher's (width 2) timings")
     parser.add_argument("--scores-only", action="store_true",
                         help="re-score sizes and mAPs with the current checkpoints; keep the existing JSON's latencies")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -239,12 +284,14 @@ def main() -> None:
                              batch_size=50, collate_fn=collate_detection)
 
     work = Path(tempfile.mkdtemp(prefix="int8_"))
-    sizes, maps, test_maps, latency, seconds = {}, {}, {}, {}, {}
+    sizes, maps, test_maps, latency, seconds, test_preds = {}, {}, {}, {}, {}, {}
+    features = cpu_int8_features()
     torch.save(fp32.state_dict(), work / "fp32.pt")
     sizes["fp32_state_dict"] = file_size(work / "fp32.pt")
 
     def score(name: str, model) -> None:  # both splits: nothing is chosen here, comparisons are reported on test
         maps[name], test_maps[name] = evaluate(model, val_loader)["map"], evaluate(model, test_loader)["map"]
+        test_preds[name], test_preds["targets"] = predict(model, test_loader, torch.device("cpu"))
 
     score("fp32", fp32)
     score("qat8_fake_quant", qat)
@@ -258,8 +305,15 @@ def main() -> None:
     quantize_onnx(work / "qat8_float.onnx", work / "int8.onnx", calib)
     seconds["ort_quantize"] = time.perf_counter() - start
     sizes["fp32_onnx"], sizes["int8_onnx"] = file_size(work / "fp32.onnx"), file_size(work / "int8.onnx")
-    for name in ("fp32", "int8"):
-        score(f"{name}_ort", OrtDetector(ort_session(work / f"{name}.onnx", threads=args.threads), fp32))
+    onnx_runtimes = [n for n in runtime_names(features, torchao=False) if n.endswith(("_ort", "_openvino"))]
+    for name in onnx_runtimes:
+        score(name, OrtDetector(onnx_session(name, work, args.threads), fp32))
+    if not args.skip_teacher:  # the teacher: fp32 and post-training int8 files (latency only)
+        teacher = TinyDetector(width=2.0)
+        load_checkpoint(ROOT / "benchmarks" / "results" / "teacher_converged.pt", teacher)
+        export_onnx(DetectorNetwork(fuse_conv_bn(teacher.eval())), images[:2], work / "teacher_fp32.onnx")
+        quantize_onnx(work / "teacher_fp32.onnx", work / "teacher_int8.onnx", calib)
+        sizes["teacher_fp32_onnx"], sizes["teacher_int8_onnx"] = (file_size(work / f"teacher_{k}.onnx") for k in ("fp32", "int8"))
     if not args.skip_torchao:  # score torchao's own int8 model (the fp32 paths share the eager weights)
         start = time.perf_counter()
         runner = build_runner("int8_torchao", folded_fp32, folded_qat, calib, images, work, args.threads)
@@ -272,9 +326,16 @@ def main() -> None:
     if args.scores_only:
         return write_scores_only(args.out / "int8_latency.json", sizes, maps, test_maps)
 
+    paired = {}  # on test: int8 against the fake-quant model it was made from, bf16 against fp32
+    for name in [n for n in test_preds if n.startswith(("int8_", "bf16_"))]:
+        base = "qat8_fake_quant" if name.startswith("int8_") else "fp32"
+        d = paired_bootstrap_map(test_preds[name], test_preds[base], test_preds["targets"])
+        paired[f"{name}_minus_{base}"] = {k: d[k] for k in ("value", "low", "high", "std")}
+
     # --- latency: every runtime in a fresh process, round after round
     onednn_paths = ["fp32_eager", "fp32_compile"] + ([] if args.skip_torchao else ["int8_torchao"])
-    runtimes: list[tuple[str, str | None]] = [("fp32_ort", None), ("int8_ort", None)] + [(p, None) for p in onednn_paths]
+    runtimes: list[tuple[str, str | None]] = [(n, None) for n in runtime_names(features, not args.skip_torchao)]
+    runtimes += [] if args.skip_teacher else [(f"teacher_{n}", None) for n in onnx_runtimes]
     runtimes += [] if args.skip_isa else [(p, isa) for isa in ("AVX512_CORE", "AVX2") for p in onednn_paths]
     rounds: dict[tuple[str, str | None], list[dict]] = {spec: [] for spec in runtimes}
     for r in range(args.rounds):
@@ -283,7 +344,9 @@ def main() -> None:
             print(f"round {r}: {name}{f' ({isa})' if isa else ''}: batch 16 {rounds[(name, isa)][-1]['batch16']['median_ms']:.2f} ms",
                   flush=True)
     for (name, isa), timed in rounds.items():
-        if isa is None:
+        if name.startswith("teacher_"):
+            latency.setdefault("teacher", {})[name[len("teacher_"):]] = median_round(timed)
+        elif isa is None:
             latency[name] = median_round(timed)
         else:
             latency.setdefault(f"isa_{isa}", {})[name] = median_round(timed)
@@ -309,11 +372,22 @@ def main() -> None:
         "size_ratio_fp32_onnx_over_int8_onnx": sizes["fp32_onnx"] / sizes["int8_onnx"],
         "size_ratio_fp32_state_dict_over_int8_onnx": sizes["fp32_state_dict"] / sizes["int8_onnx"],
         "int8_ort_minus_fake_quant_map": maps["int8_ort"] - maps["qat8_fake_quant"],
+        "paired_test_map": paired,
     }
+    if "teacher" in latency:
+        t = latency["teacher"]
+        t_fp32, t_float = [k for k in t if k.startswith("fp32_")], [k for k in t if k.startswith(("fp32_", "bf16_"))]
+        t_int8 = [k for k in t if k.startswith("int8_")]
+        result["teacher_summary"] = {key: {
+            "fastest_fp32": _best(t, t_fp32, key), "fastest_float": _best(t, t_float, key), "fastest_int8": _best(t, t_int8, key),
+            "speedup_fastest_int8_vs_fastest_fp32": paired_speedup(t[_best(t, t_fp32, key)][key], t[_best(t, t_int8, key)][key])["speedup"],
+            "speedup_fastest_int8_vs_fastest_float": paired_speedup(t[_best(t, t_float, key)][key], t[_best(t, t_int8, key)][key])["speedup"],
+        } for key in ("batch1", "batch16")}
     try:
         import onnxruntime
+        import openvino
 
-        result["onnxruntime"] = onnxruntime.__version__
+        result["onnxruntime"], result["openvino"] = onnxruntime.__version__, openvino.__version__
     except ImportError:  # pragma: no cover
         pass
     args.out.mkdir(parents=True, exist_ok=True)
