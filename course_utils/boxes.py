@@ -62,6 +62,43 @@ def _check_xyxy_order(boxes: Tensor, name: str, where: str) -> None:
                          "them first: box_convert(boxes, 'xywh', 'xyxy')")
 
 
+def _check_finite(boxes: Tensor, scores: Tensor, where: str) -> None:
+    """No NaN or inf in the boxes or scores (NMS would keep or drop such boxes arbitrarily)."""
+    for name, t in (("boxes", boxes), ("scores", scores)):
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"{where}: {name}[{i}] is {t[i].tolist()}, not finite; drop such predictions first "
+                             "(e.g. keep = torch.isfinite(scores) & torch.isfinite(boxes).all(1))")
+
+
+def _check_weights(weights: object, where: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(w) for w in weights)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(w) and w > 0 for w in values):
+        raise ValueError(f"{where}: weights must be 4 numbers > 0 (wx, wy, ww, wh), e.g. (1.0, 1.0, 1.0, 1.0), got {weights!r}")
+    return values  # type: ignore[return-value]
+
+
+def _check_pairs(a: Tensor, a_name: str, b: Tensor, b_name: str, where: str) -> None:
+    """Both (N, 4) float tensors with the same N (one row of ``a`` per row of ``b``)."""
+    _check_boxes(a, a_name, where)
+    _check_boxes(b, b_name, where)
+    if len(a) != len(b):
+        raise ValueError(f"{where}: {a_name} has {len(a)} rows and {b_name} {len(b)}; give one anchor per box")
+
+
+def _check_positive_size(boxes: Tensor, name: str, where: str) -> None:
+    """Every xyxy box has a width and a height > 0 (the coding divides by them and takes their log)."""
+    bad = ~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{where}: {name}[{i}] = {boxes[i].tolist()} has no width or height (or is not finite); the "
+                         "box coding divides by both and takes their log")
+
+
 def _check_threshold(iou_threshold: object, where: str) -> None:
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real) or not math.isfinite(iou_threshold):
         raise ValueError(f"{where}: iou_threshold must be a finite number (usually 0.5 to 0.7), got {iou_threshold!r}")
@@ -108,7 +145,11 @@ def box_area(boxes: Tensor) -> Tensor:
     """
     _check_boxes(boxes, "boxes", "box_area")
     _check_xyxy_order(boxes, "boxes", "box_area")
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    if not bool(torch.isfinite(area).all()) and bool(torch.isfinite(boxes).all()):
+        raise ValueError(f"box_area: the areas overflow {boxes.dtype} (largest coordinate {float(boxes.abs().max()):g}); "
+                         "use boxes.double() or boxes in pixels of a real image")
+    return area
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -143,6 +184,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
         raise ValueError(f"nms: scores must be a tensor of shape ({len(boxes)},), one per box, got {shape}")
     _check_threshold(iou_threshold, "nms")
+    _check_finite(boxes, scores, "nms")
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
@@ -174,6 +216,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"batched_nms: {name} must be a tensor of shape ({len(boxes)},), one per box, got {shape}")
     _check_threshold(iou_threshold, "batched_nms")
+    _check_finite(boxes, scores, "batched_nms")
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     kept = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
@@ -245,7 +288,10 @@ def encode_boxes(
     Shapes: ``gt_boxes`` (N, 4), ``anchors`` (N, 4) -> deltas (N, 4).
     Same as ``torchvision.models.detection._utils.BoxCoder.encode_single``.
     """
-    wx, wy, ww, wh = weights
+    _check_pairs(gt_boxes, "gt_boxes", anchors, "anchors", "encode_boxes")
+    wx, wy, ww, wh = _check_weights(weights, "encode_boxes")
+    _check_positive_size(anchors, "anchors", "encode_boxes")
+    _check_positive_size(gt_boxes, "gt_boxes", "encode_boxes")
     xa, ya, wa, ha = box_convert(anchors, "xyxy", "cxcywh").unbind(-1)
     x, y, w, h = box_convert(gt_boxes, "xyxy", "cxcywh").unbind(-1)
     return torch.stack(
@@ -267,7 +313,8 @@ def decode_boxes(
     Shapes: ``deltas`` (N, 4), ``anchors`` (N, 4) -> xyxy boxes (N, 4).
     Same as ``torchvision.models.detection._utils.BoxCoder.decode_single``.
     """
-    wx, wy, ww, wh = weights
+    _check_pairs(deltas, "deltas", anchors, "anchors", "decode_boxes")
+    wx, wy, ww, wh = _check_weights(weights, "decode_boxes")
     xa, ya, wa, ha = box_convert(anchors.to(deltas.dtype), "xyxy", "cxcywh").unbind(-1)
     dx, dy, dw, dh = deltas.unbind(-1)
     x = dx / wx * wa + xa

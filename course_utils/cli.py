@@ -171,6 +171,12 @@ def _width(text: str) -> float:
 
 def _existing_file(text: str) -> Path:
     path = Path(text)
+    try:
+        path.stat()
+    except OSError as err:
+        if not isinstance(err, FileNotFoundError):  # a name too long, a loop of links, no permission
+            raise argparse.ArgumentTypeError(f"cannot read {text[:80]!r}{'...' if len(text) > 80 else ''} "
+                                             f"({err.strerror or err})") from None
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no file at {text!r}" + (" (it is a folder)" if path.is_dir() else ""))
     return path

@@ -182,6 +182,9 @@ def render_scene(seed: int, config: SceneConfig = SceneConfig()) -> tuple[np.nda
 
 def _check_seeds(seeds: Any, caller: str) -> None:
     """Every seed an integer >= 0 (numpy's generator refuses negative seeds)."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ValueError(f"{caller}: seeds must be a list of integers >= 0, one image per seed (e.g. range(200)), "
+                         f"got {seeds!r}")
     for seed in seeds:
         if not _is_int(seed) or seed < 0:
             raise ValueError(f"{caller}: seed={seed!r}; seeds must be integers >= 0.")

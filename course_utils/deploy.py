@@ -10,7 +10,7 @@ The int8 path the course uses, chosen by measurement (``benchmarks/int8_latency.
 3. :func:`quantize_onnx` -- ONNX Runtime's static QDQ quantization: int8 weights
    per output channel (symmetric), uint8 activations per tensor, ranges calibrated
    on a few images;
-4. :func:`ort_session` + :class:`OrtDetector` -- run it, post-process, evaluate
+4. :func:`~course_utils.runtimes.ort_session` (or :func:`~course_utils.runtimes.openvino_session`) + :class:`OrtDetector` -- run it, post-process, evaluate
    with the same :func:`course_utils.train.evaluate` as everything else;
 5. :func:`measure_latency` -- median of many timed runs after warm-up.
 """
@@ -33,16 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from .models import _check_no_nan, _stack_images, check_images
-from .runtimes import OpenVinoSession, openvino_session, ort_session
+from .runtimes import OpenVinoSession, openvino_session, ort_session  # noqa: F401 -- documented in runtimes, used here too
 
 __all__ = [
     "DetectorNetwork",
     "export_onnx",
     "strip_onnx_debug_info",
     "quantize_onnx",
-    "ort_session",
-    "openvino_session",
-    "OpenVinoSession",
     "OrtDetector",
     "measure_latency",
     "measure_interleaved",
@@ -118,6 +115,21 @@ def export_onnx(network: nn.Module, example: Tensor, path: str | Path) -> Path:
     return strip_onnx_debug_info(path)
 
 
+def _check_input_shape(path: str | Path, shape: tuple[int, ...]) -> None:
+    """The ONNX model's first input accepts ``shape`` (its fixed dimensions equal ``shape``'s)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as err:  # noqa: BLE001 -- onnx raises DecodeError and others for a file that is not a model
+        raise ValueError(f"{path}: not an ONNX model ({type(err).__name__}); export one with export_onnx") from err
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph.input[0].type.tensor_type.shape.dim]
+    if len(dims) != len(shape) or any(d is not None and d != g for d, g in zip(dims, shape)):
+        fixed = ["N" if d is None else d for d in dims]
+        raise ValueError(f"calibration_images have shape {list(shape)}, but {path} takes {fixed}: calibrate on images of "
+                         "the size the model was exported for")
+
+
 def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_images: Tensor,
                   per_channel: bool = True, batch_size: int = 16) -> Path:
     """Static int8 quantization of an ONNX model with ONNX Runtime (QDQ format).
@@ -138,6 +150,14 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
         raise FileNotFoundError(f"no ONNX file at {str(fp32_path)!r} (export one with export_onnx)")
     if calibration_images.ndim != 4 or len(calibration_images) == 0:
         raise ValueError(f"calibration_images must be a non-empty (N, 3, H, W) batch, got shape {tuple(calibration_images.shape)}")
+    if not bool(torch.isfinite(calibration_images).all()):
+        raise ValueError("calibration_images hold NaN or inf values; calibrate on real images (finite values in [0, 1])")
+    from .outputs import same_file
+
+    if same_file(fp32_path, int8_path):
+        raise ValueError(f"int8_path {str(int8_path)!r} is the fp32 model itself; writing there would destroy it. "
+                         "Choose another name, e.g. model.int8.onnx")
+    _check_input_shape(fp32_path, tuple(calibration_images.shape))
 
     class ImageReader(CalibrationDataReader):  # feeds the calibration batches, then None
         def __init__(self) -> None:

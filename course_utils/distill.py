@@ -97,6 +97,7 @@ def _check_logit_pair(student_logits: Any, teacher_logits: Any, where: str, shap
 
 def soften(logits: Tensor, temperature: float) -> Tensor:
     """Soft targets: ``softmax(z / T)`` over the last dimension. T > 1 flattens the distribution."""
+    _check_temperature(temperature, "soften")
     return F.softmax(logits / temperature, dim=-1)
 
 
@@ -125,8 +126,17 @@ def hinton_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, 
     Both terms are *added* and minimised; ``α`` weighs the teacher. (Writing
     ``−α·KL`` would push the student *away* from the teacher.) Shapes: (B, K), (B, K), (B,) -> ().
     """
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
+        raise ValueError(f"hinton_loss: alpha must be a number in [0, 1] (the teacher's weight, e.g. 0.9), got {alpha!r}")
+    _check_logit_pair(student_logits, teacher_logits, "hinton_loss", "(B, K)")
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.shape != student_logits.shape[:1]:
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"hinton_loss: labels must be an integer tensor of shape ({len(student_logits)},), one class "
+                         f"index per example, got {shape}" + (f" of dtype {labels.dtype}" if isinstance(labels, Tensor) else ""))
+    k = student_logits.shape[-1]
+    if len(labels) and not bool(((labels >= 0) & (labels < k)).all()):
+        raise ValueError(f"hinton_loss: labels must be class indices 0..{k - 1}, got values from {int(labels.min())} to "
+                         f"{int(labels.max())}")
     return alpha * kd_loss(student_logits, teacher_logits, temperature) + (1 - alpha) * F.cross_entropy(student_logits, labels)
 
 
@@ -157,6 +167,9 @@ def dense_cls_distill_loss(student_logits: Tensor, teacher_logits: Tensor, tempe
     """
     _check_temperature(temperature, "dense_cls_distill_loss")
     _check_logit_pair(student_logits, teacher_logits, "dense_cls_distill_loss", "(B, A, K)")
+    if isinstance(fg_weight, bool) or not isinstance(fg_weight, numbers.Real) or not (math.isfinite(fg_weight) and fg_weight > 0):
+        raise ValueError(f"dense_cls_distill_loss: fg_weight must be a number > 0 (how much a foreground location "
+                         f"weighs against a background one, e.g. 4.0), got {fg_weight!r}")
     kl = _binary_kl(student_logits, teacher_logits, temperature).sum(-1)  # (B, A)
     weights = 1.0 + (fg_weight - 1.0) * foreground_mask(teacher_logits, fg_threshold).float()
     return temperature**2 * (weights * kl).sum() / weights.sum()
@@ -170,6 +183,11 @@ def box_distill_loss(student_deltas: Tensor, teacher_deltas: Tensor, teacher_log
     offsets), ``fg`` from :func:`foreground_mask`. Zero iff the offsets agree on
     ``fg``. Shapes: (B, A, 4), (B, A, 4), (B, A, K) -> ().
     """
+    _check_logit_pair(student_deltas, teacher_deltas, "box_distill_loss", "(B, A, 4)")
+    if student_deltas.shape[-1] != 4 or not isinstance(teacher_logits, Tensor) or teacher_logits.shape[:-1] != student_deltas.shape[:-1]:
+        got = tuple(teacher_logits.shape) if isinstance(teacher_logits, Tensor) else type(teacher_logits).__name__
+        raise ValueError(f"box_distill_loss: need deltas of shape (B, A, 4) and teacher_logits (B, A, K) with the same B "
+                         f"and A, got {tuple(student_deltas.shape)} and {got}")
     fg = foreground_mask(teacher_logits, fg_threshold)
     diff = F.smooth_l1_loss(student_deltas[fg], teacher_deltas[fg].detach(), reduction="sum", beta=0.1)
     return diff / fg.sum().clamp(min=1)
@@ -185,6 +203,10 @@ def teacher_bounded_regression_loss(student_deltas: Tensor, teacher_deltas: Tens
     while it is worse than the teacher (plus margin ``m``), and left alone once it
     is better. Shapes: (N, 4) each -> ().
     """
+    shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (student_deltas, teacher_deltas, target_deltas)]
+    if not all(isinstance(t, Tensor) for t in (student_deltas, teacher_deltas, target_deltas)) or len(set(shapes)) != 1 \
+            or len(shapes[0]) != 2 or shapes[0][1] != 4:
+        raise ValueError(f"teacher_bounded_regression_loss: student, teacher and target deltas must all be (N, 4), got {shapes}")
     err_s = (student_deltas - target_deltas).pow(2).sum(-1)
     err_t = (teacher_deltas.detach() - target_deltas).pow(2).sum(-1)
     active = (err_s + margin > err_t).float()
@@ -226,6 +248,9 @@ def feature_imitation_loss(student_features: Tensor, teacher_features: Tensor, m
                          f"{mask.dtype}; use mask > 0.5 or mask.bool()")
     if mask is None:
         mask = torch.ones_like(sq, dtype=torch.bool)
+    if mask.shape != sq.shape:
+        raise ValueError(f"feature_imitation_loss: mask has shape {tuple(mask.shape)}; it must be (B, h, w) = "
+                         f"{tuple(sq.shape)}, one entry per feature location")
     n = mask.sum().clamp(min=1)
     return sq[mask].sum() / (2 * n * student_features.shape[1])
 
@@ -407,6 +432,11 @@ def jitter_boxes(boxes: Tensor, copies: int = 4, scale: float = 0.2, generator: 
     if isinstance(copies, bool) or not isinstance(copies, numbers.Integral) or copies < 0:
         raise ValueError(f"jitter_boxes: copies must be an integer >= 0 (jittered versions per box), got {copies!r}")
     copies = int(copies)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"jitter_boxes: scale must be a finite number >= 0 (a fraction of the box's size), got {scale!r}")
+    if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[-1] != 4:
+        shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"jitter_boxes: boxes must be (N, 4) xyxy, got {shape}; for one box use boxes[None]")
     if boxes.numel() == 0:
         return boxes.reshape(0, 4)
     wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # (N, 4): w, h, w, h

@@ -303,7 +303,7 @@ def check_average_precision(fn: Callable[[np.ndarray, int], float], *, variant: 
         if value is None:
             return _report(False, _not_a_number(got, "one number, the AP"))
         got = value
-        if abs(got - want) > 1e-6:
+        if not abs(got - want) <= 1e-6:  # NaN fails too
             tp = np.cumsum(is_tp).astype(float)
             raw = tp / np.arange(1, len(is_tp) + 1)
             recall = tp / num_gt
@@ -479,7 +479,7 @@ def check_clip_grad_norm(fn: Callable[[list, float], Tensor], *, variant: int = 
         got_value = _as_float(got)
         if got_value is None:
             return _report(False, _not_a_number(got, "the total norm before clipping (a number or 0-d tensor)"))
-        if abs(got_value - want.item()) > 1e-4 * max(1.0, want.item()):
+        if not abs(got_value - want.item()) <= 1e-4 * max(1.0, want.item()):  # NaN fails too
             return _report(False, f"returned norm {got_value:.5g}, expected {want.item():.5g}: the norm of all gradients "
                            "together, sqrt(sum of squares over every parameter), taken *before* clipping.")
         for p, q in zip(ours, ref):
@@ -618,7 +618,7 @@ def check_fake_quantize(fn: Callable[[Tensor, float, int, int, int], Tensor], *,
         if not isinstance(got, Tensor) or got.shape != x.shape:
             return _report(False, f"return a tensor shaped like x {tuple(x.shape)}, got {_describe(got)}.")
         want = torch.fake_quantize_per_tensor_affine(ref, scale, zp, q_min, q_max)
-        off = (got.detach() - want.detach()).abs() > 1e-6
+        off = ~((got.detach() - want.detach()).abs() <= 1e-6)  # NaN counts as off
         if off.float().mean() > 0.005 or ((got.detach() - want.detach()).abs()[off] > scale * 1.001).any():
             levels = torch.unique(got.detach()).numel()
             hint = (" It has more distinct values than the 2^bits levels: did you forget to round?" if levels > q_max - q_min + 1

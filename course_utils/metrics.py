@@ -670,7 +670,9 @@ def paired_bootstrap_map(
 
 
 def _seed_values(values: Any, where: str) -> list[float]:
-    """``values`` (a list, tuple, array or 1-D tensor of numbers, one per run) as floats.
+    """``values`` (a list, tuple, array or 1-D tensor of numbers, one per run) as floats; bools count as 0
+    and 1 (a per-run outcome, e.g. whether each run converged: the mean is the rate), and numeric strings
+    (read from a CSV file, say) as their number.
 
     Refused with a TypeError: a dict (iterating it gives the seeds, not the results:
     pass ``list(d.values())``), a string, a bare number; a ValueError names an entry
@@ -686,7 +688,7 @@ def _seed_values(values: Any, where: str) -> list[float]:
     for i, v in enumerate(values):
         try:
             runs.append(float(v))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"{where}: entry {i} is {v!r}, not a number; every entry must be one run's result "
                              "(e.g. evaluate(...)['map'])") from None
     return runs
@@ -705,9 +707,12 @@ def seed_summary(values: list[float]) -> dict[str, Any]:
         raise ValueError("seed_summary needs at least one value")
     if not all(np.isfinite(runs)):
         raise ValueError(f"seed_summary got non-finite values {runs}: a run diverged or was not scored")
+    # scaled by the largest |value| so that neither the sum nor the squares overflow (values near 1e308)
+    scale = max(abs(v) for v in runs) if max(abs(v) for v in runs) > 1e150 else 1.0
+    unit = np.array(runs) / scale
     # identical runs (a model scored again, nothing trained) have no spread: 0.0, not a rounding residue like 1e-32
-    std = (0.0 if np.ptp(runs) == 0 else float(np.std(runs, ddof=1))) if len(runs) > 1 else None
-    return {"mean": float(np.mean(runs)), "std": std, "n": len(runs), "runs": runs}
+    std = (0.0 if np.ptp(unit) == 0 else float(np.std(unit, ddof=1)) * scale) if len(runs) > 1 else None
+    return {"mean": float(np.mean(unit)) * scale, "std": std, "n": len(runs), "runs": runs}
 
 
 def seed_difference(a: list[float], b: list[float], confidence: float = 0.95, paired: bool = False) -> dict[str, Any]:

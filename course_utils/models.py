@@ -96,7 +96,8 @@ def check_images(x: Tensor) -> None:
     """Refuse a batch the detector would silently misread: not a (B, 3, H, W) floating tensor in [0, 1] terms.
 
     Checked: a tensor, 4-D; a floating dtype (uint8 images, e.g. from
-    ``torchvision.io.read_image``, must be converted with ``img.float() / 255``);
+    ``torchvision.io.read_image``, must be converted with ``img.float() / 255``); values within
+    [-1, 2] (a 0..255 image passed as float would otherwise give no detections, silently);
     no NaN pixel (only outside training, where a NaN would otherwise silently
     give zero detections -- in training it surfaces as a non-finite loss).
     """
@@ -111,6 +112,11 @@ def check_images(x: Tensor) -> None:
     if x.shape[1] != 3:
         raise ValueError(f"images must have 3 (RGB) channels, got {x.shape[1]} (shape {tuple(x.shape)}); "
                          "for grey images repeat the channel: img.expand(3, -1, -1)")
+    if x.numel():
+        low, high = float(x.min()), float(x.max())
+        if high > 2.0 or low < -1.0:  # [0, 1] images, with room for noise or augmentation beyond the range
+            raise ValueError(f"images hold values from {low:g} to {high:g}; the detector reads [0, 1]. Images of 0..255 "
+                             "must be divided by 255 (img.float() / 255)")
 
 
 def _check_no_nan(x: Tensor) -> None:

@@ -735,6 +735,9 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_locati
     problem = _not_a_checkpoint_because(path)
     if problem is not None:
         raise ValueError(f"{path}: cannot load -- {problem}. {expected}")
+    if not isinstance(map_location, (str, torch.device, dict)) and not callable(map_location):
+        raise TypeError(f"load_checkpoint: map_location must be a device such as 'cpu' or torch.device('cuda:0'), got "
+                        f"{map_location!r}")
     device = torch.device(map_location) if isinstance(map_location, (str, torch.device)) else None
     if device is not None and device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"{path}: map_location={str(map_location)!r} names a CUDA device, but this machine has none; "
@@ -746,7 +749,8 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, map_locati
         detail = next((line for line in lines if "Unsupported" in line), lines[-1] if lines else "").split(". ")[0]
         raise pickle.UnpicklingError(
             f"{path}: refused to load -- besides tensors and plain containers the file holds pickled Python objects "
-            f"({detail}), which weights_only=True does not unpickle, since unpickling can run code. If you wrote the "
+            f"({detail}), which weights_only=True does not unpickle, since unpickling can run code (or the file is "
+            "damaged: a changed byte can read as such an object; try another copy). If you wrote the "
             "file yourself (e.g. with an older save_checkpoint and a pathlib.Path or numpy number in its metadata), "
             "load it once with torch.load(path, weights_only=False) and re-save it with save_checkpoint; never do "
             "that with a file from elsewhere."

@@ -387,3 +387,64 @@ def test_train_flags_that_would_exhaust_memory_are_refused(data, tmp_path, capsy
         with pytest.raises(SystemExit) as stop:
             cli.main(_train(data, tmp_path / "o") + [flag, value])
         assert stop.value.code == 2 and value in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ found by the hostile-user pass (benchmarks/hostile_user.py)
+def _raises(fn, *words, kind=(ValueError, TypeError)):
+    with pytest.raises(kind) as caught:
+        fn()
+    for word in words:
+        assert word in str(caught.value), str(caught.value)
+
+
+def test_second_pass_library_refusals(tmp_path):
+    import course_utils.distill as Dl
+    from course_utils.data import write_coco_split as write
+    from course_utils.deploy import DetectorNetwork, export_onnx, quantize_onnx
+    from course_utils.metrics import seed_summary
+    from course_utils.quant.integer import fixed_point_multiplier, integer_conv2d, quantize_bias
+
+    model = TinyDetector(width=0.25).eval()
+    onnx = export_onnx(DetectorNetwork(model), torch.rand(1, 3, 32, 32), tmp_path / "m.onnx")
+    before = onnx.read_bytes()
+    _raises(lambda: quantize_onnx(onnx, onnx, torch.rand(4, 3, 32, 32)), "is the fp32 model itself")
+    assert onnx.read_bytes() == before
+    _raises(lambda: quantize_onnx(onnx, tmp_path / "q.onnx", torch.rand(4, 3, 48, 48)), "[4, 3, 48, 48]", "['N', 3, 32, 32]")
+    _raises(lambda: quantize_onnx(onnx, tmp_path / "q.onnx", torch.full((4, 3, 32, 32), float("nan"))), "NaN")
+    _raises(lambda: model([torch.rand(3, 32, 32) * 255]), "divided by 255")
+    _raises(lambda: B.nms(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([float("nan")]), 0.5), "scores[0]")
+    _raises(lambda: B.nms(torch.tensor([[0.0, 0, float("inf"), 1]]), torch.tensor([1.0]), 0.5), "boxes[0]")
+    _raises(lambda: B.box_iou(torch.tensor([[0.0, 0, 1e20, 1e20]]), torch.tensor([[0.0, 0, 5e19, 1e20]])), "overflow")
+    one = torch.tensor([[0.0, 0, 4, 4]])
+    _raises(lambda: B.encode_boxes(one, torch.tensor([[1.0, 1, 1, 5]])), "no width or height")
+    _raises(lambda: B.encode_boxes(one, one, (1.0, 1.0, 1.0)), "weights must be 4 numbers")
+    _raises(lambda: B.decode_boxes(torch.zeros(3, 4), one.repeat(2, 1)), "3 rows", "2")
+    assert seed_summary([1e308, 1e308])["mean"] == 1e308
+    _raises(lambda: seed_summary(["0.5", "n/a"]), "not a number")
+    s, t = torch.randn(2, 3), torch.randn(2, 3)
+    _raises(lambda: Dl.soften(s, 0.0), "temperature")
+    _raises(lambda: Dl.hinton_loss(s, t, torch.tensor([0, 3])), "0..2")
+    _raises(lambda: Dl.hinton_loss(s, t, torch.tensor([0.0, 1.0])), "integer tensor")
+    _raises(lambda: Dl.hinton_loss(s, t, torch.tensor([0, 1]), alpha="0.5"), "alpha")
+    _raises(lambda: Dl.jitter_boxes(one, scale=float("nan")), "scale")
+    _raises(lambda: Dl.jitter_boxes(torch.tensor([0.0, 0, 1, 1])), "boxes[None]")
+    logits = torch.randn(2, 5, 3)
+    _raises(lambda: Dl.dense_cls_distill_loss(logits, logits, 2.0, -1.0), "fg_weight")
+    _raises(lambda: Dl.box_distill_loss(torch.zeros(2, 5, 3), torch.zeros(2, 5, 3), logits), "(B, A, 4)")
+    _raises(lambda: Dl.teacher_bounded_regression_loss(torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(3, 4)), "(N, 4)")
+    _raises(lambda: Dl.feature_imitation_loss(torch.zeros(2, 4, 3, 3), torch.zeros(2, 4, 3, 3),
+                                              torch.ones(2, 5, 5, dtype=torch.bool)), "(2, 3, 3)")
+    q_x, q_w = torch.zeros(1, 2, 3, 3, dtype=torch.uint8), torch.zeros(2, 2, 1, 1, dtype=torch.int8)
+    _raises(lambda: integer_conv2d(q_x, 0, q_w, torch.zeros(3, dtype=torch.int32)), "q_bias must be (2,)")
+    _raises(lambda: quantize_bias([0.5], 0.1, torch.tensor([0.1])), "must be a tensor")
+    _raises(lambda: quantize_bias(torch.tensor([0.5]), 0.1, torch.tensor([-0.1])), "w_scale")
+    _raises(lambda: fixed_point_multiplier("0.5"), "multipliers")
+    _raises(lambda: load_checkpoint(save_checkpoint(tmp_path / "c.pt", model), map_location=7), "map_location")
+    _raises(lambda: write(tmp_path / "d", None), "seeds must be a list")
+
+
+def test_second_pass_checks_and_command_line(capsys):
+    assert not ex.check_average_precision(lambda *args: float("nan"))  # NaN is never within tolerance
+    done = subprocess.run([sys.executable, "-m", "course_utils", "predict", __file__, "/tmp/" + "x" * 300 + ".jpg",
+                           "--out", "p"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "File name too long" in done.stderr

@@ -78,7 +78,10 @@ def fixed_point_multiplier(m: float | Tensor) -> tuple[Tensor, Tensor]:
     Shapes: ``m`` a scalar or a (C,) tensor (per output channel); ``m0`` and ``n`` int64 of the same
     shape. Checked: every ``M`` finite and > 0, and ``M < 2³⁰`` (else no int32 accumulator could use it).
     """
-    m_t = torch.as_tensor(m, dtype=torch.float64)
+    try:
+        m_t = torch.as_tensor(m, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"fixed_point_multiplier needs a number or a tensor of multipliers M > 0, got {m!r}") from None
     if not bool(torch.isfinite(m_t).all()) or bool((m_t <= 0).any()):
         raise ValueError(f"fixed_point_multiplier needs real multipliers M > 0 (M = S_w·S_x/S_y), got {m!r}")
     if bool((m_t >= 2.0**30).any()):
@@ -143,6 +146,15 @@ def quantize_bias(bias: Tensor, x_scale: float, w_scale: Tensor) -> Tensor:
     Shapes: bias (C,), w_scale (C,) or a scalar. Rounding half to even (as ONNX Runtime's
     quantizer). Checked: the result fits int32.
     """
+    if not isinstance(bias, Tensor):
+        raise TypeError(f"quantize_bias: bias must be a tensor (C,), got {type(bias).__name__}; use torch.tensor(bias)")
+    for name, scale in (("x_scale", x_scale), ("w_scale", w_scale)):
+        try:
+            values = torch.as_tensor(scale, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            values = torch.tensor([float("nan")])
+        if not bool((torch.isfinite(values) & (values > 0)).all()):
+            raise ValueError(f"quantize_bias: {name} must be finite and > 0 (a quantization step), got {scale!r}")
     if not bool(torch.isfinite(bias.double()).all()):
         raise ValueError(f"quantize_bias: the bias holds NaN or infinite values ({bias.flatten()[:4].tolist()} ...); "
                          "a trained layer's bias must be finite: find where it came from")
@@ -165,6 +177,12 @@ def integer_conv2d(q_x: Tensor, x_zero_point: int, q_w: Tensor, q_bias: Tensor |
     """
     _check_int_tensor(q_x, "q_x")
     _check_int_tensor(q_w, "q_w")
+    if q_x.ndim != 4 or q_w.ndim != 4 or q_x.shape[1] != q_w.shape[1]:
+        raise ValueError(f"integer_conv2d: need q_x (B, C_in, H, W) and q_w (C_out, C_in, k, k) with the same C_in, got "
+                         f"{tuple(q_x.shape)} and {tuple(q_w.shape)}")
+    if q_bias is not None and (not isinstance(q_bias, Tensor) or q_bias.shape != (q_w.shape[0],)):
+        shape = tuple(q_bias.shape) if isinstance(q_bias, Tensor) else type(q_bias).__name__
+        raise ValueError(f"integer_conv2d: q_bias must be ({q_w.shape[0]},), one int32 per output channel, got {shape}")
     x = q_x.to(torch.int32) - int(x_zero_point)
     # The largest |acc| these inputs can give: Σ|q_w| of an output channel · max|q_x − Z_x| + |q_b|.
     worst = int(q_w.to(torch.int64).abs().flatten(1).sum(1).max()) * int(x.abs().max()) if x.numel() and q_w.numel() else 0
