@@ -26,7 +26,7 @@ torchao int8) with ``ONEDNN_MAX_CPU_ISA`` set to ``AVX512_CORE`` (AVX-512 withou
 VNNI) and ``AVX2``, to measure what the int8 dot-product instruction (VNNI) is
 worth on this CPU.
 
-    python benchmarks/int8_latency.py              # about 20 min on 2 CPU cores
+    python benchmarks/int8_latency.py              # about 16 min on 2 CPU cores (measured)
     python benchmarks/int8_latency.py --skip-torchao --skip-isa --rounds 1 --runs 20   # quicker
     python benchmarks/int8_latency.py --scores-only   # new weights, same shapes: re-score, keep the timings
 
