@@ -389,9 +389,10 @@ def _load_model(path: Path, device: torch.device | None = None) -> tuple[Any, di
     try:
         model = TinyDetector(num_classes=config["num_classes"], width=config["width"], depth=config.get("depth", 1),
                              levels=config.get("levels", 1))
-        load_checkpoint(path, model)
-    except (ValueError, TypeError, KeyError) as err:
-        raise CLIError(f"{path}: its 'config' does not describe the weights it holds ({err}); retrain it with "
+        model.load_state_dict(payload["model"])  # already read and its hash checked above: not read twice
+    except (ValueError, TypeError, KeyError, RuntimeError) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise CLIError(f"{path}: its 'config' does not describe the weights it holds ({detail}); retrain it with "
                        "`python -m course_utils train`") from None
     return model.to(device or "cpu").eval(), meta
 
