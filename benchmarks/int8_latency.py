@@ -13,10 +13,15 @@ every int8 speed-up is also given per round, a ratio of two timings of that roun
   (``X86InductorQuantizer`` + ``torch.compile`` with freezing) for comparison.
 
 Every fp32 path runs the trained fp32 detector with BN folded; the int8 models
-are made from the QAT-8 checkpoint (``qat_sweep.py``), BN folded.
+are made from the QAT-8 checkpoint (``qat_sweep.py``), BN folded. The int8 ONNX file
+carries QAT's own scales (``export_qdq`` of ``integer_detector``, notebook 09); the file
+ONNX Runtime's quantizer re-calibrates from the float export is scored too (mAP only).
 Latency is the *network* (backbone + head) at batch 1 and 16, and *end to end*
-(network, then decode + NMS in float PyTorch) at both; post-processing alone is
-timed too. The teacher (width 2) is timed as well, network only, in ONNX Runtime and
+(network, then decode + NMS in float PyTorch; ONNX Runtime's idle workers set not to
+spin there, so they leave the cores to PyTorch) at both; post-processing alone is
+timed too, and, for the ONNX Runtime and OpenVINO int8 runtimes, where end to end
+loses time beyond the sum of its parts: the network timed alone, right after the
+post-processing, and right after a write to an 8 MiB buffer (a cache flush). The teacher (width 2) is timed as well, network only, in ONNX Runtime and
 OpenVINO (its int8 file: post-training quantization). On the test split, each int8
 runtime's mAP is compared with the fake-quant model's and bf16's with fp32's
 (paired bootstrap intervals). Writes ``benchmarks/results/int8_latency.json``.
@@ -26,7 +31,7 @@ torchao int8) with ``ONEDNN_MAX_CPU_ISA`` set to ``AVX512_CORE`` (AVX-512 withou
 VNNI) and ``AVX2``, to measure what the int8 dot-product instruction (VNNI) is
 worth on this CPU.
 
-    python benchmarks/int8_latency.py              # about 16 min on 2 CPU cores (measured)
+    python benchmarks/int8_latency.py              # about 18 min on 2 CPU cores (measured)
     python benchmarks/int8_latency.py --skip-torchao --skip-isa --rounds 1 --runs 20   # quicker
     python benchmarks/int8_latency.py --scores-only   # new weights, same shapes: re-score, keep the timings
 
@@ -60,7 +65,7 @@ from course_utils.deploy import (
 )
 from course_utils.metrics import paired_bootstrap_map
 from course_utils.train import predict
-from course_utils.quant import fuse_conv_bn, prepare_qat, to_float_folded
+from course_utils.quant import export_qdq, fuse_conv_bn, integer_detector, prepare_qat, to_float_folded
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,18 +105,55 @@ def time_network(run, images: torch.Tensor, runs: int, whole=None) -> dict[str, 
     return out
 
 
+def cache_breakdown(whole: _TorchDetector, images: torch.Tensor, runs: int) -> dict[str, float]:
+    """Why end to end costs more than network + post-processing: median ms over ``runs`` alternations at batch 16.
+
+    ``network_alone``: back-to-back network calls; ``network_after_post`` / ``post_after_network``: the two
+    halves of the end-to-end loop timed separately; ``network_after_flush``: the network right after writing
+    an 8 MiB buffer (evicts the caches, computes nothing).
+    """
+    x, flush = images.contiguous(), torch.zeros(8 << 20, dtype=torch.uint8)
+    run, detector = whole.network, whole.detector
+    times: dict[str, list[float]] = {k: [] for k in ("network_alone", "network_after_post", "post_after_network",
+                                                     "network_after_flush")}
+    with torch.inference_mode():
+        anchors = detector.anchors((x.shape[-2] // detector.stride, x.shape[-1] // detector.stride), x.device)
+        for _ in range(10):
+            run(x)
+        for mode in ("alone", "post", "flush"):
+            for i in range(runs + 5):
+                t0 = time.perf_counter()
+                logits, deltas = run(x)
+                t1 = time.perf_counter()
+                if mode == "post":
+                    detector.postprocess({"logits": logits, "deltas": deltas, "anchors": anchors}, tuple(x.shape[-2:]))
+                elif mode == "flush":
+                    flush.add_(1)
+                t2 = time.perf_counter()
+                if i >= 5:
+                    times[{"alone": "network_alone", "post": "network_after_post", "flush": "network_after_flush"}[mode]].append(
+                        (t1 - t0) * 1e3)
+                    if mode == "post":
+                        times["post_after_network"].append((t2 - t1) * 1e3)
+    return {k: float(torch.tensor(v).median()) for k, v in times.items()}
+
+
 def runtime_names(features: dict[str, bool], torchao: bool) -> list[str]:
     """The runtimes of the main table: fp32 (and bf16 where the CPU has it) and int8, in table order."""
     names = ["fp32_eager", "fp32_compile", "fp32_ort", "fp32_openvino"] + (["bf16_openvino"] if features["bf16"] else [])
     return names + ["int8_ort", "int8_openvino"] + (["int8_torchao"] if torchao else [])
 
 
-def onnx_session(name: str, work: Path, threads: int, prefix: str = ""):
-    """The ONNX Runtime or OpenVINO session of runtime ``name`` on ``work/{prefix}{fp32|int8}.onnx``."""
+def onnx_session(name: str, work: Path, threads: int, prefix: str = "", spin: bool = True):
+    """The ONNX Runtime or OpenVINO session of runtime ``name`` on ``work/{prefix}{fp32|int8}.onnx``.
+
+    ``spin=False``: ONNX Runtime's idle workers sleep at once instead of spinning, waiting for the next call --
+    slower for back-to-back network calls, but they no longer take the cores PyTorch's post-processing needs.
+    """
     precision, runtime = name.split("_", 1)
     path = work / f"{prefix}{'int8' if precision == 'int8' else 'fp32'}.onnx"
     if runtime == "ort":
-        return ort_session(path, threads=threads)
+        return ort_session(path, threads=threads, spin=spin)
     return openvino_session(path, threads=threads, precision="bf16" if precision == "bf16" else "fp32")
 
 
@@ -135,12 +177,13 @@ def torchao_int8(network: torch.nn.Module, calib: torch.Tensor, example: torch.T
     return torch.compile(converted, dynamic=False)  # one specialised kernel set per batch size
 
 
-def build_runner(name: str, folded_fp32, folded_qat, calib: torch.Tensor, images: torch.Tensor, work: Path, threads: int):
+def build_runner(name: str, folded_fp32, folded_qat, calib: torch.Tensor, images: torch.Tensor, work: Path, threads: int,
+                 spin: bool = True):
     """The network of runtime ``name`` as a callable on a (B, 3, H, W) batch, warmed up on both batch sizes."""
     if name.startswith("teacher_"):
         return OrtDetector(onnx_session(name[len("teacher_"):], work, threads, "teacher_"), TinyDetector(width=2.0)).network
     if name.endswith(("_ort", "_openvino")):
-        return OrtDetector(onnx_session(name, work, threads), TinyDetector()).network
+        return OrtDetector(onnx_session(name, work, threads, spin=spin), TinyDetector()).network
     if name == "fp32_eager":
         return DetectorNetwork(folded_fp32).eval()
     import torch._inductor.config as inductor_config
@@ -173,8 +216,15 @@ def probe_main(args) -> None:
     """Child process of :func:`time_in_child`: build one runtime and time it at batch 1 and 16."""
     fp32, _, folded_fp32, folded_qat, calib, images = load_models_and_images(args)
     runner = build_runner(args.time_one, folded_fp32, folded_qat, calib, images, args.work, args.threads)
-    whole = None if args.time_one.startswith("teacher_") else _TorchDetector(runner, fp32)  # + decode + NMS
-    args.probe_out.write_text(json.dumps(time_network(runner, images, args.runs, whole)))
+    whole = None  # network + decode + NMS; ONNX Runtime's workers must not spin while PyTorch post-processes
+    if not args.time_one.startswith("teacher_"):
+        quiet = args.time_one.endswith("_ort")
+        whole = _TorchDetector(build_runner(args.time_one, folded_fp32, folded_qat, calib, images, args.work, args.threads,
+                                            spin=False) if quiet else runner, fp32)
+    timed = time_network(runner, images, args.runs, whole)
+    if args.time_one in ("int8_ort", "int8_openvino"):
+        timed["cache_breakdown_batch16"] = cache_breakdown(whole, images, args.runs)
+    args.probe_out.write_text(json.dumps(timed))
 
 
 def median_round(rounds: list[dict]) -> dict:
@@ -302,12 +352,15 @@ def main() -> None:
     seconds["onnx_export"] = time.perf_counter() - start
     export_onnx(DetectorNetwork(folded_qat), images[:2], work / "qat8_float.onnx")
     start = time.perf_counter()
-    quantize_onnx(work / "qat8_float.onnx", work / "int8.onnx", calib)
-    seconds["ort_quantize"] = time.perf_counter() - start
+    export_qdq(integer_detector(qat, calib), work / "int8.onnx")  # QAT's own scales (notebook 09)
+    seconds["export_qdq"] = time.perf_counter() - start
+    quantize_onnx(work / "qat8_float.onnx", work / "int8_recalibrated.onnx", calib)  # ORT re-calibrates: scored only
     sizes["fp32_onnx"], sizes["int8_onnx"] = file_size(work / "fp32.onnx"), file_size(work / "int8.onnx")
+    sizes["int8_recalibrated_onnx"] = file_size(work / "int8_recalibrated.onnx")
     onnx_runtimes = [n for n in runtime_names(features, torchao=False) if n.endswith(("_ort", "_openvino"))]
     for name in onnx_runtimes:
         score(name, OrtDetector(onnx_session(name, work, args.threads), fp32))
+    score("int8_ort_recalibrated", OrtDetector(ort_session(work / "int8_recalibrated.onnx", threads=args.threads), fp32))
     if not args.skip_teacher:  # the teacher: fp32 and post-training int8 files (latency only)
         teacher = TinyDetector(width=2.0)
         load_checkpoint(ROOT / "benchmarks" / "results" / "teacher_converged.pt", teacher)
@@ -344,6 +397,10 @@ def main() -> None:
             print(f"round {r}: {name}{f' ({isa})' if isa else ''}: batch 16 {rounds[(name, isa)][-1]['batch16']['median_ms']:.2f} ms",
                   flush=True)
     for (name, isa), timed in rounds.items():
+        if isa is None and name in ("int8_ort", "int8_openvino"):
+            breakdowns = [t.pop("cache_breakdown_batch16") for t in timed]
+            latency.setdefault("cache_breakdown_batch16", {})[name] = {
+                k: float(torch.tensor([b[k] for b in breakdowns]).median()) for k in breakdowns[0]}
         if name.startswith("teacher_"):
             latency.setdefault("teacher", {})[name[len("teacher_"):]] = median_round(timed)
         elif isa is None:

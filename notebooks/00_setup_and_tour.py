@@ -28,7 +28,7 @@
 # | `02_training_a_tiny_detector` | one training loop for the course | 45 min |
 # | `03_gradient_clipping` | capping exploding gradients | 50 min |
 # | `04_quantization_math` | 8-bit integers (int8): the math | 55 min |
-# | `05_qat_and_int8` | a real int8 model | 50 min |
+# | `05_qat_and_int8` | a real int8 model, and which runtime | 55 min |
 # | `06_knowledge_distillation` | a small model learns from a big one | 55 min |
 # | `07_pruning` | removing weights: is it faster? | 50 min |
 # | `08_capstone` | all techniques, measured alike | 40 min |

@@ -289,6 +289,9 @@ check_int32_bias(my_int32_bias)
 # * **The integer addition of the FPN**: two inputs on different grids.
 # * **Carrying QAT's scales to deployment**: QAT's own activation ranges against re-calibration.
 # * **Is it faster?** int8 against the fastest fp32 path, and what changed the speed.
+# * **The ceiling**: multiply-adds per cycle of AVX2, AVX-512, VNNI, bf16 and AMX, with sources.
+# * **Where int8 pays**: the speed-up over batch and image size, in ONNX Runtime and OpenVINO.
+# * **End to end, once the network is int8**: what is left when the network is no longer the bottleneck.
 # * **Codebook quantization**: k-means levels against a linear grid.
 # * **AdaRound**: learning each weight's rounding after training.
 
@@ -458,6 +461,110 @@ plt.show()
 
 # %% [markdown]
 # **Channel counts do not enter here.** ONNX Runtime's blocked layout (NCHWc, channels in blocks of 16 on an AVX-512 CPU; notebook 07) is a layout of its *float* convolutions. Its integer `QLinearConv` kernels run channels-last (NHWC) and do not use it. So rounding channel counts to the block buys the int8 network nothing by itself (notebook 07 found only that counts which are not multiples of 4 slow them).
+
+# %% [markdown]
+# ### The ceiling: multiply-adds per cycle on each instruction set
+#
+# A convolution is multiply-adds (**MACs**). How many a core can do per clock cycle depends on the instructions it has and on the number type. The table counts them from each instruction's width, for a core with two vector units (Intel's server cores):
+#
+# * fp32: one fused multiply-add instruction (`VFMADD231PS`) does 8 MACs on a 256-bit AVX2 register, 16 on a 512-bit AVX-512 one.
+# * int8 without VNNI takes three instructions: `VPMADDUBSW` multiplies u8 × s8 pairs and adds neighbours into saturating int16s, `VPMADDWD` widens them to int32, `VPADDD` accumulates (the table averages its MACs over the three).
+# * **VNNI**'s `VPDPBUSD` fuses the three: 64 u8 × s8 MACs per 512-bit instruction, into int32.
+# * **AVX-512 BF16**'s `VDPBF16PS` does 32 bf16 MACs into fp32 per instruction.
+# * **AMX** works on *tiles*, 2-D registers of 16 rows × 64 bytes: `TDPBUSD` multiplies a 16 × 64 int8 tile by a 64 × 16 one (16,384 MACs), `TDPBF16PS` a 16 × 32 bf16 tile by a 32 × 16 one (8,192), each once every 16 cycles.
+
+# %% tags=["nbval-check-output"]
+ceilings = [  # (instruction set, number type, MACs per instruction, instructions per cycle per core)
+    ("AVX2", "fp32", 8, 2), ("AVX2, no VNNI", "int8", 32 / 3, 2), ("AVX-VNNI (256-bit)", "int8", 32, 2),
+    ("AVX-512", "fp32", 16, 2), ("AVX-512, no VNNI", "int8", 64 / 3, 2), ("AVX-512 VNNI", "int8", 64, 2),
+    ("AVX-512 BF16", "bf16", 32, 2), ("AMX-BF16", "bf16", 16 * 16 * 32, 1 / 16), ("AMX-INT8", "int8", 16 * 16 * 64, 1 / 16),
+]
+fp32_macs = {"AVX2": 16, "AVX-512": 32}  # fp32 MACs per cycle with the same register width
+print(f"{'instruction set':<20}{'type':<6}{'MACs/instr':>11}{'MACs/cycle':>12}{'x fp32 (same width)':>21}")
+for name, kind, per_instr, per_cycle in ceilings:
+    macs = per_instr * per_cycle
+    base = fp32_macs["AVX2" if name.startswith("AVX2") or "256" in name else "AVX-512"]
+    print(f"{name:<20}{kind:<6}{per_instr:>11.0f}{macs:>12.0f}{macs / base:>20.2f}x")
+
+# %% [markdown]
+# The ratios are what matters: int8 gains **1.33×** over fp32 without VNNI, **4×** with it, and **32×** over AVX-512 fp32 with AMX; bf16 gains 2× with AVX-512 BF16 and 16× with AMX. (AMD's Zen 4 runs each 512-bit instruction as two 256-bit halves: every MACs-per-cycle count halves, the ratios stay.)
+#
+# Sources: Intel's white paper *Lower Numerical Precision Deep Learning Inference and Training* (2018) for the three-instruction int8 sequence, its 1.33× and VNNI's fusion; the *Intel 64 and IA-32 Architectures Software Developer's Manual* for `VPDPBUSD`, `VDPBF16PS`, `TDPBUSD` and `TDPBF16PS`; Intel's AMX overview, which counts 2,048 int8 and 1,024 bf16 *operations* (a multiply or an add: two per MAC) per cycle per core, against 256 with AVX-512 VNNI and 64 with AVX-512 fp32, the table's numbers doubled.
+#
+# These are ceilings for the multiply-adds alone. A network also moves data, changes layouts and requantizes; the next two sections show how close this detector gets.
+
+# %% tags=["nbval-check-output"]
+lat_bench = json.loads((RESULTS / "int8_latency.json").read_text())
+scaling = json.loads((RESULTS / "int8_scaling.json").read_text())
+features = lat_bench["cpu_int8_features"]
+print("the benchmark CPU:", ", ".join(k for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+                                      if features.get(k)))
+print("no AMX: the AMX rows above are not measured here" if not (features["amx_int8"] or features["amx_bf16"]) else "AMX present")
+
+# %% [markdown]
+# ### Where int8 pays: batch and image size
+#
+# `benchmarks/int8_scaling.py` times the network (no post-processing) at 4 batch sizes × 3 image sizes, in every ONNX runtime and precision, in 3 interleaved rounds. Each point is the fastest int8 runtime's paired speed-up over the fastest fp32 one (left), and over the fastest float one, bf16 included (right):
+
+# %%
+sizes, batches = scaling["sizes"], scaling["batches"]
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+for ax, key, ceiling, title in ((axes[0], "speedup_int8_vs_fp32", 4, "int8 over the fastest fp32"),
+                                (axes[1], "speedup_int8_vs_float", 2, "int8 over the fastest float (fp32 or bf16)")):
+    for size in sizes:
+        ax.plot(batches, [scaling["cells"][f"{size}px_b{b}"][key] for b in batches], "o-", label=f"{size}×{size} images")
+    ax.axhline(ceiling, color="tab:red", ls=":", label=f"instruction ceiling ({ceiling}x)")
+    ax.axhline(1, color="gray", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel("batch size")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+axes[0].set_ylabel("speed-up (paired, median of rounds)")
+axes[0].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% tags=["nbval-check-output"]
+print(f"{'cell':<12}{'fastest fp32':>14}{'fastest float':>15}{'fastest int8':>14}{'int8 ms/image':>15}{'x fp32':>8}{'x float':>9}")
+for key, c in scaling["cells"].items():
+    print(f"{key:<12}{c['fastest']['fp32']:>14}{c['fastest']['float']:>15}{c['fastest']['int8']:>14}"
+          f"{c['ms_per_image_fastest_int8']:>15.3f}{c['speedup_int8_vs_fp32']:>8.2f}{c['speedup_int8_vs_float']:>9.2f}")
+
+# %% [markdown]
+# **Small inputs are overhead-bound.** A single 64-pixel image gives each layer little work, and fixed costs per call and per layer (thread hand-over, layout changes, requantization) weigh as much as the multiply-adds: int8 is only 1.7× faster than fp32. **More work per call moves toward the ceiling**: from 128-pixel batches of 4 and 256-pixel single images up, 2.9–3.4×, still short of VNNI's 4×. At batch 64 the two larger image sizes fall back a little (3.2× and 2.8×), likely because a batch's activations no longer fit in the caches.
+#
+# Against the fastest float path, bf16 included, int8's lead is smaller: 1.1–1.7×. The ceilings predict at most 2× (4× over fp32 against bf16's 2×).
+#
+# Timings also move between processes. The 128-pixel batch of 16 is measured by both benchmarks, minutes apart:
+
+# %% tags=["nbval-check-output"]
+cell = scaling["cells"]["128px_b16"]
+print(f"int8_scaling.py:  fastest fp32 {cell['fastest']['fp32']} {cell['latency_ms'][cell['fastest']['fp32']]['median_ms']:.2f} ms, "
+      f"fastest int8 {cell['fastest']['int8']} {cell['latency_ms'][cell['fastest']['int8']]['median_ms']:.2f} ms: {cell['speedup_int8_vs_fp32']:.2f}x")
+s16 = lat_bench["summary"]["batch16"]
+print(f"int8_latency.py:  fastest fp32 {s16['fastest_fp32']} {s16['fastest_fp32_ms']:.2f} ms, "
+      f"fastest int8 {s16['fastest_int8']} {s16['fastest_int8_ms']:.2f} ms: {s16['speedup_fastest_int8_vs_fastest_fp32']:.2f}x")
+print("OpenVINO in both:", {k: round(lat_bench["latency_ms"][k]["batch16"]["median_ms"], 2) for k in ("fp32_openvino", "int8_openvino")},
+      {k: round(cell["latency_ms"][k]["median_ms"], 2) for k in ("fp32_openvino", "int8_openvino")})
+
+# %% [markdown]
+# The same cell, 2.7× in one run and 3.4× in the other. OpenVINO's own timings moved the most between the two runs, in fp32 and in int8. Within one run the interleaved rounds keep a ratio fair; across runs, a ratio is only as good as the spread you see here. Compare numbers from one benchmark run.
+
+# %% [markdown]
+# ### End to end, once the network is int8
+#
+# Decode + NMS runs in float PyTorch after any network, and its cost does not shrink with int8. Once the network is int8 it is a large share of the pipeline, and at batch 1 the pipeline takes nearly twice the sum of its parts (notebook 05 shows why: cache and threads):
+
+# %% tags=["nbval-check-output"]
+post_ms = lat_bench["latency_ms"]["postprocess"]
+for b in ("batch1", "batch16"):
+    net, whole = lat_bench["latency_ms"]["int8_ort"][b]["median_ms"], lat_bench["latency_ms"]["int8_ort"][f"e2e_{b}"]["median_ms"]
+    print(f"int8 ONNX Runtime, {b.replace('batch', 'batch '):>8}: network {net:.2f} ms, decode + NMS alone {post_ms[b]['median_ms']:.2f} ms, "
+          f"pipeline {whole:.2f} ms; the network is {net / whole:.0%} of it")
+
+# %% [markdown]
+# At batch 1 the int8 network is a third of the pipeline: making it twice as fast again would save a sixth. Past this point, speed comes from the rest of the pipeline (batching, fewer candidates before NMS, one runtime for everything), not from fewer bits.
 
 # %% [markdown]
 # ### Codebook quantization: put the levels where the weights are
