@@ -33,7 +33,7 @@ Two stages, so the training can run one seed per process and the timing on a qui
   control), adds an image-level bootstrap CI for seed 0's models and a paired one against the teacher,
   measures size (the deployable ONNX file), parameters, multiply-adds, and latency end to end
   (network + decode + NMS) and of the network alone, at batch 1 and 16, every model and runtime (eager
-  PyTorch, ONNX Runtime, OpenVINO; OpenVINO bf16 too where the CPU has it) in interleaved rounds (median
+  PyTorch, torch.compile for the fp32 models, ONNX Runtime, OpenVINO; OpenVINO bf16 too where the CPU has it) in interleaved rounds (median
   round, with p10/p90), and judges the goals: >= 10x smaller on disk,
   >= 5x faster end to end at batch 16 than the fastest fp32 teacher (paired over the rounds), <= 3 mAP
   points below it -- on val (where the path is chosen) and on test (where it is reported).
@@ -285,6 +285,12 @@ def measure(args: argparse.Namespace) -> None:
             for b in (1, 16):
                 fns[name, "eager", "network", b] = with_threads(args.threads, lambda m=model, x=images[:b]: m.forward_raw(x))
                 fns[name, "eager", "end_to_end", b] = with_threads(args.threads, lambda m=model, x=images[:b]: m(x))
+        for name, model in eager.items():  # torch.compile (inductor, freezing): often the fastest fp32 path (notebook 05)
+            net = compiled_network(model, images)
+            for b in (1, 16):
+                fns[name, "compile", "network", b] = with_threads(args.threads, lambda n=net, x=images[:b]: n(x))
+                fns[name, "compile", "end_to_end", b] = with_threads(args.threads, lambda n=net, m=model, x=images[:b]:
+                                                                     compiled_end_to_end(n, m, x))
         time.sleep(1.0)  # let the worker threads that scored the models go idle
         with torch.inference_mode():
             timed = measure_interleaved(fns, rounds=args.rounds, runs=args.runs, min_seconds=1.0)
@@ -296,8 +302,8 @@ def measure(args: argparse.Namespace) -> None:
     variants["int8"]["pitfall_torch_threads_ms"] = {"end_to_end": {"batch16": rounded(pitfall)},
                                                     "torch_threads": args.threads}
     for name, entry in variants.items():  # the fastest runtime per batch size and measure, in the model's own precision
-        for key, runtimes in (("fastest", ("ort_ms", "eager_ms", "openvino_ms")),  # fp32 models: fp32; int8 models: int8
-                              ("fastest_float", ("ort_ms", "eager_ms", "openvino_ms", "openvino_bf16_ms"))):  # + bf16
+        for key, runtimes in (("fastest", ("ort_ms", "eager_ms", "compile_ms", "openvino_ms")),  # fp32 models: fp32; int8: int8
+                              ("fastest_float", ("ort_ms", "eager_ms", "compile_ms", "openvino_ms", "openvino_bf16_ms"))):  # + bf16
             found = [r for r in runtimes if r in entry]
             entry[f"{key}_ms"] = {what: {b: min((entry[r][what][b] for r in found), key=lambda t: t["median_ms"])
                                          for b in ("batch1", "batch16")} for what in ("network", "end_to_end")}
@@ -341,7 +347,7 @@ def measure(args: argparse.Namespace) -> None:
                         "against the teacher; paired_test: every two deployable models). Choices are made on val, the comparisons "
                         "and goals are reported on test. Sizes are the ONNX files; latency is measured end to end "
                         "(network + decode + NMS) and for the network alone, all models and runtimes in interleaved rounds (median "
-                        "round, p10/p90 inside it, and every round's median); fastest_ms takes the fastest of eager PyTorch, ONNX "
+                        "round, p10/p90 inside it, and every round's median); fastest_ms takes the fastest of eager PyTorch, torch.compile, ONNX "
                         "Runtime and OpenVINO in the model's own precision (fp32 or int8), fastest_float_ms also OpenVINO bf16 "
                         "where the CPU has it; openvino*_test_map_seed0: the same file scored in OpenVINO. With ONNX Runtime, PyTorch's post-processing runs on one thread: with two thread "
                         "pools on a 2-core CPU the pipeline is slower and far more erratic (int8.pitfall_torch_threads_ms)."),
@@ -366,6 +372,24 @@ def measure(args: argparse.Namespace) -> None:
 def rounded(timing: dict) -> dict:
     """A timing of measure_interleaved with its milliseconds rounded to 4 decimals (lists too)."""
     return {k: [round(x, 4) for x in v] if isinstance(v, list) else round(v, 4) for k, v in timing.items()}
+
+
+def compiled_network(model: TinyDetector, images: torch.Tensor):
+    """``torch.compile`` (inductor, weights frozen in as constants) of ``model``'s network, compiled for batch 1 and 16."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    net = torch.compile(DetectorNetwork(model).eval(), dynamic=False)
+    with torch.inference_mode():
+        net(images[:1]), net(images)
+    return net
+
+
+def compiled_end_to_end(net, model: TinyDetector, x: torch.Tensor) -> list[dict]:
+    """Detections from the compiled network ``net`` and ``model``'s decode + NMS (what ``model(x)`` does, compiled)."""
+    logits, deltas = net(x)
+    anchors, _ = model.all_anchors(model.level_sizes(tuple(x.shape[-2:])), x.device)
+    return model.postprocess({"logits": logits, "deltas": deltas, "anchors": anchors}, tuple(x.shape[-2:]))
 
 
 def with_threads(n: int, fn):

@@ -17,11 +17,12 @@ are made from the QAT-8 checkpoint (``qat_sweep.py``), BN folded. The int8 ONNX 
 carries QAT's own scales (``export_qdq`` of ``integer_detector``, notebook 09); the file
 ONNX Runtime's quantizer re-calibrates from the float export is scored too (mAP only).
 Latency is the *network* (backbone + head) at batch 1 and 16, and *end to end*
-(network, then decode + NMS in float PyTorch; ONNX Runtime's idle workers set not to
-spin there, so they leave the cores to PyTorch) at both; post-processing alone is
+(network, then decode + NMS in float PyTorch on one thread, as a deployment mixing two runtimes should;
+ONNX Runtime's idle workers set not to spin there, so they leave the cores to PyTorch) at both; post-processing alone is
 timed too, and, for the ONNX Runtime and OpenVINO int8 runtimes, where end to end
 loses time beyond the sum of its parts: the network timed alone, right after the
-post-processing, and right after a write to an 8 MiB buffer (a cache flush). The teacher (width 2) is timed as well, network only, in ONNX Runtime and
+post-processing, right after a write to a 64 MiB buffer (a cache flush) and right after an idle
+pause as long as the post-processing. The teacher (width 2) is timed as well, network only, in ONNX Runtime and
 OpenVINO (its int8 file: post-training quantization). On the test split, each int8
 runtime's mAP is compared with the fake-quant model's and bf16's with fp32's
 (paired bootstrap intervals). Writes ``benchmarks/results/int8_latency.json``.
@@ -31,7 +32,7 @@ torchao int8) with ``ONEDNN_MAX_CPU_ISA`` set to ``AVX512_CORE`` (AVX-512 withou
 VNNI) and ``AVX2``, to measure what the int8 dot-product instruction (VNNI) is
 worth on this CPU.
 
-    python benchmarks/int8_latency.py              # about 18 min on 2 CPU cores (measured)
+    python benchmarks/int8_latency.py              # about 24 min on 2 CPU cores (measured, 5 rounds)
     python benchmarks/int8_latency.py --skip-torchao --skip-isa --rounds 1 --runs 20   # quicker
     python benchmarks/int8_latency.py --scores-only   # new weights, same shapes: re-score, keep the timings
 
@@ -48,6 +49,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,21 +75,43 @@ ROOT = Path(__file__).resolve().parents[1]
 class _TorchDetector(torch.nn.Module):
     """Wraps a compiled network so ``evaluate`` can score it (same post-processing as OrtDetector)."""
 
-    def __init__(self, network, detector: TinyDetector) -> None:
+    def __init__(self, network, detector: TinyDetector, post_threads: int | None = None) -> None:
         super().__init__()
-        self.detector = detector
+        self.detector, self.post_threads = detector, post_threads
         self._network = [network]  # kept out of the module tree: exported programs refuse .eval()
 
     def network(self, x):
         return self._network[0](x)
 
+    def postprocess(self, logits, deltas, size: tuple[int, int]):
+        """Decode + NMS, on ``post_threads`` PyTorch threads if set (then the previous count is restored)."""
+        h, w = size[0] // self.detector.stride, size[1] // self.detector.stride
+        raw = {"logits": logits, "deltas": deltas, "anchors": self.detector.anchors((h, w), logits.device)}
+        threads = torch.get_num_threads()
+        if self.post_threads:
+            torch.set_num_threads(self.post_threads)
+        try:
+            return self.detector.postprocess(raw, size)
+        finally:
+            torch.set_num_threads(threads)
+
     def forward(self, images):
         x = torch.stack(list(images)) if isinstance(images, (list, tuple)) else images
         with torch.no_grad():
             logits, deltas = self.network(x)
-        h, w = x.shape[-2] // self.detector.stride, x.shape[-1] // self.detector.stride
-        raw = {"logits": logits, "deltas": deltas, "anchors": self.detector.anchors((h, w), x.device)}
-        return self.detector.postprocess(raw, tuple(x.shape[-2:]))
+        return self.postprocess(logits, deltas, tuple(x.shape[-2:]))
+
+
+def cpu_caches() -> dict[str, str]:
+    """The first CPU's caches from sysfs, e.g. ``{"L1d": "32K", "L2": "1024K", "L3": "32768K"}`` (empty where unreadable)."""
+    out = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        out[f"L{level}" + {"Data": "d", "Instruction": "i"}.get(kind, "")] = size
+    return out
 
 
 def time_network(run, images: torch.Tensor, runs: int, whole=None) -> dict[str, dict[str, float]]:
@@ -108,34 +132,40 @@ def time_network(run, images: torch.Tensor, runs: int, whole=None) -> dict[str, 
 def cache_breakdown(whole: _TorchDetector, images: torch.Tensor, runs: int) -> dict[str, float]:
     """Why end to end costs more than network + post-processing: median ms over ``runs`` alternations at batch 16.
 
-    ``network_alone``: back-to-back network calls; ``network_after_post`` / ``post_after_network``: the two
-    halves of the end-to-end loop timed separately; ``network_after_flush``: the network right after writing
-    an 8 MiB buffer (evicts the caches, computes nothing).
+    Every step between two network calls runs on one PyTorch thread (as the end-to-end timing does), so the
+    controls differ only in what they touch. ``network_alone``: back-to-back network calls;
+    ``network_after_post`` / ``post_after_network``: the two halves of the end-to-end loop timed separately;
+    ``network_after_flush``: right after writing a 64 MiB buffer (evicts the caches, computes nothing);
+    ``network_after_idle``: right after sleeping as long as the post-processing takes (the runtime's threads
+    go idle, the caches stay warm).
     """
-    x, flush = images.contiguous(), torch.zeros(8 << 20, dtype=torch.uint8)
-    run, detector = whole.network, whole.detector
-    times: dict[str, list[float]] = {k: [] for k in ("network_alone", "network_after_post", "post_after_network",
-                                                     "network_after_flush")}
+    x, flush = images.contiguous(), torch.zeros(64 << 20, dtype=torch.uint8)
+    run, size = whole.network, tuple(images.shape[-2:])
+    names = {"alone": "network_alone", "post": "network_after_post", "flush": "network_after_flush", "idle": "network_after_idle"}
+    times: dict[str, list[float]] = {k: [] for k in [*names.values(), "post_after_network"]}
+    threads = torch.get_num_threads()
     with torch.inference_mode():
-        anchors = detector.anchors((x.shape[-2] // detector.stride, x.shape[-1] // detector.stride), x.device)
         for _ in range(10):
             run(x)
-        for mode in ("alone", "post", "flush"):
+        for mode in ("alone", "post", "flush", "idle"):
             for i in range(runs + 5):
                 t0 = time.perf_counter()
                 logits, deltas = run(x)
                 t1 = time.perf_counter()
                 if mode == "post":
-                    detector.postprocess({"logits": logits, "deltas": deltas, "anchors": anchors}, tuple(x.shape[-2:]))
+                    whole.postprocess(logits, deltas, size)
                 elif mode == "flush":
+                    torch.set_num_threads(1)
                     flush.add_(1)
+                    torch.set_num_threads(threads)
+                elif mode == "idle":
+                    time.sleep(statistics.median(times["post_after_network"]) / 1e3)
                 t2 = time.perf_counter()
                 if i >= 5:
-                    times[{"alone": "network_alone", "post": "network_after_post", "flush": "network_after_flush"}[mode]].append(
-                        (t1 - t0) * 1e3)
+                    times[names[mode]].append((t1 - t0) * 1e3)
                     if mode == "post":
                         times["post_after_network"].append((t2 - t1) * 1e3)
-    return {k: float(torch.tensor(v).median()) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def runtime_names(features: dict[str, bool], torchao: bool) -> list[str]:
@@ -220,7 +250,7 @@ def probe_main(args) -> None:
     if not args.time_one.startswith("teacher_"):
         quiet = args.time_one.endswith("_ort")
         whole = _TorchDetector(build_runner(args.time_one, folded_fp32, folded_qat, calib, images, args.work, args.threads,
-                                            spin=False) if quiet else runner, fp32)
+                                            spin=False) if quiet else runner, fp32, post_threads=1)
     timed = time_network(runner, images, args.runs, whole)
     if args.time_one in ("int8_ort", "int8_openvino"):
         timed["cache_breakdown_batch16"] = cache_breakdown(whole, images, args.runs)
@@ -308,7 +338,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=60, help="timed runs at batch 16 (4x as many at batch 1)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (every runtime once per round)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (every runtime once per round)")
     parser.add_argument("--calib-images", type=int, default=64)
     parser.add_argument("--skip-torchao", action="store_true")
     parser.add_argument("--skip-isa", action="store_true", help="skip the oneDNN instruction-set comparison")
@@ -423,7 +453,7 @@ def main() -> None:
                         "size the median round (median, p10, p90 of its calls) and every round's median. "
                         "Made by benchmarks/int8_latency.py."),
         "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "machine": platform.machine(),
-        "processor": platform.processor(), "cpu": cpu_info(), "cpu_int8_features": cpu_int8_features(),
+        "processor": platform.processor(), "cpu": cpu_info(), "cpu_int8_features": cpu_int8_features(), "cpu_caches": cpu_caches(),
         "latency_ms": latency, "file_bytes": sizes, "val_map": maps, "test_map": test_maps, "setup_seconds": seconds,
         "summary": summary,
         "size_ratio_fp32_onnx_over_int8_onnx": sizes["fp32_onnx"] / sizes["int8_onnx"],

@@ -130,16 +130,29 @@ def _check_input_shape(path: str | Path, shape: tuple[int, ...]) -> None:
                          "the size the model was exported for")
 
 
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
 def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_images: Tensor,
-                  per_channel: bool = True, batch_size: int = 16) -> Path:
+                  per_channel: bool = True, batch_size: int = 16, method: str = "minmax",
+                  nodes_to_exclude: Sequence[str] = ()) -> Path:
     """Static int8 quantization of an ONNX model with ONNX Runtime (QDQ format).
 
     Weights: int8, symmetric, per output channel (``per_channel``); activations:
-    uint8, asymmetric, per tensor, min-max over ``calibration_images`` (N, 3, H, W).
+    uint8, asymmetric, per tensor, ranges from ``calibration_images`` (N, 3, H, W) by
+    ``method``: "minmax" (the observed min and max), "entropy" (the range that keeps the
+    histogram's KL divergence smallest) or "percentile" (a range that leaves out the rarest 0.001 % of values).
+    ``nodes_to_exclude``: names of nodes to keep in float (their inputs and outputs are
+    dequantized around them; :func:`course_utils.keep_float.quantizable_nodes` lists the names).
     ONNX Runtime fuses each DequantizeLinear -> Conv -> QuantizeLinear group into
     an integer convolution when it loads the model.
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"method must be one of {list(CALIBRATION_METHODS)}, got {method!r}")
+    if isinstance(nodes_to_exclude, str) or not all(isinstance(n, str) for n in nodes_to_exclude):
+        raise TypeError(f"nodes_to_exclude must be a list of node names (strings), got {nodes_to_exclude!r}")
 
     if not isinstance(calibration_images, Tensor):
         raise TypeError(f"calibration_images must be one (N, 3, H, W) tensor, got {type(calibration_images).__name__}; "
@@ -158,6 +171,14 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
         raise ValueError(f"int8_path {str(int8_path)!r} is the fp32 model itself; writing there would destroy it. "
                          "Choose another name, e.g. model.int8.onnx")
     _check_input_shape(fp32_path, tuple(calibration_images.shape))
+    if nodes_to_exclude:  # ONNX Runtime ignores names it does not know: a typo would quantize the node silently
+        import onnx
+
+        names = {node.name for node in onnx.load(str(fp32_path), load_external_data=False).graph.node}
+        unknown = sorted(set(nodes_to_exclude) - names)
+        if unknown:
+            raise ValueError(f"nodes_to_exclude: {unknown} are not nodes of {str(fp32_path)!r}; "
+                             "list the names with course_utils.keep_float.quantizable_nodes(path)")
 
     class ImageReader(CalibrationDataReader):  # feeds the calibration batches, then None
         def __init__(self) -> None:
@@ -176,7 +197,9 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
     try:
         quantize_static(str(fp32_path), str(int8_path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                          "percentile": CalibrationMethod.Percentile}[method],
+                        nodes_to_exclude=list(nodes_to_exclude))
     finally:
         root.setLevel(level)
     return strip_onnx_debug_info(int8_path)

@@ -75,6 +75,7 @@ __all__ = [
     "seed_summary",
     "seed_difference",
     "compare_intervals",
+    "judge_goal",
     "pareto_front",
     "mean_average_precision",
     "count_errors",
@@ -819,6 +820,23 @@ def compare_intervals(a: tuple[float, float], b: tuple[float, float], higher_is_
     (a_lo, a_hi), (b_lo, b_hi) = (_interval(v, name) for v, name in ((a, "a"), (b, "b")))
     above = 1 if a_lo > b_hi else -1 if a_hi < b_lo else 0
     return above if higher_is_better else -above
+
+
+def judge_goal(interval: Any, lower: float = -math.inf, upper: float = math.inf) -> str:
+    """Is a goal ``lower <= x <= upper`` met, judged on an interval ``(low, high)`` of x rather than on its point value?
+
+    "met" when the whole interval lies inside the goal, "missed" when it lies wholly outside, and
+    "not resolved" when it straddles a bound: the noise cannot tell. ``interval``: a (low, high) pair
+    or a result with "low" and "high" (a bootstrap CI, or ``paired_speedup``'s range of per-round
+    ratios). E.g. a speed-up goal of at least 3x: ``judge_goal(speedup, lower=3)``; an mAP change
+    within 0.2 points: ``judge_goal(ci_in_points, -0.2, 0.2)``. Taught in: 05_qat_and_int8.
+    """
+    low, high = _interval(interval, "interval")
+    if math.isnan(lower) or math.isnan(upper) or lower > upper:
+        raise ValueError(f"judge_goal: the goal [{lower}, {upper}] must have lower <= upper (use -math.inf / math.inf for none)")
+    if lower <= low and high <= upper:
+        return "met"
+    return "missed" if high < lower or low > upper else "not resolved"
 
 
 def _interval(value: Any, name: str) -> tuple[float, float]:

@@ -10,7 +10,7 @@
 # 4. build a real int8 model with ONNX Runtime, check its size, accuracy and speed, and choose a runtime and precision.
 
 # %% [markdown]
-# > **Terms** new here (more in the [glossary](../docs/glossary.md)):
+# > **Terms** new here:
 # > * **BN folding**: merging a batch norm into the conv before it.
 # > * **PTQ** (post-training quantization): quantizing a trained model without training.
 # > * **QAT** (quantization-aware training): fine-tuning with fake quantization in the forward pass.
@@ -32,7 +32,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from course_utils import CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, fit, get_device, load_checkpoint, materialize, paired_bootstrap_map, predict, seed_difference, seed_everything
-from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_latency, ort_session, quantize_onnx
+from course_utils.metrics import judge_goal
+from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, file_size, measure_latency, ort_session, paired_speedup, quantize_onnx
 from course_utils.quant import (
     QATSchedule,
     QuantConvBn2d,
@@ -76,9 +77,9 @@ print(f"fp32 val mAP@[.5:.95] = {fp32_map:.3f}")
 # %% [markdown]
 # ## 1. The idea
 #
-# An integer model needs a scale and zero point (notebook 04) for every weight tensor and activation. Two ways to get them:
+# Every weight tensor and activation needs a scale and zero point (notebook 04). Two ways to get them:
 #
-# * **PTQ** takes the trained model as it is: weight ranges come from the weights, activation ranges from a few **calibration** images. No training.
+# * **PTQ** takes the trained model as it is: weight ranges come from the weights, activation ranges from a few **calibration** images.
 # * **QAT** fine-tunes with fake quantization in the forward pass, so the float weights learn to sit where the grid represents them well.
 #
 # Both start by folding batch norm into the convs.
@@ -86,7 +87,7 @@ print(f"fp32 val mAP@[.5:.95] = {fp32_map:.3f}")
 # %% [markdown]
 # ## 2. Batch-norm folding
 #
-# At inference, batch norm is a fixed affine map per channel, so it can be merged into the conv before it. With BN statistics μ, σ², affine parameters γ, β, and `f = γ / √(σ² + ε)` per output channel:
+# At inference, batch norm is a fixed per-channel affine map, mergeable into the conv before it. With BN statistics μ, σ², affine parameters γ, β, and `f = γ / √(σ² + ε)` per output channel:
 #
 # $$W' = W \cdot f, \qquad b' = (b - \mu)\, f + \beta .$$
 #
@@ -119,7 +120,7 @@ for name, settings in {"W8A8": dict(weight_bits=8, act_bits=8), "W4A4": dict(wei
 assert fp32_map - ptq["W8A8"] < 0.01 and fp32_map - ptq["W4A4"] > 0.1  # 8 bits: almost free; 4 bits: expensive
 
 # %% [markdown]
-# 8 bits costs almost nothing. 4 bits costs many points, and much of that loss already comes from the weights alone (the line with float activations). Can training win it back?
+# 8 bits costs almost nothing; 4 bits costs many points, much of it from the weights alone (the line with float activations). Can training win it back?
 
 # %% [markdown]
 # ## 4. Quantization-aware training (QAT)
@@ -138,7 +139,7 @@ print(qat.stem[0])
 print("Conv-BN pairs turned into QuantConvBn2d:", sum(isinstance(m, QuantConvBn2d) for m in qat.modules()))
 
 # %% [markdown]
-# A short live QAT-4 run: calibrate, then two 500-image epochs with `fit`; the `QATSchedule` hook freezes BN statistics and activation ranges after epoch 1. (It starts a little below §3's W4A4: QAT's observer averages each batch's min and max.)
+# A short live QAT-4 run: calibrate, then two 500-image epochs with `fit`; the `QATSchedule` hook freezes BN statistics and activation ranges after epoch 1. (It starts below §3's W4A4: QAT's observer averages each batch's min and max.)
 
 # %% tags=["nbval-ignore-output"]
 train_set = materialize(SyntheticShapes(500, seed=0), progress=False)  # some of the fp32 model's training scenes
@@ -218,7 +219,7 @@ plt.show()
 #
 # 1. take the sweep's QAT-8 model, BN folded, as plain float layers (`to_float_folded`);
 # 2. export the network to ONNX (`export_onnx`); post-processing (decode + NMS) stays in PyTorch;
-# 3. convert it with `quantize_onnx`: int8 weights per output channel, uint8 activations per tensor, ranges calibrated by ONNX Runtime on 64 images;
+# 3. convert it with `quantize_onnx` (int8 weights per channel, uint8 activations, ranges calibrated on 64 images);
 # 4. run it with `OrtDetector`, which `evaluate` scores like any other model.
 
 # %% tags=["nbval-ignore-output"]
@@ -254,7 +255,7 @@ print(f"int8 minus simulation: {100 * diff['value']:+.2f} points, 95% paired boo
 assert abs(diff["value"]) < 0.01 and diff["within_noise"]  # the simulation was honest to within a point
 
 # %% [markdown]
-# The int8 file is 3.7× smaller than float ONNX, not 4×: scales, zero points, biases and the graph itself take space. And it scores what the simulation promised: under a point apart, with a paired bootstrap interval that contains 0 (the cell asserts both).
+# The int8 file is 3.7× smaller than float ONNX, not 4×: scales, zero points, biases and the graph take space. It scores what the simulation promised: under a point apart, the paired bootstrap interval containing 0 (asserted).
 #
 # Is it faster? A quick timing (2 threads, batch 16; timings wander):
 
@@ -267,7 +268,7 @@ for name, detector in (("float ONNX Runtime", float_detector), ("int8 ONNX Runti
 # %% [markdown]
 # ### Which runtime, which precision?
 #
-# **OpenVINO**, Intel's CPU runtime, reads the same ONNX file. On a CPU with bf16 instructions it can run the float file in **bf16** (bfloat16: fp32's range, 8 bits of precision, no calibration). The benchmark timed each option and scored it on test:
+# The same file also runs in **OpenVINO**, Intel's CPU runtime. On a CPU with bf16 instructions it can run the float file in **bf16** (bfloat16: fp32's range with 8 significant bits; no calibration). Other rows: `torch.compile`, PyTorch's compiler, and torchao, PyTorch's int8 path. The benchmark timed each (ms per batch; end to end adds decode + NMS) and scored it:
 
 # %% tags=["nbval-check-output"]
 bench = json.loads((RESULTS / "int8_latency.json").read_text())
@@ -276,21 +277,22 @@ LABELS = {"fp32_eager": "fp32 eager PyTorch", "fp32_compile": "fp32 torch.compil
           "fp32_openvino": "fp32 OpenVINO", "bf16_openvino": "bf16 OpenVINO", "int8_ort": "int8 ONNX Runtime",
           "int8_openvino": "int8 OpenVINO", "int8_torchao": "int8 torchao"}
 print(f"{bench['threads']} threads, CPU with " + ", ".join(k for k in ("avx512_vnni", "avx512_bf16", "amx_int8") if bench["cpu_int8_features"][k]))
-print(f"{'':<20}{'ms per batch of 1':>18}{'of 16':>7}{'16, end to end':>16}{'test mAP':>10}  change [95% CI], points")
+print(f"{'':<22}{'ms per batch of 1':>18}{'of 16':>7}{'16, end to end':>16}{'val mAP':>9}{'test mAP':>9}  test change [95% CI]")
 for key, label in LABELS.items():
     if key not in lat:
         continue
     change = next((d for name, d in paired.items() if name.startswith(key + "_minus")), None)
     vs = f"{100 * change['value']:+.2f} [{100 * change['low']:+.2f}, {100 * change['high']:+.2f}]" if change else ""
-    score = bench["test_map"].get(key, bench["test_map"]["fp32"])  # fp32 PyTorch paths: the same weights as eager
-    print(f"{label:<20}{lat[key]['batch1']['median_ms']:>18.2f}{lat[key]['batch16']['median_ms']:>7.2f}"
-          f"{lat[key]['e2e_batch16']['median_ms']:>16.2f}{score:>10.3f}  {vs}")
-print("int8: the QAT-8 model with its own scales (notebook 09); change: int8 against that fake-quant model, bf16 against fp32")
+    val, test = (bench[f"{split}_map"].get(key, bench[f"{split}_map"]["fp32"]) for split in ("val", "test"))  # fp32: one model
+    print(f"{label:<22}{lat[key]['batch1']['median_ms']:>18.2f}{lat[key]['batch16']['median_ms']:>7.2f}"
+          f"{lat[key]['e2e_batch16']['median_ms']:>16.2f}{val:>9.3f}{test:>9.3f}  {vs}")
+print(f"{'QAT-8, fake quant':<22}{'(a simulation: not timed)':>41}{bench['val_map']['qat8_fake_quant']:>9.3f}{bench['test_map']['qat8_fake_quant']:>9.3f}")
+print("int8 rows: the QAT-8 model with its own scales (notebook 09); change: int8 against QAT-8's fake quant, bf16 against fp32")
 
 # %% [markdown]
-# **On this CPU** (AVX-512 with VNNI and bf16, no AMX), deploy int8: 2.0× the fastest fp32 path at batch 1, 2.7× at batch 16, 1.5–1.8× faster than bf16, for 0.2–0.4 points (about the noise). bf16 costs nothing.
+# **On this CPU** (VNNI, x86's one-step int8 dot product, and bf16; no AMX), val picks int8 in ONNX Runtime: 2.0× the fastest fp32 at batch 1, 2.1× at 16, −0.1 points on val (−0.3 on test, within noise). OpenVINO's int8 is faster at batch 16 (2.6×) but loses 0.6 on val; bf16 loses nothing but is 1.2–1.4× slower.
 #
-# Elsewhere, measure: int8 gains less without VNNI, and with AMX bf16 comes close (deep dive). `python -m course_utils benchmark your.pt --data val.json` prints this table for your model.
+# Elsewhere, measure (`python -m course_utils benchmark your.pt --data val.json`): int8 gains less without VNNI; AMX speeds up int8 and bf16 alike (deep dive).
 
 # %% [markdown]
 # ## 7. Exercises
@@ -468,7 +470,7 @@ assert kept_float["all layers 4-bit"] + 0.05 < kept_float["first + last layers f
 # **The goals.** Against the *fastest* fp32 path, on a CPU with VNNI, the best int8 path should be at least **3×** faster for the network at batch 16 (3.5× on a CPU with AMX), **2.5×** end to end (network + decode + NMS) at batch 16, and **2×** at batch 1. Its mAP should stay within 0.2 points of the fake-quant model it was made from; bf16's within 0.2 of fp32. The compute-bound ceiling is 4× (notebook 09 counts the instructions).
 
 # %% [markdown]
-# **What it times.** `python benchmarks/int8_latency.py` (about 15 minutes) runs every path with 2 threads:
+# **What it times.** `python benchmarks/int8_latency.py` (about 23 minutes) runs every path with 2 threads:
 #
 # * fp32: eager PyTorch, `torch.compile` (PyTorch's compiler; its *inductor* backend generates fused kernels, and *freezing* folds the weights in as constants), ONNX Runtime and OpenVINO, all on the trained detector with BN folded;
 # * bf16: OpenVINO on the same fp32 file, only on a CPU with bf16 instructions;
@@ -477,9 +479,9 @@ assert kept_float["all layers 4-bit"] + 0.05 < kept_float["first + last layers f
 # Each is timed for the network alone and end to end, at batch 1 and 16. ONNX Runtime's and OpenVINO's times include handing the batch over as a NumPy array. The teacher (width 2) is timed too, network only.
 
 # %% [markdown]
-# **How it times.** Each runtime runs in a fresh process of its own, because ONNX Runtime's and PyTorch's worker threads keep spinning after a call and would slow whatever ran next in the same process. After a warm-up, it runs for at least 2 seconds per batch size. End to end, ONNX Runtime's idle threads are told not to spin (`spin=False`), so they leave the cores to PyTorch's post-processing.
+# **How it times.** Each runtime runs in a fresh process of its own, because ONNX Runtime's and PyTorch's worker threads keep spinning after a call and would slow whatever ran next in the same process. After a warm-up, it runs for at least 2 seconds per batch size. End to end, post-processing runs on one PyTorch thread and ONNX Runtime's idle threads are told not to spin (`spin=False`), so the two runtimes do not fight over the cores (below).
 #
-# It does so in **3 interleaved rounds**: round 1 times every runtime once, then round 2, then round 3. A slow moment of the machine then hits all runtimes alike instead of one. Each runtime reports its median round (the median over its calls, with the 10th and 90th percentiles).
+# It does so in **5 interleaved rounds**: round 1 times every runtime once, then round 2, and so on. A slow moment of the machine then hits all runtimes alike instead of one. Each runtime reports its median round (the median over its calls, with the 10th and 90th percentiles).
 #
 # A speed-up is **paired**: the ratio of two timings from the same round, taken within minutes of each other, then the median of those per-round ratios (notebook 08 explains why).
 
@@ -514,31 +516,28 @@ plt.show()
 # The goals, judged on these numbers:
 
 # %% tags=["nbval-check-output"]
-s = bench["summary"]
+s = bench["summary"]  # judge_goal: met / missed only when the whole range of the rounds (or the CI) is on one side
 for what, key, goal in (("network, batch 16", "batch16", 3.0), ("end to end, batch 16", "e2e_batch16", 2.5), ("network, batch 1", "batch1", 2.0)):
-    x = s[key]["speedup_fastest_int8_vs_fastest_fp32"]
-    print(f"{what:<21} {LABELS[s[key]['fastest_int8']]:<18} {x:.2f}x the fastest fp32 ({LABELS[s[key]['fastest_fp32']]}), "
-          f"goal {goal}x: {'met' if x >= goal else 'MISSED'}; {s[key]['speedup_fastest_int8_vs_fastest_float']:.2f}x the fastest float "
-          f"({LABELS[s[key]['fastest_float']]})")
+    x = paired_speedup(lat[s[key]["fastest_fp32"]][key], lat[s[key]["fastest_int8"]][key])
+    print(f"{what:<21} {LABELS[s[key]['fastest_int8']]} vs {LABELS[s[key]['fastest_fp32']]}: {x['speedup']:.2f}x, rounds "
+          f"{x['low']:.2f}-{x['high']:.2f}; goal {goal}x: {judge_goal(x, lower=goal)}")
 for name, d in paired.items():
     runtime, base = name.split("_minus_")
     label = LABELS.get(runtime, "int8 ONNX Runtime, re-calibrated")
-    print(f"mAP {label:<33} {100 * d['value']:+.2f} points [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] against "
-          f"{'fake quant' if base != 'fp32' else 'fp32'}: {'met' if abs(d['value']) <= 0.002 else 'MISSED'} (goal: within 0.2)")
+    print(f"mAP {label:<33} {100 * d['value']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] vs "
+          f"{'fake quant' if base != 'fp32' else 'fp32'}; goal within ±0.2: {judge_goal((100 * d['low'], 100 * d['high']), -0.2, 0.2)}")
 
 # %% [markdown]
-# **One goal met, two missed.** At batch 1, int8 in ONNX Runtime is 2.04× faster than fp32 ONNX Runtime: met, barely. At batch 16 the best int8 network (torchao, 4.0 ms) is 2.73× the fastest fp32 (OpenVINO, 11.0 ms): short of 3×. End to end it is 2.21×: short of 2.5×.
+# **No speed goal is met for certain.** The medians fall short of all three: 2.63× at batch 16 (OpenVINO's int8 against fp32 ONNX Runtime), 2.31× end to end (torchao against `torch.compile`), 1.99× at batch 1 (ONNX Runtime). But in each, one of the 5 rounds reached the goal, so this machine's noise cannot call them missed either: "not resolved". Against bf16, the fair float rival on this CPU, the best int8 is 1.4–1.6× faster.
 #
-# Against bf16, the fair float rival on this CPU, int8 is 1.5× (batch 1) to 1.8× (batch 16) faster.
+# **Accuracy: not resolved either, except one miss.** The test split's 95 % intervals are ±0.3–0.4 points wide, twice the goal's ±0.2: 200 images cannot resolve a 0.2-point goal. The point estimates: bf16 +0.08 against fp32; int8 −0.20 (torchao), −0.27 (ONNX Runtime) and −0.43 (OpenVINO, whose interval just excludes 0) against the fake-quant model. The file that ONNX Runtime calibrates itself loses 0.59 [−1.08, −0.21], a miss; QAT's own scales lose less, but the gap between the two files is itself within noise (notebook 09).
 #
-# **Accuracy: met by torchao and bf16, missed by the ONNX runtimes.** torchao's int8 is 0.20 points below the fake-quant model, bf16 0.08 above fp32. ONNX Runtime loses 0.27 points, an interval that still contains 0, and OpenVINO 0.43 on the same file. The file that ONNX Runtime calibrates itself loses 0.59, [−1.08, −0.21]: QAT's own scales halve the loss, without closing it.
-#
-# Why each goal was missed, next.
+# Why the medians fall short, next.
 
 # %% [markdown]
 # ### Why not 3×, and why not 2.5× end to end
 #
-# **The network.** Every layer's int32 result must be *requantized*: rescaled and rounded back to uint8 for the next layer. Tensors are reordered into the layouts the integer kernels want. And these layers are small (16–128 channels, 16×16 maps in the head), so fixed per-layer costs weigh heavily. Notebook 09's sweep over batch and image size shows it: the speed-up grows from 1.7× on 64-pixel single images to above 3× where there is more work per call. The width-2 teacher, with 4× the multiply-adds, reaches it here:
+# **The network.** Every layer's int32 result must be *requantized*: rescaled and rounded back to uint8 for the next layer. Tensors are reordered into the layouts the integer kernels want. And these layers are small (16–128 channels, 16×16 maps in the head), so fixed per-layer costs weigh heavily. Notebook 09's sweep over batch and image size shows it: the speed-up grows from 1.7× on 64-pixel single images to above 3× where there is more work per call. The width-2 teacher, with 4× the multiply-adds, reaches it here (its int8 file by post-training quantization; ONNX Runtime and OpenVINO only):
 
 # %% tags=["nbval-check-output"]
 for b, ts in bench["teacher_summary"].items():
@@ -547,7 +546,7 @@ for b, ts in bench["teacher_summary"].items():
           f"{ts['speedup_fastest_int8_vs_fastest_float']:.2f}x the fastest float ({LABELS[ts['fastest_float']]})")
 
 # %% [markdown]
-# **End to end: Amdahl, then the cache.** Decode + NMS costs the same 0.9 ms at batch 16 after any network. Even if nothing else were lost, the best end-to-end speed-up would be the fastest fp32 pipeline over the int8 network plus that fixed part:
+# **End to end: Amdahl's law.** Decode + NMS costs the same 0.9 ms at batch 16 after any network (on 2 threads). Even if nothing else were lost, the best end-to-end speed-up would be the fastest fp32 pipeline over the int8 network plus that fixed part:
 
 # %% tags=["nbval-check-output"]
 e2e, post = s["e2e_batch16"], lat["postprocess"]["batch16"]["median_ms"]
@@ -555,21 +554,21 @@ bound = e2e["fastest_fp32_ms"] / (s["batch16"]["fastest_int8_ms"] + post)
 print(f"fastest fp32 end to end {e2e['fastest_fp32_ms']:.2f} ms / (int8 network {s['batch16']['fastest_int8_ms']:.2f} + "
       f"post-processing {post:.2f} ms) = {bound:.2f}x at most; measured {e2e['speedup_fastest_int8_vs_fastest_fp32']:.2f}x")
 for name, b in lat["cache_breakdown_batch16"].items():
-    print(f"{LABELS[name]}: network alone {b['network_alone']:.2f} ms, right after the post-processing "
-          f"{b['network_after_post']:.2f}, right after writing 8 MiB {b['network_after_flush']:.2f}; "
-          f"post-processing after the network {b['post_after_network']:.2f}")
+    print(f"{LABELS[name]}, network: alone {b['network_alone']:.2f} ms; right after the post-processing "
+          f"{b['network_after_post']:.2f}, after writing 64 MiB {b['network_after_flush']:.2f}, after an idle pause "
+          f"{b['network_after_idle']:.2f}. Post-processing on 1 thread, after the network: {b['post_after_network']:.2f} ms")
 
 # %% [markdown]
-# So 2.5× was out of reach before any loss: the goal asks for more than Amdahl's law allows this network. And the ONNX runtimes lose more. In the end-to-end loop their network runs 1.2–1.9 ms slower than alone: as slow as right after writing an 8 MiB buffer, which computes nothing but evicts the caches. Post-processing pushes the network's weights and buffers out of the cache, and the next call fetches them from memory again. torchao stays in PyTorch end to end and loses the least.
+# So Amdahl's law allows 2.6× here, and the goal asks for 2.5×: little room for any loss. Inside the pipeline the network is barely slower than alone (by 0.15–0.3 ms, about what a cache flush or an idle pause costs it): caches are not where the time goes. The post-processing is: on the one thread it gets in the pipeline it takes 1.5 ms, not 0.9.
 #
-# Two runtimes in one process also share the cores. With ONNX Runtime's default setting its idle threads spin after each call and take the cores PyTorch's post-processing needs; that is why the benchmark turns spinning off end to end (notebook 08 measures such a fight). Time the whole pipeline, with the settings you will deploy.
+# Why one thread? Two runtimes in one process share the cores. ONNX Runtime's idle threads spin after each call by default, and PyTorch's threads do the same after theirs: with both pools at 2 threads on 2 cores they fight, and a first version of this benchmark lost far more that way (notebook 08 measures such a fight). So the pipeline runs post-processing on one thread and turns ONNX Runtime's spinning off. Time the whole pipeline, with the settings you will deploy.
 
 # %% [markdown]
 # ### torchao, ONNX Runtime or OpenVINO?
 #
-# On this CPU no runtime wins everywhere. torchao's int8 is fastest at batch 16 (4.0 ms, against 4.4 in ONNX Runtime and 5.0 in OpenVINO) and end to end, but at batch 1 it is no faster than fp32 (0.88 ms): the compiled graph has a fixed cost per call that this tiny network cannot hide. ONNX Runtime's int8 is fastest at batch 1 (0.35 ms). OpenVINO gives the fastest fp32 at batch 16 and the only bf16. (The deprecated `torch.ao.quantization` eager/FX flow was not considered.)
+# On this CPU no runtime wins everywhere. At batch 16 OpenVINO runs the int8 network fastest (4.1 ms, against 4.3 in torchao and 5.4 in ONNX Runtime), and torchao the whole pipeline (5.6 ms end to end: it never leaves PyTorch). At batch 1 ONNX Runtime's int8 is fastest (0.38 ms), and torchao's is slower than fp32 ONNX Runtime (0.90 against 0.76 ms): its compiled graph has a fixed cost per call that this tiny network cannot hide. OpenVINO also gives the only bf16. (The deprecated `torch.ao.quantization` eager/FX flow was not considered.)
 #
-# The same int8 file runs at different speeds in different runtimes because each brings its own kernels. On this CPU without AMX they are within about 15 % of each other. On a CPU with AMX, whose int8 ceiling is 8× VNNI's (notebook 09), a runtime whose kernels use the tile instructions can be several times faster than one whose kernels do not, and bf16 comes close to int8: run the benchmark there before choosing.
+# The same int8 file runs at different speeds in different runtimes because each brings its own kernels. On this CPU without AMX, ONNX Runtime and OpenVINO differ by up to a third on the same int8 file (5.4 against 4.1 ms at batch 16). On a CPU with AMX, whose int8 and bf16 ceilings are 8× VNNI's and AVX-512 BF16's (notebook 09), a runtime whose kernels use the tile instructions can be several times faster than one whose kernels do not: run the benchmark there before choosing.
 
 # %% [markdown]
 # ### The instruction set decides
@@ -587,7 +586,7 @@ for label, f32, i8 in rows:
     print(f"{label:<26}{f32['batch16']['median_ms']:>16.1f} ms{i8['batch16']['median_ms']:>16.1f} ms{f32['batch16']['median_ms'] / i8['batch16']['median_ms']:>14.2f}x")
 
 # %% [markdown]
-# In this run, with VNNI, int8 is 2.7× faster than compiled fp32 at batch 16. Restricted to AVX-512 without VNNI, the int8 kernels slow down by 1.7× (4.0 → 6.7 ms) and the edge shrinks to 1.7×. With AVX2 only, it shrinks to 1.4×: the int8 kernels slow down further (8.2 ms), while the fp32 kernels lose only 5 % (narrower vector instructions; this small network is not limited by its multiply-adds alone).
+# In this run, with VNNI, int8 is 2.7× faster than compiled fp32 at batch 16. Restricted to AVX-512 without VNNI, the int8 kernels slow down by 1.6× (4.3 → 6.7 ms) and the edge shrinks to 1.8×. With AVX2 only, int8 slows a little further (7.3 ms), but so does fp32 (11.5 → 13.9 ms), and the edge stays at 1.9×. Without VNNI int8 keeps less than two thirds of its lead.
 #
 # Note that `AVX512_CORE` also switches off AMX, which this CPU does not have, and that the limit applies to oneDNN's kernels, not to code inductor generates itself. This measures the torchao path; it stands in for ONNX Runtime, whose kernels cannot be restricted this way. Compare numbers from one benchmark run, not across runs.
 

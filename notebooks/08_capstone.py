@@ -81,7 +81,7 @@ t = v["teacher"]
 # $$\text{smaller}=\frac{\text{bytes}_\text{teacher}}{\text{bytes}_\text{model}}\ge 10,\qquad \text{faster}=\operatorname{median}_r\frac{t_{\text{teacher},r}}{t_{\text{model},r}}\ge 5,\qquad \text{lost}=100\,(\text{mAP}_\text{teacher}-\text{mAP}_\text{model})\le 3$$
 #
 # * bytes: the deployable ONNX file.
-# * $t_{\cdot,r}$: a model's median end-to-end time at batch 16 in round $r$ (so the ratio is paired). For fp32, the faster of eager PyTorch and ONNX Runtime counts.
+# * $t_{\cdot,r}$: a model's median end-to-end time at batch 16 in round $r$ (so the ratio is paired), on the fastest runtime found for that model.
 # * mAP: on test, averaged over the seeds. Choices are made on val; results are read on test.
 
 # %% [markdown]
@@ -175,7 +175,7 @@ print(f"{'distilled -> int8 (PTQ only)':<30}{v['distilled']['onnx_bytes'] / v['d
       f"{faster('distilled', 'distilled_int8')['speedup']:>11.2f}x   distilled_int8 (PTQ)")
 
 # %% [markdown]
-# Size comes from two steps of about 4× each, the narrower architecture and int8; pruning adds 1.76×. Speed comes mostly from the architecture (3.1×), then int8 (1.6×) and pruning (1.2×). Distillation changes neither.
+# Size comes from two steps of about 4× each, the narrower architecture and int8; pruning adds 1.76×. Speed comes mostly from the architecture (3.3×), then int8 (1.7×) and pruning (1.3×). Distillation changes neither.
 
 # %% [markdown]
 # Now the goals (§2). Two **shortcuts** skip steps: `distilled_int8` (the distilled model converted by PTQ, no pruning) and `student_int8` (the student converted directly). Last column: seed 0's loss on test, with its paired bootstrap interval.
@@ -328,7 +328,7 @@ for label, d in [("distillation", v["distilled"]["vs_control"]), ("pruning", v["
 # %% [markdown]
 # ### Size and speed factors: the fine print
 #
-# Size factors multiply exactly. The speed factors are medians of ratios, so their product is close to, not equal to, the speed-up measured end to end (compare the factor table's lines *product of the steps* and *measured*). On its own, int8 makes a model 3.7× smaller and 1.6–2.1× faster end to end (the pruned and the distilled model).
+# Size factors multiply exactly. The speed factors are medians of ratios, so their product is close to, not equal to, the speed-up measured end to end (compare the factor table's lines *product of the steps* and *measured*). On its own, int8 makes a model 3.7× smaller and 1.7–2.3× faster end to end (the pruned and the distilled model).
 
 # %% [markdown]
 # ### Every model's size and latency
@@ -369,9 +369,9 @@ for name in ("teacher", *finals):
                   f"{100 * d['high']:+.2f}] against {'fp32' if runtime.endswith('bf16') else 'ONNX Runtime'}")
 
 # %% [markdown]
-# In bf16 the teacher runs 1.8× faster, for −0.1 points (within noise). Against *that* teacher, `int8` is 3.8× faster and the shortcuts 3.6×: the 5× goal, met against fp32, is missed against the fastest float path. A speed goal means little without its baseline; where the CPU has bf16, the fair float baseline includes it.
+# In bf16 the teacher runs 1.8× faster, for −0.1 points (within noise). Against *that* teacher, `int8` is 4.0× faster and the shortcuts 3.9× and 3.5×: the 5× goal, met against fp32, is missed against the fastest float path. A speed goal means little without its baseline; where the CPU has bf16, the fair float baseline includes it.
 #
-# The int8 models' scores in §4 are ONNX Runtime's. OpenVINO, their fastest runtime at batch 16, runs the same files with its own kernels and rounds differently: `int8` scores 0.36 points lower there, `student_int8` 0.27 higher; all three intervals touch or contain 0.
+# The int8 models' scores in §4 are ONNX Runtime's. OpenVINO runs the same files with its own kernels and rounds differently: `int8` scores 0.36 points lower there, `student_int8` 0.27 higher; all three intervals touch or contain 0.
 
 # %% [markdown]
 # ### A pitfall: two thread pools on one small CPU
@@ -387,14 +387,14 @@ print(f"int8 end to end, batch 16: PyTorch post-processing on 1 thread {good['me
 print(f"paired, round by round: {paired_speedup(bad, good)['speedup']:.2f}x slower with both pools at 2 threads")
 
 # %% [markdown]
-# Same model, same runtimes, same machine: 2.4× slower at the median (paired over the rounds) and far more erratic. The 90th percentile is 24.5 ms instead of 6.7, as some calls wait for the other pool's threads to give up their cores. That is more than pruning and int8 together buy (§4), lost to a thread setting.
+# Same model, same runtimes, same machine: 1.36× slower at the median (paired over the rounds) and far more erratic. The 90th percentile is 32 ms instead of 6.3, as some calls wait for the other pool's threads to give up their cores. That is about what pruning a quarter of the channels buys (§4), lost to a thread setting.
 #
 # When one process runs two runtimes, give the small stage one thread (`torch.set_num_threads(1)`), or turn ONNX Runtime's spinning off (`course_utils.deploy.ort_session(..., spin=False)`), and measure which is faster on your machine.
 
 # %% [markdown]
 # ### Where the time goes: batch 1 and batch 16
 #
-# The last two lines of §4's speed table split the benchmark's end-to-end time. At batch 16 the int8 network is about two thirds of it. At batch 1, what runs outside the network is more than half: decode + NMS (the same float code for every model) and handing tensors to and from the runtime. So the speed-up end to end is smaller at batch 1 (3.7×) than at batch 16: Amdahl's law again (notebook 05).
+# The last two lines of §4's speed table split the benchmark's end-to-end time. At batch 16 the int8 network is about half of it. At batch 1, what runs outside the network is more than two thirds: decode + NMS (the same float code for every model) and handing tensors to and from the runtime. So the speed-up end to end is smaller at batch 1 (4.1×) than at batch 16: Amdahl's law again (notebook 05).
 
 # %% [markdown]
 # ### The noise-aware Pareto front

@@ -388,3 +388,24 @@ def test_float_stem_runs_the_first_conv_in_float_and_the_rest_in_integers(ptq_mo
     step = det.layers["cls_out"].y_scale
     assert float(((logits - ref).abs() <= 4 * step).float().mean()) > 0.9  # only the stem's input rounding is gone
 
+
+
+def test_pairwise_int16_sums_saturate_only_with_full_8_bit_weights():
+    from course_utils.quant import pairwise_int16_sums
+
+    x = torch.tensor([[255, 255, 10, 20, 255, 0]], dtype=torch.uint8)
+    w = torch.tensor([[127, 127, -3, 4, -128, -128]], dtype=torch.int8)
+    p, sat = pairwise_int16_sums(x, w)
+    assert p.tolist() == [[32767, 50, -32640]] and sat.tolist() == [[True, False, False]]  # 64,770 clamps to 32,767
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randint(0, 256, (4096, 64), generator=g, dtype=torch.int64).to(torch.uint8)
+    w7 = torch.randint(-64, 64, (4096, 64), generator=g, dtype=torch.int64).to(torch.int8)  # reduce_range: 7-bit weights
+    p7, sat7 = pairwise_int16_sums(xs, w7)
+    assert not sat7.any() and torch.equal(p7.long(), (xs.long() * w7.long()).view(4096, 32, 2).sum(-1))
+    full = torch.full((1, 2), 255, dtype=torch.uint8)
+    assert not pairwise_int16_sums(full, torch.full((1, 2), -64, dtype=torch.int8))[1].any()  # -32,640 fits
+    assert pairwise_int16_sums(full, torch.full((1, 2), 65, dtype=torch.int8))[1].all()  # 33,150 does not
+    with pytest.raises(ValueError, match="K even"):
+        pairwise_int16_sums(torch.zeros(3, dtype=torch.uint8), torch.zeros(3, dtype=torch.int8))
+    with pytest.raises(ValueError, match="uint8 values"):
+        pairwise_int16_sums(torch.full((2,), 300, dtype=torch.int32), torch.zeros(2, dtype=torch.int32))

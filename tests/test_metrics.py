@@ -333,3 +333,17 @@ def test_compare_intervals_and_the_noise_aware_pareto_front():
         pareto_front(["a", "b"], lambda m, n: 2, cost)
     with pytest.raises(TypeError, match="must be a function"):
         pareto_front(["a"], {"a": 1}, cost)
+
+
+def test_judge_goal_calls_a_straddled_bound_not_resolved():
+    from course_utils.metrics import judge_goal
+
+    assert judge_goal((3.1, 3.4), lower=3) == "met"
+    assert judge_goal((2.5, 2.9), lower=3) == "missed"
+    assert judge_goal((2.7, 3.4), lower=3) == "not resolved"  # a point value of 3.05 would have said "met"
+    assert judge_goal({"low": -0.55, "high": 0.02}, -0.2, 0.2) == "not resolved"
+    assert judge_goal((-0.1, 0.15), -0.2, 0.2) == "met" and judge_goal((-0.9, -0.3), -0.2, 0.2) == "missed"
+    with pytest.raises(ValueError, match="lower <= upper"):
+        judge_goal((0, 1), 2, 1)
+    with pytest.raises(ValueError, match="low <= high"):
+        judge_goal((1, 0), 0)

@@ -107,8 +107,8 @@ def test_capstone_judges_every_step_against_an_equal_budget_control_and_states_i
                 assert entry[f"{split}_bootstrap"]["low"] <= entry[f"{split}_map_seed0"] <= entry[f"{split}_bootstrap"]["high"]
         if "fastest_ms" in entry:  # the fastest runtime of those measured, per batch size: in the model's own precision,
             assert "openvino_ms" in entry  # and among all floats (bf16 too where the CPU has it)
-            for key, runtimes in (("fastest_ms", ("ort_ms", "eager_ms", "openvino_ms")),
-                                  ("fastest_float_ms", ("ort_ms", "eager_ms", "openvino_ms", "openvino_bf16_ms"))):
+            for key, runtimes in (("fastest_ms", ("ort_ms", "eager_ms", "compile_ms", "openvino_ms")),
+                                  ("fastest_float_ms", ("ort_ms", "eager_ms", "compile_ms", "openvino_ms", "openvino_bf16_ms"))):
                 for what in ("network", "end_to_end"):
                     for b in ("batch1", "batch16"):
                         medians = [entry[r][what][b]["median_ms"] for r in runtimes if r in entry]

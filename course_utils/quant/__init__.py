@@ -39,7 +39,8 @@ from .error import quant_mse, sqnr_db, quantize_tensor, range_tradeoff
 from .folding import fold_bn, conv_bn_pairs, fuse_conv_bn
 from .modules import FakeQuantize, QuantConv2d, QuantLinear
 from .qat import QuantConvBn2d, prepare_qat, freeze_bn_stats, set_observing_activations, to_float_folded, QATSchedule
-from .integer import IntegerAdd, IntegerConv, fixed_point_multiplier, integer_add, integer_conv2d, quantize_bias, requantize, rounding_shift
+from .integer import IntegerAdd, IntegerConv, fixed_point_multiplier, integer_add, integer_conv2d, pairwise_int16_sums, quantize_bias, requantize, \
+    rounding_shift
 from .convert import IntegerDetector, integer_detector
 from .qdq import conv_qdq_model, export_qdq, optimized_op_types
 from .codebook import kmeans_codebook, CodebookLayer, codebook_quantize, codebook_bytes, linear_bytes, float_bytes
@@ -101,6 +102,7 @@ __all__ = [
     "quantize_bias",
     "integer_conv2d",
     "integer_add",
+    "pairwise_int16_sums",
     "IntegerConv",
     "IntegerAdd",
     "IntegerDetector",

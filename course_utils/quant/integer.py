@@ -22,7 +22,7 @@ they can differ from it by one unit at exact ties. ONNX Runtime's x86 kernels re
 float32 instead, ``round_half_even(float32(acc) · M)``, so they agree with it except where
 ``acc · M`` lies within float32 error of a .5 tie: at most one unit, counted in the tests and in
 notebook 09. (On an x86 CPU *without* VNNI, ONNX Runtime's u8 × s8 kernel adds pairs of products in
-16 bits with saturation -- ``vpmaddubsw`` -- which can change results further; the exact
+16 bits with saturation -- ``vpmaddubsw``, :func:`pairwise_int16_sums` -- which can change results further; the exact
 comparisons here assume AVX-512 VNNI or AVX-VNNI.)
 
 Integer addition (the detector's FPN adds two feature maps of different scales) follows TFLite:
@@ -52,6 +52,7 @@ __all__ = [
     "quantize_bias",
     "integer_conv2d",
     "integer_add",
+    "pairwise_int16_sums",
     "IntegerConv",
     "IntegerAdd",
 ]
@@ -196,6 +197,30 @@ def integer_conv2d(q_x: Tensor, x_zero_point: int, q_w: Tensor, q_bias: Tensor |
         _check_int_tensor(q_bias, "q_bias")
         acc = acc + q_bias.to(torch.int32).reshape(1, -1, 1, 1)
     return acc
+
+
+def pairwise_int16_sums(q_x: Tensor, q_w: Tensor) -> tuple[Tensor, Tensor]:
+    """What x86's ``vpmaddubsw`` computes on a CPU without VNNI: pairs of u8 × s8 products, summed in int16.
+
+    ``q_x`` uint8 values in [0, 255] and ``q_w`` int8 values in [-128, 127], both (..., K) with K even::
+
+        p_i = clamp(x_{2i} w_{2i} + x_{2i+1} w_{2i+1}, -32768, 32767)        (..., K/2)
+
+    Returns ``(p, saturated)``: the int16-clamped sums as int32 and a bool mask of the pairs that were
+    clamped. A pair can exceed int16 only when both products are large and of one sign (at most
+    2 · 255 · 128 = 65,280); with 7-bit weights in [-64, 63] (``reduce_range``) the largest is
+    2 · 255 · 64 = 32,640 and nothing saturates. VNNI's ``vpdpbusd`` sums four products straight into int32.
+    """
+    _check_int_tensor(q_x, "q_x")
+    _check_int_tensor(q_w, "q_w")
+    if q_x.shape != q_w.shape or q_x.ndim == 0 or q_x.shape[-1] % 2:
+        raise ValueError(f"q_x and q_w must have one shape (..., K) with K even, got {tuple(q_x.shape)} and {tuple(q_w.shape)}")
+    x, w = q_x.long(), q_w.long()
+    if int(x.min()) < 0 or int(x.max()) > 255 or int(w.min()) < -128 or int(w.max()) > 127:
+        raise ValueError("q_x must hold uint8 values (0..255) and q_w int8 values (-128..127), as the instruction takes them")
+    pairs = (x * w).unflatten(-1, (-1, 2)).sum(-1)
+    clamped = pairs.clamp(-32768, 32767)
+    return clamped.int(), clamped != pairs
 
 
 def integer_add(q_a: Tensor, q_b: Tensor, add: "IntegerAdd") -> Tensor:
