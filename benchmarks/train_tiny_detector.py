@@ -58,7 +58,7 @@ def train_schedule(args: argparse.Namespace, epochs: int, train_set, val_loader,
     seed_everything(args.seed)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, collate_fn=collate_detection,
                               generator=torch.Generator().manual_seed(args.seed))
-    model = TinyDetector(width=args.width, depth=args.depth)
+    model = TinyDetector(width=args.width, depth=args.depth, activation=args.activation)
     optimizer, scheduler = make_optimizer(model, lr=args.lr, total_steps=epochs * len(train_loader))
     start = time.perf_counter()
     history = fit(model, train_loader, optimizer, epochs, device=device, scheduler=scheduler, val_loader=val_loader)
@@ -89,7 +89,7 @@ def plateau_check(model: TinyDetector, train_set, val_loader, args: argparse.Nam
         seed_everything(seed)
         loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, collate_fn=collate_detection,
                             generator=torch.Generator().manual_seed(seed))
-        tuned = TinyDetector(width=args.width, depth=args.depth)
+        tuned = TinyDetector(width=args.width, depth=args.depth, activation=args.activation)
         tuned.load_state_dict(model.state_dict())
         optimizer, scheduler = make_finetune_optimizer(tuned, args.check_lr, total_steps=args.check_epochs * len(loader))
         history = fit(tuned, loader, optimizer, args.check_epochs, device=device, scheduler=scheduler, val_loader=val_loader)
@@ -119,7 +119,8 @@ def plateau_fields(runs: list[dict], args: argparse.Namespace, check: dict) -> d
 
 
 def description(args: argparse.Namespace) -> str:
-    return (f"TinyDetector(width={args.width:g}) trained with the standard recipe (AdamW, one-cycle, "
+    act = "" if args.activation == "relu" else f", activation={args.activation!r}"
+    return (f"TinyDetector(width={args.width:g}{act}) trained with the standard recipe (AdamW, one-cycle, "
             f"{args.train_images} synthetic images, seed {args.seed}) for schedules of {args.epochs} epochs; "
             "the kept checkpoint and the plateau check are described under 'plateau'. Recorded mAPs are "
             "measured on the CPU. Made by benchmarks/train_tiny_detector.py.")
@@ -129,6 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--depth", type=int, default=1)
+    parser.add_argument("--activation", default="relu", choices=["relu", "silu", "hardswish"],
+                        help="every block's activation (notebook 11 quantizes SiLU and Hardswish detectors)")
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, nargs="+", default=[12, 24, 48],
                         help="schedule lengths to compare (each a full one-cycle run)")
@@ -165,7 +168,7 @@ def main() -> None:
     test_loader = DataLoader(test, batch_size=50, collate_fn=collate_detection)
 
     if args.check_only:
-        model = TinyDetector(width=args.width, depth=args.depth)
+        model = TinyDetector(width=args.width, depth=args.depth, activation=args.activation)
         load_checkpoint(ckpt_path, model)
         fields = plateau_fields(result["runs"], args, plateau_check(model, train_set, val_loader, args, device))
         if fields["epochs"] != result["config"]["epochs"]:
@@ -183,7 +186,7 @@ def main() -> None:
             runs.append(run)
             save_checkpoint(Path(tmp) / f"{epochs}.pt", model.cpu())
         chosen, verdict = choose_plateau(runs, args.plateau)
-        model = TinyDetector(width=args.width, depth=args.depth)
+        model = TinyDetector(width=args.width, depth=args.depth, activation=args.activation)
         model.load_state_dict(torch.load(Path(tmp) / f"{runs[chosen]['epochs']}.pt", weights_only=True)["model"])
 
     model.to(device)

@@ -169,7 +169,7 @@ def _autograde(course: Path, student: str, assignment: str, settings: course_set
                     outcome.status, outcome.reason = "failed", f"stopped after {limits.notebook_timeout_s} s (the notebook time limit)"
                     break
             text = log_path.read_text(errors="replace")
-            if "database is locked" in text and attempt < 2:
+            if ("database is locked" in text or "UNIQUE constraint failed" in text) and attempt < 2:
                 time.sleep(1 + attempt)
                 continue
             if proc.returncode != 0 or "There was an error processing" in text:
@@ -183,14 +183,22 @@ def _autograde(course: Path, student: str, assignment: str, settings: course_set
     return outcome
 
 
-def _sync_gradebook(course: Path, settings: course_settings.CourseSettings, assignments: list[str]) -> None:
-    """Students of the roster and the assignments' due dates into the gradebook (nothing removed)."""
-    from nbgrader.api import Gradebook
+def _sync_gradebook(course: Path, settings: course_settings.CourseSettings, assignments: list[str],
+                    students: list[str] = ()) -> None:
+    """Students of the roster, the ``students`` about to be graded, and the assignments' due dates into the
+    gradebook (nothing removed). Creating every student here, before the parallel workers start, keeps two
+    workers grading one new student from both inserting them (SQLite's "UNIQUE constraint failed")."""
+    from nbgrader.api import Gradebook, MissingEntry
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         for student, name in settings.roster.items():
             first, _, last = name.partition(" ")
             gb.update_or_create_student(student, first_name=first, last_name=last)
+        for student in students:
+            try:
+                gb.find_student(student)
+            except MissingEntry:
+                gb.add_student(student)
         for assignment in assignments:
             due = settings.due.get(assignment)
             gb.update_or_create_assignment(assignment, duedate=due.replace(tzinfo=None) if due else None)
@@ -321,7 +329,8 @@ def grade(submissions: Path, course: Path = nbb.COURSE, jobs: int | None = None,
     layout = nbb.read_layout(submissions, known)
     wanted = sorted({a for assigned in layout.values() for a in assigned})
     nbb.student(course, wanted, settings=settings)  # source + release of these assignments; nothing deleted
-    _sync_gradebook(course, settings, wanted)
+    _sync_gradebook(course, settings, wanted,
+                    [s for s in layout if not settings.roster or s in settings.roster])  # not the skipped ones
     outcomes: list[Outcome] = []
     todo: list[Outcome] = []
     for student, assigned in layout.items():

@@ -35,6 +35,7 @@ WRONG: dict[str, tuple[str, str]] = {
                                "statistics.mean(map(statistics.mean, baseline_ms))"),  # inverted, and means
     "09_integer_inference": ("int32_bias", "return bias.to(torch.int32)"),  # not divided by the scales
     "10_your_own_data": ("linear_scaling", "return base_lr * batch_per_process / base_batch"),  # forgets the processes
+    "11_when_int8_goes_wrong": ("max_pair_sum", "return 2 * (2**act_bits - 1) * (2 ** (weight_bits - 1) - 1)"),  # +127, not -128
 }
 STUDENTS = ("alice", "bob", "carol")
 

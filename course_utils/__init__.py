@@ -12,8 +12,12 @@ module                    what                                         taught in
 ``train``                 one training loop with hooks, evaluation     02_training_a_tiny_detector
 ``clipping``              gradient clipping (value, norm, AGC), hooks  03_gradient_clipping
 ``quant``                 fake quantization, observers, LSQ, PTQ/QAT   04_quantization_math, 05_qat_and_int8,
-                          integer-only inference, QDQ export           09_integer_inference
+                          integer-only inference, QDQ export,          09_integer_inference,
+                          mixed 4/8-bit allocation                     11_when_int8_goes_wrong
 ``deploy``                ONNX export, int8 in ONNX Runtime, timing    05_qat_and_int8
+``int8_debug``            scales in a QDQ file, SQNR per tensor,       11_when_int8_goes_wrong
+                          the profiler, a packed-output export
+``keep_float``            sensitivity scan, keep-in-float search       11_when_int8_goes_wrong
 ``distill``               KD losses, detection distillation hooks      06_knowledge_distillation
 ``prune``                 magnitude and channel pruning, FLOPs         07_pruning
 ``viz``                   boxes on images, curves                      all

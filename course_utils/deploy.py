@@ -17,12 +17,15 @@ The int8 path the course uses, chosen by measurement (``benchmarks/int8_latency.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import logging
 import math
 import numbers
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +43,7 @@ __all__ = [
     "export_onnx",
     "strip_onnx_debug_info",
     "quantize_onnx",
+    "quantize_onnx_dynamic",
     "OrtDetector",
     "measure_latency",
     "measure_interleaved",
@@ -135,22 +139,26 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_images: Tensor,
                   per_channel: bool = True, batch_size: int = 16, method: str = "minmax",
-                  nodes_to_exclude: Sequence[str] = ()) -> Path:
-    """Static int8 quantization of an ONNX model with ONNX Runtime (QDQ format).
+                  nodes_to_exclude: Sequence[str] = (), quant_format: str = "qdq") -> Path:
+    """Static int8 quantization of an ONNX model with ONNX Runtime (QDQ format by default).
 
     Weights: int8, symmetric, per output channel (``per_channel``); activations:
     uint8, asymmetric, per tensor, ranges from ``calibration_images`` (N, 3, H, W) by
     ``method``: "minmax" (the observed min and max), "entropy" (the range that keeps the
-    histogram's KL divergence smallest) or "percentile" (a range that leaves out the rarest 0.001 % of values).
+    histogram's KL divergence smallest, with 2048 histogram bins: :func:`_entropy_ranges` says why the
+    ranges are computed here) or "percentile" (a range that leaves out the rarest 0.001 % of values).
     ``nodes_to_exclude``: names of nodes to keep in float (their inputs and outputs are
     dequantized around them; :func:`course_utils.keep_float.quantizable_nodes` lists the names).
     ONNX Runtime fuses each DequantizeLinear -> Conv -> QuantizeLinear group into
-    an integer convolution when it loads the model.
+    an integer convolution when it loads the model. ``quant_format="qoperator"`` writes those
+    integer operators (``QLinearConv``...) into the file instead (the older format; same arithmetic).
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"method must be one of {list(CALIBRATION_METHODS)}, got {method!r}")
+    if quant_format not in ("qdq", "qoperator"):
+        raise ValueError(f"quant_format must be 'qdq' or 'qoperator', got {quant_format!r}")
     if isinstance(nodes_to_exclude, str) or not all(isinstance(n, str) for n in nodes_to_exclude):
         raise TypeError(f"nodes_to_exclude must be a list of node names (strings), got {nodes_to_exclude!r}")
 
@@ -188,21 +196,70 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    reader = ImageReader()
     int8_path = Path(int8_path)
+    extra_options: dict[str, Any] = {}
+    if method == "entropy":  # ranges from the calibrator itself: quantize_static would give it too few bins (below)
+        extra_options["TensorQuantOverrides"] = {
+            name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for name, (lo, hi) in _entropy_ranges(fp32_path, ImageReader()).items()}
+    reader = ImageReader()
     # ONNX Runtime logs a suggestion to run its shape-inference pre-processing first; for this model it changed
     # neither the graph's speed nor its accuracy (measured), so the suggestion is silenced here.
     root = logging.getLogger()
     level, root.level = root.level, logging.ERROR
     try:
-        quantize_static(str(fp32_path), str(int8_path), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                          "percentile": CalibrationMethod.Percentile}[method],
-                        nodes_to_exclude=list(nodes_to_exclude))
+        with contextlib.redirect_stdout(io.StringIO()):  # its calibrators print progress lines
+            quantize_static(str(fp32_path), str(int8_path), reader, per_channel=per_channel,
+                            quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.MinMax,
+                                              "percentile": CalibrationMethod.Percentile}[method],
+                            nodes_to_exclude=list(nodes_to_exclude), extra_options=extra_options)
     finally:
         root.setLevel(level)
     return strip_onnx_debug_info(int8_path)
+
+
+def quantize_onnx_dynamic(fp32_path: str | Path, int8_path: str | Path) -> Path:
+    """Dynamic int8 quantization with ONNX Runtime: int8 weights in the file, no calibration.
+
+    Each Conv becomes a ``ConvInteger`` whose input is quantized **at run time** from that batch's own
+    min and max (``DynamicQuantizeLinear``), and whose int32 result is turned back to float after it: every
+    conv pays for a range search, a quantization and a dequantization on every run. Made for the
+    MatMuls of language models, whose activation ranges vary from input to input.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .outputs import same_file
+
+    if not Path(fp32_path).is_file():
+        raise FileNotFoundError(f"no ONNX file at {str(fp32_path)!r} (export one with export_onnx)")
+    if same_file(fp32_path, int8_path):
+        raise ValueError(f"int8_path {str(int8_path)!r} is the fp32 model itself; writing there would destroy it. "
+                         "Choose another name, e.g. model.dynamic.onnx")
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QUInt8)
+    return strip_onnx_debug_info(int8_path)
+
+
+def _entropy_ranges(fp32_path: str | Path, reader: Any, num_bins: int = 2048,
+                    num_quantized_bins: int = 512) -> dict[str, tuple[float, float]]:
+    """Each activation's (min, max) by ONNX Runtime's entropy (KL-divergence) calibrator, with 2048 histogram bins.
+
+    ``quantize_static`` builds that calibrator with 128 histogram bins and 128 quantized bins: the search for the
+    threshold then has few candidates (one, the full range, when the first batch holds the largest value), and on
+    the course detector "entropy" gave exactly MinMax's ranges. Here the calibrator gets 2048 bins, so it can
+    choose a range narrower than the largest value seen. Its histogram is signed, over ``[-t, t]``, so the KL
+    search is fitted to ``num_quantized_bins`` levels across both sides: 512 gives the 256 levels uint8 has on
+    the positive side of a ReLU output (TensorRT's 128 is for a histogram of ``|x|`` and signed int8).
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        calibrator = create_calibrator(str(fp32_path), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.Entropy,
+                                       extra_options={"num_bins": num_bins, "num_quantized_bins": num_quantized_bins})
+        calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+    return {name: (float(td.range_value[0]), float(td.range_value[1])) for name, td in ranges.data.items()}
 
 
 class OrtDetector(nn.Module):

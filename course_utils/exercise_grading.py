@@ -65,6 +65,8 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     "check_fixed_point_multiplier": ("course_utils.quant.integer:fixed_point_multiplier",),
     "check_int32_bias": ("course_utils.quant.integer:quantize_bias",),
     "check_speedup": ("course_utils.deploy:paired_speedup",),
+    "check_keep_in_float": ("course_utils.keep_float:keep_in_float_search", "course_utils.exercises:_greedy_keep"),
+    "check_max_pair_sum": ("course_utils.quant.integer:pairwise_int16_sums",),
 }
 
 

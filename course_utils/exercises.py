@@ -53,6 +53,8 @@ __all__ = [
     "check_int32_bias",
     "check_speedup",
     "check_linear_scaling",
+    "check_keep_in_float",
+    "check_max_pair_sum",
 ]
 
 
@@ -1091,4 +1093,101 @@ def check_linear_scaling(fn: Callable[[float, int, int, int], float], *, variant
         return _report(False, f"for base_lr={base_lr}, base_batch={base_batch}, {processes} processes × {per_process} images: "
                               f"expected {want:g}, got {got:g}.{hint}")
     return _report(True, "lr = base_lr × (batch_per_process × processes) / base_batch on 4 set-ups.")
+
+
+def _keep_in_float_cases(variant: int) -> list[tuple[dict[str, float], dict[str, float], float, float]]:
+    """(gain per node, how much each node's float copy gives back, the all-int8 drop, max_drop); the drop of a
+    float set is ``all-int8 drop - Σ give-back`` (additive, so the greedy answer is known exactly)."""
+    if variant:
+        return [({"n0": 0.2, "n1": 3.0, "n2": 0.1, "n3": 1.5}, {"n0": 0.2, "n1": 3.0, "n2": 0.1, "n3": 1.5}, 4.0, 0.5),
+                ({"a": 0.05, "b": 0.3}, {"a": 0.05, "b": 0.3}, 0.4, 0.5),
+                ({"x": 1.0, "y": 2.0, "z": 0.5}, {"x": 1.0, "y": 2.0, "z": 0.5}, 3.4, 0.2)]
+    return [({"stem": 0.4, "head_box": 2.5, "tower": 0.1, "lateral": 1.0}, {"stem": 0.4, "head_box": 2.5, "tower": 0.1,
+                                                                             "lateral": 1.0}, 3.0, 0.5),
+            ({"stem": 0.1, "head": 0.2}, {"stem": 0.1, "head": 0.2}, 0.3, 0.5),
+            ({"a": 1.0, "b": 0.6, "c": 0.3, "d": 0.2}, {"a": 1.0, "b": 0.6, "c": 0.3, "d": 0.2}, 2.0, 0.25)]
+
+
+def _greedy_keep(gain: dict[str, float], drop_of: Callable[[list[str]], float], max_drop: float) -> list[str]:
+    keep: list[str] = []
+    for node in sorted(gain, key=lambda n: -gain[n]):
+        if drop_of(keep) <= max_drop:
+            break
+        keep.append(node)
+    return keep
+
+
+@_check("a list of node names, most sensitive first")
+def check_keep_in_float(fn: Callable[[dict, Callable[[list], float], float], list], *, variant: int = 0) -> CheckResult:
+    """Exercise (notebook 11): the greedy keep-in-float search.
+
+    ``fn(gain, drop_of, max_drop)``: ``gain`` ``{node: how much mAP keeping it in float gives back}`` (the
+    sensitivity scan), ``drop_of(nodes)`` the mAP drop of the model with ``nodes`` in float (a measurement:
+    each call quantizes and scores a model), ``max_drop`` the budget. Return the nodes to keep in float, added
+    in order of gain (largest first), stopping as soon as the drop is within ``max_drop``.
+    """
+    for gain, give_back, all_int8, max_drop in _keep_in_float_cases(variant):
+        calls: list[list[str]] = []
+
+        def drop_of(nodes: Any, give_back: dict[str, float] = give_back, all_int8: float = all_int8) -> float:
+            nodes = list(nodes)
+            calls.append(nodes)
+            unknown = [n for n in nodes if n not in give_back]
+            if unknown:
+                raise KeyError(f"{unknown} are not nodes of this model; use the keys of gain")
+            return all_int8 - sum(give_back[n] for n in set(nodes))
+
+        got, err = _call(fn, dict(gain), drop_of, max_drop)
+        if err:
+            return _report(False, err)
+        if isinstance(got, (str, bytes)) or not isinstance(got, (list, tuple)):
+            return _report(False, f"expected a list of node names, got {_describe(got)}.")
+        got = list(got)
+        want = _greedy_keep(gain, lambda nodes: all_int8 - sum(give_back[n] for n in nodes), max_drop)
+        if got == want:
+            continue
+        where = f"for gain={gain}, all-int8 drop {all_int8} and max_drop={max_drop}: expected {want}, got {got}."
+        if sorted(got) == sorted(want):
+            hint = " Right nodes, wrong order: add them largest gain first."
+        elif got == _greedy_keep({n: -g for n, g in gain.items()}, lambda nodes: all_int8 - sum(give_back[n] for n in nodes), max_drop):
+            hint = " You added the least sensitive nodes first; sort by gain, largest first."
+        elif not want and got:
+            hint = " The all-int8 model is already within max_drop: check the drop before adding anything (drop_of([]))."
+        elif len(got) == len(want) + 1 and got[:-1] == want:
+            hint = " One node too many: stop as soon as drop_of(keep) <= max_drop."
+        elif len(got) == len(gain) and len(want) < len(gain):
+            hint = " You kept every node in float (that is the fp32 model): stop once the drop is within the budget."
+        else:
+            hint = " Add nodes one at a time, measure drop_of(the nodes so far) and stop once it is <= max_drop."
+        return _report(False, where + hint)
+    return _report(True, "your search keeps the nodes the greedy rule picks, in its order, on 3 scans.")
+
+
+@_check("the largest magnitude as an int")
+def check_max_pair_sum(fn: Callable[[int, int], int], *, variant: int = 0) -> CheckResult:
+    """Exercise (notebook 11): how large can ``x0·w0 + x1·w1`` get, for unsigned ``act_bits`` activations
+    (0 ... 2^a - 1) and signed ``weight_bits`` weights (-2^(w-1) ... 2^(w-1) - 1)? Without VNNI that pair sum
+    lands in a signed 16-bit register (at most 32,767 in magnitude before saturating)."""
+    cases = ((8, 8), (8, 7), (4, 8), (7, 8))
+    if variant:
+        cases = ((6, 8), (8, 6), (5, 5))
+    for a, w in cases:
+        got, err = _call(fn, a, w)
+        if err:
+            return _report(False, err)
+        value = _as_float(got)
+        if value is None:
+            return _report(False, _not_a_number(got, "the largest magnitude as a number"))
+        want = 2 * (2**a - 1) * 2 ** (w - 1)
+        if value == want:
+            continue
+        hint = " The largest |product| pairs the largest activation, 2^a - 1, with the most negative weight, -2^(w-1)."
+        if value == 2 * (2**a - 1) * (2 ** (w - 1) - 1):
+            hint = " The most negative weight, -2^(w-1), is one step larger in magnitude than the most positive one."
+        elif value == want / 2:
+            hint = " That is one product; the instruction adds two of them (a pair) before it stores the sum."
+        elif value == 2 * 2**a * 2 ** (w - 1):
+            hint = " The largest unsigned activation is 2^a - 1, not 2^a."
+        return _report(False, f"for {a}-bit activations and {w}-bit weights: expected {want:,}, got {value:,.0f}.{hint}")
+    return _report(True, f"|x0·w0 + x1·w1| <= 2·(2^a - 1)·2^(w-1) on 4 bit widths: 8/8 gives 65,280 > 32,767, 8/7 gives 32,640.")
 

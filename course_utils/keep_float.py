@@ -1,6 +1,6 @@
 """Which layers should stay in float? A per-node sensitivity scan and an accuracy-controlled int8 search.
 
-To be taught in notebook 11 (when int8 goes wrong; not written yet).
+Taught in notebook 11 (when int8 goes wrong).
 
 int8 rarely hurts every layer alike: a few nodes (often the first conv, the last ones, or
 a layer whose activations have outliers) cause most of the loss. Keeping just those in

@@ -41,16 +41,29 @@ __all__ = ["ConvBNReLU", "DigitsCNN", "TinyDetector", "quality_focal_loss", "bui
 
 
 class ConvBNReLU(nn.Sequential):
-    """``ReLU(BN(Conv(x)))`` -- the building block QAT later folds and quantizes.
+    """``ReLU(BN(Conv(x)))`` -- the building block QAT later folds and quantizes (``activation="silu"`` or
+    ``"hardswish"``: that activation instead of ReLU).
 
     With ``batch_norm=False`` it is ``ReLU(Conv(x))`` with a conv bias: a plain,
     normaliser-free block (notebook 03 shows why those explode more easily).
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1, kernel_size: int = 3, batch_norm: bool = True) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, kernel_size: int = 3, batch_norm: bool = True,
+                 activation: str = "relu") -> None:
         conv = nn.Conv2d(c_in, c_out, kernel_size, stride, padding=kernel_size // 2, bias=not batch_norm)
         norm = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
-        super().__init__(conv, norm, nn.ReLU(inplace=True))
+        super().__init__(conv, norm, ACTIVATIONS[_check_activation(activation)](inplace=True))
+
+
+#: the activations a ConvBNReLU block can use (``activation=``): ReLU, or the smooth ones of YOLOv5+ (SiLU)
+#: and MobileNetV3 (Hardswish) that notebook 11 quantizes
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "hardswish": nn.Hardswish}
+
+
+def _check_activation(activation: Any) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    return activation
 
 
 #: the strides a TinyDetector can predict from: P3, P4, P5 (``levels`` takes the first 1, 2 or 3)
@@ -170,6 +183,8 @@ class TinyDetector(nn.Module):
             its own smooth conv and head and anchors of side ``anchor_scale · s_l``; a ground-truth box of
             side ``√(w·h)`` is learned only on level ``l* = clamp(round(log2(√(w·h) / (anchor_scale · 8))), 0,
             levels - 1)`` (the level whose anchor is nearest in log scale, as FPN's level rule).
+        activation: every block's activation, ``"relu"`` (the course's), ``"silu"`` or ``"hardswish"``
+            (notebook 11 compares how they quantize).
     """
 
     #: the finest (P3) stride; ``strides`` lists every level's
@@ -189,8 +204,10 @@ class TinyDetector(nn.Module):
         detections_per_image: int = 100,
         batch_norm: bool = True,
         levels: int = 1,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
+        self.activation = _check_activation(activation)
         _check_detector_args(num_classes, width, depth, anchor_scale, center_radius, score_threshold, nms_threshold,
                              detections_per_image, levels)
         num_classes, depth, detections_per_image = int(num_classes), int(depth), int(detections_per_image)
@@ -208,7 +225,7 @@ class TinyDetector(nn.Module):
         neck = _channels(64, width)
 
         def block(c_in: int, c_out: int, stride: int = 1) -> ConvBNReLU:
-            return ConvBNReLU(c_in, c_out, stride=stride, batch_norm=batch_norm)
+            return ConvBNReLU(c_in, c_out, stride=stride, batch_norm=batch_norm, activation=activation)
 
         def stage(c_in: int, c_out: int) -> nn.Sequential:
             return nn.Sequential(block(c_in, c_out, stride=2), *[block(c_out, c_out) for _ in range(depth)])

@@ -5,8 +5,8 @@
 #
 # **You will learn to**
 # 1. check your environment (no GPU needed);
-# 2. find your way around the notebooks, the library `course_utils` and the exercises;
-# 3. load the course dataset and read an image's boxes;
+# 2. find your way around the notebooks, `course_utils` and the exercises;
+# 3. load the course dataset and read its boxes;
 # 4. use a live widget.
 
 # %% [markdown]
@@ -34,6 +34,7 @@
 # | `08_capstone` | all techniques, measured alike | 40 min |
 # | `09_integer_inference` | int8 arithmetic by hand | 50 min |
 # | `10_your_own_data` | your own data, several processes | 40 min |
+# | `11_when_int8_goes_wrong` | int8 failures, repaired | 45 min |
 #
 # The code you call lives in `course_utils/`. `course_utils.box_iou??` in a cell shows a function's source.
 
@@ -132,7 +133,7 @@ plt.show()
 # %% [markdown]
 # ## 4. A live widget
 #
-# Later notebooks let you drag a slider and watch a detector change. Try it: pick a seed.
+# Later notebooks let you drag a slider and watch a detector change. Try it.
 #
 # > **Widget not showing?** Run the cell in JupyterLab, Jupyter Notebook 7 or VS Code. On GitHub you see a picture instead.
 
@@ -166,7 +167,7 @@ interactive_figure(
 # %% [markdown]
 # ## 5. Exercises
 #
-# Each exercise is a function for you to complete, followed by a check. Until you write it, the check says `✗ Not yet` — the notebook still runs. Solutions: `solutions/ex00_setup_and_tour.py`.
+# Each exercise is a function to complete, followed by a check. Until you write it, the check says `✗ Not yet`; the notebook still runs. Solutions: `solutions/ex00_setup_and_tour.py`.
 #
 # **Exercise 1 — box area.** Complete `box_area` for boxes in xyxy format, shape `(N, 4)` → `(N,)`.
 # Hint: width is `x2 - x1` (no `+ 1`: COCO and torchvision treat coordinates as continuous).

@@ -21,7 +21,8 @@ from course_utils.train import predict
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SHIPPED = ["tiny_detector", "teacher", "tiny_detector_converged", "teacher_converged"]
+SHIPPED = ["tiny_detector", "teacher", "tiny_detector_converged", "teacher_converged", "tiny_detector_silu",
+           "tiny_detector_hardswish"]
 CONVERGED = {"tiny_detector_converged": 0.82, "teacher_converged": 0.85}  # the course's floors for its baselines
 
 
@@ -35,7 +36,7 @@ def val_loader():
 def test_recorded_val_map_matches_a_fresh_evaluation(name, val_loader):
     payload = load_checkpoint(RESULTS / f"{name}.pt")  # weights_only=True inside
     config = payload["metadata"]["config"]
-    model = TinyDetector(width=config["width"], depth=config["depth"])
+    model = TinyDetector(width=config["width"], depth=config["depth"], activation=config.get("activation", "relu"))
     model.load_state_dict(payload["model"])
     torch.set_num_threads(2)
     fresh = evaluate(model, val_loader, torch.device("cpu"))["map"]

@@ -50,7 +50,7 @@ def release(tmp_path_factory) -> tuple[Path, dict]:
 def test_every_notebook_with_exercises_is_an_assignment(release):
     course, made = release
     assert sorted(made) == nbb.assignments()
-    assert len(made) == 11
+    assert len(made) == 12
     for assignment, exercises in made.items():
         assert exercises, f"{assignment}: no exercise found"
         nb = nbformat.read(course / "release" / assignment / f"{assignment}.ipynb", as_version=4)
@@ -76,7 +76,8 @@ def test_written_exercises_get_a_manually_graded_answer_cell(release):
                 assert cell.source == "YOUR ANSWER HERE"
                 written.setdefault(assignment, []).append(meta["grade_id"])
     assert written == {"06_knowledge_distillation": ["written_exercise_3"], "07_pruning": ["written_exercise_3"],
-                       "09_integer_inference": ["written_exercise_3"], "10_your_own_data": ["written_exercise_2"]}
+                       "09_integer_inference": ["written_exercise_3"], "10_your_own_data": ["written_exercise_2"],
+                       "11_when_int8_goes_wrong": ["written_exercise_3"]}
     teaching = (nbb.REPO / "docs" / "teaching.md").read_text(encoding="utf-8")
     for assignment, ids in written.items():
         for grade_id in ids:

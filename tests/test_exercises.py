@@ -22,6 +22,7 @@ sol07 = importlib.import_module("solutions.ex07_pruning")
 sol08 = importlib.import_module("solutions.ex08_capstone")
 sol09 = importlib.import_module("solutions.ex09_integer_inference")
 sol10 = importlib.import_module("solutions.ex10_your_own_data")
+sol11 = importlib.import_module("solutions.ex11_when_int8_goes_wrong")
 
 
 def not_implemented(*args):
@@ -51,6 +52,8 @@ def not_implemented(*args):
         (ex.check_fixed_point_multiplier, sol09.fixed_point_multiplier),
         (ex.check_int32_bias, sol09.int32_bias),
         (ex.check_linear_scaling, sol10.linear_scaling),
+        (ex.check_keep_in_float, sol11.keep_in_float),
+        (ex.check_max_pair_sum, sol11.max_pair_sum),
     ],
 )
 def test_solution_passes_and_stub_fails(check, solution, capsys):
@@ -620,6 +623,13 @@ CATALOGUE = [
                                                         for x, y in zip(b, c)]).median()), "torch.median"),
     (ex.check_linear_scaling, lambda lr, b0, b, n: lr * b / b0, "all processes"),
     (ex.check_linear_scaling, lambda lr, b0, b, n: lr * b0 / (b * n), "upside down"),
+    (ex.check_keep_in_float, lambda g, d, m: sorted(g, key=lambda n: g[n]), "least sensitive nodes first"),
+    (ex.check_keep_in_float, lambda g, d, m: sorted(g, key=lambda n: -g[n]), "every node in float|One node too many"),
+    (ex.check_keep_in_float, lambda g, d, m: [n for n in sorted(g, key=lambda n: -g[n]) if g[n] > m], "One node too many|check the drop before|Add nodes"),
+    (ex.check_keep_in_float, lambda g, d, m: sol11.keep_in_float(g, d, m)[::-1], "wrong order"),
+    (ex.check_max_pair_sum, lambda a, w: 2 * (2**a - 1) * (2 ** (w - 1) - 1), "most negative weight"),
+    (ex.check_max_pair_sum, lambda a, w: (2**a - 1) * 2 ** (w - 1), "one product"),
+    (ex.check_max_pair_sum, lambda a, w: 2 * 2**a * 2 ** (w - 1), "2^a - 1, not 2^a"),
 ]
 CHECKS = [getattr(ex, name) for name in ex.__all__ if name.startswith("check_")]
 

@@ -356,3 +356,16 @@ def test_a_submission_from_outside_the_roster_is_reported_not_graded(tmp_path):
     assert (outcome.student, outcome.status, outcome.reason) == ("mallory", "skipped", "not on the roster in course.toml")
     assert _grades(csv_path) == {}
     assert not (course / "submitted" / "mallory").exists()
+
+
+def test_every_student_is_in_the_gradebook_before_parallel_workers_grade_them(tmp_path, monkeypatch):
+    """Two workers grading one new student's notebooks at once both used to insert the student, and the second
+    notebook failed ("UNIQUE constraint failed: student.id"): grade() now creates every student first."""
+    from nbgrader.api import Gradebook
+
+    monkeypatch.setenv("PATH", nbb.nbgrader_env()["PATH"])  # Gradebook runs alembic
+    settings = course_settings.CourseSettings()
+    grading._sync_gradebook(tmp_path, settings, [], ["alice", "bob"])
+    grading._sync_gradebook(tmp_path, settings, [], ["alice", "carol"])  # again, with one already there: no error
+    with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}") as gb:
+        assert sorted(s.id for s in gb.students) == ["alice", "bob", "carol"]

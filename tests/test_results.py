@@ -371,3 +371,52 @@ def test_int8_scaling_speedups_are_paired_over_its_rounds():
         assert c["speedup_int8_vs_fp32"] == pytest.approx(paired_speedup(per[c["fastest"]["fp32"]]["round_medians_ms"],
                                                                          per[c["fastest"]["int8"]]["round_medians_ms"])["speedup"])
         assert all(len(t["round_medians_ms"]) == data["rounds"] for t in per.values())
+
+
+def test_int8_failures_spreads_searches_and_allocations_come_from_their_runs():
+    """benchmarks/int8_failures.py (notebook 11): calibration cells are >= 3 draws with ddof = 1 spreads, the
+    keep-in-float results obey their budget, speed-ups are paired over rounds, the mixed-precision choice is
+    what allocate_bits gives from the recorded drops."""
+    import statistics
+
+    from course_utils import TinyDetector
+    from course_utils.deploy import paired_speedup
+    from course_utils.quant import allocate_bits, fuse_conv_bn, model_weight_bytes
+
+    data = _load("int8_failures.json")
+    cal = data["calibration"]
+    assert set(cal["cells"]) == {"minmax", "entropy", "percentile"} and cal["split"] == "val"
+    for cells in list(cal["cells"].values()) + [{"blank": cal["blank_64"]}]:
+        for cell in cells.values():
+            assert cell["n"] == len(cell["values"]) == cal["draws"] >= 3 and cell["ddof"] == 1
+            assert cell["mean"] == pytest.approx(statistics.mean(cell["values"]))
+            assert cell["std"] == pytest.approx(statistics.stdev(cell["values"]))
+    scan = data["scan"]
+    gain = scan["scan"]["gain"]
+    assert scan["order"] == sorted(gain, key=lambda n: -gain[n])
+    for found in [scan["search"]] + [row["search"] for row in data["activations"].values()]:
+        assert found["drop"] == pytest.approx(found["float"] - found["score"])
+        assert found["met"] == (found["drop"] <= scan["max_drop"])
+    assert scan["search"]["met"]
+    for row in scan["curve"]:
+        assert row["nodes"] == scan["order"][: row["n_float"]]
+        assert row["speedup_vs_fp32"]["speedup"] == pytest.approx(
+            paired_speedup(scan["fp32_ms_b16"]["rounds"], row["ms_b16"]["rounds"])["speedup"])
+    assert set(data["formats"]) == {"fp32", "dynamic", "static_qdq", "static_qoperator"}
+    for row in data["formats"].values():
+        assert row["speedup_vs_fp32"]["speedup"] == pytest.approx(
+            paired_speedup(data["formats"]["fp32"]["ms_b16"]["rounds"], row["ms_b16"]["rounds"])["speedup"])
+    assert set(data["activations"]) == {"relu", "silu", "hardswish"}
+    intervals = [r["test_minus_fp32"] for r in data["packed"]["models"].values() if "test_minus_fp32" in r]
+    intervals += [r[k]["test_minus_fp32"] for r in data["activations"].values() for k in ("int8", "activations_in_float")]
+    intervals += [r["test_minus_all_int8"] for r in data["paired"].values()]
+    intervals += [r["test_minus_fp32"] for r in data["mixed"]["variants"].values()]
+    assert intervals and all(i["low"] <= i["value"] <= i["high"] for i in intervals)
+    mixed = data["mixed"]
+    folded = fuse_conv_bn(TinyDetector())
+    assert mixed["variants"]["mixed"]["layer_bits"] == allocate_bits(mixed["drops_4bit"], folded, mixed["budget_bytes"])
+    for name, row in mixed["variants"].items():
+        default = 4 if name == "W4A8" else 8
+        assert row["weight_bytes"] == model_weight_bytes(folded, row["layer_bits"], default_bits=default)
+    assert mixed["variants"]["mixed"]["weight_bytes"] <= mixed["budget_bytes"]
+    assert mixed["variants"]["mixed_opposite"]["weight_bytes"] <= mixed["budget_bytes"]

@@ -23,6 +23,7 @@ module          what
 ``convert``     a fake-quantized detector -> its integer-only network (own scales)
 ``qdq``         that network as an ONNX QDQ graph for ONNX Runtime
 ``codebook``    k-means (codebook) weights with trained centroids (Han et al. 2016)
+``mixed``       4 or 8 bits per layer under a size budget, from measured costs (HAWQ-style)
 ==============  ==================================================================
 
 ``x % Q`` is *not* quantization (it wraps values around instead of rounding
@@ -44,11 +45,15 @@ from .integer import IntegerAdd, IntegerConv, fixed_point_multiplier, integer_ad
 from .convert import IntegerDetector, integer_detector
 from .qdq import conv_qdq_model, export_qdq, optimized_op_types
 from .codebook import kmeans_codebook, CodebookLayer, codebook_quantize, codebook_bytes, linear_bytes, float_bytes
+from .mixed import layer_weight_bytes, model_weight_bytes, allocate_bits
 from .ptq import quantize_model, set_observing, calibrate, post_training_quantize, layer_sensitivity, capture_activations
 from .adaround import (ZETA, GAMMA, rectified_sigmoid, rounding_regularizer, adaround_init, soft_quantized_weight,
                        adaround_beta, adaround_layer, adaround)
 
 __all__ = [
+    "layer_weight_bytes",
+    "model_weight_bytes",
+    "allocate_bits",
     "qrange",
     "calc_qparams",
     "quantize",

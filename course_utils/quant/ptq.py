@@ -6,7 +6,7 @@ Taught in: 04_quantization_math and 05_qat_and_int8.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -30,6 +30,7 @@ def quantize_model(
     symmetric_acts: bool = False,
     skip: Iterable[str] = (),
     fold_batch_norm: bool = True,
+    layer_bits: Mapping[str, int] | None = None,
 ) -> nn.Module:
     """A fake-quantized copy of ``model`` for post-training quantization (PTQ).
 
@@ -38,7 +39,8 @@ def quantize_model(
     ``weight_observer``. Inputs to each layer: ``act_bits`` unsigned asymmetric,
     per tensor, ``act_observer`` (``act_bits=None``: weights only;
     ``symmetric_acts=True``: signed symmetric instead). Layers whose
-    qualified name is in ``skip`` stay float (e.g. the first and last layer).
+    qualified name is in ``skip`` stay float (e.g. the first and last layer); ``layer_bits``
+    ``{name: bits}`` gives some layers other weight bits (mixed precision, :mod:`.mixed`).
     BatchNorm is folded first (as an int8 deployment does), unless
     ``fold_batch_norm=False``. Every new module takes the mode of the layer it
     replaces, so a folded copy is in eval mode through and through: its quantizers
@@ -47,10 +49,12 @@ def quantize_model(
     """
     skip = _skip_set(skip)
     _check_skip(model, skip)
+    layer_bits = dict(layer_bits or {})
+    _check_skip(model, set(layer_bits))
     model = fuse_conv_bn(model) if fold_batch_norm else copy.deepcopy(model)
 
     def wrap(name: str, layer: nn.Module) -> nn.Module:
-        w_fq = _weight_fq(weight_bits, weight_observer, per_channel, symmetric_weights)
+        w_fq = _weight_fq(layer_bits.get(name, weight_bits), weight_observer, per_channel, symmetric_weights)
         a_fq = _input_fq(act_bits, act_observer, symmetric_acts)
         return QuantConv2d(layer, w_fq, a_fq) if isinstance(layer, nn.Conv2d) else QuantLinear(layer, w_fq, a_fq)
 

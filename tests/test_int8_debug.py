@@ -1,0 +1,177 @@
+"""Notebook 11's tools: the packed export and its collapse, the scales in a QDQ file, SQNR per tensor, the profiler,
+the other quantization formats, Entropy calibration that really clips, mixed 4/8-bit allocation, smooth activations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from course_utils import TinyDetector
+from course_utils.deploy import (DetectorNetwork, OrtDetector, _entropy_ranges, export_onnx, ort_session, quantize_onnx,
+                                 quantize_onnx_dynamic)
+from course_utils.int8_debug import (PackedDetectorNetwork, PackedOrtDetector, activation_sqnr, profile_by_op, qdq_scales,
+                                     unpack_outputs)
+from course_utils.quant import allocate_bits, fuse_conv_bn, layer_weight_bytes, model_weight_bytes, quantize_model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A freshly initialised detector (seeded) exported both ways, with int8 copies of each."""
+    work = tmp_path_factory.mktemp("int8_debug")
+    torch.manual_seed(0)
+    detector = TinyDetector().eval()
+    calib = torch.rand(16, 3, 64, 64)
+    paths = {"fp32": export_onnx(DetectorNetwork(detector), calib[:2], work / "fp32.onnx"),
+             "packed_fp32": export_onnx(PackedDetectorNetwork(detector, (64, 64)), calib[:2], work / "packed_fp32.onnx")}
+    paths["int8"] = quantize_onnx(paths["fp32"], work / "int8.onnx", calib)
+    paths["packed_int8"] = quantize_onnx(paths["packed_fp32"], work / "packed_int8.onnx", calib)
+    return detector, calib, paths, work
+
+
+def test_unpack_inverts_the_packing(files):
+    detector, calib, _, _ = files
+    with torch.no_grad():
+        packed = PackedDetectorNetwork(detector, (64, 64))(calib[:4])
+        logits, deltas = detector.network(calib[:4])
+    anchors, _ = detector.all_anchors(detector.level_sizes((64, 64)), torch.device("cpu"))
+    got_logits, got_deltas = unpack_outputs(packed, anchors)
+    assert packed.shape == (4, 64, 4 + detector.num_classes)
+    torch.testing.assert_close(got_logits, logits, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(got_deltas, deltas, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="packed outputs must be"):
+        unpack_outputs(packed[:, :10], anchors)
+
+
+def test_the_packed_file_scores_like_the_two_output_file_in_fp32(files):
+    detector, calib, paths, _ = files
+    a = OrtDetector(ort_session(paths["fp32"]), detector)(calib[:4])
+    b = PackedOrtDetector(ort_session(paths["packed_fp32"]), detector)(calib[:4])
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x["scores"], y["scores"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(x["boxes"], y["boxes"], atol=1e-2, rtol=1e-4)
+    with pytest.raises(ValueError, match="has 2 outputs"):
+        PackedOrtDetector(ort_session(paths["fp32"]), detector)(calib[:1])
+
+
+def test_one_shared_scale_zeroes_the_scores_and_qdq_scales_shows_why(files):
+    _, calib, paths, _ = files
+    x = calib[:8].numpy()
+    packed = ort_session(paths["packed_int8"]).run(None, {"images": x})[0]
+    fp32 = ort_session(paths["packed_fp32"]).run(None, {"images": x})[0]
+    assert (fp32[..., 4:] > 0).all() and (packed[..., 4:] == 0).mean() > 0.9  # scores near the prior 0.01 vanish
+    grid = list(qdq_scales(paths["packed_int8"]).values())[-1]
+    assert grid["scale"] > 2 * float(fp32[..., 4:].max())  # one step is larger than any score
+    assert grid["high"] - grid["low"] == pytest.approx(255 * grid["scale"], rel=1e-5)
+    assert grid["low"] <= float(fp32.min()) + grid["scale"] and grid["high"] >= float(fp32.max()) - grid["scale"]
+    logits = ort_session(paths["int8"]).run(None, {"images": x})[0]  # two outputs: the logits have their own grid
+    assert (1 / (1 + np.exp(-logits)) > 0.005).all()  # the scores stay near their prior 0.01
+    with pytest.raises(ValueError, match="no per-tensor QuantizeLinear"):
+        qdq_scales(paths["fp32"])
+
+
+def test_activation_sqnr_is_in_graph_order_and_falls_where_ranges_are_clipped(files):
+    _, calib, paths, work = files
+    good = activation_sqnr(paths["fp32"], paths["int8"], calib[:8])
+    order = [o for n in onnx.load(str(paths["fp32"])).graph.node for o in n.output]
+    assert list(good) == [o for o in order if o in good] and len(good) >= 10
+    assert all(math.isfinite(v) and v > 15 for v in good.values())
+    dark = quantize_onnx(paths["fp32"], work / "dark.onnx", calib * 0.05)  # calibrated on almost black images
+    bad = activation_sqnr(paths["fp32"], dark, calib[:8])
+    assert min(bad.values()) < min(good.values()) - 6  # clipped ranges: at least a bit's worth lower somewhere
+
+
+def test_profile_by_op_names_the_kernels_of_each_format(files):
+    _, calib, paths, work = files
+    fp32 = profile_by_op(paths["fp32"], calib[:4], threads=1, runs=3)
+    assert "Conv" in fp32 and all(v > 0 for v in fp32.values())
+    assert list(fp32.values()) == sorted(fp32.values(), reverse=True)
+    assert "QLinearConv" in profile_by_op(paths["int8"], calib[:4], threads=1, runs=3)
+    dynamic = quantize_onnx_dynamic(paths["fp32"], work / "dynamic.onnx")
+    assert "ConvInteger" in {n.op_type for n in onnx.load(str(dynamic)).graph.node}
+    assert "ConvInteger" in profile_by_op(dynamic, calib[:4], threads=1, runs=3)
+    qop = quantize_onnx(paths["fp32"], work / "qop.onnx", calib, quant_format="qoperator")
+    assert "QLinearConv" in {n.op_type for n in onnx.load(str(qop)).graph.node}
+    with pytest.raises(ValueError, match="quant_format"):
+        quantize_onnx(paths["fp32"], work / "x.onnx", calib, quant_format="QDQ8")
+    with pytest.raises(ValueError, match="runs must be"):
+        profile_by_op(paths["fp32"], calib[:1], runs=0)
+    with pytest.raises(ValueError, match="would destroy it"):
+        quantize_onnx_dynamic(paths["fp32"], paths["fp32"])
+
+
+def test_entropy_calibration_really_searches_a_range(files):
+    """quantize_static's own Entropy calibrator (128 bins) returns MinMax's ranges; ours clips some."""
+    _, calib, paths, work = files
+    minmax = qdq_scales(quantize_onnx(paths["fp32"], work / "mm.onnx", calib))
+    entropy = qdq_scales(quantize_onnx(paths["fp32"], work / "ent.onnx", calib, method="entropy"))
+    assert set(minmax) == set(entropy)
+    narrower = [t for t in minmax if entropy[t]["high"] < 0.9 * minmax[t]["high"]]
+    assert narrower, "every Entropy range equals MinMax's: the calibrator had a single candidate threshold"
+    assert all(entropy[t]["high"] <= minmax[t]["high"] + 1e-6 for t in minmax)
+
+    class Reader:
+        def __init__(self):
+            self.batches = iter([{"images": calib.numpy()}])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    ranges = _entropy_ranges(paths["fp32"], Reader())
+    assert {t: max(hi, 0.0) for t, (lo, hi) in ranges.items() if t in entropy} == pytest.approx(  # grids include 0
+        {t: entropy[t]["high"] for t in entropy if t in ranges}, rel=0.02, abs=2 * max(e["scale"] for e in entropy.values()))
+
+    # ONNX Runtime's own quantize_static with Entropy, one batch: its 128/128 bins leave only the full range
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(paths["fp32"]), str(work / "ort_entropy.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    calibrate_method=CalibrationMethod.Entropy)
+    ort_entropy = qdq_scales(work / "ort_entropy.onnx")
+    one_batch_minmax = qdq_scales(quantize_onnx(paths["fp32"], work / "mm1.onnx", calib, batch_size=len(calib)))
+    assert {t: g["high"] for t, g in ort_entropy.items()} == pytest.approx({t: g["high"] for t, g in one_batch_minmax.items()},
+                                                                           rel=1e-5)
+
+
+def test_smooth_activations_build_and_bad_ones_are_refused():
+    assert any(isinstance(m, nn.SiLU) for m in TinyDetector(activation="silu").modules())
+    assert any(isinstance(m, nn.Hardswish) for m in TinyDetector(activation="hardswish").modules())
+    assert not any(isinstance(m, nn.SiLU) for m in TinyDetector().modules())
+    with pytest.raises(ValueError, match="activation must be one of"):
+        TinyDetector(activation="gelu")
+
+
+def test_layer_bytes_and_the_greedy_allocation():
+    torch.manual_seed(0)
+    model = fuse_conv_bn(TinyDetector())
+    at8, at4 = layer_weight_bytes(model, 8), layer_weight_bytes(model, 4)
+    conv = model.stem[0]
+    assert at8["stem.0"] == conv.weight.numel() + 8 * conv.out_channels
+    assert at4["stem.0"] == math.ceil(conv.weight.numel() / 2) + 8 * conv.out_channels
+    assert model_weight_bytes(model, {}) == sum(at8.values())
+    assert model_weight_bytes(model, {"stem.0": 4}) == sum(at8.values()) - at8["stem.0"] + at4["stem.0"]
+    drops = {name: 1.0 for name in at8}
+    drops["stage4.1.0"] = 0.0  # a free layer: it goes to 4 bits first
+    drops["box_out"] = 100.0  # the costliest: never, if the budget allows
+    saving = at8["stage4.1.0"] - at4["stage4.1.0"]
+    assert allocate_bits(drops, model, sum(at8.values()) - saving) == {"stage4.1.0": 4}
+    assert allocate_bits(drops, model, sum(at8.values())) == {}
+    half = allocate_bits(drops, model, (sum(at8.values()) + sum(at4.values())) // 2)
+    assert "stage4.1.0" in half and "box_out" not in half
+    assert model_weight_bytes(model, half) <= (sum(at8.values()) + sum(at4.values())) // 2
+    with pytest.raises(ValueError, match="below the model at 4 bits"):
+        allocate_bits(drops, model, sum(at4.values()) - 1)
+    with pytest.raises(KeyError, match="no value for layers"):
+        allocate_bits({"stem.0": 1.0}, model, sum(at8.values()))
+
+
+def test_quantize_model_gives_the_named_layers_their_bits():
+    torch.manual_seed(0)
+    model = quantize_model(TinyDetector().eval(), weight_bits=8, layer_bits={"box_out": 4})
+    assert model.box_out.weight_fq.observer.q_max == 7 and model.cls_out.weight_fq.observer.q_max == 127
+    with pytest.raises(KeyError, match="not layers of the model"):
+        quantize_model(TinyDetector().eval(), layer_bits={"no_such_layer": 4})
