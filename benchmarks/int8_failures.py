@@ -54,7 +54,8 @@ from course_utils import SyntheticShapes, TinyDetector, evaluate, load_checkpoin
 from course_utils.data import SceneConfig  # noqa: E402
 from course_utils.deploy import (DetectorNetwork, OrtDetector, export_onnx, file_size, measure_interleaved,  # noqa: E402
                                  ort_session, paired_speedup, quantize_onnx, quantize_onnx_dynamic)
-from course_utils.int8_debug import PackedDetectorNetwork, PackedOrtDetector, profile_by_op, qdq_scales  # noqa: E402
+from course_utils.int8_debug import (PackedDetectorNetwork, PackedOrtDetector, nodes_after_last_conv, profile_by_op,  # noqa: E402
+                                     qdq_scales)  # noqa: E402
 from course_utils.keep_float import keep_in_float_search, node_sensitivity, quantize_except  # noqa: E402
 from course_utils.metrics import mean_average_precision, paired_bootstrap_map  # noqa: E402
 
@@ -123,15 +124,6 @@ def part_packed(detector, scorer, work: Path, calib: torch.Tensor) -> dict:
         result["models"][name] = {"val_map": scorer.val(path, is_packed),
                                   **scorer.test(path, is_packed, None if name == "fp32" else work / "fp32.onnx")}
     return result
-
-
-def nodes_after_last_conv(path: Path) -> list[str]:
-    """Every node after the graph's last Conv (graph order is topological): what turns the head's outputs into the packed tensor."""
-    import onnx
-
-    nodes = onnx.load(str(path)).graph.node
-    last = max(i for i, n in enumerate(nodes) if n.op_type == "Conv")
-    return [n.name for n in nodes[last + 1:]]
 
 
 def qdq_nodes(path: Path, op_type: str) -> list[str]:
@@ -365,7 +357,7 @@ def main() -> None:
     if any(p in ("scan", "formats") for p in args.parts):  # the timed parts set the threads the timings ran with
         result.update({"threads": args.threads, "rounds": args.rounds})
     result.update({"description": __doc__.split("\n")[0] + " Made by benchmarks/int8_failures.py.",
-                   "calibration_images": "64 training-style scenes (seed 123) unless a part says otherwise",
+                   "calibration_images": "64 training-style scenes (random seed 123) unless a part says otherwise",
                    **run_info(torch.device("cpu"))})
     write_json(out_path, result)
     print(json.dumps({"seconds": result["seconds"]}, indent=1))

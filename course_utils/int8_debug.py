@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .deploy import OrtDetector
 
-__all__ = ["PackedDetectorNetwork", "PackedOrtDetector", "unpack_outputs", "qdq_scales", "activation_sqnr", "profile_by_op"]
+__all__ = ["PackedDetectorNetwork", "PackedOrtDetector", "unpack_outputs", "nodes_after_last_conv", "qdq_scales", "activation_sqnr", "profile_by_op"]
 
 
 def _decode(deltas: Tensor, anchors: Tensor, clamp: float = math.log(1000.0 / 16)) -> Tensor:
@@ -97,6 +97,21 @@ class PackedOrtDetector(OrtDetector):
         sizes = self.feature_sizes(tuple(images.shape[-2:]), packed.shape[1])
         anchors, _ = self.detector.all_anchors(sizes, torch.device("cpu"))
         return unpack_outputs(packed, anchors)
+
+
+def nodes_after_last_conv(path: str | Path) -> list[str]:
+    """Names of every node after the graph's last Conv (ONNX graphs are in topological order): in a
+    :class:`PackedDetectorNetwork` file, the box decoding, the sigmoid and the packing; what
+    ``nodes_to_exclude`` keeps in float so the packed output is not quantized."""
+    import onnx
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no ONNX file at {str(path)!r}")
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    convs = [i for i, n in enumerate(nodes) if n.op_type == "Conv"]
+    if not convs:
+        raise ValueError(f"{str(path)!r} has no Conv node")
+    return [n.name for n in nodes[convs[-1] + 1:]]
 
 
 def qdq_scales(path: str | Path) -> dict[str, dict[str, float]]:

@@ -26,14 +26,13 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import onnx
 import torch
 from torch.utils.data import DataLoader
 
 from course_utils import CocoDetection, SyntheticShapes, TinyDetector, collate_detection, evaluate, load_checkpoint, materialize, seed_everything
 from course_utils.data import SceneConfig
 from course_utils.deploy import DetectorNetwork, OrtDetector, export_onnx, ort_session, paired_speedup, quantize_onnx
-from course_utils.int8_debug import PackedDetectorNetwork, PackedOrtDetector, activation_sqnr, qdq_scales
+from course_utils.int8_debug import PackedDetectorNetwork, PackedOrtDetector, activation_sqnr, nodes_after_last_conv, qdq_scales
 
 seed_everything(0)
 RESULTS = Path("..") / "benchmarks" / "results"
@@ -100,9 +99,7 @@ plt.show()
 # **Repair**: give the probabilities their own grid. Export two outputs (the course's `DetectorNetwork`), or keep everything after the last conv in float (`nodes_to_exclude`):
 
 # %%
-nodes = onnx.load(str(packed_fp32)).graph.node
-last_conv = max(i for i, n in enumerate(nodes) if n.op_type == "Conv")
-after_head = [n.name for n in nodes[last_conv + 1:]]
+after_head = nodes_after_last_conv(packed_fp32)  # the box decoding, the sigmoid and the packing
 packed_fixed = quantize_onnx(packed_fp32, work / "packed_fixed.onnx", calib_images, nodes_to_exclude=after_head)
 two_outputs = quantize_onnx(fp32_path, work / "int8.onnx", calib_images)
 live = {"packed, all int8": val_map(packed_int8, packed=True),

@@ -14,8 +14,8 @@ from torch import nn
 from course_utils import TinyDetector
 from course_utils.deploy import (DetectorNetwork, OrtDetector, _entropy_ranges, export_onnx, ort_session, quantize_onnx,
                                  quantize_onnx_dynamic)
-from course_utils.int8_debug import (PackedDetectorNetwork, PackedOrtDetector, activation_sqnr, profile_by_op, qdq_scales,
-                                     unpack_outputs)
+from course_utils.int8_debug import (PackedDetectorNetwork, PackedOrtDetector, activation_sqnr, nodes_after_last_conv,
+                                     profile_by_op, qdq_scales, unpack_outputs)
 from course_utils.quant import allocate_bits, fuse_conv_bn, layer_weight_bytes, model_weight_bytes, quantize_model
 
 
@@ -72,6 +72,10 @@ def test_one_shared_scale_zeroes_the_scores_and_qdq_scales_shows_why(files):
     assert (1 / (1 + np.exp(-logits)) > 0.005).all()  # the scores stay near their prior 0.01
     with pytest.raises(ValueError, match="no per-tensor QuantizeLinear"):
         qdq_scales(paths["fp32"])
+    after = nodes_after_last_conv(paths["packed_fp32"])  # the repair: the decoding and packing stay in float
+    assert {n.op_type for n in onnx.load(str(paths["packed_fp32"])).graph.node if n.name in after} >= {"Concat", "Sigmoid"}
+    fixed = quantize_onnx(paths["packed_fp32"], paths["packed_int8"].with_name("fixed.onnx"), calib, nodes_to_exclude=after)
+    assert (ort_session(fixed).run(None, {"images": x})[0][..., 4:] > 0).all()
 
 
 def test_activation_sqnr_is_in_graph_order_and_falls_where_ranges_are_clipped(files):
