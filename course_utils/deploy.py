@@ -139,7 +139,8 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_images: Tensor,
                   per_channel: bool = True, batch_size: int = 16, method: str = "minmax",
-                  nodes_to_exclude: Sequence[str] = (), quant_format: str = "qdq") -> Path:
+                  nodes_to_exclude: Sequence[str] = (), quant_format: str = "qdq", reduce_range: bool = False,
+                  int4_weights: Sequence[str] = ()) -> Path:
     """Static int8 quantization of an ONNX model with ONNX Runtime (QDQ format by default).
 
     Weights: int8, symmetric, per output channel (``per_channel``); activations:
@@ -152,6 +153,13 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
     ONNX Runtime fuses each DequantizeLinear -> Conv -> QuantizeLinear group into
     an integer convolution when it loads the model. ``quant_format="qoperator"`` writes those
     integer operators (``QLinearConv``...) into the file instead (the older format; same arithmetic).
+    ``reduce_range=True`` gives the weights about 7 bits (-64 ... 64): on an x86 CPU without VNNI the u8 × s8 kernel adds
+    pairs of products in 16 bits, and 7-bit weights keep every pair below its saturation
+    (:func:`course_utils.int8_debug.pair_saturation` counts how often 8-bit ones would saturate), at the price of a
+    grid twice as coarse.
+    ``int4_weights``: names of conv weights (initializers, e.g. ``"detector.stage3.0.0.weight"``) stored as 4-bit
+    integers instead (per output channel, ONNX's INT4, two per byte): a smaller file, but ONNX Runtime's CPU has no
+    4-bit convolution, so those convs dequantize their weights and run in float on every call.
     """
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -159,6 +167,8 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
         raise ValueError(f"method must be one of {list(CALIBRATION_METHODS)}, got {method!r}")
     if quant_format not in ("qdq", "qoperator"):
         raise ValueError(f"quant_format must be 'qdq' or 'qoperator', got {quant_format!r}")
+    if not isinstance(reduce_range, bool):
+        raise TypeError(f"reduce_range must be True (7-bit weights) or False (8-bit), got {reduce_range!r}")
     if isinstance(nodes_to_exclude, str) or not all(isinstance(n, str) for n in nodes_to_exclude):
         raise TypeError(f"nodes_to_exclude must be a list of node names (strings), got {nodes_to_exclude!r}")
 
@@ -179,14 +189,22 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
         raise ValueError(f"int8_path {str(int8_path)!r} is the fp32 model itself; writing there would destroy it. "
                          "Choose another name, e.g. model.int8.onnx")
     _check_input_shape(fp32_path, tuple(calibration_images.shape))
-    if nodes_to_exclude:  # ONNX Runtime ignores names it does not know: a typo would quantize the node silently
+    if isinstance(int4_weights, str) or not all(isinstance(n, str) for n in int4_weights):
+        raise TypeError(f"int4_weights must be a list of weight names (strings), got {int4_weights!r}")
+    if nodes_to_exclude or int4_weights:  # ONNX Runtime ignores names it does not know: a typo would pass silently
         import onnx
 
-        names = {node.name for node in onnx.load(str(fp32_path), load_external_data=False).graph.node}
+        graph = onnx.load(str(fp32_path), load_external_data=False).graph
+        names = {node.name for node in graph.node}
         unknown = sorted(set(nodes_to_exclude) - names)
         if unknown:
             raise ValueError(f"nodes_to_exclude: {unknown} are not nodes of {str(fp32_path)!r}; "
                              "list the names with course_utils.keep_float.quantizable_nodes(path)")
+        conv_weights = {node.input[1] for node in graph.node if node.op_type == "Conv"}
+        unknown = sorted(set(int4_weights) - conv_weights)
+        if unknown:
+            raise ValueError(f"int4_weights: {unknown} are not conv weights of {str(fp32_path)!r}; "
+                             f"its conv weights are {sorted(conv_weights)}")
 
     class ImageReader(CalibrationDataReader):  # feeds the calibration batches, then None
         def __init__(self) -> None:
@@ -198,9 +216,12 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
 
     int8_path = Path(int8_path)
     extra_options: dict[str, Any] = {}
+    overrides: dict[str, list[dict[str, Any]]] = {name: [{"quant_type": QuantType.QInt4, "axis": 0}] for name in int4_weights}
     if method == "entropy":  # ranges from the calibrator itself: quantize_static would give it too few bins (below)
-        extra_options["TensorQuantOverrides"] = {
-            name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for name, (lo, hi) in _entropy_ranges(fp32_path, ImageReader()).items()}
+        overrides.update({name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+                          for name, (lo, hi) in _entropy_ranges(fp32_path, ImageReader()).items()})
+    if overrides:
+        extra_options["TensorQuantOverrides"] = overrides
     reader = ImageReader()
     # ONNX Runtime logs a suggestion to run its shape-inference pre-processing first; for this model it changed
     # neither the graph's speed nor its accuracy (measured), so the suggestion is silenced here.
@@ -213,7 +234,7 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.MinMax,
                                               "percentile": CalibrationMethod.Percentile}[method],
-                            nodes_to_exclude=list(nodes_to_exclude), extra_options=extra_options)
+                            nodes_to_exclude=list(nodes_to_exclude), reduce_range=reduce_range, extra_options=extra_options)
     finally:
         root.setLevel(level)
     return strip_onnx_debug_info(int8_path)
@@ -236,7 +257,12 @@ def quantize_onnx_dynamic(fp32_path: str | Path, int8_path: str | Path) -> Path:
     if same_file(fp32_path, int8_path):
         raise ValueError(f"int8_path {str(int8_path)!r} is the fp32 model itself; writing there would destroy it. "
                          "Choose another name, e.g. model.dynamic.onnx")
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QUInt8)
+    root = logging.getLogger()  # its suggestion to pre-process first is silenced, as in quantize_onnx
+    level, root.level = root.level, logging.ERROR
+    try:
+        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QUInt8)
+    finally:
+        root.setLevel(level)
     return strip_onnx_debug_info(int8_path)
 
 

@@ -287,11 +287,36 @@ check_max_pair_sum(my_max_pair_sum)
 #
 # These parts are optional: nothing in the core path depends on them. They reuse the variables above, so run the core first.
 #
+# * **Before and after, in one table**: every part's failure and repair, mAP and speed side by side.
 # * **The speed cost of float nodes**: latency against the number of nodes kept in float.
 # * **Entropy in ONNX Runtime**: why its calibrator can silently equal MinMax.
 # * **"int8 is slower than fp32"**: dynamic quantization, QDQ and QOperator files, and ONNX Runtime's profiler.
 # * **"Results differ between CPUs"**: the 16-bit pair sums of CPUs without VNNI, `reduce_range`, and how large the difference is.
 # * **Mixed precision under a size budget**: 4 or 8 bits per layer, chosen from measured costs.
+
+# %% [markdown]
+# ### Before and after, in one table
+#
+# One failing model ("before") and its repair ("after") per part, all from one benchmark run: test mAP, the paired 95 % interval of after − before (points), and the batch-16 speed-up over that network's own fp32 file (5 interleaved rounds, 2 threads; the median of the per-round ratios):
+
+# %%
+summary = bench["summary"]
+models = summary["models"]
+print(f"{'':3}{'before -> after':<37}{'test mAP':>13}{'after - before':>24}{'speed-up vs fp32':>18}")
+for row in summary["rows"]:
+    b, a = models[row["before"]], models[row["after"]]
+    speed = f"{row['before_speedup_vs_fp32']['speedup']:.2f}x -> {row['after_speedup_vs_fp32']['speedup']:.2f}x"
+    print(f"{row['part']:<3}{row['before_label'] + ' -> ' + row['after_label']:<37}{100 * b['test_map']:>6.1f} -> "
+          f"{100 * a['test_map']:<5.1f}{show_ci(row['after_minus_before']):>24}{speed:>18}")
+
+# %% [markdown]
+# Read the speed column with the mAP column:
+#
+# * SiLU's repair buys no significant mAP and costs most of the speed-up.
+# * The stem in float is the one repair that is clearly both more accurate and faster.
+# * Dynamic quantization is a little *more* accurate than static here, and nearly 3 times slower than fp32.
+# * Calibration and `reduce_range` leave the graph as it is, so their speed differences show the timing noise (a few percent).
+# * Part 7's files store 4-bit weights, but ONNX Runtime has no 4-bit convolution: see the last deep dive.
 
 # %% [markdown]
 # ### The speed cost of float nodes
@@ -393,9 +418,38 @@ for bits in (8, 7):
     print(f"{bits}-bit weights, uniform random: {saturated.float().mean():.2%} of pair sums saturate")
 
 # %% [markdown]
-# Uniform random integers are a stress case, not the worst one (that is 100 %); real activations cluster near zero, so real layers should saturate less often (not measured here). ONNX Runtime's `reduce_range=True` quantizes weights to 7 bits, which can never saturate (32,640 < 32,767), at the price of a grid twice as coarse (about 6 dB of SQNR). Kernels also differ in where they requantize and round, which moves rare ties.
+# Uniform random integers are a stress case, not the worst one (that is 100 %). What about a real layer? `pair_saturation` takes the int8 file's own uint8 codes on 16 val images, lays them out as the kernel reads them (neighbouring input channels paired, our reading of ONNX Runtime's layout) and counts, per conv:
+
+# %%
+from course_utils.int8_debug import pair_saturation  # noqa: E402
+
+saturation = pair_saturation(two_outputs, val_images)  # section 1's int8 file
+for row in saturation.values():
+    if row["saturated"]:
+        print(f"{row['weight']:<27}{row['saturated']:>7,} of {row['pairs']:>10,} pairs saturate, "
+              f"{row['outputs_hit']:>6.2%} of outputs hit, largest |pair| {row['max_abs_pair']:,}")
+print(f"{sum(r['saturated'] == 0 for r in saturation.values())} of {len(saturation)} convs never saturate")
+
+# %% [markdown]
+# The **stem** is the one: it reads the image itself. The network subtracts a mean first, so the stem's zero point sits mid-grid, and bright or dark pixels give codes near 0 or 255. Deeper layers read ReLU outputs that cluster near 0.
 #
-# How large is the difference in practice? The same QAT-8 int8 file scored on two CPUs:
+# What would that cost in mAP? This course has no CPU without VNNI, so `NoVnniSession` *computes* the file's first conv the way such a CPU would, pairs clamped to int16, and runs the rest in ONNX Runtime (with nothing clamped it reproduces ONNX Runtime's codes exactly: tested). ONNX Runtime's `reduce_range=True` is the usual remedy: weights within ±64, so no pair can saturate (2 · 255 · 64 = 32,640), on a grid twice as coarse. The benchmark measured both (test split, paired 95 % intervals, points):
+
+# %%
+rr = bench["reduce_range"]
+for name, label in (("int8_8bit", "8-bit weights"), ("int8_reduce_range", "reduce_range")):
+    m, est = rr["models"][name], rr["no_vnni_estimate"][name]
+    print(f"{label:<14} test mAP {m['test_map']:.3f}, SQNR median {m['sqnr']['median_db']:.1f} dB, "
+          f"stem codes changed without VNNI {est['first_conv_codes_changed']:.1%}, mAP change {show_ci(est['test_minus_vnni'])}")
+print(f"reduce_range - 8-bit weights: test {show_ci(rr['reduce_range_minus_8bit']['test'])}, "
+      f"val {100 * rr['reduce_range_minus_8bit']['val']:+.2f} points")
+qat_est = rr["no_vnni_estimate"]["qat8_int8"]
+print(f"QAT-8 file: {qat_est['first_conv_codes_changed']:.1%} of stem codes changed, mAP change {show_ci(qat_est['test_minus_vnni'])}")
+
+# %% [markdown]
+# Saturation is real here: about one stem code in sixteen changes. Yet the mAP change is within noise for both files: no measurable cost on this detector, though its intervals still allow about half a point either way. `reduce_range` costs little too: about 1 dB of SQNR (not the 6 dB of a whole bit: most error comes from the activations' grids) and an mAP change within noise. On this detector neither choice matters; on yours, measure both on val.
+#
+# Kernels also differ in where they requantize and round, which moves rare ties. How large is the difference between two CPUs *with* VNNI? The same QAT-8 int8 file scored on both:
 
 # %%
 cross = bench["cross_cpu"]
@@ -407,7 +461,7 @@ print(f"same file, benchmark machine {bench['cpu']['model']} (VNNI {bench['cpu']
 print(f"difference: val {100 * (here['val_map'] - rec['val_map']):+.3f}, test {100 * (here['test_map'] - rec['test_map']):+.3f} points")
 
 # %% [markdown]
-# Both CPUs have VNNI, so no pair saturates on either, and int32 sums are exact in any order. The last digits move, probably, where the kernels leave integers: the float requantization and the float ops between layers, which round rare ties differently. The difference is about a hundredth of a point, some 30 times smaller than the test split's noise (paired 95 % intervals are about ±0.4 points wide). That is why the course's checked outputs round int8 mAPs, and why a CPU without VNNI deserves a look at `reduce_range`.
+# Both CPUs have VNNI, so no pair saturates on either, and int32 sums are exact in any order. The last digits move, probably, where the kernels leave integers: the float requantization and the float ops between layers, which round rare ties differently. The difference is about a hundredth of a point, some 30 times smaller than the test split's noise (paired 95 % intervals are about ±0.4 points wide). That is why the course's checked outputs round int8 mAPs.
 
 # %% [markdown]
 # ### Mixed precision under a size budget
@@ -432,3 +486,16 @@ for name, row in mixed["variants"].items():
 
 # %% [markdown]
 # Two layers carry almost all of the 4-bit cost: the box head's last conv (`box_out`) and the tower conv before it. The allocation sends five cheap layers to 4 bits, two thirds of the W8A8 bytes, and stays within noise of fp32. Uniform W4A8 loses about 10 points, and so does the opposite choice at the same budget. Which layers get the bits matters far more than the average bit width.
+
+# %% [markdown]
+# Those were fake-quantized PyTorch models: bytes counted, nothing stored. `quantize_onnx(..., int4_weights=[...])` writes real files: the chosen convs' weights as ONNX's 4-bit integers (two per byte), the rest as in the int8 file, activations calibrated as before. Test split, batch-16 latency from the table above (5 interleaved rounds):
+
+# %%
+models = bench["summary"]["models"]
+for name, label in (("fp32", "fp32"), ("int8", "all 8-bit"), ("mixed_file", "mixed 4/8-bit"), ("w4a8_file", "all 4-bit (W4A8)")):
+    m = models[name]
+    print(f"{label:<17}{m['file_bytes'] / 1024:>6.0f} KB   test mAP {m['test_map']:.3f}   "
+          f"{m['ms_b16']['median']:>5.1f} ms per batch of 16 (p10-p90 {m['ms_b16']['p10']:.1f}-{m['ms_b16']['p90']:.1f})")
+
+# %% [markdown]
+# The bytes are real: the mixed file is about 30 % smaller than the int8 one, with about the same test mAP (both within a point of fp32). But it is *slower than fp32*: ONNX Runtime's CPU has no 4-bit convolution, so each 4-bit conv turns its weights back into floats and runs in float on every call, between a dequantize and a quantize. 4-bit weights pay off where a kernel reads them directly (GPUs, some NPUs, ONNX Runtime's `MatMulNBits` for language models); for a CPU detector they buy download size, not speed.

@@ -1,5 +1,5 @@
 """Notebook 11's tools: the packed export and its collapse, the scales in a QDQ file, SQNR per tensor, the profiler,
-the other quantization formats, Entropy calibration that really clips, mixed 4/8-bit allocation, smooth activations."""
+the other quantization formats, 16-bit pair saturation and reduce_range, Entropy calibration that really clips, mixed 4/8-bit allocation, smooth activations."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from torch import nn
 from course_utils import TinyDetector
 from course_utils.deploy import (DetectorNetwork, OrtDetector, _entropy_ranges, export_onnx, ort_session, quantize_onnx,
                                  quantize_onnx_dynamic)
-from course_utils.int8_debug import (PackedDetectorNetwork, PackedOrtDetector, activation_sqnr, nodes_after_last_conv,
-                                     profile_by_op, qdq_scales, unpack_outputs)
-from course_utils.quant import allocate_bits, fuse_conv_bn, layer_weight_bytes, model_weight_bytes, quantize_model
+from course_utils.int8_debug import (NoVnniSession, PackedDetectorNetwork, PackedOrtDetector, activation_sqnr,
+                                     nodes_after_last_conv, pair_saturation, profile_by_op, qdq_scales, unpack_outputs)
+from course_utils.quant import (allocate_bits, fuse_conv_bn, layer_weight_bytes, model_weight_bytes, pairwise_int16_sums,
+                                quantize_model)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,126 @@ def test_entropy_calibration_really_searches_a_range(files):
     one_batch_minmax = qdq_scales(quantize_onnx(paths["fp32"], work / "mm1.onnx", calib, batch_size=len(calib)))
     assert {t: g["high"] for t, g in ort_entropy.items()} == pytest.approx({t: g["high"] for t, g in one_batch_minmax.items()},
                                                                            rel=1e-5)
+
+
+class TwoConvs(nn.Module):
+    """conv 3x3 (stride 2, pad 1) -> ReLU -> conv 1x1: returns (second conv, first conv's ReLU output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Conv2d(4, 5, 1)
+
+    def forward(self, x):
+        y = self.c1(x).relu()
+        return self.c2(y), y
+
+
+def _reference_pairs(q_x: np.ndarray, zero_point: int, q_w: np.ndarray, stride: int, pad: int) -> tuple[int, int]:
+    """Loop over output positions: each patch laid out (ky, kx, c), K padded to even, pairs by pairwise_int16_sums.
+    Returns (saturated pairs, total pairs)."""
+    x = np.pad(q_x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=zero_point)
+    k = q_w.shape[-1]
+    w = torch.from_numpy(q_w.transpose(0, 2, 3, 1).reshape(len(q_w), -1).astype(np.int64))
+    if w.shape[1] % 2:
+        w = torch.cat([w, torch.zeros(len(w), 1, dtype=w.dtype)], 1)
+    saturated = total = 0
+    out = (x.shape[-1] - k) // stride + 1
+    for n in range(len(x)):
+        for oy in range(out):
+            for ox in range(out):
+                patch = x[n, :, oy * stride:oy * stride + k, ox * stride:ox * stride + k].transpose(1, 2, 0).reshape(-1)
+                row = torch.from_numpy(patch.astype(np.int64))
+                row = torch.cat([row, torch.zeros(w.shape[1] - len(row), dtype=row.dtype)])
+                _, sat = pairwise_int16_sums(row.expand(len(w), -1), w)
+                saturated, total = saturated + int(sat.sum()), total + sat.numel()
+    return saturated, total
+
+
+def test_pair_saturation_counts_like_a_loop_over_patches_and_reduce_range_prevents_it(tmp_path):
+    from onnx import numpy_helper
+
+    torch.manual_seed(0)
+    net = TwoConvs().eval()
+    with torch.no_grad():  # every weight of c1's first channel large and positive: its pairs must saturate
+        net.c1.weight[0] = 1.0
+    images = torch.rand(3, 3, 8, 8)
+    fp32 = export_onnx(net, images[:2], tmp_path / "two.onnx")
+    int8 = quantize_onnx(fp32, tmp_path / "two_int8.onnx", images)
+    got = pair_saturation(int8, images, chunk=7)
+    assert len(got) == 2
+    first = next(iter(got.values()))
+    assert first["weight"] == "c1.weight" and first["pairs"] == 3 * 16 * 4 * 14  # N·L rows x Cout x ceil(27 / 2) pairs
+    graph = onnx.load(str(int8)).graph
+    q_w = next(numpy_helper.to_array(t) for t in graph.initializer if t.name == "c1.weight_quantized")
+    grid = qdq_scales(int8)["images"]
+    q_x = np.clip(np.rint(images.numpy() / grid["scale"]) + grid["zero_point"], 0, 255).astype(np.int64)
+    saturated, total = _reference_pairs(q_x, grid["zero_point"], q_w, stride=2, pad=1)
+    assert (first["saturated"], first["pairs"]) == (saturated, total)
+    assert first["saturated"] > 0 and first["outputs_hit"] >= 0.05 and first["max_abs_pair"] > 32767
+    assert first["fraction"] == pytest.approx(saturated / total)
+
+    seven = quantize_onnx(fp32, tmp_path / "two_rr.onnx", images, reduce_range=True)
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(seven)).graph.initializer]
+    assert max(int(np.abs(w).max()) for w in weights if w.dtype == np.int8) <= 64
+    assert all(c["saturated"] == 0 and c["max_abs_pair"] <= 2 * 255 * 64 for c in pair_saturation(seven, images).values())
+    with pytest.raises(TypeError, match="reduce_range"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", images, reduce_range="yes")
+    with pytest.raises(ValueError, match="no Conv with uint8 input"):
+        pair_saturation(fp32, images)
+    with pytest.raises(ValueError, match="images must be"):
+        pair_saturation(int8, images[0])
+
+
+def test_no_vnni_session_is_exact_without_saturation_and_changes_only_saturated_outputs(tmp_path):
+    torch.manual_seed(1)
+    net = TwoConvs().eval()
+    with torch.no_grad():
+        net.c1.weight[0] = 1.0  # channel 0 saturates (see above); with one scale per tensor, 1-3 stay small
+        net.c1.weight[1:] *= 0.1
+    images = torch.rand(4, 3, 8, 8)
+    fp32 = export_onnx(net, images[:2], tmp_path / "two.onnx")
+    int8 = quantize_onnx(fp32, tmp_path / "two_int8.onnx", images, per_channel=False)
+    feed = {"images": images.numpy()}
+    reference = ort_session(int8).run(None, feed)
+    exact = NoVnniSession(int8, saturate=False)
+    for got, want in zip(exact.run(None, feed), reference):  # the integer formula reproduces ONNX Runtime's kernel
+        np.testing.assert_array_equal(got, want)
+    clamped = NoVnniSession(int8).first_conv_codes(images.numpy())
+    codes = exact.first_conv_codes(images.numpy())
+    changed = (clamped != codes).flatten(2).any(-1)  # (N, C_out): which output channels moved
+    assert changed[:, 0].all() and not changed[:, 1:].any()
+    assert (clamped[:, 0].int() <= codes[:, 0].int()).all()  # positive pairs clamped: the sums can only shrink
+    assert not np.array_equal(NoVnniSession(int8).run(None, feed)[1], reference[1])
+    seven = quantize_onnx(fp32, tmp_path / "two_rr.onnx", images, reduce_range=True)
+    torch.testing.assert_close(NoVnniSession(seven).first_conv_codes(images.numpy()),
+                               NoVnniSession(seven, saturate=False).first_conv_codes(images.numpy()), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no Conv with uint8 input"):
+        NoVnniSession(fp32)
+    with pytest.raises(TypeError, match="saturate must be"):
+        NoVnniSession(int8, saturate=1)
+
+
+def test_int4_weights_are_stored_in_four_bits_and_bad_names_refused(files):
+    from onnx import numpy_helper
+
+    _, calib, paths, work = files
+    names = ["detector.stage4.0.0.weight", "detector.stage4.1.0.weight"]
+    mixed = quantize_onnx(paths["fp32"], work / "int4.onnx", calib, int4_weights=names)
+    stored = {t.name: t for t in onnx.load(str(mixed)).graph.initializer}
+    for name in names:
+        tensor = stored[f"{name}_quantized"]
+        assert tensor.data_type == onnx.TensorProto.INT4
+        values = numpy_helper.to_array(tensor).astype(int)
+        assert values.min() >= -8 and values.max() <= 7 and values.max() - values.min() >= 8  # the 4-bit grid, used
+    assert stored["detector.stage3.1.0.weight_quantized"].data_type == onnx.TensorProto.INT8  # the others: int8
+    four_bit_weights = sum(np.prod(stored[f"{n}_quantized"].dims) for n in names) // 2  # bytes saved, about
+    assert paths["int8"].stat().st_size - mixed.stat().st_size >= 0.9 * four_bit_weights
+    a, b = (ort_session(p).run(None, {"images": calib[:4].numpy()})[1] for p in (paths["int8"], mixed))
+    assert np.isfinite(b).all() and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9  # the same network, coarser
+    with pytest.raises(ValueError, match="not conv weights"):
+        quantize_onnx(paths["fp32"], work / "x.onnx", calib, int4_weights=["stage4.0.0.weight"])
+    with pytest.raises(TypeError, match="int4_weights must be a list"):
+        quantize_onnx(paths["fp32"], work / "x.onnx", calib, int4_weights="detector.stem.0.weight")
 
 
 def test_smooth_activations_build_and_bad_ones_are_refused():

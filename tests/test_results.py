@@ -420,3 +420,33 @@ def test_int8_failures_spreads_searches_and_allocations_come_from_their_runs():
         assert row["weight_bytes"] == model_weight_bytes(folded, row["layer_bits"], default_bits=default)
     assert mixed["variants"]["mixed"]["weight_bytes"] <= mixed["budget_bytes"]
     assert mixed["variants"]["mixed_opposite"]["weight_bytes"] <= mixed["budget_bytes"]
+
+    rr = data["reduce_range"]  # 7-bit weights never saturate; the 8-bit totals add up from the per-conv counts
+    assert rr["models"]["int8_reduce_range"]["weight_range"][1] <= 64 < rr["models"]["int8_8bit"]["weight_range"][1]
+    for sat in [m["saturation"] for m in rr["models"].values()] + [rr["qat8_file_saturation"]]:
+        per = sat["per_conv"].values()
+        assert sat["pairs"] == sum(c["pairs"] for c in per) and sat["convs"] == len(per) == 14
+        assert sat["fraction"] == pytest.approx(sum(c["saturated"] for c in per) / sat["pairs"])
+        assert sat["convs_saturating"] == sum(c["saturated"] > 0 for c in per)
+        assert all((c["saturated"] > 0) == (c["max_abs_pair"] > 32767) for c in per)
+    assert rr["models"]["int8_reduce_range"]["saturation"]["fraction"] == 0
+    estimate = rr["no_vnni_estimate"]  # nothing saturates at 7 bits: the emulation must change nothing
+    assert estimate["int8_reduce_range"]["first_conv_codes_changed"] == 0 == estimate["int8_reduce_range"]["test_minus_vnni"]["value"]
+    first = {name: next(iter(m["saturation"]["per_conv"].values())) for name, m in rr["models"].items()}
+    assert (estimate["int8_8bit"]["first_conv_codes_changed"] > 0) == (first["int8_8bit"]["saturated"] > 0)
+    assert all(e["test_minus_vnni"]["low"] <= e["test_minus_vnni"]["value"] <= e["test_minus_vnni"]["high"] for e in estimate.values())
+    assert mixed["mixed_minus_W4A8"]["low"] <= mixed["mixed_minus_W4A8"]["value"] <= mixed["mixed_minus_W4A8"]["high"]
+    summary = data["summary"]  # the before/after table: every speed-up from the recorded rounds, every CI ordered
+    models = summary["models"]
+    assert summary["split"] == "test" and len(summary["rows"]) >= 8 and {r["part"] for r in summary["rows"]} == set(range(1, 8))
+    assert summary["mixed_layer_bits"] == mixed["variants"]["mixed"]["layer_bits"]  # part 7's files: part mixed's choice
+    for row in summary["rows"]:
+        rounds = {side: models[row[side]]["ms_b16"]["rounds"] for side in ("before", "after", "fp32")}
+        assert row["speedup_after_vs_before"]["speedup"] == pytest.approx(
+            paired_speedup(rounds["before"], rounds["after"])["speedup"])
+        for side in ("before", "after"):
+            assert row[f"{side}_speedup_vs_fp32"]["speedup"] == pytest.approx(paired_speedup(rounds["fp32"], rounds[side])["speedup"])
+        for ci in (row["after_minus_before"], row["before_minus_fp32"], row["after_minus_fp32"]):
+            assert ci["low"] <= ci["value"] <= ci["high"]
+        assert row["after_minus_before"]["value"] == pytest.approx(
+            models[row["after"]]["test_map"] - models[row["before"]]["test_map"], abs=1e-9)

@@ -69,6 +69,17 @@ def test_text_source_matches_notebook(notebook):
     assert not problems, f"{notebook.name} and its text source are out of sync -- {FIX}:\n" + "\n".join(problems)
 
 
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_names_its_kernel(notebook):
+    """JupyterLab, nbgrader and the slide builders read the kernelspec; a notebook made from its text source alone
+    has none (open it, pick the Python 3 kernel and save, or copy another notebook's metadata)."""
+    import nbformat
+
+    kernelspec = nbformat.read(notebook, as_version=4).metadata.get("kernelspec", {})
+    assert kernelspec.get("name") == "python3" and kernelspec.get("language") == "python", \
+        f"{notebook.name}: kernelspec {kernelspec!r}, expected the python3 kernel"
+
+
 def test_every_text_source_has_its_notebook():
     orphans = [p.name for p in (ROOT / "notebooks").glob("*.py") if not p.with_suffix(".ipynb").exists()]
     assert not orphans, f"text sources without a notebook (renamed or deleted notebook?): {orphans}"
