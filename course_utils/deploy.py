@@ -191,6 +191,9 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, calibration_imag
     _check_input_shape(fp32_path, tuple(calibration_images.shape))
     if isinstance(int4_weights, str) or not all(isinstance(n, str) for n in int4_weights):
         raise TypeError(f"int4_weights must be a list of weight names (strings), got {int4_weights!r}")
+    if int4_weights and (quant_format != "qdq" or reduce_range or not per_channel):
+        raise ValueError("int4_weights needs the defaults quant_format='qdq', reduce_range=False and per_channel=True "
+                         f"(got {quant_format!r}, {reduce_range}, {per_channel}): 4-bit weights are stored per channel in a QDQ file")
     if nodes_to_exclude or int4_weights:  # ONNX Runtime ignores names it does not know: a typo would pass silently
         import onnx
 

@@ -255,6 +255,12 @@ def _qdq_conv_operands(graph: Any) -> list[dict[str, Any]]:
         if weight is None or weight.dtype != np.int8 or zp is None or zp.dtype != np.uint8:
             continue  # not the u8 x s8 product the 16-bit pair instruction computes
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise ValueError(f"conv {node.name!r} uses auto_pad={attrs['auto_pad']!r}; export with explicit pads "
+                             "(torch.onnx.export does)")
+        w_zp = consts.get(w_dq.input[2]) if len(w_dq.input) > 2 else None
+        if w_zp is not None and np.any(w_zp != 0):
+            continue  # asymmetric weights: not the symmetric int8 weights the u8 x s8 kernels take
         kernel = tuple(weight.shape[2:])
         convs.append({"name": node.name, "weight_name": w_dq.input[0].removesuffix("_quantized"), "input": x_dq.input[0],
                       "zero_point": int(zp), "weight": weight,
@@ -387,7 +393,10 @@ class NoVnniSession:
         self.x_scale = float(consts[x_dq.input[1]])
         self.w_scale = consts[w_dq.input[1]].astype(np.float32).reshape(-1)
         self.y_scale, self.y_zero_point = float(consts[quant.input[1]]), int(consts[quant.input[2]])
-        b_dq = producer.get(node.input[2]) if len(node.input) > 2 else None
+        b_dq = producer.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if len(node.input) > 2 and node.input[2] and (b_dq is None or b_dq.op_type != "DequantizeLinear"):
+            raise ValueError(f"the first conv's bias {node.input[2]!r} is not an int32 bias behind a DequantizeLinear; "
+                             "NoVnniSession adds the bias in int32, as the kernel does")
         bias = consts.get(b_dq.input[0]) if b_dq is not None else None
         if bias is not None and not np.allclose(consts[b_dq.input[1]].reshape(-1), np.float32(self.x_scale) * self.w_scale, rtol=1e-5):
             raise ValueError("the first conv's bias scale is not input scale x weight scale; NoVnniSession cannot add it in int32")
@@ -421,9 +430,9 @@ class NoVnniSession:
         multiplier = torch.from_numpy((np.float32(self.x_scale) * self.w_scale) / np.float32(self.y_scale))
         y = torch.round(acc.float() * multiplier) + self.y_zero_point  # torch.round: half to even, as the kernel
         n, _, h, w = q_x.shape
-        (kh, kw), (sh, sw) = self.conv["kernel"], self.conv["strides"]
+        (kh, kw), (sh, sw), (dh, dw) = self.conv["kernel"], self.conv["strides"], self.conv["dilations"]
         top, left, bottom, right = self.conv["pads"]
-        ho, wo = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+        ho, wo = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1
         return y.clamp(self.y_zero_point if self.relu else 0, 255).to(torch.uint8).reshape(n, ho, wo, -1).permute(0, 3, 1, 2)
 
     def run(self, output_names: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

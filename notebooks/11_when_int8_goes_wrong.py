@@ -259,7 +259,7 @@ check_keep_in_float(my_keep_in_float)
 
 
 # %% [markdown]
-# **Exercise 2.** CPUs without VNNI store $x_0 w_0 + x_1 w_1$ (uint8 activations, int8 weights) in a signed 16-bit register, saturating beyond ±32,767. Write `my_max_pair_sum(act_bits, weight_bits)`: the largest $|x_0 w_0 + x_1 w_1|$. Can 8-bit weights saturate? 7-bit ones?
+# **Exercise 2.** CPUs without VNNI store $x_0 w_0 + x_1 w_1$ (uint8 activations, int8 weights) in a signed 16-bit register, saturating outside −32,768 … 32,767. Write `my_max_pair_sum(act_bits, weight_bits)`: the largest $|x_0 w_0 + x_1 w_1|$. Can 8-bit weights saturate? 7-bit ones?
 
 # %%
 def my_max_pair_sum(act_bits, weight_bits):
@@ -297,7 +297,7 @@ check_max_pair_sum(my_max_pair_sum)
 # %% [markdown]
 # ### Before and after, in one table
 #
-# One failing model ("before") and its repair ("after") per part, all from one benchmark run: test mAP, the paired 95 % interval of after − before (points), and the batch-16 speed-up over that network's own fp32 file (5 interleaved rounds, 2 threads; the median of the per-round ratios):
+# One failing model ("before") and its repair ("after") per part. Parts 1–4 are the core sections; 5–7 are the deep dives below ("int8 is slower than fp32", "Results differ between CPUs", mixed precision): skim their rows now and come back after reading them. All from one benchmark run: test mAP, the paired 95 % interval of after − before (points), and the batch-16 speed-up over that network's own fp32 file (5 interleaved rounds, 2 threads; the median of the per-round ratios):
 
 # %%
 summary = bench["summary"]
@@ -313,8 +313,9 @@ for row in summary["rows"]:
 # Read the speed column with the mAP column:
 #
 # * SiLU's repair buys no significant mAP and costs most of the speed-up.
-# * The stem in float is the one repair that is clearly both more accurate and faster.
-# * Dynamic quantization is a little *more* accurate than static here, and nearly 3 times slower than fp32.
+# * The stem in float is the only repair that beats all-int8 on both mAP and speed, the mAP only just (lower bound +0.04 points).
+# * The mixed file beats the W4A8 file on both, yet stays slower than fp32 (last deep dive).
+# * Dynamic quantization is a little *more* accurate than static here, and about 2.7 times slower than fp32.
 # * Calibration and `reduce_range` leave the graph as it is, so their speed differences show the timing noise (a few percent).
 # * Part 7's files store 4-bit weights, but ONNX Runtime has no 4-bit convolution: see the last deep dive.
 
@@ -397,7 +398,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Dynamic quantization is the slow one, more than twice as slow as fp32: its `ConvInteger` kernel is a generic one, and every conv adds a range search, a quantization and casts. Static QDQ and QOperator run at the same speed. A float node between int8 ones costs speed the same way, with a dequantize and a quantize around it: see "The speed cost of float nodes" above.
+# Dynamic quantization is the slow one, about 2.7 times slower than fp32: its `ConvInteger` kernel is a generic one, and every conv adds a range search, a quantization and casts. Static QDQ and QOperator run at the same speed. A float node between int8 ones costs speed the same way, with a dequantize and a quantize around it: see "The speed cost of float nodes" above.
 
 # %% [markdown]
 # ### "Results differ between CPUs"
@@ -405,7 +406,7 @@ plt.show()
 # It happened to this course: notebook 05's printed int8 mAP changed in its last digits between an AMD CPU with AVX-512 VNNI and an Intel CPU with AMX. Same file, same images. Why can integer arithmetic differ?
 #
 # * With VNNI (or AMX), u8 × s8 products are summed straight into 32 bits: exact, the same on every such CPU.
-# * Without VNNI, the AVX2 and AVX-512BW instruction `vpmaddubsw` adds *pairs* of products into a signed 16-bit number and **saturates** beyond ±32,767. Exercise 2 computed that 8-bit weights can reach 65,280. `pairwise_int16_sums` (notebook 09's integer reference) shows how often that happens for uniform random integers:
+# * Without VNNI, the AVX2 and AVX-512BW instruction `vpmaddubsw` adds *pairs* of products into a signed 16-bit number and **saturates** outside −32,768 … 32,767. Exercise 2 computed that 8-bit weights can reach 65,280 (64,770 with ONNX Runtime's symmetric weights, which stop at ±127). `pairwise_int16_sums` (notebook 09's integer reference) shows how often that happens for uniform random integers:
 
 # %% tags=["nbval-check-output"]
 from course_utils.quant import pairwise_int16_sums  # noqa: E402
@@ -418,7 +419,7 @@ for bits in (8, 7):
     print(f"{bits}-bit weights, uniform random: {saturated.float().mean():.2%} of pair sums saturate")
 
 # %% [markdown]
-# Uniform random integers are a stress case, not the worst one (that is 100 %). What about a real layer? `pair_saturation` takes the int8 file's own uint8 codes on 16 val images, lays them out as the kernel reads them (neighbouring input channels paired, our reading of ONNX Runtime's layout) and counts, per conv:
+# Uniform random integers are a stress case, not the worst one (that is 100 %). What about a real layer? `pair_saturation` takes the int8 file's own uint8 codes on 16 val images, lays them out as the kernel reads them (rows of kh·kw·C values, channels innermost; adjacent entries paired: our reading of ONNX Runtime's layout) and counts, per conv:
 
 # %%
 from course_utils.int8_debug import pair_saturation  # noqa: E402
@@ -429,11 +430,13 @@ for row in saturation.values():
         print(f"{row['weight']:<27}{row['saturated']:>7,} of {row['pairs']:>10,} pairs saturate, "
               f"{row['outputs_hit']:>6.2%} of outputs hit, largest |pair| {row['max_abs_pair']:,}")
 print(f"{sum(r['saturated'] == 0 for r in saturation.values())} of {len(saturation)} convs never saturate")
+print(f"the stem's input (the image minus a mean): zero point {qdq_scales(two_outputs)['sub']['zero_point']} on the 0-255 grid; "
+      f"the first ReLU's: {qdq_scales(two_outputs)['relu']['zero_point']}")
 
 # %% [markdown]
-# The **stem** is the one: it reads the image itself. The network subtracts a mean first, so the stem's zero point sits mid-grid, and bright or dark pixels give codes near 0 or 255. Deeper layers read ReLU outputs that cluster near 0.
+# The **stem** is the one: it reads the image itself. The kernel multiplies the *raw* codes (0–255) and corrects for the zero point afterwards. ReLU outputs have zero point 0 and mostly small codes. The image has a mean subtracted first, so its zero point sits mid-grid: even an average pixel has a code near 128, and two bright values against two large weights of one sign pass 32,767.
 #
-# What would that cost in mAP? This course has no CPU without VNNI, so `NoVnniSession` *computes* the file's first conv the way such a CPU would, pairs clamped to int16, and runs the rest in ONNX Runtime (with nothing clamped it reproduces ONNX Runtime's codes exactly: tested). ONNX Runtime's `reduce_range=True` is the usual remedy: weights within ±64, so no pair can saturate (2 · 255 · 64 = 32,640), on a grid twice as coarse. The benchmark measured both (test split, paired 95 % intervals, points):
+# What would that cost in mAP? This course has no CPU without VNNI, so `NoVnniSession` *computes* the file's first conv the way such a CPU would, pairs clamped to int16, and runs the rest in ONNX Runtime (with nothing clamped it reproduces ONNX Runtime's outputs exactly: tested; the other convs' rare saturations are left out). Two remedies exist. Quantizing with `reduce_range=True` keeps weights within ±64, so no pair can saturate (2 · 255 · 64 = 32,640), on a grid twice as coarse. Or, with no new file, the session option `session.x64quantprecision = 1` makes ONNX Runtime use slower u8 × u8 kernels that do not saturate, on CPUs without VNNI only (so it cannot be measured here). The benchmark measured the first, for this notebook's int8 file and for notebook 05's QAT-trained model exported to int8 ("the QAT-8 file"); test split, paired 95 % intervals, points:
 
 # %%
 rr = bench["reduce_range"]
@@ -447,7 +450,7 @@ qat_est = rr["no_vnni_estimate"]["qat8_int8"]
 print(f"QAT-8 file: {qat_est['first_conv_codes_changed']:.1%} of stem codes changed, mAP change {show_ci(qat_est['test_minus_vnni'])}")
 
 # %% [markdown]
-# Saturation is real here: about one stem code in sixteen changes. Yet the mAP change is within noise for both files: no measurable cost on this detector, though its intervals still allow about half a point either way. `reduce_range` costs little too: about 1 dB of SQNR (not the 6 dB of a whole bit: most error comes from the activations' grids) and an mAP change within noise. On this detector neither choice matters; on yours, measure both on val.
+# Saturation is real here: about one stem code in sixteen changes. (Fewer than the 14 % of outputs hit: a clamped pair shortens the sum only a little, so requantization often rounds to the same code, and the ReLU's clamp at 0 hides some.) Yet the mAP change is within noise for both files: no measurable cost on this detector, though the intervals still allow about half a point either way. `reduce_range` costs about 1 dB of SQNR (not the 6 dB of a whole bit: most error comes from the activations' grids). Its mAP change is within noise on test; on val it cost 0.35 points (one split, no interval). On your detector, measure both on val.
 #
 # Kernels also differ in where they requantize and round, which moves rare ties. How large is the difference between two CPUs *with* VNNI? The same QAT-8 int8 file scored on both:
 
@@ -461,7 +464,7 @@ print(f"same file, benchmark machine {bench['cpu']['model']} (VNNI {bench['cpu']
 print(f"difference: val {100 * (here['val_map'] - rec['val_map']):+.3f}, test {100 * (here['test_map'] - rec['test_map']):+.3f} points")
 
 # %% [markdown]
-# Both CPUs have VNNI, so no pair saturates on either, and int32 sums are exact in any order. The last digits move, probably, where the kernels leave integers: the float requantization and the float ops between layers, which round rare ties differently. The difference is about a hundredth of a point, some 30 times smaller than the test split's noise (paired 95 % intervals are about ±0.4 points wide). That is why the course's checked outputs round int8 mAPs.
+# Both CPUs have VNNI, so no pair saturates on either, and int32 sums are exact in any order. The last digits move, probably, where the kernels leave integers: the float requantization and the float ops between layers, which round values near a rounding boundary differently (PyTorch's post-processing is float too). The difference is about a hundredth of a point, some 30 times smaller than the test split's noise (paired 95 % intervals are about ±0.4 points wide). That is why the course's checked outputs round int8 mAPs.
 
 # %% [markdown]
 # ### Mixed precision under a size budget
@@ -488,7 +491,7 @@ for name, row in mixed["variants"].items():
 # Two layers carry almost all of the 4-bit cost: the box head's last conv (`box_out`) and the tower conv before it. The allocation sends five cheap layers to 4 bits, two thirds of the W8A8 bytes, and stays within noise of fp32. Uniform W4A8 loses about 10 points, and so does the opposite choice at the same budget. Which layers get the bits matters far more than the average bit width.
 
 # %% [markdown]
-# Those were fake-quantized PyTorch models: bytes counted, nothing stored. `quantize_onnx(..., int4_weights=[...])` writes real files: the chosen convs' weights as ONNX's 4-bit integers (two per byte), the rest as in the int8 file, activations calibrated as before. Test split, batch-16 latency from the table above (5 interleaved rounds):
+# Those were fake-quantized PyTorch models: bytes counted, nothing stored. `quantize_onnx(..., int4_weights=[...])` writes real files: the chosen convs' weights as ONNX's 4-bit integers (two per byte), the rest as in the int8 file, activations calibrated by MinMax as in the int8 file (the fake-quantized models used Percentile, so their mAPs differ a little). Test split, batch-16 latency from the table above (5 interleaved rounds):
 
 # %%
 models = bench["summary"]["models"]
@@ -498,4 +501,16 @@ for name, label in (("fp32", "fp32"), ("int8", "all 8-bit"), ("mixed_file", "mix
           f"{m['ms_b16']['median']:>5.1f} ms per batch of 16 (p10-p90 {m['ms_b16']['p10']:.1f}-{m['ms_b16']['p90']:.1f})")
 
 # %% [markdown]
-# The bytes are real: the mixed file is about 30 % smaller than the int8 one, with about the same test mAP (both within a point of fp32). But it is *slower than fp32*: ONNX Runtime's CPU has no 4-bit convolution, so each 4-bit conv turns its weights back into floats and runs in float on every call, between a dequantize and a quantize. 4-bit weights pay off where a kernel reads them directly (GPUs, some NPUs, ONNX Runtime's `MatMulNBits` for language models); for a CPU detector they buy download size, not speed.
+# The bytes are real: the mixed file is about 30 % smaller than the int8 one, with about the same test mAP (both within a point of fp32). But it is *slower than fp32*. The profiler shows why: build the mixed file here and compare where the time goes.
+
+# %%
+from course_utils.int8_debug import profile_by_op  # noqa: E402
+
+four_bit = [f"detector.{name}.weight" for name, bits in mixed["variants"]["mixed"]["layer_bits"].items() if bits == 4]
+mixed_file = quantize_onnx(fp32_path, work / "mixed.onnx", calib_images, int4_weights=four_bit)
+for name, path in (("all 8-bit", two_outputs), ("mixed 4/8-bit", mixed_file)):
+    ops = profile_by_op(path, val_images)  # ms per batch of 16 inside each operator type; timings vary from run to run
+    print(f"{name:<14}" + ", ".join(f"{op} {ms:.1f} ms" for op, ms in list(ops.items())[:4]))
+
+# %% [markdown]
+# ONNX Runtime's CPU has no 4-bit convolution. In the mixed file, each 4-bit conv turns its weights back into floats (`DequantizeLinear`) and runs as a float `Conv` on every call, between a dequantize and a quantize of its activations. 4-bit weights pay off where a kernel reads them directly (GPUs, some NPUs, ONNX Runtime's `MatMulNBits` for language models); for a CPU detector they buy download size, not speed.

@@ -235,8 +235,18 @@ def test_no_vnni_session_is_exact_without_saturation_and_changes_only_saturated_
                                NoVnniSession(seven, saturate=False).first_conv_codes(images.numpy()), rtol=0, atol=0)
     with pytest.raises(ValueError, match="no Conv with uint8 input"):
         NoVnniSession(fp32)
+    with pytest.raises(ValueError, match="no Conv with uint8 input"):
+        pair_saturation(fp32, images)
     with pytest.raises(TypeError, match="saturate must be"):
         NoVnniSession(int8, saturate=1)
+
+
+def test_no_vnni_session_reproduces_onnx_runtime_on_the_per_channel_detector(files):
+    """The course's own layout: a TinyDetector, weights per channel, the image normalised inside the network."""
+    _, calib, paths, _ = files
+    feed = {"images": calib[:6].numpy()}
+    for got, want in zip(NoVnniSession(paths["int8"], saturate=False).run(None, feed), ort_session(paths["int8"]).run(None, feed)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_int4_weights_are_stored_in_four_bits_and_bad_names_refused(files):
@@ -260,6 +270,8 @@ def test_int4_weights_are_stored_in_four_bits_and_bad_names_refused(files):
         quantize_onnx(paths["fp32"], work / "x.onnx", calib, int4_weights=["stage4.0.0.weight"])
     with pytest.raises(TypeError, match="int4_weights must be a list"):
         quantize_onnx(paths["fp32"], work / "x.onnx", calib, int4_weights="detector.stem.0.weight")
+    with pytest.raises(ValueError, match="int4_weights needs the defaults"):
+        quantize_onnx(paths["fp32"], work / "x.onnx", calib, int4_weights=names, per_channel=False)
 
 
 def test_smooth_activations_build_and_bad_ones_are_refused():

@@ -208,8 +208,8 @@ def pairwise_int16_sums(q_x: Tensor, q_w: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns ``(p, saturated)``: the int16-clamped sums as int32 and a bool mask of the pairs that were
     clamped. A pair can exceed int16 only when both products are large and of one sign (at most
-    2 · 255 · 128 = 65,280); with 7-bit weights in [-64, 63] (``reduce_range``) the largest is
-    2 · 255 · 64 = 32,640 and nothing saturates. VNNI's ``vpdpbusd`` sums four products straight into int32.
+    2 · 255 · 128 = 65,280, or 64,770 with symmetric weights in [-127, 127]); with weights in [-64, 64]
+    (ONNX Runtime's ``reduce_range``) the largest is 2 · 255 · 64 = 32,640 and nothing saturates. VNNI's ``vpdpbusd`` sums four products straight into int32.
     """
     _check_int_tensor(q_x, "q_x")
     _check_int_tensor(q_w, "q_w")
