@@ -34,7 +34,7 @@ from course_utils.deploy import DetectorNetwork, cpu_info, cpu_int8_features, ex
 from course_utils.quant import export_qdq, fuse_conv_bn, integer_detector, prepare_qat
 
 from harness import RESULTS, write_json
-from int8_latency import onnx_session
+from int8_latency import median_round, onnx_session
 
 BATCHES, SIZES = (1, 4, 16, 64), (64, 128, 256)
 
@@ -106,13 +106,11 @@ def main() -> None:
             print(f"round {r}: {name}: 128px b16 {rounds[name][-1]['128px_b16']['median_ms']:.2f} ms", flush=True)
 
     cells = {}
+    summaries = {name: median_round(rounds[name]) for name in names}  # per cell: the median round, every round's median
     for size in SIZES:
         for batch in BATCHES:
             key = f"{size}px_b{batch}"
-            per = {}
-            for name in names:
-                ordered = sorted(rounds[name], key=lambda t: t[key]["median_ms"])
-                per[name] = {**ordered[len(ordered) // 2][key], "round_medians_ms": [t[key]["median_ms"] for t in rounds[name]]}
+            per = {name: summaries[name][key] for name in names}
             best = {kind: min((n for n in names if n.startswith(prefixes)), key=lambda n: per[n]["median_ms"])
                     for kind, prefixes in (("fp32", ("fp32_",)), ("float", ("fp32_", "bf16_")), ("int8", ("int8_",)))}
             cells[key] = {

@@ -254,7 +254,7 @@ _SLIDE_FITS = """() => {
 
 
 def test_lecture_decks_fit_a_1280x720_screen(lab_server, tmp_path):
-    """Every lecture deck (``classroom.decks``: notebooks 04, 08 and 11) in RISE on a 1280×720 screen: on every
+    """Every lecture deck (``classroom/decks/NN_name.md``) in RISE on a 1280×720 screen: on every
     slide nothing is drawn outside the screen, no text block is clipped, and every figure loaded.
     A screenshot of every slide goes to the test artifacts (``deck_04_00.png`` ...)."""
     from playwright.sync_api import sync_playwright

@@ -33,6 +33,14 @@ ASSIGNMENT = "01_detection_basics"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(hub_trial.why_not()), reason=hub_trial.why_not() or "-")]
 
 
+def test_the_hub_shares_the_folders_the_release_links():
+    """hub.py keeps its own copy of the shared folders (importing nbgrader_build would load nbgrader into the hub):
+    the two lists must not drift apart. The hub leaves out the package, which the course environment installs."""
+    from classroom import nbgrader_build
+
+    assert hub.SHARED_DIRS == tuple(d for d in nbgrader_build.SHARED_DIRS if d != "course_utils")
+
+
 def test_hub_setup_refuses_an_unknown_account_and_keeps_a_teachers_edits(tmp_path):
     python, dist = Path(sys.executable), tmp_path / "dist"
     with pytest.raises(hub.HubError, match="no Unix account"):
